@@ -1,0 +1,41 @@
+#pragma once
+// The reference CPU backend: the book's method (im2col + OpenBLAS GEMM) and straightforward
+// loops, for f32 and f64, plain layouts only. Threads: OpenMP loops and OpenBLAS, both set by
+// set_cpu_threads() (core/threads.h).
+#include "core/backend/backend.h"
+
+namespace deeptrain {
+
+class CpuBackend : public Backend {
+ public:
+  std::string name() const override { return "cpu-ref"; }
+  Device device() const override { return Device::cpu; }
+
+  void conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                      Tensor& y, bool fuse_relu) override;
+  void conv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y,
+                       Tensor& dy, bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
+  void maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& argmax) override;
+  void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
+                          Tensor& dx) override;
+  void relu_forward(const Tensor& x, Tensor& y) override;
+  void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
+  void affine_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y,
+                      bool fuse_relu) override;
+  void affine_backward(const Tensor& x, const Tensor& w, const Tensor& y, Tensor& dy,
+                       bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
+  void dropout_forward(const DropoutKey& key, float ratio, const Tensor& x, Tensor& y,
+                       Tensor& mask) override;
+  void dropout_backward(float ratio, const Tensor& mask, const Tensor& dy, Tensor& dx) override;
+  double softmax_ce_forward(const Tensor& logits, const Tensor& labels, Tensor& probs,
+                            int64_t* correct) override;
+  void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
+                           Tensor& dlogits) override;
+  Tensor to_plain(const Tensor& x) override;
+
+ private:
+  Tensor col_;  // im2col scratch, grown on demand and reused across steps
+  Tensor& scratch(int64_t elems, DType t);
+};
+
+}  // namespace deeptrain
