@@ -78,12 +78,14 @@ class Backend {
   virtual void dropout_backward(float ratio, const Tensor& mask, const Tensor& dy,
                                 Tensor& dx) = 0;
 
-  // Softmax cross-entropy with the book's 1e-7 inside the log. logits (n, m), labels i32 (n).
-  // Writes probs; returns the *sum* of per-sample losses (callers divide by the global batch)
-  // and adds the count of correct argmax predictions to *correct.
-  virtual double softmax_ce_forward(const Tensor& logits, const Tensor& labels, Tensor& probs,
-                                    int64_t* correct) = 0;
-  // dlogits = d(scale * sum of losses)/dlogits, the exact derivative including the 1e-7.
+  // Softmax cross-entropy: loss_i = -log(p_i[t_i] + log_eps); the book uses log_eps = 1e-7 so a
+  // zero probability stays finite. logits (n, m), labels i32 (n). Writes probs; returns the
+  // *sum* of per-sample losses (callers divide by the global batch) and adds the count of
+  // correct argmax predictions to *correct.
+  virtual double softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
+                                    Tensor& probs, int64_t* correct) = 0;
+  // dlogits = scale * (p - onehot(t)): the book's gradient, exact for log_eps = 0 (it ignores
+  // the 1e-7, a relative difference of 1e-7 / p_t; the book's reference gradients do the same).
   virtual void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
                                    Tensor& dlogits) = 0;
 

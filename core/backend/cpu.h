@@ -27,8 +27,8 @@ class CpuBackend : public Backend {
   void dropout_forward(const DropoutKey& key, float ratio, const Tensor& x, Tensor& y,
                        Tensor& mask) override;
   void dropout_backward(float ratio, const Tensor& mask, const Tensor& dy, Tensor& dx) override;
-  double softmax_ce_forward(const Tensor& logits, const Tensor& labels, Tensor& probs,
-                            int64_t* correct) override;
+  double softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
+                            Tensor& probs, int64_t* correct) override;
   void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
                            Tensor& dlogits) override;
   Tensor to_plain(const Tensor& x) override;

@@ -1,0 +1,89 @@
+// `deeptrain bench`: median step time of training or inference, one JSON line, for the
+// side-by-side comparison in bench/train_throughput.sh.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+
+#include "app/commands.h"
+#include "app/session.h"
+#include "core/optim/optimizer.h"
+#include "core/random.h"
+#include "distributed/trainer.h"
+
+using deeptrain::data::Dataset;
+
+namespace deeptrain::app {
+
+void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
+  CLI::App* sub = cli.add_subcommand("bench", "measure training or inference throughput");
+  sub->add_option("--config", o.config, "experiment config (default: the book's DeepConvNet)")
+      ->check(CLI::ExistingFile);
+  sub->add_option("--mode", o.mode, "train or infer")->check(CLI::IsMember({"train", "infer"}));
+  sub->add_option("--backend", o.backend, "cpu (fast path) or cpu-ref (im2col + OpenBLAS)");
+  sub->add_option("--threads", o.threads, "threads (0 = all cores)");
+  sub->add_option("--steps", o.steps, "timed steps")->check(CLI::PositiveNumber);
+  sub->add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
+  sub->add_option("--batch", o.batch, "batch size (default: the config's)");
+  sub->add_flag("--json", o.json, "print one JSON line");
+}
+
+int run_bench(const BenchOptionsCli& o) {
+  proto::ExperimentConfig cfg;
+  ConfigOverrides ov;
+  ov.threads = o.threads;
+  ov.backend = o.backend;
+  if (o.batch > 0) ov.batch_size = o.batch;
+  cfg = o.config.empty() ? parse_config("", "(built-in deep_convnet)", ov)
+                         : load_config(o.config, ov);
+  Session s = open_session(cfg, false);
+  // Throughput does not depend on pixel values: synthetic MNIST-shaped samples.
+  const int64_t batch = cfg.schedule().batch_size(), pool = 10 * batch;
+  Dataset d;
+  d.name = "synthetic";
+  d.num_classes = s.net->num_classes();
+  Shape in = s.net->input_shape();
+  d.images = Tensor::empty({pool, in[0], in[1], in[2]}, DType::u8);
+  d.labels = Tensor::empty({pool}, DType::i32);
+  const RandomStream rs{cfg.run().seed(), 0xBE};
+  for (int64_t i = 0; i < d.images.numel(); ++i) d.images.data<uint8_t>()[i] = uint8_t(rs.block(i)[0]);
+  for (int64_t i = 0; i < pool; ++i) d.labels.data<int32_t>()[i] = int32_t(rs.block(i, 1)[0] % 10);
+
+  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
+  SingleProcessCommunicator comm;
+  TrainerOptions to;
+  to.batch_size = batch;
+  to.eval_batch_size = batch;
+  to.seed = cfg.run().seed();
+  to.lr = cfg.optimizer().lr();
+  Trainer trainer(to, *s.net, *s.backend, *optimizer, comm);
+  Dataset slice = d;  // inference evaluates one batch-sized slice per step
+  slice.images = d.images.slice_flat(0, {batch, in[0], in[1], in[2]});
+  slice.labels = d.labels.slice_flat(0, {batch});
+  std::vector<int64_t> ids(batch);
+  std::vector<double> ms;
+  for (int i = 0; i < o.warmup + o.steps; ++i) {
+    for (int64_t j = 0; j < batch; ++j) ids[j] = (i * batch + j) % pool;
+    const auto t0 = std::chrono::steady_clock::now();
+    if (o.mode == "train") trainer.train_step(d, ids.data(), batch);
+    else trainer.evaluate(slice);
+    const double dt =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (i >= o.warmup) ms.push_back(dt);
+  }
+  std::sort(ms.begin(), ms.end());
+  const double median = ms[ms.size() / 2];
+  const double ips = double(batch) * 1000.0 / median;
+  if (o.json)
+    std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"threads\":%d,\"mode\":\"%s\","
+                "\"batch\":%ld,\"steps\":%d,\"images_per_sec\":%.1f,\"step_ms_median\":%.3f,"
+                "\"peak_rss_mb\":%.1f}\n",
+                s.backend->name().c_str(), s.threads, o.mode.c_str(), long(batch), o.steps, ips,
+                median, peak_rss_mb());
+  else
+    std::printf("%s %s, batch %ld, %d threads: %.1f img/s (median step %.2f ms), peak RSS %.0f MB\n",
+                s.backend->name().c_str(), o.mode.c_str(), long(batch), s.threads, ips, median,
+                peak_rss_mb());
+  return 0;
+}
+
+}  // namespace deeptrain::app

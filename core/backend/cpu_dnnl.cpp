@@ -1,0 +1,301 @@
+// DnnlBackend: oneDNN convolutions on blocked activations, plus the hand-written kernels of
+// cpu_kernels_blocked.h. Built only with -DDEEPTRAIN_DNNL=ON (the file name ends in _dnnl.cpp).
+#include "core/backend/cpu_dnnl.h"
+
+#include <array>
+#include <map>
+#include <unordered_map>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "core/backend/cpu_kernels_blocked.h"
+
+namespace deeptrain {
+namespace {
+
+using dnnl::memory;
+using Tag = memory::format_tag;
+
+memory::desc f32_md(const memory::dims& dims, Tag tag) {
+  return memory::desc(dims, memory::data_type::f32, tag);
+}
+
+// One argument of a primitive: the format of the caller's buffer and the format the primitive
+// chose. When they differ, the argument passes through a reorder and a buffer cached with the
+// primitive (weights always do: they are plain (k, c, r, s) and change every step).
+struct Arg {
+  memory::desc user, prim;
+  bool staged = false;
+  memory buf;
+  dnnl::reorder convert;  // user -> prim for inputs, prim -> user for outputs
+
+  void init(const dnnl::engine& eng, const memory::desc& user_md, const memory::desc& prim_md,
+            bool input) {
+    user = user_md;
+    prim = prim_md;
+    staged = !(user == prim);
+    if (!staged) return;
+    buf = memory(prim, eng);
+    convert = input ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, user, eng, prim))
+                    : dnnl::reorder(dnnl::reorder::primitive_desc(eng, prim, eng, user));
+  }
+};
+
+// The primitives of one conv geometry (+ bias, + fused ReLU); backward ones made on first use.
+struct ConvPrims {
+  dnnl::convolution_forward::primitive_desc fwd_pd;
+  dnnl::convolution_forward fwd;
+  Arg fwd_src, fwd_wei, fwd_dst;
+  bool have_bwd_data = false, have_bwd_weights = false;
+  dnnl::convolution_backward_data bwd_data;
+  Arg bd_ddst, bd_wei, bd_dsrc;
+  dnnl::convolution_backward_weights bwd_weights;
+  Arg bw_src, bw_ddst, bw_dwei;
+  memory bias_sink;  // diff bias when the caller asks for none
+};
+
+using ConvKey = std::array<int64_t, 15>;
+
+}  // namespace
+
+struct DnnlBackend::Impl {
+  dnnl::engine eng{dnnl::engine::kind::cpu, 0};
+  dnnl::stream strm{eng};
+  int block = kernels::preferred_block();
+  Layout blocked = block == 16 ? Layout::nChw16c : Layout::nChw8c;
+  std::map<ConvKey, ConvPrims> convs;
+  enum Slot { kX, kY, kDy, kSlots };
+  std::array<Tensor, kSlots> buffers;  // layout conversions, grown on demand, reused
+
+  Layout native_layout(int64_t c) const { return c % block == 0 ? blocked : Layout::plain; }
+  Tag native_tag(int64_t c) const {
+    if (c % block) return Tag::nchw;
+    return block == 16 ? Tag::nChw16c : Tag::nChw8c;
+  }
+  // The format a primitive is created with: fixed where the channels fill blocks (so the jit
+  // kernels and our layout agree and nothing is reordered), else the primitive's choice.
+  Tag prim_tag(int64_t c) const { return c % block ? Tag::any : native_tag(c); }
+
+  memory input(Arg& a, const void* p) {
+    memory user(a.user, eng, const_cast<void*>(p));
+    if (!a.staged) return user;
+    a.convert.execute(strm, {{DNNL_ARG_FROM, user}, {DNNL_ARG_TO, a.buf}});
+    return a.buf;
+  }
+  memory output(Arg& a, void* p) { return a.staged ? a.buf : memory(a.user, eng, p); }
+  void finish(Arg& a, void* p) {
+    if (a.staged)
+      a.convert.execute(strm, {{DNNL_ARG_FROM, a.buf}, {DNNL_ARG_TO, memory(a.user, eng, p)}});
+  }
+
+  // t (f32, 4-d) in its native layout: t itself, or a converted copy in buffer `slot`.
+  Tensor native(const Tensor& t, Slot slot) {
+    const Layout want = native_layout(t.dim(1));
+    if (t.layout() == want) return t;
+    const Tensor plain = t.layout() == Layout::plain ? t : to_plain(t);
+    if (want == Layout::plain) return plain;
+    Tensor& buf = buffers[slot];
+    if (buf.numel() < t.numel()) buf = Tensor::empty({t.numel()}, DType::f32);
+    Tensor out = buf.slice_flat(0, t.shape());
+    kernels::plain_to_blocked(plain.raw(), out.raw(), t.dim(0), t.dim(1), t.dim(2) * t.dim(3),
+                              block);
+    out.set_layout(want);
+    return out;
+  }
+
+  static Tensor to_plain(const Tensor& t) {
+    if (t.layout() == Layout::plain) return t;
+    DT_CHECK(t.shape().rank() == 4 && dtype_size(t.dtype()) == 4, "to_plain of a {} {} {} tensor",
+             layout_name(t.layout()), dtype_name(t.dtype()), t.shape().str());
+    Tensor out = Tensor::empty(t.shape(), t.dtype());
+    kernels::blocked_to_plain(t.raw(), out.raw(), t.dim(0), t.dim(1), t.dim(2) * t.dim(3),
+                              t.layout() == Layout::nChw16c ? 16 : 8);
+    return out;
+  }
+
+  ConvPrims& conv(const ConvGeom& g, bool bias, bool relu);
+  void make_bwd_data(ConvPrims& e, const ConvGeom& g);
+  void make_bwd_weights(ConvPrims& e, const ConvGeom& g);
+};
+
+namespace {
+struct ConvDims {
+  memory::dims src, wei, dst, strides, pad_l, pad_r;
+  explicit ConvDims(const ConvGeom& g)
+      : src{g.n, g.c, g.h, g.w}, wei{g.k, g.c, g.r, g.s}, dst{g.n, g.k, g.p, g.q},
+        strides{g.stride_h, g.stride_w}, pad_l{g.pad_h, g.pad_w},
+        pad_r{(g.p - 1) * g.stride_h + g.r - g.h - g.pad_h,
+              (g.q - 1) * g.stride_w + g.s - g.w - g.pad_w} {}
+};
+
+std::string describe(const ConvGeom& g) {
+  return fmt::format("conv x ({}, {}, {}, {}) w ({}, {}, {}, {}) stride {}x{} pad {}x{}", g.n, g.c,
+                     g.h, g.w, g.k, g.c, g.r, g.s, g.stride_h, g.stride_w, g.pad_h, g.pad_w);
+}
+}  // namespace
+
+ConvPrims& DnnlBackend::Impl::conv(const ConvGeom& g, bool bias, bool relu) {
+  const ConvKey key{g.n, g.c, g.h, g.w, g.k, g.r, g.s, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                    g.p, g.q, bias, relu};
+  auto it = convs.find(key);
+  if (it != convs.end()) return it->second;
+  const ConvDims d(g);
+  ConvPrims e;
+  try {
+    dnnl::post_ops ops;
+    if (relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    dnnl::convolution_forward::desc desc(
+        dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
+        f32_md(d.src, prim_tag(g.c)), f32_md(d.wei, Tag::any),
+        bias ? f32_md({g.k}, Tag::x) : memory::desc(), f32_md(d.dst, prim_tag(g.k)), d.strides,
+        d.pad_l, d.pad_r);
+    e.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, attr, eng);
+    e.fwd = dnnl::convolution_forward(e.fwd_pd);
+    e.fwd_src.init(eng, f32_md(d.src, native_tag(g.c)), e.fwd_pd.src_desc(), true);
+    e.fwd_wei.init(eng, f32_md(d.wei, Tag::oihw), e.fwd_pd.weights_desc(), true);
+    e.fwd_dst.init(eng, f32_md(d.dst, native_tag(g.k)), e.fwd_pd.dst_desc(), false);
+  } catch (const dnnl::error& err) {
+    fail("oneDNN cannot make a forward {}: {}", describe(g), err.what());
+  }
+  return convs.emplace(key, std::move(e)).first->second;
+}
+
+void DnnlBackend::Impl::make_bwd_data(ConvPrims& e, const ConvGeom& g) {
+  const ConvDims d(g);
+  try {
+    dnnl::convolution_backward_data::desc desc(
+        dnnl::algorithm::convolution_direct, f32_md(d.src, prim_tag(g.c)), f32_md(d.wei, Tag::any),
+        f32_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l, d.pad_r);
+    dnnl::convolution_backward_data::primitive_desc pd(desc, eng, e.fwd_pd);
+    e.bwd_data = dnnl::convolution_backward_data(pd);
+    e.bd_ddst.init(eng, f32_md(d.dst, native_tag(g.k)), pd.diff_dst_desc(), true);
+    e.bd_wei.init(eng, f32_md(d.wei, Tag::oihw), pd.weights_desc(), true);
+    e.bd_dsrc.init(eng, f32_md(d.src, native_tag(g.c)), pd.diff_src_desc(), false);
+  } catch (const dnnl::error& err) {
+    fail("oneDNN cannot make a backward-data {}: {}", describe(g), err.what());
+  }
+  e.have_bwd_data = true;
+}
+
+void DnnlBackend::Impl::make_bwd_weights(ConvPrims& e, const ConvGeom& g) {
+  const ConvDims d(g);
+  try {
+    dnnl::convolution_backward_weights::desc desc(
+        dnnl::algorithm::convolution_direct, f32_md(d.src, prim_tag(g.c)), f32_md(d.wei, Tag::any),
+        f32_md({g.k}, Tag::x), f32_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l, d.pad_r);
+    dnnl::convolution_backward_weights::primitive_desc pd(desc, eng, e.fwd_pd);
+    e.bwd_weights = dnnl::convolution_backward_weights(pd);
+    e.bw_src.init(eng, f32_md(d.src, native_tag(g.c)), pd.src_desc(), true);
+    e.bw_ddst.init(eng, f32_md(d.dst, native_tag(g.k)), pd.diff_dst_desc(), true);
+    e.bw_dwei.init(eng, f32_md(d.wei, Tag::oihw), pd.diff_weights_desc(), false);
+    e.bias_sink = memory(f32_md({g.k}, Tag::x), eng);
+  } catch (const dnnl::error& err) {
+    fail("oneDNN cannot make a backward-weights {}: {}", describe(g), err.what());
+  }
+  e.have_bwd_weights = true;
+}
+
+DnnlBackend::DnnlBackend() : impl_(std::make_unique<Impl>()) {}
+DnnlBackend::~DnnlBackend() = default;
+
+Layout DnnlBackend::blocked_layout() const { return impl_->blocked; }
+
+Tensor DnnlBackend::to_plain(const Tensor& x) { return Impl::to_plain(x); }
+
+void DnnlBackend::conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                 const Tensor& b, Tensor& y, bool fuse_relu) {
+  if (x.dtype() != DType::f32) return CpuBackend::conv2d_forward(g, x, w, b, y, fuse_relu);
+  Impl& m = *impl_;
+  const bool bias = b.defined() && b.numel() > 0;  // a default Tensor has numel 1 (empty shape)
+  ConvPrims& e = m.conv(g, bias, fuse_relu);
+  const Tensor xn = m.native(x, Impl::kX);
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, m.input(e.fwd_src, xn.raw())},
+                                       {DNNL_ARG_WEIGHTS, m.input(e.fwd_wei, w.raw())},
+                                       {DNNL_ARG_DST, m.output(e.fwd_dst, y.raw())}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, memory(f32_md({g.k}, Tag::x), m.eng, b.raw()));
+  e.fwd.execute(m.strm, args);
+  m.finish(e.fwd_dst, y.raw());
+  m.strm.wait();
+  y.set_layout(m.native_layout(g.k));
+}
+
+void DnnlBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                  const Tensor& y, Tensor& dy, bool fuse_relu, Tensor* dx,
+                                  Tensor& dw, Tensor* db) {
+  if (x.dtype() != DType::f32)
+    return CpuBackend::conv2d_backward(g, x, w, y, dy, fuse_relu, dx, dw, db);
+  Impl& m = *impl_;
+  ConvPrims& e = m.conv(g, db != nullptr, fuse_relu);
+  const Tensor xn = m.native(x, Impl::kX);
+  Tensor dyn = m.native(dy, Impl::kDy);  // dy itself when already native: the contract allows
+  if (fuse_relu) {                        // masking it in place
+    const Tensor yn = m.native(y, Impl::kY);
+    kernels::relu_mask(dyn.data<float>(), yn.data<float>(), dyn.numel());
+  }
+
+  // Weight gradient. oneDNN pads 1-4 input channels to a whole block and runs at a few
+  // GFLOP/s there (the first conv); our kernel broadcasts each input pixel instead.
+  if (g.c % m.block && g.k % m.block == 0 &&
+      kernels::conv_backward_weights_small_c_supported(g, m.block)) {
+    kernels::conv_backward_weights_small_c(g, m.block, xn.data<float>(), dyn.data<float>(),
+                                           dw.data<float>(), db ? db->data<float>() : nullptr);
+  } else {
+    if (!e.have_bwd_weights) m.make_bwd_weights(e, g);
+    e.bwd_weights.execute(
+        m.strm, {{DNNL_ARG_SRC, m.input(e.bw_src, xn.raw())},
+                 {DNNL_ARG_DIFF_DST, m.input(e.bw_ddst, dyn.raw())},
+                 {DNNL_ARG_DIFF_WEIGHTS, m.output(e.bw_dwei, dw.raw())},
+                 {DNNL_ARG_DIFF_BIAS,
+                  db ? memory(f32_md({g.k}, Tag::x), m.eng, db->raw()) : e.bias_sink}});
+    m.finish(e.bw_dwei, dw.raw());
+  }
+
+  if (dx) {
+    if (!e.have_bwd_data) m.make_bwd_data(e, g);
+    e.bwd_data.execute(m.strm, {{DNNL_ARG_DIFF_DST, m.input(e.bd_ddst, dyn.raw())},
+                                {DNNL_ARG_WEIGHTS, m.input(e.bd_wei, w.raw())},
+                                {DNNL_ARG_DIFF_SRC, m.output(e.bd_dsrc, dx->raw())}});
+    m.finish(e.bd_dsrc, dx->raw());
+    dx->set_layout(m.native_layout(g.c));
+  }
+  m.strm.wait();
+}
+
+void DnnlBackend::maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y,
+                                    Tensor& argmax) {
+  Impl& m = *impl_;
+  if (x.dtype() != DType::f32 || g.c % m.block)
+    return CpuBackend::maxpool2d_forward(g, to_plain(x), y, argmax);
+  const Tensor xn = m.native(x, Impl::kX);
+  kernels::maxpool_forward_blocked(g, m.block, xn.data<float>(), y.data<float>(),
+                                   argmax.data<int32_t>());
+  y.set_layout(m.blocked);
+  argmax.set_layout(m.blocked);
+}
+
+void DnnlBackend::maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
+                                     Tensor& dx) {
+  Impl& m = *impl_;
+  // argmax is blocked exactly when forward ran the blocked kernel: f32 with c % B == 0.
+  if (dy.dtype() != DType::f32 || g.c % m.block)
+    return CpuBackend::maxpool2d_backward(g, to_plain(dy), argmax, dx);
+  const Tensor dyn = m.native(dy, Impl::kDy);
+  kernels::maxpool_backward_blocked(g, m.block, dyn.data<float>(), argmax.data<int32_t>(),
+                                    dx.data<float>());
+  dx.set_layout(m.blocked);
+}
+
+void DnnlBackend::relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) {
+  if (dy.layout() == y.layout()) return CpuBackend::relu_backward(y, dy, dx);
+  // Bring dy to y's layout; dx takes y's layout.
+  Tensor dyp = to_plain(dy);
+  if (y.layout() == Layout::plain) return CpuBackend::relu_backward(y, dyp, dx);
+  Tensor dyb = impl_->native(dyp, Impl::kDy);
+  DT_CHECK(dyb.layout() == y.layout(), "relu_backward: y is {}, dy is {}",
+           layout_name(y.layout()), layout_name(dy.layout()));
+  CpuBackend::relu_backward(y, dyb, dx);
+}
+
+}  // namespace deeptrain

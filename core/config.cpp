@@ -1,0 +1,110 @@
+#include "core/config.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/text_format.h>
+
+#include "core/error.h"
+
+namespace deeptrain {
+namespace {
+
+class CollectErrors : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit CollectErrors(std::string origin) : origin_(std::move(origin)) {}
+  void AddError(int line, int column, const std::string& message) override {
+    if (!text_.empty()) text_ += "\n";
+    text_ += fmt::format("{}:{}:{}: {}", origin_, line + 1, column + 1, message);
+  }
+  const std::string& text() const { return text_; }
+
+ private:
+  std::string origin_, text_;
+};
+
+template <class T>
+void require(bool ok, const char* field, const char* rule, T value) {
+  if (!ok) fail_input("{}: {}, got {}", field, rule, value);
+}
+
+void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
+  if (o.epochs) c.mutable_schedule()->set_epochs(*o.epochs);
+  if (o.batch_size) c.mutable_schedule()->set_batch_size(*o.batch_size);
+  if (o.threads) c.mutable_run()->set_threads(*o.threads);
+  if (o.lr) c.mutable_optimizer()->set_lr(*o.lr);
+  if (o.seed) c.mutable_run()->set_seed(*o.seed);
+  if (o.data_dir) c.mutable_data()->set_dir(*o.data_dir);
+  if (o.backend) c.mutable_run()->set_backend(*o.backend);
+  if (o.train_limit) c.mutable_data()->set_train_limit(*o.train_limit);
+  if (o.test_limit) c.mutable_data()->set_test_limit(*o.test_limit);
+}
+
+}  // namespace
+
+void finalize_config(proto::ExperimentConfig& c) {
+  auto& m = *c.mutable_model();
+  if (m.preset().empty() && m.layer_size() == 0) m.set_preset("deep_convnet");
+
+  auto& d = *c.mutable_data();
+  if (d.dataset().empty()) d.set_dataset("mnist");
+  if (d.dataset() != "mnist" && d.dataset() != "fashion_mnist")
+    fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist)", d.dataset());
+  if (d.dir().empty()) d.set_dir("data/" + d.dataset());
+  require(d.train_limit() >= 0, "data.train_limit", "must be >= 0", d.train_limit());
+  require(d.test_limit() >= 0, "data.test_limit", "must be >= 0", d.test_limit());
+
+  auto& o = *c.mutable_optimizer();
+  if (o.type() == proto::OPTIMIZER_UNSET) o.set_type(proto::ADAM);
+  if (o.lr() == 0) o.set_lr(o.type() == proto::SGD ? 0.01f : 1e-3f);
+  require(o.lr() > 0, "optimizer.lr", "must be > 0", o.lr());
+
+  auto& s = *c.mutable_schedule();
+  if (s.epochs() == 0) s.set_epochs(20);
+  if (s.batch_size() == 0) s.set_batch_size(100);
+  require(s.epochs() > 0, "schedule.epochs", "must be > 0", s.epochs());
+  require(s.batch_size() > 0, "schedule.batch_size", "must be > 0", s.batch_size());
+
+  auto& r = *c.mutable_run();
+  if (r.backend().empty()) r.set_backend("cpu");
+  if (r.backend() != "cpu" && r.backend() != "cpu-ref")
+    fail_input("run.backend: unknown '{}' (known: cpu, cpu-ref)", r.backend());
+  require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
+  if (r.eval_batch_size() == 0) r.set_eval_batch_size(1000);
+  require(r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());
+}
+
+proto::ExperimentConfig parse_config(const std::string& text, const std::string& origin,
+                                     const ConfigOverrides& o) {
+  proto::ExperimentConfig c;
+  google::protobuf::TextFormat::Parser parser;
+  CollectErrors errors(origin);
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(text, &c)) fail_input("{}", errors.text());
+  apply(c, o);
+  try {
+    finalize_config(c);
+  } catch (const InputError& e) {
+    throw InputError(fmt::format("{}: {}", origin, e.what()));
+  }
+  return c;
+}
+
+proto::ExperimentConfig load_config(const std::string& path, const ConfigOverrides& o) {
+  std::ifstream in(path);
+  if (!in) fail_input("{}: cannot open config file: {}", path, std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return parse_config(ss.str(), path, o);
+}
+
+std::string to_text(const google::protobuf::Message& m) {
+  std::string s;
+  google::protobuf::TextFormat::PrintToString(m, &s);
+  return s;
+}
+
+}  // namespace deeptrain

@@ -1,0 +1,588 @@
+#include "core/io/npz.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <set>
+#include <string_view>
+
+#include "core/io/atomic_file.h"
+
+namespace deeptrain::io {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Little-endian fields: zip records and .npy headers are little-endian whatever the host is.
+
+uint16_t get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+uint32_t get32(const uint8_t* p) { return get16(p) | static_cast<uint32_t>(get16(p + 2)) << 16; }
+uint64_t get64(const uint8_t* p) { return get32(p) | static_cast<uint64_t>(get32(p + 4)) << 32; }
+
+void put16(std::string& out, uint16_t v) {
+  out += static_cast<char>(v & 0xFF);
+  out += static_cast<char>(v >> 8);
+}
+void put32(std::string& out, uint32_t v) {
+  put16(out, static_cast<uint16_t>(v & 0xFFFF));
+  put16(out, static_cast<uint16_t>(v >> 16));
+}
+void put64(std::string& out, uint64_t v) {
+  put32(out, static_cast<uint32_t>(v & 0xFFFFFFFF));
+  put32(out, static_cast<uint32_t>(v >> 32));
+}
+
+// ---------------------------------------------------------------------------------------------
+// .npy: magic, version, header length, a Python dict literal padded with spaces, the raw data.
+// https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html
+
+constexpr std::string_view kNpyMagic("\x93NUMPY", 6);
+
+struct NpyType {
+  const char* descr;
+  DType dtype;
+};
+// Writing uses the first entry of a dtype, so |u1 (not |b1) for u8.
+constexpr NpyType kNpyTypes[] = {{"<f4", DType::f32}, {"<f8", DType::f64}, {"<i4", DType::i32},
+                                 {"<i8", DType::i64}, {"|u1", DType::u8},  {"|b1", DType::u8}};
+
+// As Python prints a shape: "()", "(16,)", "(3, 4)".
+std::string numpy_shape(const std::vector<int64_t>& dims) {
+  std::string s = "(";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + (dims.size() == 1 ? ",)" : ")");
+}
+
+struct NpyHeader {
+  std::string descr;
+  bool fortran_order = false;
+  std::vector<int64_t> shape;
+};
+
+// Parses what numpy writes, e.g. {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), }
+// (and the "3L" integers of old Python 2 files); anything else is rejected, not guessed at.
+class NpyHeaderParser {
+ public:
+  NpyHeaderParser(std::string_view text, const std::string& what) : text_(text), what_(what) {}
+
+  NpyHeader parse() {
+    NpyHeader h;
+    std::set<std::string> seen;
+    expect('{');
+    while (!accept('}')) {
+      std::string key = parse_string();
+      expect(':');
+      if (key == "descr") {
+        skip_spaces();
+        if (pos_ < text_.size() && text_[pos_] == '[')
+          fail_input("{}: structured (record) dtypes unsupported: {}", what_, text_);
+        h.descr = parse_string();
+      } else if (key == "fortran_order") {
+        h.fortran_order = parse_bool();
+      } else if (key == "shape") {
+        h.shape = parse_shape();
+      } else {
+        bad("unexpected key '" + key + "'");
+      }
+      seen.insert(key);
+      if (!accept(',')) {
+        expect('}');
+        break;
+      }
+    }
+    skip_spaces();  // the padding, ending in '\n'
+    if (pos_ != text_.size()) bad("text after the closing brace");
+    for (const char* key : {"descr", "fortran_order", "shape"})
+      if (!seen.count(key)) bad(std::string("no '") + key + "' key");
+    return h;
+  }
+
+ private:
+  [[noreturn]] void bad(const std::string& why) {
+    fail_input("{}: malformed .npy header ({} at offset {}): {}", what_, why, pos_, text_);
+  }
+  void skip_spaces() {
+    while (pos_ < text_.size() && (text_[pos_] == ' ' || text_[pos_] == '\n')) ++pos_;
+  }
+  bool accept(char c) {
+    skip_spaces();
+    if (pos_ < text_.size() && text_[pos_] == c) {
+      ++pos_;
+      return true;
+    }
+    return false;
+  }
+  void expect(char c) {
+    if (!accept(c)) bad(std::string("expected '") + c + "'");
+  }
+  std::string parse_string() {
+    skip_spaces();
+    char quote = pos_ < text_.size() ? text_[pos_] : '\0';
+    if (quote != '\'' && quote != '"') bad("expected a quoted string");
+    size_t end = text_.find(quote, pos_ + 1);
+    if (end == std::string_view::npos) bad("unterminated string");
+    std::string s(text_.substr(pos_ + 1, end - pos_ - 1));
+    pos_ = end + 1;
+    return s;
+  }
+  bool parse_bool() {
+    skip_spaces();
+    for (bool value : {true, false}) {
+      std::string_view word = value ? "True" : "False";
+      if (text_.substr(pos_, word.size()) == word) {
+        pos_ += word.size();
+        return value;
+      }
+    }
+    bad("expected True or False");
+  }
+  std::vector<int64_t> parse_shape() {
+    std::vector<int64_t> dims;
+    expect('(');
+    while (!accept(')')) {
+      skip_spaces();
+      size_t start = pos_;
+      int64_t d = 0;
+      for (; pos_ < text_.size() && text_[pos_] >= '0' && text_[pos_] <= '9'; ++pos_) {
+        if (d > (INT64_MAX - 9) / 10) bad("dimension too large");
+        d = d * 10 + (text_[pos_] - '0');
+      }
+      if (pos_ == start) bad("expected a non-negative integer");
+      if (pos_ < text_.size() && text_[pos_] == 'L') ++pos_;  // Python 2 long
+      dims.push_back(d);
+      if (!accept(',')) {
+        expect(')');
+        break;
+      }
+    }
+    return dims;
+  }
+
+  std::string_view text_;
+  const std::string& what_;
+  size_t pos_ = 0;
+};
+
+DType dtype_from_descr(const std::string& descr, const std::string& what) {
+  for (const NpyType& t : kNpyTypes)
+    if (descr == t.descr) return t.dtype;
+  if (!descr.empty() && descr[0] == '>')
+    fail_input("{}: big-endian dtype '{}' unsupported (save it as '<{}')", what, descr,
+               descr.substr(1));
+  fail_input("{}: dtype '{}' unsupported (supported: <f4 <f8 <i4 <i8 |u1 |b1)", what, descr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Zip records (PKWARE APPNOTE.TXT). numpy writes every member with zip64 extra fields.
+
+constexpr uint32_t kLocalHeaderSig = 0x04034b50;    // 30 bytes, then name and extra field
+constexpr uint32_t kCentralHeaderSig = 0x02014b50;  // 46 bytes, then name, extra, comment
+constexpr uint32_t kZip64EndSig = 0x06064b50;       // 56 bytes
+constexpr uint32_t kZip64LocatorSig = 0x07064b50;   // 20 bytes, right before the end record
+constexpr uint32_t kEndSig = 0x06054b50;            // 22 bytes, then a comment of <= 64 KiB
+constexpr size_t kLocalHeaderSize = 30, kCentralHeaderSize = 46, kZip64EndSize = 56,
+                 kZip64LocatorSize = 20, kEndSize = 22;
+constexpr uint16_t kZip64ExtraId = 0x0001;
+constexpr uint32_t kZip64Marker = 0xFFFFFFFF;  // "the real value is in the zip64 record/extra"
+constexpr uint16_t kMethodStored = 0, kMethodDeflate = 8;
+
+struct Member {
+  std::string name;
+  uint16_t flags = 0;
+  uint16_t method = 0;
+  uint32_t crc = 0;
+  uint64_t compressed_size = 0;
+  uint64_t size = 0;
+  uint64_t local_header_offset = 0;
+};
+
+std::vector<uint8_t> read_whole_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail_input("cannot open '{}': {}", path, std::strerror(errno));
+  std::vector<uint8_t> bytes;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) bytes.reserve(static_cast<size_t>(st.st_size));
+  uint8_t chunk[1 << 16];
+  for (;;) {
+    ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      fail_input("cannot read '{}': {}", path, std::strerror(err));
+    }
+    if (n == 0) break;
+    bytes.insert(bytes.end(), chunk, chunk + n);
+  }
+  ::close(fd);
+  return bytes;
+}
+
+// Finds the end-of-central-directory record (searching back over a possible comment), follows
+// the zip64 locator if there is one, and returns every member of the central directory.
+std::vector<Member> read_central_directory(const std::vector<uint8_t>& file,
+                                           const std::string& path) {
+  const uint8_t* p = file.data();
+  const size_t size = file.size();
+  size_t end_pos = SIZE_MAX;
+  for (size_t back = kEndSize; back <= size && back <= kEndSize + 0xFFFF; ++back) {
+    if (get32(p + size - back) == kEndSig) {
+      end_pos = size - back;
+      break;
+    }
+  }
+  if (end_pos == SIZE_MAX) {
+    std::string_view start(reinterpret_cast<const char*>(p), std::min<size_t>(size, 6));
+    if (start == kNpyMagic) fail_input("{}: is a single .npy array, not a .npz archive", path);
+    if (start.substr(0, 4) == "PK\x03\x04")
+      fail_input("{}: truncated zip archive (no end-of-central-directory record)", path);
+    fail_input("{}: not a zip archive (no end-of-central-directory record)", path);
+  }
+
+  uint64_t entries = get16(p + end_pos + 10);
+  uint64_t cd_size = get32(p + end_pos + 12);
+  uint64_t cd_offset = get32(p + end_pos + 16);
+  size_t cd_limit = end_pos;  // the central directory ends where the end records begin
+  const size_t locator_pos = end_pos - kZip64LocatorSize;  // if there is a locator
+  if (end_pos >= kZip64LocatorSize && get32(p + locator_pos) == kZip64LocatorSig) {
+    const uint64_t record = get64(p + locator_pos + 8);
+    if (locator_pos < kZip64EndSize || record > locator_pos - kZip64EndSize ||
+        get32(p + record) != kZip64EndSig)
+      fail_input("{}: corrupt zip archive (zip64 end-of-central-directory record missing)", path);
+    entries = get64(p + record + 32);
+    cd_size = get64(p + record + 40);
+    cd_offset = get64(p + record + 48);
+    cd_limit = record;
+  }
+  if (cd_offset > cd_limit || cd_size > cd_limit - cd_offset)
+    fail_input(
+        "{}: truncated central directory ({} bytes at offset {}, but the archive has {} "
+        "bytes before its end record)",
+        path, cd_size, cd_offset, cd_limit);
+
+  std::vector<Member> members;
+  size_t pos = cd_offset;
+  const size_t cd_end = cd_offset + cd_size;
+  for (uint64_t i = 0; i < entries; ++i) {
+    if (cd_end - pos < kCentralHeaderSize || get32(p + pos) != kCentralHeaderSig)
+      fail_input("{}: truncated central directory (entry {} of {} missing)", path, i + 1, entries);
+    const uint8_t* h = p + pos;
+    size_t name_len = get16(h + 28), extra_len = get16(h + 30), comment_len = get16(h + 32);
+    if (cd_end - pos - kCentralHeaderSize < name_len + extra_len + comment_len)
+      fail_input("{}: truncated central directory (entry {} of {} cut short)", path, i + 1,
+                 entries);
+    Member m;
+    m.name.assign(reinterpret_cast<const char*>(h + kCentralHeaderSize), name_len);
+    m.flags = get16(h + 8);
+    m.method = get16(h + 10);
+    m.crc = get32(h + 16);
+    m.compressed_size = get32(h + 20);
+    m.size = get32(h + 24);
+    m.local_header_offset = get32(h + 42);
+
+    // Fields too large for 32 bits (or written as zip64 anyway) hold the marker; their values
+    // follow in the zip64 extra field, in this fixed order.
+    const uint8_t* extra = h + kCentralHeaderSize + name_len;
+    for (size_t e = 0; e + 4 <= extra_len;) {
+      uint16_t id = get16(extra + e), len = get16(extra + e + 2);
+      if (e + 4 + len > extra_len) break;
+      if (id == kZip64ExtraId) {
+        const uint8_t* field = extra + e + 4;
+        const uint8_t* field_end = field + len;
+        for (uint64_t* value : {&m.size, &m.compressed_size, &m.local_header_offset}) {
+          if (*value != kZip64Marker) continue;
+          if (field_end - field < 8)
+            fail_input("{}: member '{}': corrupt zip64 extra field", path, m.name);
+          *value = get64(field);
+          field += 8;
+        }
+      }
+      e += 4 + len;
+    }
+    members.push_back(std::move(m));
+    pos += kCentralHeaderSize + name_len + extra_len + comment_len;
+  }
+  return members;
+}
+
+// Raw deflate (no zlib header), as zip stores it. zlib counts in 32-bit units, so large members
+// are fed and drained in pieces.
+std::vector<uint8_t> inflate_member(const uint8_t* src, size_t n, size_t expected,
+                                    const std::string& what) {
+  // Deflate expands at most 1032:1; a larger size is a corrupt directory, not a reason to
+  // allocate terabytes.
+  if (expected / 1032 > n + 1)
+    fail_input("{}: corrupt archive ({} compressed bytes cannot hold {} bytes)", what, n, expected);
+  std::vector<uint8_t> out(expected + 1);  // one spare byte reveals data longer than promised
+  z_stream zs{};
+  if (inflateInit2(&zs, -15) != Z_OK) fail("{}: zlib inflateInit2 failed", what);
+  const size_t piece = UINT_MAX;
+  int ret = Z_OK;
+  do {
+    zs.next_in = const_cast<uint8_t*>(src) + zs.total_in;
+    zs.avail_in = static_cast<uInt>(std::min(n - zs.total_in, piece));
+    zs.next_out = out.data() + zs.total_out;
+    zs.avail_out = static_cast<uInt>(std::min(out.size() - zs.total_out, piece));
+    ret = inflate(&zs, Z_NO_FLUSH);
+  } while (ret == Z_OK);  // Z_OK: progress was made; no progress gives Z_BUF_ERROR
+  const size_t produced = zs.total_out;
+  const bool input_used_up = zs.total_in == n;
+  const std::string zlib_msg = zs.msg ? zs.msg : "zlib error";
+  inflateEnd(&zs);
+
+  if (produced > expected)
+    fail_input("{}: decompresses to more than the {} bytes the central directory says", what,
+               expected);
+  if (ret == Z_BUF_ERROR && input_used_up)
+    fail_input("{}: corrupt deflate data (the compressed data ends early)", what);
+  if (ret != Z_STREAM_END) fail_input("{}: corrupt deflate data ({})", what, zlib_msg);
+  if (produced != expected)
+    fail_input("{}: decompresses to {} bytes, but the central directory says {}", what, produced,
+               expected);
+  out.resize(expected);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing: stored members, always with zip64 fields (as numpy does), dated 1980-01-01 so the
+// same arrays always give the same bytes.
+
+constexpr uint16_t kZip64Version = 45;  // "version needed to extract" for zip64
+constexpr uint16_t kMadeByUnix = 3 << 8 | kZip64Version;
+constexpr uint16_t kUtf8NameFlag = 1 << 11;    // names are UTF-8, not code page 437
+constexpr uint16_t kDosDate1980 = 1 << 5 | 1;  // 1980-01-01; the time field is 00:00
+constexpr uint32_t kUnixFileMode644 = 0100644u << 16;
+
+void append_local_header(std::string& zip, const std::string& name, uint32_t crc, uint64_t size) {
+  put32(zip, kLocalHeaderSig);
+  put16(zip, kZip64Version);
+  put16(zip, kUtf8NameFlag);
+  put16(zip, kMethodStored);
+  put16(zip, 0);
+  put16(zip, kDosDate1980);
+  put32(zip, crc);
+  put32(zip, kZip64Marker);  // compressed size
+  put32(zip, kZip64Marker);  // size
+  put16(zip, static_cast<uint16_t>(name.size()));
+  put16(zip, 4 + 16);  // extra field length
+  zip += name;
+  put16(zip, kZip64ExtraId);
+  put16(zip, 16);
+  put64(zip, size);
+  put64(zip, size);  // compressed size: stored, so the same
+}
+
+void append_central_header(std::string& cd, const std::string& name, uint32_t crc, uint64_t size,
+                           uint64_t local_header_offset) {
+  put32(cd, kCentralHeaderSig);
+  put16(cd, kMadeByUnix);
+  put16(cd, kZip64Version);
+  put16(cd, kUtf8NameFlag);
+  put16(cd, kMethodStored);
+  put16(cd, 0);
+  put16(cd, kDosDate1980);
+  put32(cd, crc);
+  put32(cd, kZip64Marker);  // compressed size
+  put32(cd, kZip64Marker);  // size
+  put16(cd, static_cast<uint16_t>(name.size()));
+  put16(cd, 4 + 24);  // extra field length
+  put16(cd, 0);       // comment length
+  put16(cd, 0);       // disk number
+  put16(cd, 0);       // internal attributes
+  put32(cd, kUnixFileMode644);
+  put32(cd, kZip64Marker);  // local header offset
+  cd += name;
+  put16(cd, kZip64ExtraId);
+  put16(cd, 24);
+  put64(cd, size);
+  put64(cd, size);
+  put64(cd, local_header_offset);
+}
+
+void append_end_records(std::string& zip, uint64_t entries, uint64_t cd_offset, uint64_t cd_size) {
+  const uint64_t zip64_end_offset = zip.size();
+  put32(zip, kZip64EndSig);
+  put64(zip, kZip64EndSize - 12);  // size of the rest of this record
+  put16(zip, kMadeByUnix);
+  put16(zip, kZip64Version);
+  put32(zip, 0);  // this disk
+  put32(zip, 0);  // disk of the central directory
+  put64(zip, entries);
+  put64(zip, entries);
+  put64(zip, cd_size);
+  put64(zip, cd_offset);
+
+  put32(zip, kZip64LocatorSig);
+  put32(zip, 0);  // disk of the zip64 end record
+  put64(zip, zip64_end_offset);
+  put32(zip, 1);  // number of disks
+
+  put32(zip, kEndSig);
+  put16(zip, 0);
+  put16(zip, 0);
+  put16(zip, 0xFFFF);  // entries: see the zip64 record
+  put16(zip, 0xFFFF);
+  put32(zip, kZip64Marker);  // central directory size
+  put32(zip, kZip64Marker);  // central directory offset
+  put16(zip, 0);             // comment length
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------------------
+
+Tensor parse_npy(const void* data, size_t n, const std::string& what) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  if (n < 10 || std::string_view(reinterpret_cast<const char*>(p), 6) != kNpyMagic)
+    fail_input("{}: not a .npy array (no \\x93NUMPY magic)", what);
+  const int major = p[6], minor = p[7];
+  size_t prefix = 0, header_len = 0;
+  if (major == 1) {
+    prefix = 10;
+    header_len = get16(p + 8);
+  } else if (major == 2 || major == 3) {
+    if (n < 12) fail_input("{}: truncated .npy header", what);
+    prefix = 12;
+    header_len = get32(p + 8);
+  } else {
+    fail_input("{}: .npy format version {}.{} unsupported (supported: 1.0, 2.0, 3.0)", what, major,
+               minor);
+  }
+  if (header_len > n - prefix)
+    fail_input("{}: truncated .npy header ({} bytes promised, {} present)", what, header_len,
+               n - prefix);
+  std::string_view text(reinterpret_cast<const char*>(p + prefix), header_len);
+  NpyHeader h = NpyHeaderParser(text, what).parse();
+  // Column-major data differs from row-major only if two or more dimensions exceed 1.
+  const auto long_dims =
+      std::count_if(h.shape.begin(), h.shape.end(), [](int64_t d) { return d > 1; });
+  if (h.fortran_order && long_dims > 1)
+    fail_input("{}: fortran_order arrays unsupported (save np.ascontiguousarray(a) instead)", what);
+  const DType dtype = dtype_from_descr(h.descr, what);
+
+  const size_t data_bytes = n - prefix - header_len;
+  uint64_t expected = dtype_size(dtype);
+  for (int64_t d : h.shape)
+    if (__builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected))
+      fail_input("{}: shape {} is too large", what, numpy_shape(h.shape));
+  if (expected != data_bytes)
+    fail_input("{}: header says shape {} '{}' ({} bytes) but the data has {} bytes", what,
+               numpy_shape(h.shape), h.descr, expected, data_bytes);
+
+  Tensor t = Tensor::empty(Shape(h.shape), dtype);
+  if (data_bytes) std::memcpy(t.raw(), p + prefix + header_len, data_bytes);
+  return t;
+}
+
+std::string format_npy(const Tensor& t, const std::string& what) {
+  const char* descr = nullptr;
+  for (const NpyType& nt : kNpyTypes)
+    if (nt.dtype == t.dtype() && !descr) descr = nt.descr;
+  if (!descr)
+    fail("{}: dtype {} cannot be written to .npy (supported: f32 f64 i32 i64 u8)", what,
+         dtype_name(t.dtype()));
+  if (!t.defined()) fail("{}: an undefined tensor", what);
+  if (t.device() != Device::cpu) fail("{}: a device tensor; copy it to the host first", what);
+  if (t.layout() != Layout::plain)
+    fail("{}: a {} tensor; convert it to the plain layout first", what, layout_name(t.layout()));
+
+  std::string dict = fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': {}, }}", descr,
+                                 numpy_shape(t.shape().dims()));
+  // Like numpy: pad with spaces and a final '\n' so the data starts at a multiple of 64 bytes.
+  // Version 1.0 has a 16-bit header length; a header too long for it (a rank in the thousands)
+  // needs version 2.0.
+  auto padded_length = [&](size_t prefix) {
+    return (prefix + dict.size() + 1 + 63) / 64 * 64 - prefix;
+  };
+  const int major = padded_length(10) <= 0xFFFF ? 1 : 2;
+  const size_t header_len = padded_length(major == 1 ? 10 : 12);
+  dict.append(header_len - dict.size() - 1, ' ');
+  dict += '\n';
+
+  std::string out(kNpyMagic);
+  out += static_cast<char>(major);
+  out += '\0';
+  if (major == 1)
+    put16(out, static_cast<uint16_t>(dict.size()));
+  else
+    put32(out, static_cast<uint32_t>(dict.size()));
+  out += dict;
+  if (t.nbytes()) out.append(static_cast<const char*>(t.raw()), t.nbytes());
+  return out;
+}
+
+std::map<std::string, Tensor> read_npz(const std::string& path) {
+  const std::vector<uint8_t> file = read_whole_file(path);
+  std::map<std::string, Tensor> arrays;
+  for (const Member& m : read_central_directory(file, path)) {
+    const std::string what = fmt::format("{}: member '{}'", path, m.name);
+    if (m.name.size() < 4 || m.name.compare(m.name.size() - 4, 4, ".npy") != 0)
+      fail_input("{}: not a .npy array (a .npz holds only NAME.npy members)", what);
+    const std::string key = m.name.substr(0, m.name.size() - 4);
+    if (arrays.count(key)) fail_input("{}: appears twice in the archive", what);
+    if (m.flags & 1) fail_input("{}: encrypted members unsupported", what);
+
+    // Sizes come from the central directory: numpy's local headers may hold only zip64 markers.
+    const size_t at = m.local_header_offset;
+    if (at > file.size() || file.size() - at < kLocalHeaderSize ||
+        get32(&file[at]) != kLocalHeaderSig)
+      fail_input("{}: no local header at offset {} (corrupt archive)", what, at);
+    const size_t data_at = at + kLocalHeaderSize + get16(&file[at + 26]) + get16(&file[at + 28]);
+    if (data_at > file.size() || file.size() - data_at < m.compressed_size)
+      fail_input("{}: data truncated ({} bytes at offset {}, the file has {})", what,
+                 m.compressed_size, data_at, file.size());
+
+    const uint8_t* data = &file[0] + data_at;
+    std::vector<uint8_t> inflated;
+    if (m.method == kMethodDeflate) {
+      inflated = inflate_member(data, m.compressed_size, m.size, what);
+      data = inflated.data();
+    } else if (m.method != kMethodStored) {
+      fail_input("{}: unsupported compression method {} (supported: 0 stored, 8 deflate)", what,
+                 m.method);
+    } else if (m.compressed_size != m.size) {
+      fail_input("{}: stored member with compressed size {} != size {}", what, m.compressed_size,
+                 m.size);
+    }
+    const uint32_t crc = static_cast<uint32_t>(crc32_z(0, data, m.size));
+    if (crc != m.crc)
+      fail_input(
+          "{}: CRC-32 mismatch (archive says {:08x}, data gives {:08x}): the file is corrupt", what,
+          m.crc, crc);
+    arrays.emplace(key, parse_npy(data, m.size, what));
+  }
+  return arrays;
+}
+
+void write_npz(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& arrays) {
+  std::string zip;      // the whole archive, built in memory and then written atomically
+  std::string central;  // the central directory, appended after the last member
+  std::set<std::string> keys;
+  for (const auto& [key, tensor] : arrays) {
+    const std::string what = fmt::format("writing '{}': array '{}'", path, key);
+    if (key.empty()) fail("writing '{}': an array has an empty name", path);
+    if (!keys.insert(key).second) fail("{}: the name is used twice", what);
+    const std::string name = key + ".npy";
+    if (name.size() > 0xFFFF) fail("{}: the name is too long for a zip archive", what);
+
+    const std::string npy = format_npy(tensor, what);
+    const uint32_t crc =
+        static_cast<uint32_t>(crc32_z(0, reinterpret_cast<const Bytef*>(npy.data()), npy.size()));
+    const uint64_t local_header_offset = zip.size();
+    append_local_header(zip, name, crc, npy.size());
+    append_central_header(central, name, crc, npy.size(), local_header_offset);
+    zip += npy;
+  }
+  const uint64_t cd_offset = zip.size();
+  zip += central;
+  append_end_records(zip, arrays.size(), cd_offset, central.size());
+  write_file_atomic(path, zip);
+}
+
+}  // namespace deeptrain::io

@@ -1,0 +1,141 @@
+#include "core/io/weights.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include <zlib.h>
+
+#include "core/io/atomic_file.h"
+#include "core/io/npz.h"
+
+namespace deeptrain::io {
+namespace {
+
+uint32_t crc_of(const std::string& bytes) {
+  return uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), uInt(bytes.size())));
+}
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_input("{}: cannot open: {}", path, std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Multiplies a parameter (f32 or f64) by s.
+void scale_param(Net& net, const std::string& name, double s) {
+  Tensor v = net.param_view(net.param(name));
+  for (int64_t i = 0; i < v.numel(); ++i) {
+    if (v.dtype() == DType::f64) v.data<double>()[i] *= s;
+    else v.data<float>()[i] = float(v.data<float>()[i] * s);
+  }
+}
+
+// The book's dropout multiplies by (1 - p) at evaluation; ours is the identity there. Every
+// layer between a dropout and the nearest parameterised layer is positively homogeneous
+// (ReLU, pooling, dropout), so the factor moves exactly into that layer: into the weights of
+// the next one downstream, or, for a dropout after the last one, into its weights and bias.
+void fold_book_dropout(Net& net) {
+  const auto& layers = net.layers();
+  auto params_of = [&](size_t i) {
+    std::vector<std::string> names;
+    for (const ParamEntry& e : net.param_entries())
+      if (e.layer == int(i)) names.push_back(e.name);
+    return names;
+  };
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (std::string(layers[i]->type()) != "dropout") continue;
+    const double keep = 1.0 - net.config().layer(int(i)).dropout().ratio();
+    bool done = false;
+    for (size_t j = i + 1; j < layers.size() && !done; ++j)
+      for (const std::string& n : params_of(j))
+        if (n.ends_with(".W")) { scale_param(net, n, keep); done = true; }
+    for (size_t j = i; j-- > 0 && !done;) {
+      auto names = params_of(j);
+      for (const std::string& n : names) scale_param(net, n, keep);
+      done = !names.empty();
+    }
+    if (!done) fail_input("dropout '{}' has no parameterised layer to fold into", layers[i]->name());
+  }
+}
+
+void assign(Net& net, const ParamEntry& e, const Tensor& src, const std::string& origin) {
+  if (src.shape() != e.shape)
+    fail_input("{}: has shape {}, the model's {} is {}", origin, src.shape().str(), e.name, e.shape.str());
+  Tensor v = net.param_view(e);
+  if (src.dtype() == v.dtype()) v.copy_from(src);
+  else if (src.dtype() == DType::f32 || src.dtype() == DType::f64) v.copy_from(src.to(v.dtype()));
+  else fail_input("{}: '{}' is {}, expected a float array", origin, e.name, dtype_name(src.dtype()));
+}
+
+}  // namespace
+
+void save_weights(const std::string& path, Net& net) {
+  proto::WeightsFile f;
+  f.set_format_version(1);
+  f.set_producer("deeptrain " DEEPTRAIN_VERSION);
+  *f.mutable_model() = net.config();
+  for (const ParamEntry& e : net.param_entries()) {
+    Tensor v = net.param_view(e);
+    proto::TensorProto* t = f.add_tensor();
+    t->set_name(e.name);
+    for (int64_t d : e.shape.dims()) t->add_shape(d);
+    t->set_dtype(v.dtype() == DType::f64 ? proto::F64 : proto::F32);
+    t->set_data(std::string(static_cast<const char*>(v.raw()), v.nbytes()));
+    t->set_crc32(crc_of(t->data()));
+  }
+  std::string bytes;
+  if (!f.SerializeToString(&bytes)) fail("{}: cannot serialise the weights", path);
+  write_file_atomic(path, bytes);
+}
+
+void load_weights(const std::string& path, Net& net) {
+  proto::WeightsFile f;
+  if (!f.ParseFromString(read_all(path)))
+    fail_input("{}: not a deeptrain weights file (protobuf parse failed; truncated?)", path);
+  if (f.format_version() != 1)
+    fail_input("{}: format_version {} is not supported (this build reads 1)", path, f.format_version());
+  std::map<std::string, const proto::TensorProto*> by_name;
+  for (const auto& t : f.tensor()) by_name[t.name()] = &t;
+  for (const ParamEntry& e : net.param_entries()) {
+    auto it = by_name.find(e.name);
+    if (it == by_name.end()) fail_input("{}: no tensor '{}' (the model needs it)", path, e.name);
+    const proto::TensorProto& t = *it->second;
+    if (crc_of(t.data()) != t.crc32()) fail_input("{}: tensor '{}' fails its CRC-32 check", path, e.name);
+    const DType dt = t.dtype() == proto::F64 ? DType::f64 : DType::f32;
+    Shape s(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+    if (int64_t(t.data().size()) != s.numel() * int64_t(dtype_size(dt)))
+      fail_input("{}: tensor '{}' holds {} bytes, its shape {} needs {}", path, e.name,
+                 t.data().size(), s.str(), s.numel() * dtype_size(dt));
+    Tensor src = Tensor::view(const_cast<char*>(t.data().data()), s, dt);
+    assign(net, e, src, path);
+    by_name.erase(it);
+  }
+  if (!by_name.empty())
+    fail_input("{}: tensor '{}' is not a parameter of this model", path, by_name.begin()->first);
+}
+
+int import_npz(const std::string& path, Net& net, NpzDropout dropout) {
+  std::map<std::string, Tensor> arrays = read_npz(path);
+  // The book numbers the parameterised layers 1..n: W1/b1 belong to the first one.
+  std::map<int, int> book_index;  // layer index -> 1-based number
+  for (const ParamEntry& e : net.param_entries())
+    if (!book_index.count(e.layer)) book_index[e.layer] = int(book_index.size()) + 1;
+  int imported = 0;
+  for (const ParamEntry& e : net.param_entries()) {
+    const std::string book = (e.spec.is_bias ? "b" : "W") + std::to_string(book_index[e.layer]);
+    auto it = arrays.count(e.name) ? arrays.find(e.name) : arrays.find(book);
+    if (it == arrays.end())
+      fail_input("{}: no array '{}' or '{}' for parameter {}", path, e.name, book, e.name);
+    assign(net, e, it->second, path + " [" + it->first + "]");
+    arrays.erase(it);
+    ++imported;
+  }
+  if (dropout == NpzDropout::book) fold_book_dropout(net);
+  return imported;
+}
+
+}  // namespace deeptrain::io

@@ -1,0 +1,23 @@
+#pragma once
+// Weights files (a WeightsFile protobuf: the model description and one tensor per parameter,
+// each with a CRC-32) and import of the book's NumPy .npz weights.
+#include <string>
+
+#include "core/net.h"
+
+namespace deeptrain::io {
+
+void save_weights(const std::string& path, Net& net);
+// Loads by parameter name; names, shapes and checksums must match (errors name the tensor).
+void load_weights(const std::string& path, Net& net);
+
+// How the exporter of an .npz implemented dropout.
+enum class NpzDropout {
+  book,      // not inverted: evaluation multiplies by (1 - p). Folded into our weights on import.
+  inverted,  // scaled at training time, identity at evaluation (ours, PyTorch's): taken as is.
+};
+// Imports "W1".."Wn"/"b1".."bn" (the book's names, in the order of the parameterised layers)
+// or our own names ("conv1.W"). Returns the number of tensors imported.
+int import_npz(const std::string& path, Net& net, NpzDropout dropout);
+
+}  // namespace deeptrain::io

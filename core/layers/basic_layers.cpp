@@ -1,0 +1,200 @@
+// Conv2D, MaxPool, ReLU, Affine, Dropout: shape logic here, arithmetic in the backend.
+#include "core/layers/layer.h"
+
+namespace deeptrain {
+namespace {
+
+void expect_inputs(const std::string& name, const std::vector<Shape>& in, size_t n, int rank) {
+  if (in.size() != n) fail_input("layer '{}': expects {} input(s), got {}", name, n, in.size());
+  if (rank > 0 && in[0].rank() != rank)
+    fail_input("layer '{}': expects a {}-d input per sample, got {}", name, rank, in[0].str());
+}
+
+class Conv2D : public Layer {
+ public:
+  Conv2D(const proto::LayerConfig& cfg, int index) : Layer(cfg.name(), index), p_(cfg.conv()) {
+    kh_ = p_.kernel_h() ? p_.kernel_h() : p_.kernel();
+    kw_ = p_.kernel_w() ? p_.kernel_w() : p_.kernel();
+    stride_ = p_.stride() ? p_.stride() : 1;
+    if (p_.out_channels() <= 0) fail_input("layer '{}': conv.out_channels must be > 0", name_);
+    if (kh_ <= 0 || kw_ <= 0) fail_input("layer '{}': conv.kernel must be > 0", name_);
+    if (stride_ <= 0 || p_.pad() < 0) fail_input("layer '{}': conv.stride > 0, pad >= 0", name_);
+  }
+  const char* type() const override { return "conv"; }
+  bool can_fuse_relu() const override { return true; }
+  Shape setup(const std::vector<Shape>& in) override {
+    expect_inputs(name_, in, 1, 3);
+    c_ = in[0][0];
+    geom_ = ConvGeom::make(1, c_, in[0][1], in[0][2], p_.out_channels(), kh_, kw_, stride_,
+                           stride_, p_.pad(), p_.pad());
+    return {geom_.k, geom_.p, geom_.q};
+  }
+  std::vector<ParamSpec> param_specs() const override {
+    std::vector<ParamSpec> s{{"W", {geom_.k, c_, kh_, kw_}, p_.init(), c_ * kh_ * kw_, false}};
+    if (!p_.no_bias()) s.push_back({"b", {geom_.k}, p_.init(), c_ * kh_ * kw_, true});
+    return s;
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    ctx.backend.conv2d_forward(batch_geom(*in[0]), *in[0], params_[0], bias(), out, fused_relu_);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    ctx.backend.conv2d_backward(batch_geom(*in[0]), *in[0], params_[0], out, dout, fused_relu_,
+                                din[0], grads_[0], p_.no_bias() ? nullptr : &grads_[1]);
+  }
+
+ private:
+  ConvGeom batch_geom(const Tensor& x) const {
+    ConvGeom g = geom_;
+    g.n = x.dim(0);
+    return g;
+  }
+  Tensor bias() const { return p_.no_bias() ? Tensor() : params_[1]; }
+  proto::ConvParam p_;
+  int64_t kh_, kw_, stride_, c_ = 0;
+  ConvGeom geom_{};
+};
+
+class MaxPool : public Layer {
+ public:
+  MaxPool(const proto::LayerConfig& cfg, int index) : Layer(cfg.name(), index) {
+    k_ = cfg.max_pool().kernel() ? cfg.max_pool().kernel() : 2;
+    stride_ = cfg.max_pool().stride() ? cfg.max_pool().stride() : k_;
+    pad_ = cfg.max_pool().pad();
+    if (k_ <= 0 || stride_ <= 0 || pad_ < 0 || pad_ >= k_)
+      fail_input("layer '{}': max_pool needs kernel > 0, stride > 0, 0 <= pad < kernel", name_);
+  }
+  const char* type() const override { return "max_pool"; }
+  Shape setup(const std::vector<Shape>& in) override {
+    expect_inputs(name_, in, 1, 3);
+    geom_ = PoolGeom::make(1, in[0][0], in[0][1], in[0][2], k_, k_, stride_, stride_, pad_, pad_);
+    return {geom_.c, geom_.p, geom_.q};
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    PoolGeom g = geom_;
+    g.n = in[0]->dim(0);
+    if (argmax_.numel() < out.numel()) argmax_ = Tensor::empty({out.numel()}, DType::i32);
+    Tensor idx = argmax_.slice_flat(0, out.shape());
+    ctx.backend.maxpool2d_forward(g, *in[0], out, idx);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    if (!din[0]) return;
+    PoolGeom g = geom_;
+    g.n = in[0]->dim(0);
+    ctx.backend.maxpool2d_backward(g, dout, argmax_.slice_flat(0, out.shape()), *din[0]);
+  }
+
+ private:
+  int64_t k_, stride_, pad_;
+  PoolGeom geom_{};
+  Tensor argmax_;
+};
+
+class Relu : public Layer {
+ public:
+  using Layer::Layer;
+  const char* type() const override { return "relu"; }
+  Shape setup(const std::vector<Shape>& in) override {
+    expect_inputs(name_, in, 1, 0);
+    return in[0];
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    ctx.backend.relu_forward(*in[0], out);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    if (din[0]) ctx.backend.relu_backward(out, dout, *din[0]);
+  }
+};
+
+class Affine : public Layer {
+ public:
+  Affine(const proto::LayerConfig& cfg, int index) : Layer(cfg.name(), index), p_(cfg.affine()) {
+    if (p_.out_features() <= 0) fail_input("layer '{}': affine.out_features must be > 0", name_);
+  }
+  const char* type() const override { return "affine"; }
+  bool can_fuse_relu() const override { return true; }
+  Shape setup(const std::vector<Shape>& in) override {
+    expect_inputs(name_, in, 1, 0);
+    d_ = in[0].numel();  // flattened in (C, H, W) order, as the book does
+    return {p_.out_features()};
+  }
+  std::vector<ParamSpec> param_specs() const override {
+    std::vector<ParamSpec> s{{"W", {d_, p_.out_features()}, p_.init(), d_, false}};
+    if (!p_.no_bias()) s.push_back({"b", {p_.out_features()}, p_.init(), d_, true});
+    return s;
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    const int64_t n = in[0]->dim(0);
+    x_ = ctx.backend.to_plain(*in[0]).reshape({n, d_});
+    ctx.backend.affine_forward(x_, params_[0], bias(), out, fused_relu_);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    Tensor dx;
+    if (din[0]) dx = din[0]->reshape({in[0]->dim(0), d_});
+    ctx.backend.affine_backward(x_, params_[0], out, dout, fused_relu_, din[0] ? &dx : nullptr,
+                                grads_[0], p_.no_bias() ? nullptr : &grads_[1]);
+    if (din[0]) din[0]->set_layout(Layout::plain);
+  }
+
+ private:
+  Tensor bias() const { return p_.no_bias() ? Tensor() : params_[1]; }
+  proto::AffineParam p_;
+  int64_t d_ = 0;
+  Tensor x_;  // the plain, flattened input of the last forward
+};
+
+class Dropout : public Layer {
+ public:
+  Dropout(const proto::LayerConfig& cfg, int index)
+      : Layer(cfg.name(), index), ratio_(cfg.dropout().ratio()) {
+    if (!(ratio_ >= 0.0f && ratio_ < 1.0f))
+      fail_input("layer '{}': dropout.ratio must be in [0, 1), got {}", name_, ratio_);
+  }
+  const char* type() const override { return "dropout"; }
+  Shape setup(const std::vector<Shape>& in) override {
+    expect_inputs(name_, in, 1, 0);
+    return in[0];
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    active_ = ctx.training && ratio_ > 0.0f;
+    Tensor x = ctx.backend.to_plain(*in[0]);
+    if (!active_) { out.copy_from(x); return; }  // inverted dropout: identity at evaluation
+    DT_CHECK(ctx.sample_ids, "dropout in training needs the batch's global sample ids");
+    if (mask_.numel() < out.numel()) mask_ = Tensor::empty({out.numel()}, DType::u8);
+    Tensor m = mask_.slice_flat(0, out.shape());
+    ctx.backend.dropout_forward({ctx.seed, ctx.step, index_, ctx.sample_ids}, ratio_, x, out, m);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    if (!din[0]) return;
+    if (!active_) { din[0]->copy_from(ctx.backend.to_plain(dout)); return; }
+    ctx.backend.dropout_backward(ratio_, mask_.slice_flat(0, out.shape()), dout, *din[0]);
+  }
+  float ratio() const { return ratio_; }
+
+ private:
+  float ratio_;
+  bool active_ = false;
+  Tensor mask_;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_layer(const proto::LayerConfig& cfg, int index) {
+  using K = proto::LayerConfig;
+  switch (cfg.kind_case()) {
+    case K::kConv: return std::make_unique<Conv2D>(cfg, index);
+    case K::kMaxPool: return std::make_unique<MaxPool>(cfg, index);
+    case K::kRelu: return std::make_unique<Relu>(cfg.name(), index);
+    case K::kAffine: return std::make_unique<Affine>(cfg, index);
+    case K::kDropout: return std::make_unique<Dropout>(cfg, index);
+    case K::KIND_NOT_SET: break;
+  }
+  fail_input("layer '{}': no layer kind given (conv, max_pool, relu, affine, dropout)",
+             cfg.name());
+}
+
+}  // namespace deeptrain

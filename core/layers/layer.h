@@ -1,0 +1,68 @@
+#pragma once
+// A layer: explicit forward/backward over batch tensors, parameters as views into the Net's
+// flat buffers. Shapes given to setup() are per sample (no batch dimension).
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend/backend.h"
+#include "proto/deeptrain.pb.h"
+
+namespace deeptrain {
+
+// What one forward/backward pass needs to know beyond its tensors.
+struct StepContext {
+  Backend& backend;
+  bool training = false;
+  uint64_t seed = 0;
+  int64_t step = 0;                    // global step (random streams are keyed by it)
+  const int64_t* sample_ids = nullptr; // global sample indices of the batch's n samples
+};
+
+struct ParamSpec {
+  std::string suffix;   // "W" or "b"; the parameter is named "<layer>.<suffix>"
+  Shape shape;
+  proto::Init init;     // ignored for biases (zero)
+  int64_t fan_in;
+  bool is_bias;
+};
+
+class Layer {
+ public:
+  Layer(std::string name, int index) : name_(std::move(name)), index_(index) {}
+  virtual ~Layer() = default;
+  const std::string& name() const { return name_; }
+  int index() const { return index_; }
+  virtual const char* type() const = 0;
+
+  // Checks the input shapes and returns the output shape (per sample).
+  virtual Shape setup(const std::vector<Shape>& in) = 0;
+  virtual std::vector<ParamSpec> param_specs() const { return {}; }
+  // Views into the flat buffers, in param_specs() order.
+  void bind(std::vector<Tensor> params, std::vector<Tensor> grads) {
+    params_ = std::move(params);
+    grads_ = std::move(grads);
+  }
+  const std::vector<Tensor>& params() const { return params_; }
+
+  // A ReLU that directly follows this layer can be computed inside it (one pass less).
+  virtual bool can_fuse_relu() const { return false; }
+  void set_fused_relu(bool on) { fused_relu_ = on; }
+  bool fused_relu() const { return fused_relu_; }
+
+  virtual void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) = 0;
+  // dout is scratch (may be modified). din[i] is null when input i needs no gradient.
+  virtual void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                        Tensor& dout, const std::vector<Tensor*>& din) = 0;
+
+ protected:
+  std::string name_;
+  int index_;
+  std::vector<Tensor> params_, grads_;
+  bool fused_relu_ = false;
+};
+
+// Builds the layer a LayerConfig describes (fails with the layer's name on a bad parameter).
+std::unique_ptr<Layer> make_layer(const proto::LayerConfig& cfg, int index);
+
+}  // namespace deeptrain

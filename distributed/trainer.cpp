@@ -1,0 +1,125 @@
+#include "distributed/trainer.h"
+
+#include <chrono>
+
+namespace deeptrain {
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+Shape batch_shape(int64_t n, const Shape& per_sample) {
+  std::vector<int64_t> d{n};
+  d.insert(d.end(), per_sample.dims().begin(), per_sample.dims().end());
+  return Shape(d);
+}
+}  // namespace
+
+Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& optimizer,
+                 Communicator& comm)
+    : opt_(opt), net_(net), backend_(backend), optimizer_(optimizer), comm_(comm) {
+  DT_CHECK(net.dtype() == DType::f32, "training runs in f32");
+  // Every rank starts from rank 0's parameters.
+  comm_.broadcast(net_.params(), 0);
+}
+
+void Trainer::ensure_batch(int64_t n, const Dataset& data) {
+  const Shape xs = batch_shape(n, net_.input_shape());
+  if (x_.shape() == xs) return;
+  x_ = Tensor::empty(xs, DType::f32);
+  t_ = Tensor::empty({n}, DType::i32);
+  probs_ = Tensor::empty({n, net_.num_classes()}, DType::f32);
+  dlogits_ = Tensor::empty({n, net_.num_classes()}, DType::f32);
+}
+
+StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n) {
+  const ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
+  const int64_t local = mine.end - mine.begin;
+  StepMetrics m;
+  net_.grads().fill_zero();
+  if (local > 0) {
+    ensure_batch(local, data);
+    data::gather_batch(data, ids + mine.begin, local, x_, t_);
+    StepContext ctx{backend_, true, opt_.seed, step_, ids + mine.begin};
+    const Tensor& logits = net_.forward(ctx, x_);
+    m.loss_sum = backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &m.correct);
+    // The loss is the mean over the *global* batch, so summing rank gradients averages them.
+    backend_.softmax_ce_backward(probs_, t_, 1.0 / double(n), dlogits_);
+    net_.backward(ctx, dlogits_);
+  }
+  comm_.allreduce_sum(net_.grads());
+  optimizer_.step(net_.params(), net_.grads(), opt_.lr);
+  Tensor stats = Tensor::empty({2}, DType::f64);
+  stats.data<double>()[0] = m.loss_sum;
+  stats.data<double>()[1] = double(m.correct);
+  comm_.allreduce_sum(stats);
+  m.loss_sum = stats.data<double>()[0];
+  m.correct = int64_t(stats.data<double>()[1]);
+  m.samples = n;
+  ++step_;
+  return m;
+}
+
+EpochReport Trainer::train_epoch(
+    const Dataset& data, int epoch, const Dataset* test,
+    const std::function<void(int64_t, int64_t, const StepMetrics&)>& on_step) {
+  const int64_t n = data.labels.numel();
+  const GlobalSampler sampler{n, opt_.batch_size, opt_.seed};
+  const std::vector<int64_t> order = epoch_permutation(opt_.seed, epoch, n);
+  EpochReport r{};
+  r.epoch = epoch + 1;
+  r.steps = sampler.steps_per_epoch();
+  double loss = 0;
+  int64_t correct = 0;
+  const double t0 = now_seconds();
+  for (int64_t s = 0; s < r.steps; ++s) {
+    const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
+    StepMetrics m = train_step(data, order.data() + b, e - b);
+    loss += m.loss_sum;
+    correct += m.correct;
+    if (on_step) on_step(s, r.steps, m);
+  }
+  r.train_seconds = now_seconds() - t0;
+  r.train_loss = loss / double(n);
+  r.train_accuracy = double(correct) / double(n);
+  r.images_per_sec = double(n) / r.train_seconds;
+  if (test) {
+    EvalReport ev = evaluate(*test);
+    r.test_correct = ev.correct;
+    r.test_total = ev.total;
+    r.test_accuracy = ev.accuracy;
+  }
+  return r;
+}
+
+EvalReport Trainer::evaluate(const Dataset& data) {
+  const int64_t n = data.labels.numel();
+  EvalReport r;
+  const double t0 = now_seconds();
+  std::vector<int64_t> ids;
+  for (int64_t b = 0; b < n; b += opt_.eval_batch_size) {
+    const int64_t e = std::min(n, b + opt_.eval_batch_size);
+    const ShardRange mine = shard_of_batch(e - b, comm_.rank(), comm_.size());
+    const int64_t local = mine.end - mine.begin;
+    if (local == 0) continue;
+    ids.resize(local);
+    for (int64_t i = 0; i < local; ++i) ids[i] = b + mine.begin + i;
+    ensure_batch(local, data);
+    data::gather_batch(data, ids.data(), local, x_, t_);
+    StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
+    const Tensor& logits = net_.forward(ctx, x_);
+    r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+  }
+  Tensor stats = Tensor::empty({2}, DType::f64);
+  stats.data<double>()[0] = r.loss;
+  stats.data<double>()[1] = double(r.correct);
+  comm_.allreduce_sum(stats);
+  r.loss = stats.data<double>()[0] / double(n);
+  r.correct = int64_t(stats.data<double>()[1]);
+  r.total = n;
+  r.accuracy = double(r.correct) / double(n);
+  r.seconds = now_seconds() - t0;
+  r.images_per_sec = double(n) / r.seconds;
+  return r;
+}
+
+}  // namespace deeptrain

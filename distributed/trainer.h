@@ -1,0 +1,76 @@
+#pragma once
+// The step loop, for 1 to N ranks: global sampler -> this rank's shard -> forward -> loss ->
+// backward (gradients reduced across ranks) -> optimizer step -> metrics reduced across ranks.
+#include <cstdint>
+#include <functional>
+#include <vector>
+
+#include "core/data/dataset.h"
+#include "core/data/sampler.h"
+#include "core/net.h"
+#include "core/optim/optimizer.h"
+#include "distributed/communicator.h"
+
+namespace deeptrain {
+
+using data::Dataset;
+using data::DatasetSplit;
+
+struct StepMetrics {
+  double loss_sum = 0;  // over the global batch
+  int64_t correct = 0;
+  int64_t samples = 0;
+};
+
+struct EpochReport {
+  int epoch;                // 1-based
+  int64_t steps;
+  double train_loss;        // mean over the epoch's samples, in training mode (dropout on)
+  double train_accuracy;    // running accuracy of the training forward passes
+  int64_t test_correct, test_total;
+  double test_accuracy;
+  double train_seconds;     // the step loop only
+  double images_per_sec;    // global images per second of the step loop
+};
+
+struct EvalReport {
+  int64_t correct = 0, total = 0;
+  double loss = 0, accuracy = 0, seconds = 0, images_per_sec = 0;
+};
+
+struct TrainerOptions {
+  int64_t batch_size = 100;     // global
+  int64_t eval_batch_size = 1000;
+  uint64_t seed = 0;
+  float lr = 1e-3f;
+  double log_eps = 1e-7;        // the book's epsilon inside the log of the loss
+};
+
+class Trainer {
+ public:
+  Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& optimizer,
+          Communicator& comm);
+
+  // One training step on the global batch `ids` (all ranks pass the same ids).
+  StepMetrics train_step(const Dataset& data, const int64_t* ids, int64_t n);
+  // One epoch (0-based `epoch`) over data in the order drawn from (seed, epoch).
+  // on_step(step_in_epoch, steps, metrics) runs on every rank after each step.
+  EpochReport train_epoch(const Dataset& data, int epoch, const Dataset* test,
+                          const std::function<void(int64_t, int64_t, const StepMetrics&)>&
+                              on_step = {});
+  EvalReport evaluate(const Dataset& data);
+  int64_t global_step() const { return step_; }
+
+ private:
+  void ensure_batch(int64_t n, const Dataset& data);
+  TrainerOptions opt_;
+  Net& net_;
+  Backend& backend_;
+  Optimizer& optimizer_;
+  Communicator& comm_;
+  int64_t step_ = 0;
+  Tensor x_, t_, probs_, dlogits_;  // batch buffers, reused across steps
+  Tensor x_f64_;
+};
+
+}  // namespace deeptrain
