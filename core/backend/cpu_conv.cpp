@@ -150,11 +150,11 @@ void CpuBackend::conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor
   void* base = scratch(col_elems + tmp_elems, x.dtype()).raw();
   if (x.dtype() == DType::f64) {
     double* col = static_cast<double*>(base);
-    conv_forward(g, x.data<double>(), w.data<double>(), b.numel() ? b.data<double>() : nullptr,
+    conv_forward(g, x.data<double>(), w.data<double>(), b.raw() ? b.data<double>() : nullptr,
                  y.data<double>(), fuse_relu, col, col + col_elems);
   } else {
     float* col = static_cast<float*>(base);
-    conv_forward(g, x.data<float>(), w.data<float>(), b.numel() ? b.data<float>() : nullptr,
+    conv_forward(g, x.data<float>(), w.data<float>(), b.raw() ? b.data<float>() : nullptr,
                  y.data<float>(), fuse_relu, col, col + col_elems);
   }
   y.set_layout(Layout::plain);

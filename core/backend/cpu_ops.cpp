@@ -116,7 +116,7 @@ void CpuBackend::affine_forward(const Tensor& x, const Tensor& w, const Tensor& 
   dispatch_float(x.dtype(), [&]<class T>() {
     T* py = y.data<T>();
     gemm_rm(false, false, n, m, d, x.data<T>(), w.data<T>(), T(0), py);
-    const T* pb = b.numel() ? b.data<T>() : nullptr;
+    const T* pb = b.raw() ? b.data<T>() : nullptr;
     for (int64_t i = 0; i < n; ++i)
       for (int64_t j = 0; j < m; ++j) {
         T v = py[i * m + j] + (pb ? pb[j] : T(0));

@@ -1,0 +1,47 @@
+#pragma once
+// DnnlBackend ("cpu"): the fast CPU path. f32 convolutions run on oneDNN's jit kernels with
+// activations kept in a blocked layout between layers and bias + ReLU fused into the forward
+// conv; max pooling and the weight gradient of convs with 1-4 input channels run on the
+// hand-written kernels of cpu_kernels_blocked.h, where oneDNN is slow. f64 and every other op
+// (affine, dropout, softmax) fall back to CpuBackend, the reference.
+//
+// Layouts. The native layout of a 4-d f32 activation with c channels is nChwBc (B = 16 when
+// compiled for AVX-512, else 8) when c % B == 0, and plain otherwise. Ops accept any layout,
+// convert their inputs to native and write native outputs (tagged with Tensor::set_layout).
+// to_plain() reorders to NCHW. Parameters and their gradients are always plain.
+//
+// argmax of maxpool2d_forward: when c % B == 0 it is stored in y's blocked layout (whatever
+// tag the caller's view carries; backward decides from the geometry, not the tag) and holds
+// the reference's values: the flat index within the (n, c) plane of the window's first
+// maximum. to_plain(argmax) with the tag forward set equals the reference's argmax.
+#include <memory>
+
+#include "core/backend/cpu.h"
+
+namespace deeptrain {
+
+class DnnlBackend : public CpuBackend {
+ public:
+  DnnlBackend();
+  ~DnnlBackend() override;
+  std::string name() const override { return "cpu"; }
+
+  void conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                      Tensor& y, bool fuse_relu) override;
+  void conv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y,
+                       Tensor& dy, bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
+  void maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& argmax) override;
+  void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
+                          Tensor& dx) override;
+  void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
+  Tensor to_plain(const Tensor& x) override;
+
+  // The blocked layout this backend writes (nChw16c or nChw8c).
+  Layout blocked_layout() const;
+
+ private:
+  struct Impl;  // oneDNN objects and cached primitives; keeps dnnl.hpp out of this header
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace deeptrain
