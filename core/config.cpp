@@ -13,17 +13,25 @@
 namespace deeptrain {
 namespace {
 
+// Formats parse errors as "file:line:col: what", followed by the offending line and a caret,
+// so a type error ("Expected integer") shows which field it is about.
 class CollectErrors : public google::protobuf::io::ErrorCollector {
  public:
-  explicit CollectErrors(std::string origin) : origin_(std::move(origin)) {}
+  CollectErrors(std::string origin, const std::string& source) : origin_(std::move(origin)) {
+    std::stringstream ss(source);
+    for (std::string l; std::getline(ss, l);) lines_.push_back(l);
+  }
   void AddError(int line, int column, const std::string& message) override {
     if (!text_.empty()) text_ += "\n";
     text_ += fmt::format("{}:{}:{}: {}", origin_, line + 1, column + 1, message);
+    if (line >= 0 && line < int(lines_.size()))
+      text_ += fmt::format("\n  {}\n  {}^", lines_[line], std::string(std::max(column, 0), ' '));
   }
   const std::string& text() const { return text_; }
 
  private:
   std::string origin_, text_;
+  std::vector<std::string> lines_;
 };
 
 template <class T>
@@ -81,7 +89,7 @@ proto::ExperimentConfig parse_config(const std::string& text, const std::string&
                                      const ConfigOverrides& o) {
   proto::ExperimentConfig c;
   google::protobuf::TextFormat::Parser parser;
-  CollectErrors errors(origin);
+  CollectErrors errors(origin, text);
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(text, &c)) fail_input("{}", errors.text());
   apply(c, o);
