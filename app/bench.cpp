@@ -49,13 +49,12 @@ int run_bench(const BenchOptionsCli& o) {
   for (int64_t i = 0; i < pool; ++i) d.labels.data<int32_t>()[i] = int32_t(rs.block(i, 1)[0] % 10);
 
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
-  SingleProcessCommunicator comm;
   TrainerOptions to;
   to.batch_size = batch;
   to.eval_batch_size = batch;
   to.seed = cfg.run().seed();
   to.lr = cfg.optimizer().lr();
-  Trainer trainer(to, *s.net, *s.backend, *optimizer, comm);
+  Trainer trainer(to, *s.net, *s.backend, *optimizer, *s.comm);
   Dataset slice = d;  // inference evaluates one batch-sized slice per step
   slice.images = d.images.slice_flat(0, {batch, in[0], in[1], in[2]});
   slice.labels = d.labels.slice_flat(0, {batch});

@@ -8,6 +8,7 @@ namespace deeptrain::app {
 
 Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   Session s;
+  s.comm = std::make_unique<SingleProcessCommunicator>();
   s.cfg = cfg;
   s.threads = set_cpu_threads(cfg.run().threads());
   const auto& d = cfg.data();

@@ -76,14 +76,15 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
   Session s = open_session(cfg, true);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
-  SingleProcessCommunicator comm;
-  Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, comm);
-  if (!common.json) std::printf("%s\n", describe(s).c_str());
+  Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
+  const bool speak = s.speaks();
+  if (speak && !common.json) std::printf("%s\n", describe(s).c_str());
   EpochReport last{};
   double total_seconds = 0;
   for (int e = 0; e < cfg.schedule().epochs(); ++e) {
     last = trainer.train_epoch(s.data.train, e, &s.data.test);
     total_seconds += last.train_seconds;
+    if (!speak) continue;
     if (common.json)
       std::printf(
           "{\"event\":\"epoch\",\"epoch\":%d,\"steps\":%ld,\"train_loss\":%.6f,"
@@ -99,7 +100,8 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
     std::fflush(stdout);
   }
   const std::string weights = !o.save_weights.empty() ? o.save_weights : cfg.run().save_weights();
-  if (!weights.empty()) io::save_weights(weights, *s.net);
+  if (!weights.empty() && speak) io::save_weights(weights, *s.net);
+  if (!speak) return 0;
   if (common.json)
     std::printf("{\"event\":\"summary\",\"epochs\":%d,\"test_correct\":%ld,\"test_total\":%ld,"
                 "\"test_accuracy\":%.6f,\"train_seconds\":%.3f,\"peak_rss_mb\":%.1f}\n",
@@ -122,9 +124,9 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
   else
     fail_input("eval: give --weights FILE or --init-from FILE.npz");
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
-  SingleProcessCommunicator comm;
-  Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, comm);
+  Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
   const EvalReport r = trainer.evaluate(s.data.test);
+  if (!s.speaks()) return 0;
   if (common.json)
     std::printf("{\"event\":\"summary\",\"test_correct\":%ld,\"test_total\":%ld,"
                 "\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"images_per_sec\":%.1f}\n",
