@@ -12,6 +12,7 @@ struct CommonOptions {
   std::string config;
   ConfigOverrides overrides;
   bool json = false;
+  std::string run_dir;  // empty: runs/<config name>-<YYYYmmdd-HHMMSS>
 };
 
 struct TrainOptionsCli {
@@ -21,6 +22,7 @@ struct TrainOptionsCli {
 struct EvalOptionsCli {
   std::string weights, init_from;
   std::string npz_dropout = "book";
+  bool errors = false;  // write misclassified.png and confusion.csv to the run directory
 };
 
 struct BenchOptionsCli {
@@ -31,11 +33,23 @@ struct BenchOptionsCli {
   bool json = false;
 };
 
+// add_train_command also registers the commands that serve training runs, `plot` and
+// `doctor` (add_run_tool_commands): they run from their CLI11 callbacks, so main's dispatch
+// needs no entry for them.
 void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o);
 void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o);
 void add_bench_command(CLI::App& cli, BenchOptionsCli& o);
 int run_train(const CommonOptions& common, const TrainOptionsCli& o);
 int run_eval(const CommonOptions& common, const EvalOptionsCli& o);
 int run_bench(const BenchOptionsCli& o);
+
+// `deeptrain plot RUN_DIR` (app/plot.cpp) and `deeptrain doctor [CONFIG]` (app/doctor.cpp).
+// Each runs from its subcommand's callback during parsing; errors propagate as exceptions.
+void add_plot_command(CLI::App& cli);
+void add_doctor_command(CLI::App& cli);
+inline void add_run_tool_commands(CLI::App& cli) {
+  add_plot_command(cli);
+  add_doctor_command(cli);
+}
 
 }  // namespace deeptrain::app

@@ -1,15 +1,46 @@
 // deeptrain's command line: parses, wires the pieces, turns errors into messages and exit codes
 // (2: bad input such as a config, data or weights file; 1: anything else).
+//
+// Under mpirun (or any MPI launcher) every rank initialises MPI here and finalises it on return;
+// a plain run never touches MPI. In a job of several ranks an error on one rank is printed with
+// its rank and host and ends every rank (MPI_Abort with the exit code), so no rank waits forever
+// for a dead peer; an error that every rank raises identically (the start-up consistency check)
+// is printed once, by rank 0, and every rank exits with its code.
 #include <cstdio>
 #include <iostream>
+#include <memory>
 
 #include <CLI/CLI.hpp>
 
 #include "app/commands.h"
 #include "core/error.h"
+#include "distributed/consistency.h"
+#include "distributed/mpi_communicator.h"
 
 int main(int argc, char** argv) {
   using namespace deeptrain::app;
+  std::unique_ptr<deeptrain::MpiRuntime> mpi;
+  try {
+    if (deeptrain::launched_under_mpi()) mpi = std::make_unique<deeptrain::MpiRuntime>(&argc, &argv);
+  } catch (const std::exception& e) {
+    std::cerr << "deeptrain: error: " << e.what() << "\n";
+    return 1;
+  }
+  const int rank = mpi ? mpi->world_rank() : 0, world = mpi ? mpi->world_size() : 1;
+  // Prints the error (naming rank and host in a multi-rank job) and returns the exit code, or
+  // ends the whole job with it.
+  auto error_exit = [&](int code, std::string what, bool job_wide) -> int {
+    std::fflush(stdout);
+    if (world == 1 || job_wide) {
+      if (rank == 0) std::cerr << "deeptrain: error: " << what << "\n";
+      return code;
+    }
+    const std::string where =
+        fmt::format("rank {} on {}", rank, deeptrain::local_host_name());
+    if (what.rfind(where + ": ", 0) == 0) what = what.substr(where.size() + 2);
+    std::cerr << "deeptrain: error: " << where << ": " << what << "\n";
+    deeptrain::abort_job(code);
+  };
   CLI::App cli{"deeptrain: data-parallel training of the convolutional networks of "
                "'Deep Learning from Scratch', chapter 8"};
   cli.set_version_flag("--version", "deeptrain " DEEPTRAIN_VERSION);
@@ -37,15 +68,14 @@ int main(int argc, char** argv) {
       if (name == "bench") return run_bench(bench);
     }
   } catch (const CLI::ParseError& e) {
+    if (rank != 0) return e.get_exit_code();  // every rank parses the same arguments
     return cli.exit(e);
+  } catch (const deeptrain::JobWideError& e) {
+    return error_exit(2, e.what(), true);
   } catch (const deeptrain::InputError& e) {
-    std::fflush(stdout);
-    std::cerr << "deeptrain: error: " << e.what() << "\n";
-    return 2;
+    return error_exit(2, e.what(), false);
   } catch (const std::exception& e) {
-    std::fflush(stdout);
-    std::cerr << "deeptrain: error: " << e.what() << "\n";
-    return 1;
+    return error_exit(1, e.what(), false);
   }
   return 0;
 }

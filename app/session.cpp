@@ -2,15 +2,50 @@
 
 #include <sys/resource.h>
 
+#include <algorithm>
+#include <cstdio>
+
 #include "core/threads.h"
+#include "distributed/consistency.h"
+#include "distributed/mpi_communicator.h"
+#include "distributed/placement.h"
 
 namespace deeptrain::app {
+namespace {
+
+GradientSyncOptions gradient_sync_options(const proto::DistributedConfig& d) {
+  GradientSyncOptions o;
+  o.bucket_bytes = int64_t(double(d.bucket_mb()) * 1024.0 * 1024.0);
+  o.compression = d.compression() == proto::COMPRESSION_FP16   ? WireCompression::f16
+                  : d.compression() == proto::COMPRESSION_BF16 ? WireCompression::bf16
+                                                   : WireCompression::none;
+  o.overlap = !d.reduce_after_backward();
+  return o;
+}
+
+}  // namespace
 
 Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   Session s;
-  s.comm = std::make_unique<SingleProcessCommunicator>();
+  s.comm = make_world_communicator();
   s.cfg = cfg;
-  s.threads = set_cpu_threads(cfg.run().threads());
+  const auto& dist = cfg.distributed();
+  if (s.comm->size() > 1) {
+    // The watchdog guards every collective from here on: a rank that stops (SIGSTOP, a cut
+    // link) ends the job with a message instead of a hang.
+    WatchdogOptions w;
+    w.step_timeout_s = std::max(0.0f, dist.step_timeout_s());
+    w.collective_timeout_s = std::max(0.0f, dist.collective_timeout_s());
+    s.watchdog = std::make_unique<Watchdog>(w, s.comm->where(), [](const std::string& msg) {
+      std::fflush(stdout);
+      std::fprintf(stderr, "%s\n", msg.c_str());
+      abort_job(1);
+    });
+    static_cast<MpiCommunicator&>(*s.comm).set_watchdog(s.watchdog.get());
+  }
+  s.comm->set_gradient_sync(gradient_sync_options(dist));
+  // run.threads = 0: this rank's share of its host's cores.
+  s.threads = set_cpu_threads(cfg.run().threads() > 0 ? cfg.run().threads() : default_threads(*s.comm));
   const auto& d = cfg.data();
   if (load_data)
     s.data = data::load_dataset(d.dataset(), d.dir(), d.verify_checksums(), d.train_limit(),
@@ -23,6 +58,8 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   const int classes = cfg.model().num_classes() ? cfg.model().num_classes() : 10;
   s.net = std::make_unique<Net>(cfg.model(), input, classes, DType::f32);
   s.net->init_params(cfg.run().seed());
+  if (s.comm->size() > 1)
+    verify_consistency(*s.comm, job_fingerprint(cfg, *s.net, load_data ? &s.data : nullptr));
   return s;
 }
 

@@ -1,11 +1,18 @@
 // `deeptrain train` and `deeptrain eval`.
+#include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
+#include <iostream>
 
 #include "app/commands.h"
+#include "app/run_recorder.h"
 #include "app/session.h"
+#include "core/io/atomic_file.h"
 #include "core/io/weights.h"
 #include "core/optim/optimizer.h"
 #include "distributed/trainer.h"
+#include "report/run_dir.h"
 
 namespace deeptrain::app {
 namespace {
@@ -25,6 +32,14 @@ void add_common(CLI::App* sub, CommonOptions& c) {
   sub->add_option("--train-limit", o.train_limit, "use only the first N training samples");
   sub->add_option("--test-limit", o.test_limit, "use only the first N test samples");
   sub->add_flag("--json", c.json, "one JSON object per line; the last line is the summary");
+  sub->add_option("--run-dir", c.run_dir,
+                  "where the run's files go (default: runs/<config name>-<YYYYmmdd-HHMMSS>)");
+}
+
+// The config's name, else its file name without extension: names the default run directory.
+std::string run_name(const proto::ExperimentConfig& cfg, const std::string& config_path) {
+  if (!cfg.name().empty()) return cfg.name();
+  return std::filesystem::path(config_path).stem().string();
 }
 
 TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
@@ -53,8 +68,19 @@ std::string describe(const Session& s) {
 void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o) {
   CLI::App* sub = cli.add_subcommand("train", "train a model from a config");
   add_common(sub, common);
-  sub->add_option("--save-weights", o.save_weights, "write the final weights to this file");
-  sub->footer("Example: deeptrain train examples/deep_convnet_mnist.prototxt --epochs 1");
+  sub->add_option("--save-weights", o.save_weights,
+                  "write the final weights here instead of <run dir>/weights.bin");
+  sub->footer(
+      "Every run writes into its run directory: config.prototxt (the effective config), log.txt,\n"
+      "metrics_steps.{jsonl,csv}, metrics_epochs.{jsonl,csv}, events.out.tfevents.* (TensorBoard),\n"
+      "curves.{png,svg}, misclassified.png, confusion.csv and weights.bin.\n"
+      "On a terminal a progress bar shows each epoch; otherwise a line every 10% of an epoch.\n\n"
+      "Examples:\n"
+      "  deeptrain train examples/deep_convnet_mnist.prototxt\n"
+      "  deeptrain train examples/deep_convnet_mnist.prototxt --epochs 1 --run-dir runs/try1\n"
+      "  deeptrain train examples/deep_convnet_mnist.prototxt --train-limit 1000 --json\n"
+      "  tensorboard --logdir runs");
+  add_run_tool_commands(cli);  // plot and doctor: see commands.h
 }
 
 void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
@@ -68,8 +94,14 @@ void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
   sub->add_option("--npz-dropout", o.npz_dropout,
                   "book: the .npz comes from non-inverted dropout (folded on import); inverted")
       ->check(CLI::IsMember({"book", "inverted"}));
-  sub->footer("Example: deeptrain eval examples/deep_convnet_mnist.prototxt "
-              "--init-from ../shared/reference/book_deep_convnet_params.npz");
+  sub->add_flag("--errors", o.errors,
+                "also write misclassified.png and confusion.csv to the run directory and print "
+                "the confusion matrix");
+  sub->footer(
+      "Examples:\n"
+      "  deeptrain eval examples/deep_convnet_mnist.prototxt --weights runs/dcn/weights.bin\n"
+      "  deeptrain eval examples/deep_convnet_mnist.prototxt "
+      "--init-from ../shared/reference/book_deep_convnet_params.npz --errors --run-dir runs/book");
 }
 
 int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
@@ -77,44 +109,82 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   Session s = open_session(cfg, true);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
   Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
-  const bool speak = s.speaks();
-  if (speak && !common.json) std::printf("%s\n", describe(s).c_str());
+  std::unique_ptr<RunRecorder> rec;  // rank 0 only: the others neither print nor write
+  if (s.speaks()) {
+    rec = std::make_unique<RunRecorder>(
+        report::create_run_dir(common.run_dir, run_name(cfg, common.config)), common.json,
+        isatty(fileno(stdout)));
+    io::write_file_atomic(rec->path("config.prototxt"), to_text(cfg));
+  }
+  if (rec && !common.json) {
+    rec->print(describe(s));
+    rec->print("run directory " + rec->dir());
+  }
+  const int epochs = cfg.schedule().epochs();
+  // The float's shortest decimal (0.001, not 0.0010000000474974513) for the metrics files.
+  const double lr = std::stod(fmt::format("{}", cfg.optimizer().lr()));
+  const GlobalSampler sampler{s.data.train.labels.numel(), cfg.schedule().batch_size(),
+                              cfg.run().seed()};
   EpochReport last{};
   double total_seconds = 0;
-  for (int e = 0; e < cfg.schedule().epochs(); ++e) {
-    last = trainer.train_epoch(s.data.train, e, &s.data.test);
-    total_seconds += last.train_seconds;
-    if (!speak) continue;
-    if (common.json)
-      std::printf(
-          "{\"event\":\"epoch\",\"epoch\":%d,\"steps\":%ld,\"train_loss\":%.6f,"
-          "\"train_accuracy\":%.6f,\"test_accuracy\":%.6f,\"test_correct\":%ld,"
-          "\"test_total\":%ld,\"train_seconds\":%.3f,\"images_per_sec\":%.1f}\n",
-          last.epoch, long(last.steps), last.train_loss, last.train_accuracy, last.test_accuracy,
-          long(last.test_correct), long(last.test_total), last.train_seconds,
-          last.images_per_sec);
-    else
-      std::printf("epoch %3d/%d  train loss %.4f  train acc %.4f  test acc %.4f  %7.1f img/s  %.1f s\n",
-                  last.epoch, cfg.schedule().epochs(), last.train_loss, last.train_accuracy,
-                  last.test_accuracy, last.images_per_sec, last.train_seconds);
-    std::fflush(stdout);
+  std::vector<int32_t> predictions;
+  try {
+    for (int e = 0; e < epochs; ++e) {
+      if (rec) rec->begin_epoch(e + 1, epochs, sampler.steps_per_epoch());
+      last = trainer.train_epoch(s.data.train, e, nullptr,
+                                 [&](int64_t step, int64_t, const StepMetrics& m) {
+                                   if (rec) rec->step(trainer.global_step(), step, m, lr);
+                                 });
+      total_seconds += last.train_seconds;
+      // The last evaluation also keeps what each test image was predicted as.
+      const EvalReport ev = trainer.evaluate(s.data.test, e + 1 == epochs ? &predictions : nullptr);
+      last.test_correct = ev.correct;
+      last.test_total = ev.total;
+      last.test_accuracy = ev.accuracy;
+      if (!rec) continue;
+      rec->end_epoch(last, ev.loss, lr, trainer.global_step());
+      if (common.json)
+        rec->print(fmt::format(
+            "{{\"event\":\"epoch\",\"epoch\":{},\"steps\":{},\"train_loss\":{:.6f},"
+            "\"train_accuracy\":{:.6f},\"test_accuracy\":{:.6f},\"test_correct\":{},"
+            "\"test_total\":{},\"train_seconds\":{:.3f},\"images_per_sec\":{:.1f}}}",
+            last.epoch, last.steps, last.train_loss, last.train_accuracy, last.test_accuracy,
+            last.test_correct, last.test_total, last.train_seconds, last.images_per_sec));
+      else
+        rec->print(fmt::format(
+            "epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}  {:7.1f} img/s  "
+            "{:.1f} s",
+            last.epoch, epochs, last.train_loss, last.train_accuracy, last.test_accuracy,
+            last.images_per_sec, last.train_seconds));
+    }
+  } catch (const std::exception& e) {
+    if (rec) rec->log(fmt::format("error: {}", e.what()));  // main prints it to stderr
+    throw;
   }
-  const std::string weights = !o.save_weights.empty() ? o.save_weights : cfg.run().save_weights();
-  if (!weights.empty() && speak) io::save_weights(weights, *s.net);
-  if (!speak) return 0;
-  if (common.json)
-    std::printf("{\"event\":\"summary\",\"epochs\":%d,\"test_correct\":%ld,\"test_total\":%ld,"
-                "\"test_accuracy\":%.6f,\"train_seconds\":%.3f,\"peak_rss_mb\":%.1f}\n",
-                last.epoch, long(last.test_correct), long(last.test_total), last.test_accuracy,
-                total_seconds, peak_rss_mb());
-  else
-    std::printf("final test accuracy %.4f (%ld / %ld)%s\n", last.test_accuracy,
-                long(last.test_correct), long(last.test_total),
-                weights.empty() ? "" : fmt::format(", weights saved to {}", weights).c_str());
+  if (!rec) return 0;
+  std::string weights = !o.save_weights.empty() ? o.save_weights : cfg.run().save_weights();
+  if (weights.empty()) weights = rec->path("weights.bin");
+  io::save_weights(weights, *s.net);
+  const std::string confusion = rec->errors(s.data.test, predictions, trainer.global_step());
+  if (common.json) {
+    rec->print(fmt::format(
+        "{{\"event\":\"summary\",\"epochs\":{},\"test_correct\":{},\"test_total\":{},"
+        "\"test_accuracy\":{:.6f},\"train_seconds\":{:.3f},\"peak_rss_mb\":{:.1f}}}",
+        last.epoch, last.test_correct, last.test_total, last.test_accuracy, total_seconds,
+        peak_rss_mb()));
+    return 0;
+  }
+  rec->print("confusion matrix of the test set (rows: true class, columns: predicted):\n" +
+             confusion.substr(0, confusion.size() - 1));
+  rec->print(fmt::format("final test accuracy {:.4f} ({} / {}), weights saved to {}",
+                         last.test_accuracy, last.test_correct, last.test_total, weights));
+  rec->print(fmt::format("curves, misclassified images and TensorBoard events in {}", rec->dir()));
   return 0;
 }
 
 int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
+  if (!o.errors && !common.run_dir.empty())
+    fail_input("eval: --run-dir is where --errors writes its figures; add --errors");
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
   Session s = open_session(cfg, true);
   if (!o.weights.empty()) io::load_weights(o.weights, *s.net);
@@ -125,15 +195,28 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
     fail_input("eval: give --weights FILE or --init-from FILE.npz");
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
   Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
-  const EvalReport r = trainer.evaluate(s.data.test);
+  std::vector<int32_t> predictions;
+  const EvalReport r = trainer.evaluate(s.data.test, o.errors ? &predictions : nullptr);
   if (!s.speaks()) return 0;
-  if (common.json)
+  std::string dir;
+  ErrorFigures figures;
+  if (o.errors) {
+    dir = report::create_run_dir(common.run_dir, run_name(cfg, common.config) + "-eval");
+    figures = write_error_figures(dir, s.data.test, predictions);
+  }
+  if (common.json) {
+    if (o.errors) std::printf("{\"event\":\"errors\",\"dir\":\"%s\"}\n", json_escape(dir).c_str());
     std::printf("{\"event\":\"summary\",\"test_correct\":%ld,\"test_total\":%ld,"
                 "\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"images_per_sec\":%.1f}\n",
                 long(r.correct), long(r.total), r.accuracy, r.loss, r.images_per_sec);
-  else
-    std::printf("test accuracy %.4f (%ld / %ld), loss %.4f, %.0f img/s\n", r.accuracy,
-                long(r.correct), long(r.total), r.loss, r.images_per_sec);
+    return 0;
+  }
+  if (o.errors)
+    std::printf("confusion matrix of the test set (rows: true class, columns: predicted):\n%s"
+                "misclassified.png and confusion.csv written to %s\n",
+                figures.table.c_str(), dir.c_str());
+  std::printf("test accuracy %.4f (%ld / %ld), loss %.4f, %.0f img/s\n", r.accuracy,
+              long(r.correct), long(r.total), r.loss, r.images_per_sec);
   return 0;
 }
 

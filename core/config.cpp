@@ -1,6 +1,7 @@
 #include "core/config.h"
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -83,6 +84,20 @@ void finalize_config(proto::ExperimentConfig& c) {
   require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
   if (r.eval_batch_size() == 0) r.set_eval_batch_size(1000);
   require(r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());
+
+  auto& dist = *c.mutable_distributed();
+  if (dist.bucket_mb() == 0) dist.set_bucket_mb(0.1f);
+  require(std::isfinite(dist.bucket_mb()) && dist.bucket_mb() > 0 && dist.bucket_mb() <= 1024,
+          "distributed.bucket_mb", "must be in (0, 1024] MiB", dist.bucket_mb());
+  if (!proto::GradientCompression_IsValid(dist.compression()))
+    fail_input("distributed.compression: unknown value {} (known: COMPRESSION_NONE, COMPRESSION_FP16, COMPRESSION_BF16)",
+               int(dist.compression()));
+  if (dist.step_timeout_s() == 0) dist.set_step_timeout_s(600);
+  if (dist.collective_timeout_s() == 0) dist.set_collective_timeout_s(300);
+  require(!std::isnan(dist.step_timeout_s()), "distributed.step_timeout_s",
+          "must be a number of seconds (negative: no deadline)", dist.step_timeout_s());
+  require(!std::isnan(dist.collective_timeout_s()), "distributed.collective_timeout_s",
+          "must be a number of seconds (negative: no deadline)", dist.collective_timeout_s());
 }
 
 proto::ExperimentConfig parse_config(const std::string& text, const std::string& origin,

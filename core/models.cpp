@@ -31,15 +31,16 @@ struct Builder {
     l->mutable_affine()->set_out_features(out);
     l->mutable_affine()->set_init(proto::HE);
   }
-  void dropout(const std::string& name, float ratio) {
+  void dropout(const std::string& name, float ratio, proto::DropoutParam::Mode mode) {
     auto* l = m.add_layer();
     l->set_name(name);
     l->mutable_dropout()->set_ratio(ratio);
+    l->mutable_dropout()->set_mode(mode);
   }
 };
 
 // The book's DeepConvNet (ch. 8). Parameterised layers are numbered 1..8 like the book's W1..W8.
-proto::ModelConfig deep_convnet(int num_classes) {
+proto::ModelConfig deep_convnet(int num_classes, proto::DropoutParam::Mode dropout) {
   Builder b;
   b.conv("conv1", 16, 3, 1); b.relu("relu1");
   b.conv("conv2", 16, 3, 1); b.relu("relu2");
@@ -51,9 +52,9 @@ proto::ModelConfig deep_convnet(int num_classes) {
   b.conv("conv6", 64, 3, 1); b.relu("relu6");
   b.pool("pool3");
   b.affine("fc7", 50); b.relu("relu7");
-  b.dropout("drop7", 0.5f);
+  b.dropout("drop7", 0.5f, dropout);
   b.affine("fc8", num_classes);
-  b.dropout("drop8", 0.5f);
+  b.dropout("drop8", 0.5f, dropout);
   return b.m;
 }
 
@@ -77,9 +78,11 @@ proto::ModelConfig expand_model(const proto::ModelConfig& model) {
   if (model.layer_size() > 0) fail_input("model: give either preset or layers, not both");
   const int classes = model.num_classes();
   proto::ModelConfig out;
-  if (model.preset() == "deep_convnet") out = deep_convnet(classes);
+  if (model.preset() == "deep_convnet") out = deep_convnet(classes, proto::DropoutParam::INVERTED);
+  else if (model.preset() == "deep_convnet_book") out = deep_convnet(classes, proto::DropoutParam::BOOK);
   else if (model.preset() == "simple_convnet") out = simple_convnet(classes);
-  else fail_input("model.preset: unknown '{}' (known: deep_convnet, simple_convnet)", model.preset());
+  else fail_input("model.preset: unknown '{}' (known: deep_convnet, deep_convnet_book, simple_convnet)",
+                  model.preset());
   out.set_preset(model.preset());
   *out.mutable_input() = model.input();
   out.set_num_classes(classes);

@@ -121,6 +121,13 @@ void Net::init_params(uint64_t seed) {
   for (const ParamEntry& e : entries_) {
     Tensor v = param_view(e);
     if (e.spec.is_bias) { v.fill_zero(); continue; }
+    if (e.spec.constant) {  // e.g. BatchNorm's gamma = 1
+      for (int64_t i = 0; i < v.numel(); ++i) {
+        if (dtype_ == DType::f64) v.data<double>()[i] = *e.spec.constant;
+        else v.data<float>()[i] = float(*e.spec.constant);
+      }
+      continue;
+    }
     // He: N(0, 2/fan_in), the book's choice with ReLU; Xavier: N(0, 1/fan_in).
     const double var = (e.spec.init == proto::XAVIER ? 1.0 : 2.0) / double(e.spec.fan_in);
     const RandomStream rs{seed, fnv1a(e.name)};

@@ -1,18 +1,50 @@
 #pragma once
 // Collectives over the ranks of one job. A single-process run uses SingleProcessCommunicator:
 // the same trainer code path, with collectives that are identities.
+//
+// Every collective must be called by every rank of the job, in the same order, with tensors of
+// the same dtype and element count (broadcast and allgather too). Blocking calls are the
+// non-blocking ones followed by wait(). Non-blocking calls return at once; the tensor must stay
+// alive and untouched until wait() returns. An implementation may progress them on its own
+// thread (MpiCommunicator does, so communication overlaps computation), or on a device stream
+// (a NCCL implementation would enqueue on a communication stream and wait() on an event).
+//
+// Sum reductions accept f32, f64, i32, i64 and the 16-bit wire formats f16 and bf16 (summed
+// element by element in f32 and rounded back to nearest even, as NCCL does); broadcast and
+// allgather accept any dtype.
+#include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
 namespace deeptrain {
 
+class Watchdog;
+
 // A pending non-blocking collective.
 class CommRequest {
  public:
   virtual ~CommRequest() = default;
+  // Blocks until the collective is complete on this rank (throws if it failed).
   virtual void wait() = 0;
+  // True once complete; never blocks.
+  virtual bool test() = 0;
+  // Steady-clock seconds (now_seconds()) at which the transport started the collective and saw
+  // it complete; 0 while unknown. For measuring how much communication hides behind compute.
+  virtual double started_at() const { return 0; }
+  virtual double finished_at() const { return 0; }
+};
+
+// How a job synchronises gradients, as configured (ExperimentConfig.distributed). Whoever builds
+// the communicator from the config stores it here, and the Trainer's reducer uses it unless
+// TrainerOptions says otherwise.
+enum class WireCompression : uint8_t { none, f16, bf16 };
+struct GradientSyncOptions {
+  int64_t bucket_bytes = 100 * 1024;  // bucket size cap (reverse layer order); 0 = one bucket
+  WireCompression compression = WireCompression::none;
+  bool overlap = true;  // false: one allreduce of the whole buffer after backward (reference)
 };
 
 class Communicator {
@@ -21,11 +53,38 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual std::string host() const = 0;
-  // In-place sum over ranks (f32, f64, i64).
-  virtual void allreduce_sum(Tensor& t) = 0;
-  virtual std::unique_ptr<CommRequest> iallreduce_sum(Tensor& t) = 0;
-  virtual void broadcast(Tensor& t, int root) = 0;
-  virtual void barrier() = 0;
+  // The host name of another rank (for messages that name the ranks involved).
+  virtual std::string host_of(int rank) const { return host(); }
+
+  // `what` names the collective in watchdog messages and errors ("gradient bucket 2/4").
+  virtual std::unique_ptr<CommRequest> iallreduce_sum(Tensor& t, const char* what = "allreduce") = 0;
+  virtual std::unique_ptr<CommRequest> ibroadcast(Tensor& t, int root,
+                                                  const char* what = "broadcast") = 0;
+  // out holds size() * in.numel() elements of in's dtype: rank r's block at r * in.numel().
+  virtual std::unique_ptr<CommRequest> iallgather(const Tensor& in, Tensor& out,
+                                                  const char* what = "allgather") = 0;
+  virtual std::unique_ptr<CommRequest> ibarrier(const char* what = "barrier") = 0;
+
+  void allreduce_sum(Tensor& t, const char* what = "allreduce") { iallreduce_sum(t, what)->wait(); }
+  void broadcast(Tensor& t, int root, const char* what = "broadcast") {
+    ibroadcast(t, root, what)->wait();
+  }
+  void allgather(const Tensor& in, Tensor& out, const char* what = "allgather") {
+    iallgather(in, out, what)->wait();
+  }
+  void barrier(const char* what = "barrier") { ibarrier(what)->wait(); }
+
+  // The watchdog that guards this communicator's collectives (null: none). The trainer also
+  // reports step boundaries to it.
+  virtual Watchdog* watchdog() const { return nullptr; }
+  const GradientSyncOptions& gradient_sync() const { return sync_; }
+  void set_gradient_sync(const GradientSyncOptions& o) { sync_ = o; }
+
+  // "rank 1 on host-b": for messages.
+  std::string where() const;
+
+ private:
+  GradientSyncOptions sync_;
 };
 
 class SingleProcessCommunicator : public Communicator {
@@ -33,10 +92,17 @@ class SingleProcessCommunicator : public Communicator {
   int rank() const override { return 0; }
   int size() const override { return 1; }
   std::string host() const override;
-  void allreduce_sum(Tensor&) override {}
-  std::unique_ptr<CommRequest> iallreduce_sum(Tensor&) override;
-  void broadcast(Tensor&, int) override {}
-  void barrier() override {}
+  std::unique_ptr<CommRequest> iallreduce_sum(Tensor& t, const char* what = "allreduce") override;
+  std::unique_ptr<CommRequest> ibroadcast(Tensor& t, int root,
+                                          const char* what = "broadcast") override;
+  std::unique_ptr<CommRequest> iallgather(const Tensor& in, Tensor& out,
+                                          const char* what = "allgather") override;
+  std::unique_ptr<CommRequest> ibarrier(const char* what = "barrier") override;
 };
+
+// This machine's host name.
+std::string local_host_name();
+// Steady-clock seconds, the time base of CommRequest::started_at/finished_at.
+double now_seconds();
 
 }  // namespace deeptrain

@@ -1,12 +1,11 @@
 #include "distributed/trainer.h"
 
-#include <chrono>
+#include <zlib.h>
+
+#include "distributed/watchdog.h"
 
 namespace deeptrain {
 namespace {
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
-}
 Shape batch_shape(int64_t n, const Shape& per_sample) {
   std::vector<int64_t> d{n};
   d.insert(d.end(), per_sample.dims().begin(), per_sample.dims().end());
@@ -19,7 +18,27 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
     : opt_(opt), net_(net), backend_(backend), optimizer_(optimizer), comm_(comm) {
   DT_CHECK(net.dtype() == DType::f32, "training runs in f32");
   // Every rank starts from rank 0's parameters.
-  comm_.broadcast(net_.params(), 0);
+  comm_.broadcast(net_.params(), 0, "initial parameters");
+  reducer_ = std::make_unique<Reducer>(comm_, net_, opt_.sync ? *opt_.sync : comm_.gradient_sync());
+  metrics_ = Tensor::zeros({2}, DType::f64);
+  for (const auto& l : net_.config().layer())
+    if (l.has_batch_norm() && l.batch_norm().sync()) sync_batch_norm_ = true;
+}
+
+void Trainer::check_replicas(const std::string& when) {
+  if (comm_.size() == 1) return;
+  const Tensor& p = net_.params();
+  const uLong crc = crc32(crc32(0L, Z_NULL, 0), static_cast<const Bytef*>(p.raw()), uInt(p.nbytes()));
+  Tensor mine = Tensor::empty({1}, DType::i64), all = Tensor::empty({comm_.size()}, DType::i64);
+  mine.data<int64_t>()[0] = int64_t(crc);
+  comm_.allgather(mine, all, "replica check");
+  std::string differ;
+  for (int r = 1; r < comm_.size(); ++r)
+    if (all.data<int64_t>()[r] != all.data<int64_t>()[0])
+      differ += fmt::format("{}rank {} on {}", differ.empty() ? "" : ", ", r, comm_.host_of(r));
+  if (!differ.empty())
+    fail("{}: replicas diverged {}: the parameters of {} differ from rank 0's on {}",
+         comm_.where(), when, differ, comm_.host_of(0));
 }
 
 void Trainer::ensure_batch(int64_t n, const Dataset& data) {
@@ -32,30 +51,45 @@ void Trainer::ensure_batch(int64_t n, const Dataset& data) {
 }
 
 StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n) {
+  Watchdog* watchdog = comm_.watchdog();
+  if (watchdog) watchdog->step_begin(step_);
   const ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
   const int64_t local = mine.end - mine.begin;
   StepMetrics m;
   net_.grads().fill_zero();
-  if (local > 0) {
+  std::optional<StepContext> ctx;
+  // Synchronised batch norm sums its statistics over the ranks inside forward and backward, so
+  // then every rank runs both on every step, on an empty shard if it has no samples.
+  const bool all_compute = sync_batch_norm_ && comm_.size() > 1;
+  if (local > 0 || all_compute) {
     ensure_batch(local, data);
     data::gather_batch(data, ids + mine.begin, local, x_, t_);
-    StepContext ctx{backend_, true, opt_.seed, step_, ids + mine.begin};
-    const Tensor& logits = net_.forward(ctx, x_);
-    m.loss_sum = backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &m.correct);
-    // The loss is the mean over the *global* batch, so summing rank gradients averages them.
-    backend_.softmax_ce_backward(probs_, t_, 1.0 / double(n), dlogits_);
-    net_.backward(ctx, dlogits_);
+    ctx.emplace(StepContext{backend_, true, opt_.seed, step_, ids + mine.begin});
+    if (all_compute)
+      ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
+    const Tensor& logits = net_.forward(*ctx, x_);
+    if (local > 0) {  // (an empty shard has no loss and an empty dlogits)
+      m.loss_sum = backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &m.correct);
+      // The loss is the mean over the *global* batch, so summing rank gradients averages them.
+      backend_.softmax_ce_backward(probs_, t_, 1.0 / double(n), dlogits_);
+    }
   }
-  comm_.allreduce_sum(net_.grads());
+  // The step's metrics are known before backward: their allreduce runs alongside it.
+  metrics_.data<double>()[0] = m.loss_sum;
+  metrics_.data<double>()[1] = double(m.correct);
+  auto metrics = comm_.iallreduce_sum(metrics_, "step metrics");
+  // Buckets of gradients start their allreduce as backward completes them (a rank without
+  // samples contributes zeros, all at once in finish()).
+  reducer_->begin_step(n);
+  if (ctx) net_.backward(*ctx, dlogits_, reducer_->callback());
+  reducer_->finish();
   optimizer_.step(net_.params(), net_.grads(), opt_.lr);
-  Tensor stats = Tensor::empty({2}, DType::f64);
-  stats.data<double>()[0] = m.loss_sum;
-  stats.data<double>()[1] = double(m.correct);
-  comm_.allreduce_sum(stats);
-  m.loss_sum = stats.data<double>()[0];
-  m.correct = int64_t(stats.data<double>()[1]);
+  metrics->wait();
+  m.loss_sum = metrics_.data<double>()[0];
+  m.correct = int64_t(metrics_.data<double>()[1]);
   m.samples = n;
   ++step_;
+  if (watchdog) watchdog->step_end();
   return m;
 }
 
@@ -79,6 +113,7 @@ EpochReport Trainer::train_epoch(
     if (on_step) on_step(s, r.steps, m);
   }
   r.train_seconds = now_seconds() - t0;
+  check_replicas(fmt::format("after epoch {}", epoch + 1));
   r.train_loss = loss / double(n);
   r.train_accuracy = double(correct) / double(n);
   r.images_per_sec = double(n) / r.train_seconds;
@@ -91,9 +126,11 @@ EpochReport Trainer::train_epoch(
   return r;
 }
 
-EvalReport Trainer::evaluate(const Dataset& data) {
+EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predictions) {
   const int64_t n = data.labels.numel();
   EvalReport r;
+  // Each rank predicts its shard into its slots; a sum over ranks fills them all.
+  Tensor predicted = predictions ? Tensor::zeros({n}, DType::i64) : Tensor();
   const double t0 = now_seconds();
   std::vector<int64_t> ids;
   for (int64_t b = 0; b < n; b += opt_.eval_batch_size) {
@@ -108,11 +145,25 @@ EvalReport Trainer::evaluate(const Dataset& data) {
     StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
     const Tensor& logits = net_.forward(ctx, x_);
     r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+    if (predictions) {
+      const int64_t classes = logits.numel() / local;
+      const float* z = logits.data<float>();
+      for (int64_t i = 0; i < local; ++i) {  // argmax, first maximum: as softmax_ce counts
+        int64_t best = 0;
+        for (int64_t j = 1; j < classes; ++j)
+          if (z[i * classes + j] > z[i * classes + best]) best = j;
+        predicted.data<int64_t>()[ids[i]] = best;
+      }
+    }
+  }
+  if (predictions) {
+    comm_.allreduce_sum(predicted);
+    predictions->assign(predicted.data<int64_t>(), predicted.data<int64_t>() + n);
   }
   Tensor stats = Tensor::empty({2}, DType::f64);
   stats.data<double>()[0] = r.loss;
   stats.data<double>()[1] = double(r.correct);
-  comm_.allreduce_sum(stats);
+  comm_.allreduce_sum(stats, "evaluation metrics");
   r.loss = stats.data<double>()[0] / double(n);
   r.correct = int64_t(stats.data<double>()[1]);
   r.total = n;

@@ -3,6 +3,8 @@
 // backward (gradients reduced across ranks) -> optimizer step -> metrics reduced across ranks.
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "core/data/dataset.h"
@@ -10,6 +12,7 @@
 #include "core/net.h"
 #include "core/optim/optimizer.h"
 #include "distributed/communicator.h"
+#include "distributed/reducer.h"
 
 namespace deeptrain {
 
@@ -44,6 +47,9 @@ struct TrainerOptions {
   uint64_t seed = 0;
   float lr = 1e-3f;
   double log_eps = 1e-7;        // the book's epsilon inside the log of the loss
+  // Gradient buckets, overlap and wire compression; default: the communicator's
+  // gradient_sync() (set from ExperimentConfig.distributed by the session).
+  std::optional<GradientSyncOptions> sync;
 };
 
 class Trainer {
@@ -58,8 +64,16 @@ class Trainer {
   EpochReport train_epoch(const Dataset& data, int epoch, const Dataset* test,
                           const std::function<void(int64_t, int64_t, const StepMetrics&)>&
                               on_step = {});
-  EvalReport evaluate(const Dataset& data);
+  // predictions (optional): the class predicted for every sample of `data`, on every rank
+  // (for the confusion matrix and the misclassified-image grid).
+  EvalReport evaluate(const Dataset& data, std::vector<int32_t>* predictions = nullptr);
   int64_t global_step() const { return step_; }
+  // The gradient reducer (its buckets and its communication/overlap statistics).
+  const Reducer& reducer() const { return *reducer_; }
+  Reducer& reducer() { return *reducer_; }
+  // Fails (naming the ranks) unless every rank holds bit-identical parameters. train_epoch
+  // calls it after each epoch; a no-op for one rank. Collective.
+  void check_replicas(const std::string& when);
 
  private:
   void ensure_batch(int64_t n, const Dataset& data);
@@ -68,7 +82,10 @@ class Trainer {
   Backend& backend_;
   Optimizer& optimizer_;
   Communicator& comm_;
+  std::unique_ptr<Reducer> reducer_;
+  bool sync_batch_norm_ = false;    // the net has a batch norm with statistics over all ranks
   int64_t step_ = 0;
+  Tensor metrics_;                  // f64 (loss sum, correct), reduced while backward runs
   Tensor x_, t_, probs_, dlogits_;  // batch buffers, reused across steps
   Tensor x_f64_;
 };

@@ -163,17 +163,16 @@ TEST_P(ConvOps, BackwardMatchesReference) {
     auto be = make_backend(name);
     // The backend gets the reference's y (in its own layout) so both use the same ReLU mask.
     const Tensor x_native = native_copy(*be, x), y_native = native_copy(*be, y);
-    for (bool relu : {false, true})
+    for (bool relu : {false, true}) {
+      Tensor dy_ref = dy.clone();  // ops may mask dy in place
+      Tensor dx_ref = Tensor::empty(x.shape(), DType::f32), dw_ref = Tensor::empty(w.shape(), DType::f32),
+             db_ref = Tensor::empty(b.shape(), DType::f32);
+      ref.conv2d_backward(g, x, w, y, dy_ref, relu, &dx_ref, dw_ref, &db_ref);
       for (bool with_db : {false, true})
         for (bool with_dx : {false, true})
           for (bool native_dy : {false, true}) {
             SCOPED_TRACE(::testing::Message() << name << " relu " << relu << " db " << with_db
                                               << " dx " << with_dx << " dy native " << native_dy);
-            Tensor dy_ref = dy.clone();  // ops may mask dy in place
-            Tensor dx_ref = Tensor::empty(x.shape(), DType::f32), dw_ref = Tensor::empty(w.shape(), DType::f32),
-                   db_ref = Tensor::empty(b.shape(), DType::f32);
-            ref.conv2d_backward(g, x, w, y, dy_ref, relu, with_dx ? &dx_ref : nullptr, dw_ref,
-                                with_db ? &db_ref : nullptr);
             Tensor dy_got = native_dy ? native_copy(*be, dy) : dy.clone();
             Tensor dx = Tensor::empty(x.shape(), DType::f32), dw = Tensor::empty(w.shape(), DType::f32),
                    db = Tensor::empty(b.shape(), DType::f32);
@@ -184,6 +183,7 @@ TEST_P(ConvOps, BackwardMatchesReference) {
             if (with_db) { EXPECT_TRUE(close(db, db_ref, kTol)) << "db"; }
             if (with_dx) { EXPECT_TRUE(close(be->to_plain(dx), dx_ref, kTol)) << "dx"; }
           }
+    }
   }
 }
 
@@ -304,8 +304,11 @@ TEST(DropoutSoftmaxOps, MatchReference) {
   const DropoutKey key{1234, 17, 3, ids.data()};
   Tensor y_ref = Tensor::empty(x.shape(), DType::f32), m_ref = Tensor::empty(x.shape(), DType::u8),
          dx_ref = Tensor::empty(x.shape(), DType::f32);
-  ref.dropout_forward(key, 0.3f, x, y_ref, m_ref);
-  ref.dropout_backward(0.3f, m_ref, dy, dx_ref);
+  const float keep_scale = 1.f / 0.7f;
+  ref.dropout_forward(key, 0.3f, keep_scale, x, y_ref, m_ref);
+  ref.dropout_backward(keep_scale, m_ref, dy, dx_ref);
+  Tensor s_ref = Tensor::empty(x.shape(), DType::f32);
+  ref.scale(x, 0.7, s_ref);
   Tensor labels = Tensor::empty({6}, DType::i32);
   for (int i = 0; i < 6; ++i) labels.data<int32_t>()[i] = (i * 7) % 50;
   Tensor p_ref = Tensor::empty(x.shape(), DType::f32), dz_ref = Tensor::empty(x.shape(), DType::f32);
@@ -317,11 +320,14 @@ TEST(DropoutSoftmaxOps, MatchReference) {
     auto be = make_backend(name);
     Tensor y = Tensor::empty(x.shape(), DType::f32), m = Tensor::empty(x.shape(), DType::u8),
            dx = Tensor::empty(x.shape(), DType::f32);
-    be->dropout_forward(key, 0.3f, x, y, m);
-    be->dropout_backward(0.3f, m, dy, dx);
+    be->dropout_forward(key, 0.3f, keep_scale, x, y, m);
+    be->dropout_backward(keep_scale, m, dy, dx);
     EXPECT_TRUE(equal(m, m_ref));
     EXPECT_TRUE(equal(y, y_ref));
     EXPECT_TRUE(equal(dx, dx_ref));
+    Tensor sc = Tensor::empty(x.shape(), DType::f32);
+    be->scale(x, 0.7, sc);
+    EXPECT_TRUE(equal(sc, s_ref));
     Tensor p = Tensor::empty(x.shape(), DType::f32), dz = Tensor::empty(x.shape(), DType::f32);
     int64_t hits = 0;
     EXPECT_NEAR(be->softmax_ce_forward(x, labels, 1e-7, p, &hits), loss_ref, 1e-5 * std::fabs(loss_ref));
@@ -329,6 +335,36 @@ TEST(DropoutSoftmaxOps, MatchReference) {
     be->softmax_ce_backward(p, labels, 0.01, dz);
     EXPECT_TRUE(close(p, p_ref, kTol));
     EXPECT_TRUE(close(dz, dz_ref, kTol));
+  }
+}
+
+// f64 (gradient checks, the book's reference runs) takes the reference code path: bitwise equal.
+TEST(F64Ops, FallBackToReferenceExactly) {
+  const ConvGeom g = ConvGeom::make(2, 16, 6, 6, 16, 3, 3, 1, 1, 1, 1);
+  const PoolGeom pg = PoolGeom::make(2, 16, 6, 6, 2, 2, 2, 2, 0, 0);
+  const Tensor x = random_tensor({2, 16, 6, 6}, 91).to(DType::f64);
+  const Tensor w = random_tensor({16, 16, 3, 3}, 92).to(DType::f64);
+  const Tensor b = random_tensor({16}, 93).to(DType::f64);
+  const Tensor dy = random_tensor({2, 16, 6, 6}, 94).to(DType::f64);
+  CpuBackend ref;
+  for (const std::string& name : backends_under_test()) {
+    SCOPED_TRACE(name);
+    auto be = make_backend(name);
+    std::vector<Tensor> outs[2];
+    for (int i = 0; i < 2; ++i) {
+      Backend& impl = i ? *be : static_cast<Backend&>(ref);
+      Tensor y = Tensor::empty(x.shape(), DType::f64), dyc = dy.clone();
+      Tensor dx = Tensor::empty(x.shape(), DType::f64), dw = Tensor::empty(w.shape(), DType::f64),
+             db = Tensor::empty(b.shape(), DType::f64);
+      impl.conv2d_forward(g, x, w, b, y, true);
+      impl.conv2d_backward(g, x, w, y, dyc, true, &dx, dw, &db);
+      Tensor p = Tensor::empty({2, 16, 3, 3}, DType::f64), am = Tensor::empty(p.shape(), DType::i32);
+      Tensor dp = Tensor::empty(x.shape(), DType::f64);
+      impl.maxpool2d_forward(pg, y, p, am);
+      impl.maxpool2d_backward(pg, p, am, dp);
+      outs[i] = {y, dx, dw, db, p, am, dp};
+    }
+    for (size_t k = 0; k < outs[0].size(); ++k) EXPECT_TRUE(equal(outs[1][k], outs[0][k])) << k;
   }
 }
 

@@ -1,5 +1,6 @@
 // Numerical gradient checks (central differences, float64) of every layer on its own, and of
-// the whole DeepConvNet through the Net. For a layer with output y we check the gradient of
+// the whole DeepConvNet through the Net. Multi-input layers (add, concat) and layer graphs are
+// checked in test_layers_extra.cpp. For a layer with output y we check the gradient of
 // L = sum(y * R) for a fixed random R, so dL/dy = R.
 #include <cmath>
 #include <functional>
@@ -113,13 +114,19 @@ INSTANTIATE_TEST_SUITE_P(
         LayerCase{"affine_from_4d", "name: 'a' affine { out_features: 4 }", {2, 3, 3}, true},
         LayerCase{"affine_nobias", "name: 'a' affine { out_features: 3 no_bias: true }", {7}, true},
         LayerCase{"dropout_train", "name: 'd' dropout { ratio: 0.5 }", {20}, true},
-        LayerCase{"dropout_eval", "name: 'd' dropout { ratio: 0.5 }", {20}, false}),
+        LayerCase{"dropout_eval", "name: 'd' dropout { ratio: 0.5 }", {20}, false},
+        // Batch statistics depend on every sample, so the input gradient couples the batch.
+        LayerCase{"batch_norm_4d_train", "name: 'n' batch_norm {}", {3, 4, 3}, true},
+        LayerCase{"batch_norm_2d_train", "name: 'n' batch_norm { momentum: 0.5 }", {6}, true},
+        LayerCase{"batch_norm_per_activation", "name: 'n' batch_norm { per_activation: true }", {2, 3, 3}, true},
+        LayerCase{"batch_norm_eval", "name: 'n' batch_norm { eps: 0.01 }", {3, 4, 4}, false},
+        LayerCase{"global_avg_pool", "name: 'g' global_avg_pool {}", {4, 3, 5}, true}),
     [](const ::testing::TestParamInfo<LayerCase>& i) { return std::string(i.param.name); });
 
-// Conv and affine with a fused ReLU: the same check through the fused path.
+// Conv, affine and batch norm with a fused ReLU: the same check through the fused path.
 TEST(FusedRelu, ConvAndAffineMatchCentralDifferences) {
   for (const char* cfg : {"name: 'c' conv { out_channels: 3 kernel: 3 pad: 1 }",
-                          "name: 'a' affine { out_features: 6 }"}) {
+                          "name: 'a' affine { out_features: 6 }", "name: 'n' batch_norm {}"}) {
     proto::LayerConfig lc;
     ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(cfg, &lc));
     auto backend = make_backend("cpu-ref");

@@ -72,11 +72,15 @@ class Backend {
   virtual void affine_backward(const Tensor& x, const Tensor& w, const Tensor& y, Tensor& dy,
                                bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) = 0;
 
-  // Inverted dropout: y = x * mask / (1 - ratio); mask (u8) is kept for backward.
-  virtual void dropout_forward(const DropoutKey& key, float ratio, const Tensor& x, Tensor& y,
-                               Tensor& mask) = 0;
-  virtual void dropout_backward(float ratio, const Tensor& mask, const Tensor& dy,
+  // Dropout at training time: y = x * mask * scale, where mask (u8, kept for backward) keeps
+  // an element with probability 1 - ratio; scale is 1 / (1 - ratio) for inverted dropout and
+  // 1 for the book's.
+  virtual void dropout_forward(const DropoutKey& key, float ratio, float scale, const Tensor& x,
+                               Tensor& y, Tensor& mask) = 0;
+  virtual void dropout_backward(float scale, const Tensor& mask, const Tensor& dy,
                                 Tensor& dx) = 0;
+  // y = alpha * x (the book's dropout at evaluation time).
+  virtual void scale(const Tensor& x, double alpha, Tensor& y) = 0;
 
   // Softmax cross-entropy: loss_i = -log(p_i[t_i] + log_eps); the book uses log_eps = 1e-7 so a
   // zero probability stays finite. logits (n, m), labels i32 (n). Writes probs; returns the

@@ -24,9 +24,10 @@ class CpuBackend : public Backend {
                       bool fuse_relu) override;
   void affine_backward(const Tensor& x, const Tensor& w, const Tensor& y, Tensor& dy,
                        bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
-  void dropout_forward(const DropoutKey& key, float ratio, const Tensor& x, Tensor& y,
-                       Tensor& mask) override;
-  void dropout_backward(float ratio, const Tensor& mask, const Tensor& dy, Tensor& dx) override;
+  void dropout_forward(const DropoutKey& key, float ratio, float scale, const Tensor& x,
+                       Tensor& y, Tensor& mask) override;
+  void dropout_backward(float scale, const Tensor& mask, const Tensor& dy, Tensor& dx) override;
+  void scale(const Tensor& x, double alpha, Tensor& y) override;
   double softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
                             Tensor& probs, int64_t* correct) override;
   void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,

@@ -2,9 +2,12 @@
 // cpu_kernels_blocked.h. Built only with -DDEEPTRAIN_DNNL=ON (the file name ends in _dnnl.cpp).
 #include "core/backend/cpu_dnnl.h"
 
+#include <algorithm>
 #include <array>
 #include <map>
 #include <unordered_map>
+
+#include <omp.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
@@ -51,10 +54,21 @@ struct ConvPrims {
   Arg bd_ddst, bd_wei, bd_dsrc;
   dnnl::convolution_backward_weights bwd_weights;
   Arg bw_src, bw_ddst, bw_dwei;
+  Tensor bw_xpad;    // x with its padding made physical, when bwd-weights needs that
   memory bias_sink;  // diff bias when the caller asks for none
 };
 
-using ConvKey = std::array<int64_t, 15>;
+// Keys include the thread count: oneDNN sizes a primitive's work split and scratchpad for the
+// threads there are when it is created.
+using ConvKey = std::array<int64_t, 16>;
+
+// Affine as oneDNN matmuls: y = x.w (+b, ReLU), dw = x^T.dy, dx = dy.w^T. (OpenBLAS would work
+// too, but its pthread pool spins for ~0.1 s after each call and, on 2 cores, steals them from
+// the OpenMP threads of the convs that follow: a 3-4 ms step-time tax.)
+struct AffinePrims {
+  dnnl::matmul fwd, bwd_weights, bwd_data;
+};
+using AffineKey = std::array<int64_t, 6>;
 
 }  // namespace
 
@@ -64,6 +78,7 @@ struct DnnlBackend::Impl {
   int block = kernels::preferred_block();
   Layout blocked = block == 16 ? Layout::nChw16c : Layout::nChw8c;
   std::map<ConvKey, ConvPrims> convs;
+  std::map<AffineKey, AffinePrims> affines;
   enum Slot { kX, kY, kDy, kSlots };
   std::array<Tensor, kSlots> buffers;  // layout conversions, grown on demand, reused
 
@@ -95,7 +110,7 @@ struct DnnlBackend::Impl {
     const Tensor plain = t.layout() == Layout::plain ? t : to_plain(t);
     if (want == Layout::plain) return plain;
     Tensor& buf = buffers[slot];
-    if (buf.numel() < t.numel()) buf = Tensor::empty({t.numel()}, DType::f32);
+    if (!buf.defined() || buf.numel() < t.numel()) buf = Tensor::empty({t.numel()}, DType::f32);
     Tensor out = buf.slice_flat(0, t.shape());
     kernels::plain_to_blocked(plain.raw(), out.raw(), t.dim(0), t.dim(1), t.dim(2) * t.dim(3),
                               block);
@@ -114,6 +129,10 @@ struct DnnlBackend::Impl {
   }
 
   ConvPrims& conv(const ConvGeom& g, bool bias, bool relu);
+  AffinePrims& affine(int64_t n, int64_t d, int64_t m, bool bias, bool relu);
+  memory mem(const memory::dims& dims, Tag tag, const void* p) {
+    return memory(f32_md(dims, tag), eng, const_cast<void*>(p));
+  }
   void make_bwd_data(ConvPrims& e, const ConvGeom& g);
   void make_bwd_weights(ConvPrims& e, const ConvGeom& g);
 };
@@ -136,7 +155,7 @@ std::string describe(const ConvGeom& g) {
 
 ConvPrims& DnnlBackend::Impl::conv(const ConvGeom& g, bool bias, bool relu) {
   const ConvKey key{g.n, g.c, g.h, g.w, g.k, g.r, g.s, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
-                    g.p, g.q, bias, relu};
+                    g.p, g.q, bias, relu, omp_get_max_threads()};
   auto it = convs.find(key);
   if (it != convs.end()) return it->second;
   const ConvDims d(g);
@@ -180,14 +199,32 @@ void DnnlBackend::Impl::make_bwd_data(ConvPrims& e, const ConvGeom& g) {
 }
 
 void DnnlBackend::Impl::make_bwd_weights(ConvPrims& e, const ConvGeom& g) {
-  const ConvDims d(g);
-  try {
+  auto make = [&](const ConvGeom& geom) {
+    const ConvDims d(geom);
     dnnl::convolution_backward_weights::desc desc(
-        dnnl::algorithm::convolution_direct, f32_md(d.src, prim_tag(g.c)), f32_md(d.wei, Tag::any),
-        f32_md({g.k}, Tag::x), f32_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l, d.pad_r);
-    dnnl::convolution_backward_weights::primitive_desc pd(desc, eng, e.fwd_pd);
+        dnnl::algorithm::convolution_direct, f32_md(d.src, prim_tag(geom.c)),
+        f32_md(d.wei, Tag::any), f32_md({geom.k}, Tag::x), f32_md(d.dst, prim_tag(geom.k)),
+        d.strides, d.pad_l, d.pad_r);
+    return dnnl::convolution_backward_weights::primitive_desc(desc, eng, e.fwd_pd);
+  };
+  try {
+    dnnl::convolution_backward_weights::primitive_desc pd = make(g);
+    // oneDNN 2.6's blocked jit backward-weights refuses some paddings (DeepConvNet's 3x3
+    // conv with pad 2) and falls back to its reference code: 17 s instead of 3 ms. Then pad
+    // x physically (a zero border, written once, in a cached buffer) and use pad 0.
+    if (std::string(pd.impl_info_str()).rfind("ref", 0) == 0 && g.c % block == 0) {
+      ConvGeom padded = g;
+      padded.h = g.h + g.pad_h + std::max<int64_t>(ConvDims(g).pad_r[0], 0);
+      padded.w = g.w + g.pad_w + std::max<int64_t>(ConvDims(g).pad_r[1], 0);
+      padded.pad_h = padded.pad_w = 0;
+      pd = make(padded);
+      e.bw_xpad = Tensor::zeros({g.n, g.c, padded.h, padded.w}, DType::f32);
+    }
+    const ConvDims d(g);
+    const memory::dims src_dims =
+        e.bw_xpad.defined() ? memory::dims(e.bw_xpad.shape().dims()) : d.src;
     e.bwd_weights = dnnl::convolution_backward_weights(pd);
-    e.bw_src.init(eng, f32_md(d.src, native_tag(g.c)), pd.src_desc(), true);
+    e.bw_src.init(eng, f32_md(src_dims, native_tag(g.c)), pd.src_desc(), true);
     e.bw_ddst.init(eng, f32_md(d.dst, native_tag(g.k)), pd.diff_dst_desc(), true);
     e.bw_dwei.init(eng, f32_md(d.wei, Tag::oihw), pd.diff_weights_desc(), false);
     e.bias_sink = memory(f32_md({g.k}, Tag::x), eng);
@@ -195,6 +232,34 @@ void DnnlBackend::Impl::make_bwd_weights(ConvPrims& e, const ConvGeom& g) {
     fail("oneDNN cannot make a backward-weights {}: {}", describe(g), err.what());
   }
   e.have_bwd_weights = true;
+}
+
+AffinePrims& DnnlBackend::Impl::affine(int64_t n, int64_t d, int64_t m, bool bias, bool relu) {
+  const AffineKey key{n, d, m, bias, relu, omp_get_max_threads()};
+  auto it = affines.find(key);
+  if (it != affines.end()) return it->second;
+  AffinePrims a;
+  try {
+    dnnl::post_ops ops;
+    if (relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr attr;
+    attr.set_post_ops(ops);
+    auto make = [&](const memory::desc& src, const memory::desc& wei, const memory::desc& b,
+                    const memory::desc& dst, const dnnl::primitive_attr& at) {
+      return dnnl::matmul(
+          dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, b, dst), at, eng));
+    };
+    // Tag::ba on dims (a, b) reads a row-major (b, a) buffer: a transposed view, no copy.
+    a.fwd = make(f32_md({n, d}, Tag::ab), f32_md({d, m}, Tag::ab),
+                 bias ? f32_md({1, m}, Tag::ab) : memory::desc(), f32_md({n, m}, Tag::ab), attr);
+    a.bwd_weights = make(f32_md({d, n}, Tag::ba), f32_md({n, m}, Tag::ab), memory::desc(),
+                         f32_md({d, m}, Tag::ab), {});
+    a.bwd_data = make(f32_md({n, m}, Tag::ab), f32_md({m, d}, Tag::ba), memory::desc(),
+                      f32_md({n, d}, Tag::ab), {});
+  } catch (const dnnl::error& err) {
+    fail("oneDNN cannot make an affine ({}, {}) -> {}: {}", n, d, m, err.what());
+  }
+  return affines.emplace(key, std::move(a)).first->second;
 }
 
 DnnlBackend::DnnlBackend() : impl_(std::make_unique<Impl>()) {}
@@ -235,22 +300,23 @@ void DnnlBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tens
     kernels::relu_mask(dyn.data<float>(), yn.data<float>(), dyn.numel());
   }
 
-  // Weight gradient. oneDNN pads 1-4 input channels to a whole block and runs at a few
-  // GFLOP/s there (the first conv); our kernel broadcasts each input pixel instead.
-  if (g.c % m.block && g.k % m.block == 0 &&
-      kernels::conv_backward_weights_small_c_supported(g, m.block)) {
-    kernels::conv_backward_weights_small_c(g, m.block, xn.data<float>(), dyn.data<float>(),
-                                           dw.data<float>(), db ? db->data<float>() : nullptr);
-  } else {
-    if (!e.have_bwd_weights) m.make_bwd_weights(e, g);
-    e.bwd_weights.execute(
-        m.strm, {{DNNL_ARG_SRC, m.input(e.bw_src, xn.raw())},
-                 {DNNL_ARG_DIFF_DST, m.input(e.bw_ddst, dyn.raw())},
-                 {DNNL_ARG_DIFF_WEIGHTS, m.output(e.bw_dwei, dw.raw())},
-                 {DNNL_ARG_DIFF_BIAS,
-                  db ? memory(f32_md({g.k}, Tag::x), m.eng, db->raw()) : e.bias_sink}});
-    m.finish(e.bw_dwei, dw.raw());
+  // Weight gradient. A first conv (1 input channel) keeps x plain: oneDNN's jit kernel reads
+  // nchw at ~100 GFLOP/s per core, while a blocked x sends it to its reference code.
+  if (!e.have_bwd_weights) m.make_bwd_weights(e, g);
+  const void* src = xn.raw();
+  if (e.bw_xpad.defined()) {
+    const Tensor& xp = e.bw_xpad;
+    kernels::copy_into_padded_blocked(xn.data<float>(), xp.data<float>(), g.n * g.c / m.block,
+                                      g.h, g.w, xp.dim(2), xp.dim(3), g.pad_h, g.pad_w, m.block);
+    src = xp.raw();
   }
+  e.bwd_weights.execute(
+      m.strm, {{DNNL_ARG_SRC, m.input(e.bw_src, src)},
+               {DNNL_ARG_DIFF_DST, m.input(e.bw_ddst, dyn.raw())},
+               {DNNL_ARG_DIFF_WEIGHTS, m.output(e.bw_dwei, dw.raw())},
+               {DNNL_ARG_DIFF_BIAS,
+                db ? memory(f32_md({g.k}, Tag::x), m.eng, db->raw()) : e.bias_sink}});
+  m.finish(e.bw_dwei, dw.raw());
 
   if (dx) {
     if (!e.have_bwd_data) m.make_bwd_data(e, g);
@@ -259,6 +325,50 @@ void DnnlBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tens
                                 {DNNL_ARG_DIFF_SRC, m.output(e.bd_dsrc, dx->raw())}});
     m.finish(e.bd_dsrc, dx->raw());
     dx->set_layout(m.native_layout(g.c));
+  }
+  m.strm.wait();
+}
+
+void DnnlBackend::affine_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y,
+                                 bool fuse_relu) {
+  if (x.dtype() != DType::f32 || x.layout() != Layout::plain)
+    return CpuBackend::affine_forward(x, w, b, y, fuse_relu);
+  Impl& m = *impl_;
+  const int64_t n = x.dim(0), d = w.dim(0), o = w.dim(1);
+  DT_CHECK(x.numel() == n * d, "affine: input {} vs weights {}", x.shape().str(), w.shape().str());
+  const bool bias = b.defined() && b.numel() > 0;
+  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, m.mem({n, d}, Tag::ab, x.raw())},
+                                       {DNNL_ARG_WEIGHTS, m.mem({d, o}, Tag::ab, w.raw())},
+                                       {DNNL_ARG_DST, m.mem({n, o}, Tag::ab, y.raw())}};
+  if (bias) args.emplace(DNNL_ARG_BIAS, m.mem({1, o}, Tag::ab, b.raw()));
+  m.affine(n, d, o, bias, fuse_relu).fwd.execute(m.strm, args);
+  m.strm.wait();
+  y.set_layout(Layout::plain);
+}
+
+void DnnlBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor& y, Tensor& dy,
+                                  bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) {
+  if (x.dtype() != DType::f32 || x.layout() != Layout::plain)
+    return CpuBackend::affine_backward(x, w, y, dy, fuse_relu, dx, dw, db);
+  Impl& m = *impl_;
+  const int64_t n = x.dim(0), d = w.dim(0), o = w.dim(1);
+  float* pdy = dy.data<float>();
+  if (fuse_relu) kernels::relu_mask(pdy, y.data<float>(), n * o);
+  AffinePrims& a = m.affine(n, d, o, db != nullptr, fuse_relu);
+  a.bwd_weights.execute(m.strm, {{DNNL_ARG_SRC, m.mem({d, n}, Tag::ba, x.raw())},
+                                 {DNNL_ARG_WEIGHTS, m.mem({n, o}, Tag::ab, pdy)},
+                                 {DNNL_ARG_DST, m.mem({d, o}, Tag::ab, dw.raw())}});
+  if (dx) {
+    a.bwd_data.execute(m.strm, {{DNNL_ARG_SRC, m.mem({n, o}, Tag::ab, pdy)},
+                                {DNNL_ARG_WEIGHTS, m.mem({o, d}, Tag::ba, w.raw())},
+                                {DNNL_ARG_DST, m.mem({n, d}, Tag::ab, dx->raw())}});
+    dx->set_layout(Layout::plain);
+  }
+  if (db) {  // column sums of dy, in the reference's order (rows ascending)
+    float* pdb = db->data<float>();
+    std::fill(pdb, pdb + o, 0.f);
+    for (int64_t i = 0; i < n; ++i)
+      for (int64_t j = 0; j < o; ++j) pdb[j] += pdy[i * o + j];
   }
   m.strm.wait();
 }

@@ -1,9 +1,9 @@
 #pragma once
 // DnnlBackend ("cpu"): the fast CPU path. f32 convolutions run on oneDNN's jit kernels with
 // activations kept in a blocked layout between layers and bias + ReLU fused into the forward
-// conv; max pooling and the weight gradient of convs with 1-4 input channels run on the
-// hand-written kernels of cpu_kernels_blocked.h, where oneDNN is slow. f64 and every other op
-// (affine, dropout, softmax) fall back to CpuBackend, the reference.
+// conv; max pooling runs on the hand-written kernels of cpu_kernels_blocked.h (oneDNN's is
+// slow); affine runs on oneDNN matmul, so a training step never touches OpenBLAS. f64 and the
+// remaining ops (dropout, softmax) fall back to CpuBackend, the reference.
 //
 // Layouts. The native layout of a 4-d f32 activation with c channels is nChwBc (B = 16 when
 // compiled for AVX-512, else 8) when c % B == 0, and plain otherwise. Ops accept any layout,
@@ -30,6 +30,10 @@ class DnnlBackend : public CpuBackend {
                       Tensor& y, bool fuse_relu) override;
   void conv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y,
                        Tensor& dy, bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
+  void affine_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y,
+                      bool fuse_relu) override;
+  void affine_backward(const Tensor& x, const Tensor& w, const Tensor& y, Tensor& dy,
+                       bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
   void maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& argmax) override;
   void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
                           Tensor& dx) override;

@@ -148,8 +148,8 @@ void CpuBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor&
   if (dx) dx->set_layout(Layout::plain);
 }
 
-void CpuBackend::dropout_forward(const DropoutKey& key, float ratio, const Tensor& x, Tensor& y,
-                                 Tensor& mask) {
+void CpuBackend::dropout_forward(const DropoutKey& key, float ratio, float scale,
+                                 const Tensor& x, Tensor& y, Tensor& mask) {
   require_plain(x, "dropout_forward");
   const int64_t n = x.dim(0), per = x.numel() / n;
   uint8_t* pm = mask.data<uint8_t>();
@@ -166,21 +166,32 @@ void CpuBackend::dropout_forward(const DropoutKey& key, float ratio, const Tenso
   dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
-    const T scale = T(1) / (T(1) - T(ratio));
-    for (int64_t i = 0; i < x.numel(); ++i) py[i] = pm[i] ? px[i] * scale : T(0);
+    const T s = T(scale);
+    for (int64_t i = 0; i < x.numel(); ++i) py[i] = pm[i] ? px[i] * s : T(0);
   });
   y.set_layout(Layout::plain);
 }
 
-void CpuBackend::dropout_backward(float ratio, const Tensor& mask, const Tensor& dy, Tensor& dx) {
+void CpuBackend::dropout_backward(float scale, const Tensor& mask, const Tensor& dy, Tensor& dx) {
   const uint8_t* pm = mask.data<uint8_t>();
   dispatch_float(dy.dtype(), [&]<class T>() {
     const T* pdy = dy.data<T>();
     T* pdx = dx.data<T>();
-    const T scale = T(1) / (T(1) - T(ratio));
-    for (int64_t i = 0; i < dy.numel(); ++i) pdx[i] = pm[i] ? pdy[i] * scale : T(0);
+    const T s = T(scale);
+    for (int64_t i = 0; i < dy.numel(); ++i) pdx[i] = pm[i] ? pdy[i] * s : T(0);
   });
   dx.set_layout(Layout::plain);
+}
+
+void CpuBackend::scale(const Tensor& x, double alpha, Tensor& y) {
+  require_plain(x, "scale");
+  dispatch_float(x.dtype(), [&]<class T>() {
+    const T* px = x.data<T>();
+    T* py = y.data<T>();
+    const T a = T(alpha);
+    for (int64_t i = 0; i < x.numel(); ++i) py[i] = px[i] * a;
+  });
+  y.set_layout(Layout::plain);
 }
 
 double CpuBackend::softmax_ce_forward(const Tensor& logits, const Tensor& labels,

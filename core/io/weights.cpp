@@ -48,6 +48,8 @@ void fold_book_dropout(Net& net) {
   };
   for (size_t i = 0; i < layers.size(); ++i) {
     if (std::string(layers[i]->type()) != "dropout") continue;
+    // A BOOK-mode dropout applies the factor itself.
+    if (net.config().layer(int(i)).dropout().mode() == proto::DropoutParam::BOOK) continue;
     const double keep = 1.0 - net.config().layer(int(i)).dropout().ratio();
     bool done = false;
     for (size_t j = i + 1; j < layers.size() && !done; ++j)

@@ -1,5 +1,6 @@
 // Conv2D, MaxPool, ReLU, Affine, Dropout: shape logic here, arithmetic in the backend.
 #include "core/layers/layer.h"
+#include "core/layers/extra_layers.h"
 
 namespace deeptrain {
 namespace {
@@ -149,7 +150,9 @@ class Affine : public Layer {
 class Dropout : public Layer {
  public:
   Dropout(const proto::LayerConfig& cfg, int index)
-      : Layer(cfg.name(), index), ratio_(cfg.dropout().ratio()) {
+      : Layer(cfg.name(), index),
+        ratio_(cfg.dropout().ratio()),
+        book_(cfg.dropout().mode() == proto::DropoutParam::BOOK) {
     if (!(ratio_ >= 0.0f && ratio_ < 1.0f))
       fail_input("layer '{}': dropout.ratio must be in [0, 1), got {}", name_, ratio_);
   }
@@ -161,22 +164,29 @@ class Dropout : public Layer {
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
     active_ = ctx.training && ratio_ > 0.0f;
     Tensor x = ctx.backend.to_plain(*in[0]);
-    if (!active_) { out.copy_from(x); return; }  // inverted dropout: identity at evaluation
+    if (!active_) {
+      scale_ = book_ ? 1.0f - ratio_ : 1.0f;  // evaluation
+      ctx.backend.scale(x, scale_, out);
+      return;
+    }
     DT_CHECK(ctx.sample_ids, "dropout in training needs the batch's global sample ids");
     if (mask_.numel() < out.numel()) mask_ = Tensor::empty({out.numel()}, DType::u8);
     Tensor m = mask_.slice_flat(0, out.shape());
-    ctx.backend.dropout_forward({ctx.seed, ctx.step, index_, ctx.sample_ids}, ratio_, x, out, m);
+    scale_ = book_ ? 1.0f : 1.0f / (1.0f - ratio_);
+    ctx.backend.dropout_forward({ctx.seed, ctx.step, index_, ctx.sample_ids}, ratio_, scale_, x,
+                                out, m);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
     if (!din[0]) return;
-    if (!active_) { din[0]->copy_from(ctx.backend.to_plain(dout)); return; }
-    ctx.backend.dropout_backward(ratio_, mask_.slice_flat(0, out.shape()), dout, *din[0]);
+    if (!active_) { ctx.backend.scale(ctx.backend.to_plain(dout), scale_, *din[0]); return; }
+    ctx.backend.dropout_backward(scale_, mask_.slice_flat(0, out.shape()), dout, *din[0]);
   }
-  float ratio() const { return ratio_; }
 
  private:
   float ratio_;
+  bool book_;
+  float scale_ = 1.0f;
   bool active_ = false;
   Tensor mask_;
 };
@@ -191,10 +201,14 @@ std::unique_ptr<Layer> make_layer(const proto::LayerConfig& cfg, int index) {
     case K::kRelu: return std::make_unique<Relu>(cfg.name(), index);
     case K::kAffine: return std::make_unique<Affine>(cfg, index);
     case K::kDropout: return std::make_unique<Dropout>(cfg, index);
+    case K::kBatchNorm: return make_batch_norm(cfg, index);
+    case K::kGlobalAvgPool: return make_global_avg_pool(cfg, index);
+    case K::kAdd: return make_add(cfg, index);
+    case K::kConcat: return make_concat(cfg, index);
     case K::KIND_NOT_SET: break;
   }
-  fail_input("layer '{}': no layer kind given (conv, max_pool, relu, affine, dropout)",
-             cfg.name());
+  fail_input("layer '{}': no layer kind given (conv, max_pool, relu, affine, dropout, "
+             "batch_norm, global_avg_pool, add, concat)", cfg.name());
 }
 
 }  // namespace deeptrain

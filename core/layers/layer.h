@@ -1,7 +1,9 @@
 #pragma once
 // A layer: explicit forward/backward over batch tensors, parameters as views into the Net's
 // flat buffers. Shapes given to setup() are per sample (no batch dimension).
+#include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +19,11 @@ struct StepContext {
   uint64_t seed = 0;
   int64_t step = 0;                    // global step (random streams are keyed by it)
   const int64_t* sample_ids = nullptr; // global sample indices of the batch's n samples
+  // Sums a small f64 tensor over all ranks, in place (synchronised BatchNorm's statistics).
+  // Empty in a single process: the local batch is then the global one. Every rank must call
+  // it the same number of times per step, so with it set every rank runs forward and
+  // backward on every step.
+  std::function<void(Tensor&)> allreduce_sum = {};
 };
 
 struct ParamSpec {
@@ -25,6 +32,8 @@ struct ParamSpec {
   proto::Init init;     // ignored for biases (zero)
   int64_t fan_in;
   bool is_bias;
+  // When set, the parameter starts at this value instead (BatchNorm's gamma = 1).
+  std::optional<double> constant = std::nullopt;
 };
 
 class Layer {
@@ -44,6 +53,10 @@ class Layer {
     grads_ = std::move(grads);
   }
   const std::vector<Tensor>& params() const { return params_; }
+  // Tensors the layer updates itself and evaluation needs (BatchNorm's running statistics),
+  // by suffix: "<layer>.<suffix>" is saved with the weights. Not parameters: no gradient,
+  // never seen by an optimizer or a reducer. Always f64, whatever the net's dtype.
+  virtual std::vector<std::pair<std::string, Tensor*>> state() { return {}; }
 
   // A ReLU that directly follows this layer can be computed inside it (one pass less).
   virtual bool can_fuse_relu() const { return false; }

@@ -1,0 +1,101 @@
+#include "app/run_recorder.h"
+
+#include <iostream>
+
+#include "core/io/atomic_file.h"
+#include "report/learning_curves.h"
+#include "report/misclassified.h"
+
+namespace deeptrain::app {
+
+using report::Progress;
+
+RunRecorder::RunRecorder(std::string dir, bool json, bool tty)
+    : dir_(std::move(dir)), json_(json), tty_(tty), log_(dir_ + "/log.txt"),
+      steps_(dir_ + "/metrics_steps",
+             {"step", "epoch", "epoch_step", "loss", "accuracy", "learning_rate",
+              "images_per_sec", "loss_scale", "seconds", "wall_time"}),
+      epochs_(dir_ + "/metrics_epochs",
+              {"epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy",
+               "test_correct", "test_total", "learning_rate", "images_per_sec",
+               "train_seconds", "wall_time"}),
+      events_(dir_) {
+  if (!log_) fail("{}/log.txt: cannot create", dir_);
+}
+
+void RunRecorder::print(const std::string& line) {
+  std::cout << line << "\n" << std::flush;
+  log(line);
+}
+
+void RunRecorder::log(const std::string& line) { log_ << line << "\n" << std::flush; }
+
+void RunRecorder::begin_epoch(int epoch, int epochs, int64_t steps) {
+  epoch_ = epoch;
+  last_step_end_ = Progress::steady_seconds();
+  epoch_loss_ = 0;
+  epoch_images_ = 0;
+  const std::string label = fmt::format("epoch {}/{}", epoch, epochs);
+  // Both progress views read one clock reading per step, so the log says what the screen said.
+  auto clock = [this] { return last_step_end_; };
+  if (!json_) screen_.emplace(std::cout, tty_, label, steps, 0, clock);
+  logged_.emplace(log_, false, label, steps, 0, clock);
+}
+
+void RunRecorder::step(int64_t global_step, int64_t step_in_epoch, const StepMetrics& m,
+                       double lr) {
+  const double now = Progress::steady_seconds(), seconds = now - last_step_end_;
+  last_step_end_ = now;
+  epoch_loss_ += m.loss_sum;
+  epoch_images_ += m.samples;
+  const double loss = m.loss_sum / double(m.samples), accuracy = double(m.correct) / double(m.samples);
+  const double ips = seconds > 0 ? double(m.samples) / seconds : 0;
+  // f32 training scales no loss; the column and tag exist so that mixed precision fills them.
+  const double loss_scale = 1;
+  steps_.append({double(global_step), double(epoch_), double(step_in_epoch + 1), loss, accuracy,
+                 lr, ips, loss_scale, seconds, report::unix_time_now()});
+  events_.scalars(global_step, {{"train/loss", loss},
+                                {"train/accuracy", accuracy},
+                                {"train/learning_rate", lr},
+                                {"train/images_per_sec", ips},
+                                {"train/loss_scale", loss_scale}});
+  const double mean_loss = epoch_loss_ / double(epoch_images_);
+  if (screen_) screen_->update(step_in_epoch + 1, epoch_images_, mean_loss);
+  logged_->update(step_in_epoch + 1, epoch_images_, mean_loss);
+}
+
+void RunRecorder::end_epoch(const EpochReport& r, double test_loss, double lr,
+                            int64_t global_step) {
+  if (screen_) screen_->finish();
+  epochs_.append({double(r.epoch), double(global_step), r.train_loss, r.train_accuracy, test_loss,
+                  r.test_accuracy, double(r.test_correct), double(r.test_total), lr,
+                  r.images_per_sec, r.train_seconds, report::unix_time_now()});
+  events_.scalars(global_step, {{"epoch/train_loss", r.train_loss},
+                                {"epoch/train_accuracy", r.train_accuracy},
+                                {"epoch/test_loss", test_loss},
+                                {"epoch/test_accuracy", r.test_accuracy},
+                                {"epoch/images_per_sec", r.images_per_sec},
+                                {"epoch/epoch", double(r.epoch)}});
+  events_.flush();
+  report::plot_run_dir(dir_);
+}
+
+std::string RunRecorder::errors(const data::Dataset& test, const std::vector<int32_t>& predictions,
+                                int64_t global_step) {
+  ErrorFigures f = write_error_figures(dir_, test, predictions);
+  events_.image(global_step, "test/misclassified", std::move(f.png), f.height, f.width);
+  events_.flush();
+  return f.table;
+}
+
+ErrorFigures write_error_figures(const std::string& dir, const data::Dataset& test,
+                                 const std::vector<int32_t>& predictions) {
+  const report::Raster grid = report::misclassified_grid(test, predictions);
+  const report::ConfusionMatrix m = report::confusion_matrix(test, predictions);
+  ErrorFigures f{report::encode_png(grid), report::confusion_table(m), grid.width(), grid.height()};
+  io::write_file_atomic(dir + "/misclassified.png", f.png);
+  io::write_file_atomic(dir + "/confusion.csv", report::confusion_csv(m));
+  return f;
+}
+
+}  // namespace deeptrain::app

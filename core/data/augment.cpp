@@ -1,0 +1,124 @@
+#include "core/data/augment.h"
+
+#include <array>
+#include <cmath>
+
+#include "core/error.h"
+#include "core/random.h"
+
+namespace deeptrain::data {
+namespace {
+
+constexpr uint64_t kAugmentStream = 0x6175676d;  // "augm": the purpose tag of these draws
+constexpr double kPi = 3.14159265358979323846;
+
+// A uniform double in [0, 1) from one 32-bit word.
+double unit(uint32_t r) { return double(r) * (1.0 / 4294967296.0); }
+
+// Rounds a sampling coordinate that is an integer up to rounding error (sin and cos of right
+// angles are not exact in floating point), so exact rotations by multiples of 90 degrees and
+// integer shifts copy pixels instead of blending in neighbours with weights of 1e-16.
+double snap(double v) {
+  const double r = std::nearbyint(v);
+  return std::abs(v - r) < 1e-9 ? r : v;
+}
+
+// float(p) / 255.0f for every byte value, the division gather_batch does.
+const float* normalised_byte_table() {
+  static const auto table = [] {
+    std::array<float, 256> s{};
+    for (int p = 0; p < 256; ++p) s[p] = float(p) / 255.0f;
+    return s;
+  }();
+  return table.data();
+}
+
+}  // namespace
+
+void validate_augment(const proto::AugmentConfig& cfg) {
+  if (!(cfg.rotation_deg() >= 0 && cfg.rotation_deg() <= 180))
+    fail_input("data.augment.rotation_deg: must be in [0, 180], got {}", cfg.rotation_deg());
+  if (!(cfg.shift_px() >= 0 && std::isfinite(cfg.shift_px())))
+    fail_input("data.augment.shift_px: must be >= 0, got {}", cfg.shift_px());
+  const bool scaling = cfg.scale_min() != 0 || cfg.scale_max() != 0;
+  if (scaling && !(cfg.scale_min() > 0 && cfg.scale_min() <= cfg.scale_max() &&
+                   std::isfinite(cfg.scale_max())))
+    fail_input("data.augment.scale_min/scale_max: need 0 < scale_min <= scale_max (or both 0 "
+               "for no scaling), got {} and {}", cfg.scale_min(), cfg.scale_max());
+}
+
+AugmentParams draw_augment(const proto::AugmentConfig& cfg, uint64_t seed, int64_t epoch,
+                           int64_t sample_index) {
+  AugmentParams p;
+  if (!cfg.enabled()) return p;
+  // One Philox block per (epoch, sample): counter (sample index, epoch, tag), key the seed.
+  const Philox4x32 r = RandomStream{seed, kAugmentStream}.block(uint64_t(sample_index),
+                                                                 uint32_t(epoch));
+  p.angle_deg = cfg.rotation_deg() * (2.0 * unit(r[0]) - 1.0);
+  p.shift_x = cfg.shift_px() * (2.0 * unit(r[1]) - 1.0);
+  p.shift_y = cfg.shift_px() * (2.0 * unit(r[2]) - 1.0);
+  if (cfg.scale_min() != 0 || cfg.scale_max() != 0)
+    p.scale = cfg.scale_min() + (double(cfg.scale_max()) - cfg.scale_min()) * unit(r[3]);
+  return p;
+}
+
+void augment_sample(const uint8_t* in, int c, int h, int w, const AugmentParams& p, float* out) {
+  const float* normalised = normalised_byte_table();
+  const int64_t plane = int64_t(h) * w;
+  if (p.identity()) {
+    for (int64_t k = 0; k < c * plane; ++k) out[k] = normalised[in[k]];
+    return;
+  }
+  // The inverse map: output (x, y) reads input (sx, sy) =
+  //   centre + R(-angle) * ((x, y) - centre - shift) / scale.
+  const double a = p.angle_deg * kPi / 180.0;
+  const double cs = std::cos(a) / p.scale, sn = std::sin(a) / p.scale;
+  const double cx = (w - 1) / 2.0, cy = (h - 1) / 2.0;
+  for (int y = 0; y < h; ++y) {
+    for (int x = 0; x < w; ++x) {
+      const double u = x - cx - p.shift_x, v = y - cy - p.shift_y;
+      const double sx = snap(cx + cs * u - sn * v), sy = snap(cy + sn * u + cs * v);
+      const double fx0 = std::floor(sx), fy0 = std::floor(sy);
+      const double fx = sx - fx0, fy = sy - fy0;
+      const int64_t x0 = int64_t(fx0), y0 = int64_t(fy0);
+      for (int ch = 0; ch < c; ++ch) {
+        const uint8_t* src = in + ch * plane;
+        auto at = [&](int64_t yy, int64_t xx) -> double {
+          return yy >= 0 && yy < h && xx >= 0 && xx < w ? double(src[yy * w + xx]) : 0.0;
+        };
+        // Terms with weight 0 are skipped, so a sample on the grid is the pixel itself.
+        double value = (1 - fx) * (1 - fy) * at(y0, x0);
+        if (fx != 0) value += fx * (1 - fy) * at(y0, x0 + 1);
+        if (fy != 0) value += (1 - fx) * fy * at(y0 + 1, x0);
+        if (fx != 0 && fy != 0) value += fx * fy * at(y0 + 1, x0 + 1);
+        out[ch * plane + int64_t(y) * w + x] = float(value) / 255.0f;
+      }
+    }
+  }
+}
+
+void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch,
+                            uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t) {
+  if (!cfg.enabled()) return gather_batch(d, ids, n, x, t);
+  const int64_t count = d.images.dim(0);
+  const int c = int(d.images.dim(1)), h = int(d.images.dim(2)), w = int(d.images.dim(3));
+  const int64_t sample = int64_t(c) * h * w;
+  DT_CHECK(x.numel() == n * sample && t.numel() == n,
+           "gather_batch_augmented: x {} / t {} do not fit {} samples of {}", x.shape().str(),
+           t.shape().str(), n, d.images.shape().str());
+  for (int64_t i = 0; i < n; ++i)  // checked here: nothing may throw inside the parallel loop
+    DT_CHECK(ids[i] >= 0 && ids[i] < count, "gather_batch_augmented: sample id {} out of range "
+             "[0, {})", ids[i], count);
+  const uint8_t* src = d.images.data<uint8_t>();
+  const int32_t* labels = d.labels.data<int32_t>();
+  float* xd = x.data<float>();
+  int32_t* td = t.data<int32_t>();
+#pragma omp parallel for schedule(dynamic, 4)
+  for (int64_t i = 0; i < n; ++i) {
+    const AugmentParams p = draw_augment(cfg, seed, epoch, ids[i]);
+    augment_sample(src + ids[i] * sample, c, h, w, p, xd + i * sample);
+    td[i] = labels[ids[i]];
+  }
+}
+
+}  // namespace deeptrain::data

@@ -1,0 +1,155 @@
+#include "core/io/transfer.h"
+
+#include <fnmatch.h>
+#include <zlib.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "core/io/npz.h"
+
+namespace deeptrain::io {
+namespace {
+
+bool matches_any(const std::vector<std::string>& patterns, const std::string& name,
+                 std::string* which) {
+  for (const std::string& p : patterns)
+    if (glob_match(p, name)) {
+      *which = p;
+      return true;
+    }
+  return false;
+}
+
+// Copies src (f32 or f64) into dst (f32 or f64) of the same shape.
+void copy_converted(const Tensor& src, Tensor& dst) {
+  if (src.dtype() == dst.dtype()) dst.copy_from(src);
+  else dst.copy_from(src.to(dst.dtype()));
+}
+
+}  // namespace
+
+bool glob_match(const std::string& pattern, const std::string& name) {
+  return fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
+}
+
+std::vector<std::pair<std::string, Tensor*>> named_state(Net& net) {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (const auto& layer : net.layers())
+    for (auto& [suffix, t] : layer->state()) out.push_back({layer->name() + "." + suffix, t});
+  return out;
+}
+
+std::string TransferReport::summary() const {
+  std::string s = fmt::format("copied {} tensors, skipped {}, {} unused in the source",
+                              copied.size(), skipped.size(), unused.size());
+  for (const std::string& k : skipped) s += "; " + k;
+  return s;
+}
+
+int init_from_weights(Net& target, const std::map<std::string, Tensor>& source,
+                      const std::vector<std::string>& skip_patterns, TransferReport* report) {
+  TransferReport local;
+  TransferReport& r = report ? *report : local;
+  // Every tensor the target can take: its parameters (views into the flat buffer) and state.
+  std::vector<std::pair<std::string, Tensor>> slots;
+  for (const ParamEntry& e : target.param_entries()) slots.push_back({e.name, target.param_view(e)});
+  for (auto& [name, t] : named_state(target)) slots.push_back({name, *t});
+  std::map<std::string, bool> used;
+  int copied = 0;
+  for (auto& [name, dst] : slots) {
+    std::string pattern;
+    auto it = source.find(name);
+    if (it != source.end()) used[name] = true;
+    if (matches_any(skip_patterns, name, &pattern)) {
+      r.skipped.push_back(fmt::format("{}: matches skip pattern '{}'", name, pattern));
+    } else if (it == source.end()) {
+      r.skipped.push_back(fmt::format("{}: not in the source", name));
+    } else if (it->second.shape() != dst.shape()) {
+      r.skipped.push_back(fmt::format("{}: source shape {}, model shape {}", name,
+                                      it->second.shape().str(), dst.shape().str()));
+    } else if (it->second.dtype() != DType::f32 && it->second.dtype() != DType::f64) {
+      r.skipped.push_back(fmt::format("{}: source is {}, not a float array", name,
+                                      dtype_name(it->second.dtype())));
+    } else {
+      copy_converted(it->second, dst);
+      r.copied.push_back(name);
+      ++copied;
+    }
+  }
+  for (const auto& [name, t] : source)
+    if (!used.count(name)) r.unused.push_back(name);
+  return copied;
+}
+
+std::map<std::string, Tensor> read_weight_tensors(const std::string& path) {
+  if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".npz") == 0) return read_npz(path);
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail_input("{}: cannot open: {}", path, std::strerror(errno));
+  std::stringstream ss;
+  ss << in.rdbuf();
+  proto::WeightsFile f;
+  if (!f.ParseFromString(ss.str()))
+    fail_input("{}: not a deeptrain weights file (protobuf parse failed; truncated?)", path);
+  std::map<std::string, Tensor> out;
+  for (const proto::TensorProto& t : f.tensor()) {
+    const std::string& data = t.data();
+    if (uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(data.data()), uInt(data.size()))) != t.crc32())
+      fail_input("{}: tensor '{}' fails its CRC-32 check", path, t.name());
+    if (t.dtype() != proto::F32 && t.dtype() != proto::F64)
+      fail_input("{}: tensor '{}' is not f32 or f64", path, t.name());
+    const DType dt = t.dtype() == proto::F64 ? DType::f64 : DType::f32;
+    Shape s(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+    if (int64_t(data.size()) != s.numel() * int64_t(dtype_size(dt)))
+      fail_input("{}: tensor '{}' holds {} bytes, its shape {} needs {}", path, t.name(),
+                 data.size(), s.str(), s.numel() * dtype_size(dt));
+    Tensor v = Tensor::empty(s, dt);
+    if (!data.empty()) std::memcpy(v.raw(), data.data(), data.size());
+    out[t.name()] = v;
+  }
+  return out;
+}
+
+Tensor make_lr_scale(const Net& net, const std::vector<std::pair<std::string, float>>& multipliers) {
+  Tensor scale = Tensor::empty({net.num_params()}, DType::f32);
+  float* s = scale.data<float>();
+  std::vector<bool> matched(multipliers.size(), false);
+  for (const ParamEntry& e : net.param_entries()) {
+    float m = 1.0f;
+    for (size_t k = 0; k < multipliers.size(); ++k)
+      if (glob_match(multipliers[k].first, e.name)) {
+        m = multipliers[k].second;
+        matched[k] = true;
+      }
+    std::fill(s + e.offset, s + e.offset + e.shape.numel(), m);
+  }
+  for (size_t k = 0; k < multipliers.size(); ++k)
+    if (!matched[k])
+      fail_input("learning-rate pattern '{}' matches no parameter of the model", multipliers[k].first);
+  return scale;
+}
+
+std::vector<std::pair<std::string, float>> lr_multipliers(const proto::TransferConfig& cfg) {
+  std::vector<std::pair<std::string, float>> out;
+  for (const std::string& p : cfg.freeze()) out.push_back({p, 0.0f});
+  for (const proto::LrMultiplier& m : cfg.lr_mult()) out.push_back({m.pattern(), m.scale()});
+  return out;
+}
+
+void validate_transfer(const proto::TransferConfig& cfg) {
+  for (int i = 0; i < cfg.freeze_size(); ++i)
+    if (cfg.freeze(i).empty()) fail_input("transfer.freeze[{}]: empty pattern", i);
+  for (int i = 0; i < cfg.skip_size(); ++i)
+    if (cfg.skip(i).empty()) fail_input("transfer.skip[{}]: empty pattern", i);
+  for (int i = 0; i < cfg.lr_mult_size(); ++i) {
+    if (cfg.lr_mult(i).pattern().empty()) fail_input("transfer.lr_mult[{}].pattern: empty", i);
+    if (!(cfg.lr_mult(i).scale() >= 0 && std::isfinite(cfg.lr_mult(i).scale())))
+      fail_input("transfer.lr_mult[{}].scale: must be >= 0, got {}", i, cfg.lr_mult(i).scale());
+  }
+}
+
+}  // namespace deeptrain::io

@@ -1,0 +1,232 @@
+// Global average pooling and the two joins of a layer graph: the residual add (ResNet's skip
+// connections) and the channel concatenation (Inception's branches). Plain loops over plain
+// layouts, f32 and f64.
+#include <cstring>
+
+#include "core/layers/extra_layers.h"
+
+namespace deeptrain {
+namespace {
+
+constexpr int64_t kParallelMin = int64_t{1} << 14;  // elements below which threads cost more
+
+// (C, H, W) -> (C): y[n, c] = mean of x[n, c, :, :].
+class GlobalAvgPool : public Layer {
+ public:
+  using Layer::Layer;
+  const char* type() const override { return "global_avg_pool"; }
+  Shape setup(const std::vector<Shape>& in) override {
+    if (in.size() != 1 || in[0].rank() != 3)
+      fail_input("layer '{}': global_avg_pool expects one (C, H, W) input per sample", name_);
+    c_ = in[0][0];
+    hw_ = in[0][1] * in[0][2];
+    return {c_};
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    const Tensor x = ctx.backend.to_plain(*in[0]);
+    if (x.dtype() == DType::f64) forward_impl<double>(x, out);
+    else forward_impl<float>(x, out);
+    out.set_layout(Layout::plain);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    if (!din[0]) return;
+    const Tensor dy = ctx.backend.to_plain(dout);
+    if (dy.dtype() == DType::f64) backward_impl<double>(dy, *din[0]);
+    else backward_impl<float>(dy, *din[0]);
+    din[0]->set_layout(Layout::plain);
+  }
+
+ private:
+  template <class T>
+  void forward_impl(const Tensor& x, Tensor& out) const {
+    const int64_t planes = x.dim(0) * c_, hw = hw_;
+    const T* xd = x.data<T>();
+    T* y = out.data<T>();
+#pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
+    for (int64_t p = 0; p < planes; ++p) {
+      double acc = 0;
+      for (int64_t s = 0; s < hw; ++s) acc += double(xd[p * hw + s]);
+      y[p] = T(acc / double(hw));
+    }
+  }
+  template <class T>
+  void backward_impl(const Tensor& dy, Tensor& dx) const {
+    const int64_t planes = dy.dim(0) * c_, hw = hw_;
+    const T* g = dy.data<T>();
+    T* d = dx.data<T>();
+#pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
+    for (int64_t p = 0; p < planes; ++p) {
+      const T v = T(double(g[p]) / double(hw));
+      for (int64_t s = 0; s < hw; ++s) d[p * hw + s] = v;
+    }
+  }
+  int64_t c_ = 0, hw_ = 0;
+};
+
+// y = x_0 + x_1 + ... (in input order), optionally followed by a fused ReLU (a residual
+// block's closing ReLU). Every input receives the same gradient.
+class Add : public Layer {
+ public:
+  using Layer::Layer;
+  const char* type() const override { return "add"; }
+  bool can_fuse_relu() const override { return true; }
+  Shape setup(const std::vector<Shape>& in) override {
+    if (in.size() < 2) fail_input("layer '{}': add needs 2 or more inputs, got {}", name_, in.size());
+    for (size_t k = 1; k < in.size(); ++k)
+      if (in[k] != in[0])
+        fail_input("layer '{}': add needs inputs of one shape: input 0 is {}, input {} is {} "
+                   "(project the shortcut with a 1x1 conv of matching channels and stride)",
+                   name_, in[0].str(), k, in[k].str());
+    return in[0];
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    std::vector<Tensor> xs;
+    for (Tensor* t : in) xs.push_back(ctx.backend.to_plain(*t));
+    if (out.dtype() == DType::f64) forward_impl<double>(xs, out);
+    else forward_impl<float>(xs, out);
+    out.set_layout(Layout::plain);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    const Tensor dy = ctx.backend.to_plain(dout);
+    if (dy.dtype() == DType::f64) backward_impl<double>(out, dy, din);
+    else backward_impl<float>(out, dy, din);
+  }
+
+ private:
+  template <class T>
+  void forward_impl(const std::vector<Tensor>& xs, Tensor& out) const {
+    const int64_t n = out.numel();
+    std::vector<const T*> x;
+    for (const Tensor& t : xs) x.push_back(t.data<T>());
+    T* y = out.data<T>();
+    const bool relu = fused_relu_;
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) {
+      T v = x[0][i];
+      for (size_t k = 1; k < x.size(); ++k) v += x[k][i];
+      y[i] = relu && !(v > T(0)) ? T(0) : v;
+    }
+  }
+  template <class T>
+  void backward_impl(const Tensor& out, const Tensor& dy, const std::vector<Tensor*>& din) const {
+    const int64_t n = dy.numel();
+    const T* y = out.data<T>();
+    const T* g = dy.data<T>();
+    for (size_t k = 0; k < din.size(); ++k) {
+      if (!din[k]) continue;
+      // The same layer added to itself (x + x) arrives as one gradient tensor, given twice.
+      int times = 0;
+      bool seen = false;
+      for (size_t j = 0; j < din.size(); ++j) {
+        times += din[j] == din[k];
+        seen |= j < k && din[j] == din[k];
+      }
+      if (seen) continue;
+      T* dx = din[k]->data<T>();
+      const T m = T(times);
+      if (fused_relu_ || times > 1) {
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+        for (int64_t i = 0; i < n; ++i) dx[i] = !fused_relu_ || y[i] > T(0) ? m * g[i] : T(0);
+      } else if (dx != g) {
+        std::memcpy(dx, g, size_t(n) * sizeof(T));
+      }
+      din[k]->set_layout(Layout::plain);
+    }
+  }
+};
+
+// Concatenation along axis 1 of the batch (the channels of (C, H, W) inputs, the features of
+// (D) inputs); every other dimension must agree.
+class Concat : public Layer {
+ public:
+  using Layer::Layer;
+  const char* type() const override { return "concat"; }
+  Shape setup(const std::vector<Shape>& in) override {
+    if (in.size() < 2)
+      fail_input("layer '{}': concat needs 2 or more inputs, got {}", name_, in.size());
+    std::vector<int64_t> dims = in[0].dims();
+    if (dims.empty()) fail_input("layer '{}': concat of scalars", name_);
+    channels_.clear();
+    for (size_t k = 0; k < in.size(); ++k) {
+      bool same = in[k].rank() == in[0].rank();
+      for (int d = 1; same && d < in[0].rank(); ++d) same = in[k][d] == in[0][d];
+      if (!same)
+        fail_input("layer '{}': concat joins channels, the other dimensions must agree: "
+                   "input 0 is {}, input {} is {}", name_, in[0].str(), k, in[k].str());
+      channels_.push_back(in[k][0]);
+      if (k > 0) dims[0] += in[k][0];
+    }
+    inner_ = in[0].numel() / in[0][0];
+    out_channels_ = dims[0];
+    return Shape(dims);
+  }
+  void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    const int64_t n = out.dim(0);
+    const size_t elem = dtype_size(out.dtype());
+    char* y = static_cast<char*>(out.raw());
+    int64_t offset = 0;  // in channels
+    for (size_t k = 0; k < in.size(); ++k) {
+      const Tensor x = ctx.backend.to_plain(*in[k]);
+      const char* xd = static_cast<const char*>(x.raw());
+      const int64_t block = channels_[k] * inner_;
+      for (int64_t i = 0; i < n; ++i)
+        std::memcpy(y + (i * out_channels_ + offset) * inner_ * elem, xd + i * block * elem,
+                    size_t(block) * elem);
+      offset += channels_[k];
+    }
+    out.set_layout(Layout::plain);
+  }
+  void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
+                Tensor& dout, const std::vector<Tensor*>& din) override {
+    const Tensor dy = ctx.backend.to_plain(dout);
+    const int64_t n = dy.dim(0);
+    const size_t elem = dtype_size(dy.dtype());
+    const char* g = static_cast<const char*>(dy.raw());
+    int64_t offset = 0;
+    for (size_t k = 0; k < din.size(); ++k) {
+      const int64_t block = channels_[k] * inner_;
+      bool again = false;  // the same layer concatenated twice: its gradients add up
+      for (size_t j = 0; j < k; ++j) again |= din[j] && din[j] == din[k];
+      if (again) {
+        if (dy.dtype() == DType::f64) accumulate<double>(dy, offset, block, *din[k]);
+        else accumulate<float>(dy, offset, block, *din[k]);
+      } else if (din[k]) {
+        char* dx = static_cast<char*>(din[k]->raw());
+        for (int64_t i = 0; i < n; ++i)
+          std::memcpy(dx + i * block * elem, g + (i * out_channels_ + offset) * inner_ * elem,
+                      size_t(block) * elem);
+        din[k]->set_layout(Layout::plain);
+      }
+      offset += channels_[k];
+    }
+  }
+
+ private:
+  template <class T>
+  void accumulate(const Tensor& dy, int64_t offset, int64_t block, Tensor& dx) const {
+    const T* g = dy.data<T>();
+    T* d = dx.data<T>();
+    for (int64_t i = 0; i < dy.dim(0); ++i)
+      for (int64_t j = 0; j < block; ++j) d[i * block + j] += g[(i * out_channels_ + offset) * inner_ + j];
+  }
+
+  std::vector<int64_t> channels_;  // of each input
+  int64_t inner_ = 0;               // elements per channel (H * W, or 1)
+  int64_t out_channels_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Layer> make_global_avg_pool(const proto::LayerConfig& cfg, int index) {
+  return std::make_unique<GlobalAvgPool>(cfg.name(), index);
+}
+std::unique_ptr<Layer> make_add(const proto::LayerConfig& cfg, int index) {
+  return std::make_unique<Add>(cfg.name(), index);
+}
+std::unique_ptr<Layer> make_concat(const proto::LayerConfig& cfg, int index) {
+  return std::make_unique<Concat>(cfg.name(), index);
+}
+
+}  // namespace deeptrain

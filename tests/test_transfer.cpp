@@ -1,0 +1,210 @@
+// Transfer learning: weights copied by name where shapes match (a new head keeps its fresh
+// initialisation; BN running statistics come along), read from weights files and .npz; and
+// per-parameter learning-rate multipliers, with frozen parameters bit-identical after
+// optimizer steps.
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include <google/protobuf/text_format.h>
+#include <gtest/gtest.h>
+
+#include "core/io/npz.h"
+#include "core/io/transfer.h"
+#include "core/io/weights.h"
+#include "core/optim/optimizer.h"
+#include "core/random.h"
+
+using namespace deeptrain;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* kModel = R"(
+  layer { name: "conv1" conv { out_channels: 4 kernel: 3 pad: 1 no_bias: true } }
+  layer { name: "bn1" batch_norm {} }
+  layer { name: "relu1" relu {} }
+  layer { name: "conv2" conv { out_channels: 6 kernel: 3 stride: 2 } }
+  layer { name: "gap" global_avg_pool {} }
+  layer { name: "fc" affine { out_features: 10 } }
+)";
+
+Net make_net(int classes, uint64_t seed) {
+  proto::ModelConfig mc;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(kModel, &mc));
+  mc.mutable_layer(mc.layer_size() - 1)->mutable_affine()->set_out_features(classes);  // the head
+  Net net(mc, {1, 8, 8}, classes, DType::f32);
+  net.init_params(seed);
+  return net;
+}
+
+std::vector<float> values(Net& net, const std::string& name) {
+  Tensor v = net.param_view(net.param(name));
+  return std::vector<float>(v.data<float>(), v.data<float>() + v.numel());
+}
+
+Tensor* state(Net& net, const std::string& name) {
+  for (auto& [n, t] : io::named_state(net))
+    if (n == name) return t;
+  return nullptr;
+}
+
+// The source's tensors as a name -> tensor map (what read_weight_tensors returns), including
+// its BN statistics.
+std::map<std::string, Tensor> tensors_of(Net& net) {
+  std::map<std::string, Tensor> m;
+  for (const ParamEntry& e : net.param_entries()) m[e.name] = net.param_view(e).clone();
+  for (auto& [name, t] : io::named_state(net)) m[name] = t->clone();
+  return m;
+}
+
+TEST(Transfer, CopiesMatchingTensorsAndKeepsANewHead) {
+  Net source = make_net(10, 1);
+  state(source, "bn1.running_mean")->data<double>()[2] = 0.75;  // as if trained
+  Net target = make_net(5, 2);                                  // another head: 5 classes
+  const std::vector<float> fresh_head = values(target, "fc.W");
+  io::TransferReport report;
+  const int copied = io::init_from_weights(target, tensors_of(source), {}, &report);
+  // conv1.W, bn1.gamma, bn1.beta, conv2.W, conv2.b and the two BN statistics; not fc.W / fc.b.
+  EXPECT_EQ(copied, 7) << report.summary();
+  for (const char* name : {"conv1.W", "bn1.gamma", "bn1.beta", "conv2.W", "conv2.b"})
+    EXPECT_EQ(values(target, name), values(source, name)) << name;
+  EXPECT_EQ(state(target, "bn1.running_mean")->data<double>()[2], 0.75);
+  EXPECT_EQ(values(target, "fc.W"), fresh_head);
+  ASSERT_EQ(report.skipped.size(), 2u);
+  EXPECT_NE(report.skipped[0].find("fc.W: source shape (6, 10), model shape (6, 5)"), std::string::npos)
+      << report.skipped[0];
+  EXPECT_TRUE(report.unused.empty());
+}
+
+TEST(Transfer, SkipPatternsAndTensorsMissingFromTheSource) {
+  Net source = make_net(10, 1);
+  Net target = make_net(10, 2);
+  const std::vector<float> conv2 = values(target, "conv2.W");
+  std::map<std::string, Tensor> src = tensors_of(source);
+  src.erase("bn1.beta");
+  src["old_layer.W"] = Tensor::zeros({3}, DType::f32);
+  io::TransferReport report;
+  const int copied = io::init_from_weights(target, src, {"conv2.*"}, &report);
+  EXPECT_EQ(copied, 6);  // conv1.W, bn1.gamma, fc.W, fc.b and the two BN statistics
+  EXPECT_EQ(values(target, "conv2.W"), conv2);
+  EXPECT_EQ(values(target, "fc.W"), values(source, "fc.W"));
+  const std::string s = report.summary();
+  EXPECT_NE(s.find("conv2.W: matches skip pattern 'conv2.*'"), std::string::npos) << s;
+  EXPECT_NE(s.find("bn1.beta: not in the source"), std::string::npos) << s;
+  EXPECT_EQ(report.unused, std::vector<std::string>{"old_layer.W"});
+}
+
+TEST(Transfer, ReadsWeightsFilesAndNpz) {
+  Net source = make_net(10, 1);
+  const fs::path dir = fs::temp_directory_path() / ("deeptrain_transfer_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string weights = (dir / "w.dtw").string(), npz = (dir / "w.npz").string();
+  io::save_weights(weights, source);
+  std::vector<std::pair<std::string, Tensor>> arrays;
+  for (const ParamEntry& e : source.param_entries()) arrays.push_back({e.name, source.param_view(e)});
+  io::write_npz(npz, arrays);
+  for (const std::string& path : {weights, npz}) {
+    const std::map<std::string, Tensor> m = io::read_weight_tensors(path);
+    ASSERT_EQ(m.size(), source.param_entries().size()) << path;
+    Net target = make_net(10, 9);
+    EXPECT_EQ(io::init_from_weights(target, m, {}), int(m.size())) << path;
+    EXPECT_EQ(values(target, "conv2.W"), values(source, "conv2.W")) << path;
+  }
+  // A corrupted tensor fails its CRC, named.
+  std::string bytes;
+  {
+    std::ifstream in(weights, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  bytes[bytes.size() / 2] ^= 0x40;
+  {
+    std::ofstream out(weights, std::ios::binary);
+    out << bytes;
+  }
+  try {
+    io::read_weight_tensors(weights);
+    ADD_FAILURE() << "corruption not detected";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(weights), std::string::npos) << e.what();
+  }
+  fs::remove_all(dir);
+}
+
+TEST(Transfer, LrScaleFromGlobsLastMatchWins) {
+  Net net = make_net(10, 1);
+  const Tensor s = io::make_lr_scale(net, {{"conv*", 0.0f}, {"conv2.b", 0.5f}, {"fc.*", 2.0f}});
+  ASSERT_EQ(s.numel(), net.num_params());
+  for (const ParamEntry& e : net.param_entries()) {
+    const float expect = e.name == "conv2.b" ? 0.5f
+                         : e.name.starts_with("conv") ? 0.0f
+                         : e.name.starts_with("fc.") ? 2.0f
+                                                     : 1.0f;
+    for (int64_t i = 0; i < e.shape.numel(); ++i)
+      ASSERT_EQ(s.data<float>()[e.offset + i], expect) << e.name;
+  }
+  try {
+    io::make_lr_scale(net, {{"cnov*", 0.0f}});
+    ADD_FAILURE() << "a pattern matching nothing was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("cnov*"), std::string::npos);
+  }
+  proto::TransferConfig cfg;
+  cfg.add_freeze("conv1.*");
+  auto* m = cfg.add_lr_mult();
+  m->set_pattern("fc.*");
+  m->set_scale(0.1f);
+  const auto mult = io::lr_multipliers(cfg);
+  ASSERT_EQ(mult.size(), 2u);
+  EXPECT_EQ(mult[0], (std::pair<std::string, float>{"conv1.*", 0.0f}));
+  EXPECT_EQ(mult[1], (std::pair<std::string, float>{"fc.*", 0.1f}));
+  EXPECT_NO_THROW(io::validate_transfer(cfg));
+  m->set_scale(-1);
+  EXPECT_THROW(io::validate_transfer(cfg), InputError);
+}
+
+// Frozen parameters stay bit-identical through steps of every optimizer, weight decay
+// included, while the others move; a multiplier of 0.5 halves plain SGD's step.
+TEST(Transfer, FrozenParametersAreBitIdenticalAfterOptimizerSteps) {
+  for (proto::OptimizerType type : {proto::SGD, proto::MOMENTUM, proto::ADAM, proto::ADAMW, proto::RMSPROP}) {
+    Net net = make_net(10, 1);
+    const Tensor scale = io::make_lr_scale(net, {{"conv*", 0.0f}, {"bn1.*", 0.0f}, {"fc.b", 0.5f}});
+    proto::OptimizerConfig oc;
+    oc.set_type(type);
+    oc.set_lr(0.01f);
+    oc.set_weight_decay(0.01f);
+    auto opt = make_optimizer(oc, net.num_params());
+    const Tensor before = net.params().clone();
+    const RandomStream rs{4, 4};
+    for (int step = 0; step < 5; ++step) {
+      for (int64_t i = 0; i < net.num_params(); ++i)
+        net.grads().data<float>()[i] = float(rs.normal(uint64_t(step * 100000 + i)));
+      opt->step(net.params(), net.grads(), 0.01f, &scale);
+    }
+    for (const ParamEntry& e : net.param_entries()) {
+      int64_t moved = 0;
+      for (int64_t i = 0; i < e.shape.numel(); ++i)
+        moved += net.params().data<float>()[e.offset + i] != before.data<float>()[e.offset + i];
+      if (e.name.starts_with("conv") || e.name.starts_with("bn1."))
+        EXPECT_EQ(moved, 0) << e.name << " optimizer " << type;
+      else
+        EXPECT_GT(moved, 0) << e.name << " optimizer " << type;
+    }
+  }
+  // SGD without weight decay: p -= lr * scale * g.
+  Net net = make_net(10, 1);
+  const Tensor scale = io::make_lr_scale(net, {{"fc.b", 0.5f}});
+  proto::OptimizerConfig oc;
+  oc.set_type(proto::SGD);
+  oc.set_lr(0.1f);
+  auto opt = make_optimizer(oc, net.num_params());
+  const ParamEntry& b = net.param("fc.b");
+  const float p0 = net.params().data<float>()[b.offset];
+  net.grads().fill_zero();
+  net.grads().data<float>()[b.offset] = 1.0f;
+  opt->step(net.params(), net.grads(), 0.1f, &scale);
+  EXPECT_FLOAT_EQ(net.params().data<float>()[b.offset], p0 - 0.05f);
+}
+
+}  // namespace
