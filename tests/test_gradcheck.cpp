@@ -8,45 +8,17 @@
 #include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 
+#include "gradcheck_util.h"
+
 #include "core/backend/backend.h"
 #include "core/net.h"
 #include "core/random.h"
 
 using namespace deeptrain;
 
+using namespace deeptrain::testing_util;
+
 namespace {
-
-void fill_random(Tensor& t, uint64_t seed, double scale = 1.0) {
-  const RandomStream rs{seed, 7};
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<double>()[i] = scale * rs.normal(uint64_t(i));
-}
-
-Shape batched(int64_t n, const Shape& s) {
-  std::vector<int64_t> d{n};
-  d.insert(d.end(), s.dims().begin(), s.dims().end());
-  return Shape(d);
-}
-
-// Compares analytic and central-difference derivatives of f with respect to every element of
-// `wrt`; returns the largest |analytic - numeric| / max(1, |numeric|).
-double check(Tensor& wrt, const Tensor& analytic, const std::function<double()>& f) {
-  const double h = 1e-6;
-  double worst = 0;
-  for (int64_t i = 0; i < wrt.numel(); ++i) {
-    double& v = wrt.data<double>()[i];
-    const double saved = v;
-    v = saved + h;
-    const double up = f();
-    v = saved - h;
-    const double down = f();
-    v = saved;
-    const double numeric = (up - down) / (2 * h);
-    const double err =
-        std::abs(analytic.data<double>()[i] - numeric) / std::max(1.0, std::abs(numeric));
-    worst = std::max(worst, err);
-  }
-  return worst;
-}
 
 struct LayerCase {
   const char* name;

@@ -1,0 +1,44 @@
+#pragma once
+// Helpers shared by the gradient-check tests: f64 random tensors and central differences.
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+#include "core/random.h"
+#include "core/tensor.h"
+
+namespace deeptrain::testing_util {
+
+inline void fill_random(Tensor& t, uint64_t seed, double scale = 1.0, double offset = 0.0) {
+  const RandomStream rs{seed, 7};
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.data<double>()[i] = offset + scale * rs.normal(uint64_t(i));
+}
+
+inline Shape batched(int64_t n, const Shape& s) {
+  std::vector<int64_t> d{n};
+  d.insert(d.end(), s.dims().begin(), s.dims().end());
+  return Shape(d);
+}
+
+// Compares analytic and central-difference derivatives of f with respect to every element of
+// `wrt`; returns the largest |analytic - numeric| / max(1, |numeric|).
+inline double check(Tensor& wrt, const Tensor& analytic, const std::function<double()>& f) {
+  const double h = 1e-6;
+  double worst = 0;
+  for (int64_t i = 0; i < wrt.numel(); ++i) {
+    double& v = wrt.data<double>()[i];
+    const double saved = v;
+    v = saved + h;
+    const double up = f();
+    v = saved - h;
+    const double down = f();
+    v = saved;
+    const double numeric = (up - down) / (2 * h);
+    worst = std::max(worst, std::abs(analytic.data<double>()[i] - numeric) /
+                                std::max(1.0, std::abs(numeric)));
+  }
+  return worst;
+}
+
+}  // namespace deeptrain::testing_util
