@@ -72,6 +72,7 @@ int run_bench(const BenchOptionsCli& o) {
   std::sort(ms.begin(), ms.end());
   const double median = ms[ms.size() / 2];
   const double ips = double(batch) * 1000.0 / median;
+  if (!s.speaks()) return 0;  // under mpirun, rank 0 reports
   if (o.json)
     std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"threads\":%d,\"mode\":\"%s\","
                 "\"batch\":%ld,\"steps\":%d,\"images_per_sec\":%.1f,\"step_ms_median\":%.3f,"
