@@ -12,6 +12,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "app/checkpoint_cmds.h"
 #include "app/commands.h"
 #include "core/error.h"
 #include "distributed/consistency.h"
@@ -59,6 +60,8 @@ int main(int argc, char** argv) {
   add_train_command(cli, common, train);
   add_eval_command(cli, common, eval);
   add_bench_command(cli, bench);
+  add_inspect_command(cli);  // these run from their CLI11 callbacks
+  add_export_command(cli);
   try {
     cli.parse(argc, argv);
     for (CLI::App* sub : cli.get_subcommands()) {
