@@ -3,6 +3,8 @@
 // pruning, processes killed in the middle of a save, chunking of large tensors, .npz export,
 // the --checkpoint-every parser. No training: synthetic gradients drive the optimizer.
 #include <gtest/gtest.h>
+
+#include "error_util.h"
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -24,20 +26,6 @@ using namespace deeptrain;
 using namespace deeptrain::io;
 
 namespace {
-
-template <class E = InputError, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "missing \"" << (part) << "\" in: " << (text)
 
 // A fresh directory per test, removed afterwards.
 class TempDir {

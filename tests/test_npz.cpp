@@ -1,6 +1,8 @@
 // .npz import/export: the book's reference archives, a np.savez_compressed fixture, round trips
 // (checked by numpy itself when it is installed), every error message, and atomic file writes.
 #include <gtest/gtest.h>
+
+#include "error_util.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -20,21 +22,6 @@ namespace {
 
 const std::string kReference = DEEPTRAIN_REFERENCE_DIR;
 const std::string kPython = "/usr/bin/python3";
-
-// The message of the exception (of type E) that f throws, or "(no error)".
-template <class E = InputError, class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
-#define EXPECT_CONTAINS(text, part)                          \
-  EXPECT_NE(std::string(text).find(part), std::string::npos) \
-      << "missing \"" << (part) << "\" in: " << (text)
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
