@@ -4,6 +4,9 @@
 #include <cmath>
 #include <functional>
 
+#include <gtest/gtest.h>
+
+#include "core/net.h"
 #include "core/random.h"
 #include "core/tensor.h"
 
@@ -39,6 +42,32 @@ inline double check(Tensor& wrt, const Tensor& analytic, const std::function<dou
                                 std::max(1.0, std::abs(numeric)));
   }
   return worst;
+}
+
+// Central differences of loss() for a spread of about `per_tensor` elements of every parameter
+// tensor of an f64 Net, each expected to match `analytic` (the flat gradient) to 1e-6 relative.
+// Returns how many elements were checked.
+inline int check_net_params(Net& net, const Tensor& analytic, const std::function<double()>& loss,
+                            int64_t per_tensor) {
+  const double h = 1e-6;
+  int checked = 0;
+  for (const ParamEntry& e : net.param_entries()) {
+    const int64_t count = e.shape.numel(), stride = std::max<int64_t>(1, count / per_tensor);
+    for (int64_t i = 0; i < count; i += stride, ++checked) {
+      double& v = net.params().data<double>()[e.offset + i];
+      const double saved = v;
+      v = saved + h;
+      const double up = loss();
+      v = saved - h;
+      const double down = loss();
+      v = saved;
+      const double numeric = (up - down) / (2 * h);
+      EXPECT_NEAR(analytic.data<double>()[e.offset + i], numeric,
+                  1e-6 * std::max(1.0, std::abs(numeric)))
+          << e.name << "[" << i << "]";
+    }
+  }
+  return checked;
 }
 
 }  // namespace deeptrain::testing_util

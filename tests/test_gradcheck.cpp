@@ -162,24 +162,7 @@ TEST(NetGradient, DeepConvNetMatchesCentralDifferences) {
   backend->softmax_ce_backward(probs, t, 1.0 / n, dlogits);
   net.backward(ctx, dlogits);
   const Tensor grads = net.grads().clone();
-  const double h = 1e-6;
-  int checked = 0;
-  for (const ParamEntry& e : net.param_entries()) {
-    const int64_t count = e.shape.numel(), stride = std::max<int64_t>(1, count / 7);
-    for (int64_t i = 0; i < count; i += stride, ++checked) {
-      double& v = net.params().data<double>()[e.offset + i];
-      const double saved = v;
-      v = saved + h;
-      const double up = loss();
-      v = saved - h;
-      const double down = loss();
-      v = saved;
-      const double numeric = (up - down) / (2 * h);
-      const double analytic = grads.data<double>()[e.offset + i];
-      EXPECT_NEAR(analytic, numeric, 1e-6 * std::max(1.0, std::abs(numeric)))
-          << e.name << "[" << i << "]";
-    }
-  }
+  const int checked = check_net_params(net, grads, loss, 7);
   EXPECT_GT(checked, 100);
 }
 

@@ -406,22 +406,7 @@ void check_net(Net& net, const Shape& input, int64_t n) {
   net.backward(ctx, dlogits);
   const Tensor analytic = net.grads().clone();
   // A spread of up to 16 elements of every parameter tensor (all of them take seconds).
-  const double h = 1e-6;
-  for (const ParamEntry& e : net.param_entries()) {
-    const int64_t count = e.shape.numel(), stride = std::max<int64_t>(1, count / 16);
-    for (int64_t i = 0; i < count; i += stride) {
-      double& v = net.params().data<double>()[e.offset + i];
-      const double saved = v;
-      v = saved + h;
-      const double up = loss();
-      v = saved - h;
-      const double down = loss();
-      v = saved;
-      const double numeric = (up - down) / (2 * h);
-      EXPECT_NEAR(analytic.data<double>()[e.offset + i], numeric, 1e-6 * std::max(1.0, std::abs(numeric)))
-          << e.name << "[" << i << "]";
-    }
-  }
+  check_net_params(net, analytic, loss, 16);
 }
 
 const ParamEntry* find_param(const Net& net, const std::string& name) {
