@@ -19,7 +19,9 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
   sub->add_option("--config", o.config, "experiment config (default: the book's DeepConvNet)")
       ->check(CLI::ExistingFile);
   sub->add_option("--mode", o.mode, "train or infer")->check(CLI::IsMember({"train", "infer"}));
-  sub->add_option("--backend", o.backend, "cpu (fast path) or cpu-ref (im2col + OpenBLAS)");
+  sub->add_option("--backend", o.backend,
+                  "cpu (fast path), cpu-ref (im2col + OpenBLAS), cuda (cuDNN) or cuda-im2col");
+  sub->add_option("--math", o.math, "GPU math: fp32, tf32, bf16 or fp16");
   sub->add_option("--threads", o.threads, "threads (0 = all cores)");
   sub->add_option("--steps", o.steps, "timed steps")->check(CLI::PositiveNumber);
   sub->add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
@@ -32,6 +34,7 @@ int run_bench(const BenchOptionsCli& o) {
   ConfigOverrides ov;
   ov.threads = o.threads;
   ov.backend = o.backend;
+  if (!o.math.empty()) ov.math = o.math;
   if (o.batch > 0) ov.batch_size = o.batch;
   cfg = o.config.empty() ? parse_config("", "(built-in deep_convnet)", ov)
                          : load_config(o.config, ov);
@@ -48,12 +51,13 @@ int run_bench(const BenchOptionsCli& o) {
   for (int64_t i = 0; i < d.images.numel(); ++i) d.images.data<uint8_t>()[i] = uint8_t(rs.block(i)[0]);
   for (int64_t i = 0; i < pool; ++i) d.labels.data<int32_t>()[i] = int32_t(rs.block(i, 1)[0] % 10);
 
-  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
+  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
   TrainerOptions to;
   to.batch_size = batch;
   to.eval_batch_size = batch;
   to.seed = cfg.run().seed();
   to.lr = cfg.optimizer().lr();
+  to.loss_scale.enabled = cfg.run().math() == "fp16";
   Trainer trainer(to, *s.net, *s.backend, *optimizer, *s.comm);
   Dataset slice = d;  // inference evaluates one batch-sized slice per step
   slice.images = d.images.slice_flat(0, {batch, in[0], in[1], in[2]});
@@ -65,6 +69,7 @@ int run_bench(const BenchOptionsCli& o) {
     const auto t0 = std::chrono::steady_clock::now();
     if (o.mode == "train") trainer.train_step(d, ids.data(), batch);
     else trainer.evaluate(slice);
+    s.backend->synchronize();  // a GPU's queued work belongs to this step
     const double dt =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     if (i >= o.warmup) ms.push_back(dt);

@@ -29,6 +29,7 @@ struct BenchOptionsCli {
   std::string config;
   std::string mode = "train";
   std::string backend = "cpu";
+  std::string math;  // GPU math mode (empty: the config's)
   int threads = 0, steps = 50, warmup = 5, batch = 0;
   bool json = false;
 };

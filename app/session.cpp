@@ -8,6 +8,9 @@
 #include "core/threads.h"
 #include "distributed/consistency.h"
 #include "distributed/mpi_communicator.h"
+#ifdef DEEPTRAIN_HAVE_CUDA
+#include "distributed/nccl_communicator.h"
+#endif
 #include "distributed/placement.h"
 
 namespace deeptrain::app {
@@ -20,6 +23,16 @@ GradientSyncOptions gradient_sync_options(const proto::DistributedConfig& d) {
                   : d.compression() == proto::COMPRESSION_BF16 ? WireCompression::bf16
                                                    : WireCompression::none;
   o.overlap = !d.reduce_after_backward();
+  return o;
+}
+
+BackendOptions backend_options(const proto::RunConfig& r) {
+  BackendOptions o;
+  o.math = r.math() == "tf32"   ? MathMode::tf32
+           : r.math() == "bf16" ? MathMode::bf16
+           : r.math() == "fp16" ? MathMode::fp16
+                                : MathMode::fp32;
+  o.device = r.has_gpu() ? r.gpu() : -1;
   return o;
 }
 
@@ -50,7 +63,13 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   if (load_data)
     s.data = data::load_dataset(d.dataset(), d.dir(), d.verify_checksums(), d.train_limit(),
                           d.test_limit());
-  s.backend = make_backend(cfg.run().backend());
+  s.backend = make_backend(cfg.run().backend(), backend_options(cfg.run()));
+#ifdef DEEPTRAIN_HAVE_CUDA
+  // Device gradients are reduced by NCCL; MPI keeps the host tensors and the bootstrap.
+  if (s.backend->device() == Device::cuda)
+    s.comm = make_nccl_communicator(std::move(s.comm), *s.backend,
+                                    std::max(0.0f, dist.collective_timeout_s()));
+#endif
   // MNIST and Fashion-MNIST: 1 x 28 x 28, 10 classes, unless the config says otherwise.
   const auto& in = cfg.model().input();
   Shape input{in.channels() ? in.channels() : 1, in.height() ? in.height() : 28,

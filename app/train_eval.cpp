@@ -27,7 +27,9 @@ void add_common(CLI::App* sub, CommonOptions& c) {
   sub->add_option("--lr", o.lr, "override optimizer.lr");
   sub->add_option("--seed", o.seed, "override run.seed");
   sub->add_option("--threads", o.threads, "override run.threads (0 = all cores)");
-  sub->add_option("--backend", o.backend, "override run.backend: cpu (fast path) or cpu-ref");
+  sub->add_option("--backend", o.backend,
+                  "override run.backend: cpu (fast path), cpu-ref, cuda or cuda-im2col");
+  sub->add_option("--math", o.math, "override run.math (GPU): fp32, tf32, bf16 or fp16");
   sub->add_option("--data-dir", o.data_dir, "override data.dir");
   sub->add_option("--train-limit", o.train_limit, "use only the first N training samples");
   sub->add_option("--test-limit", o.test_limit, "use only the first N test samples");
@@ -48,6 +50,7 @@ TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
   t.eval_batch_size = cfg.run().eval_batch_size();
   t.seed = cfg.run().seed();
   t.lr = cfg.optimizer().lr();
+  t.loss_scale.enabled = cfg.run().math() == "fp16";  // f16 gradients underflow without it
   return t;
 }
 
@@ -107,7 +110,7 @@ void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
 int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
   Session s = open_session(cfg, true);
-  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
+  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
   Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
   std::unique_ptr<RunRecorder> rec;  // rank 0 only: the others neither print nor write
   if (s.speaks()) {
@@ -193,7 +196,7 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
                    o.npz_dropout == "book" ? io::NpzDropout::book : io::NpzDropout::inverted);
   else
     fail_input("eval: give --weights FILE or --init-from FILE.npz");
-  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
+  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
   Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
   std::vector<int32_t> predictions;
   const EvalReport r = trainer.evaluate(s.data.test, o.errors ? &predictions : nullptr);

@@ -48,6 +48,7 @@ void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
   if (o.seed) c.mutable_run()->set_seed(*o.seed);
   if (o.data_dir) c.mutable_data()->set_dir(*o.data_dir);
   if (o.backend) c.mutable_run()->set_backend(*o.backend);
+  if (o.math) c.mutable_run()->set_math(*o.math);
   if (o.train_limit) c.mutable_data()->set_train_limit(*o.train_limit);
   if (o.test_limit) c.mutable_data()->set_test_limit(*o.test_limit);
 }
@@ -79,8 +80,16 @@ void finalize_config(proto::ExperimentConfig& c) {
 
   auto& r = *c.mutable_run();
   if (r.backend().empty()) r.set_backend("cpu");
-  if (r.backend() != "cpu" && r.backend() != "cpu-ref")
-    fail_input("run.backend: unknown '{}' (known: cpu, cpu-ref)", r.backend());
+  if (r.backend() != "cpu" && r.backend() != "cpu-ref" && r.backend() != "cuda" &&
+      r.backend() != "cuda-im2col")
+    fail_input("run.backend: unknown '{}' (known: cpu, cpu-ref, cuda, cuda-im2col)", r.backend());
+  if (r.math().empty()) r.set_math("fp32");
+  if (r.math() != "fp32" && r.math() != "tf32" && r.math() != "bf16" && r.math() != "fp16")
+    fail_input("run.math: unknown '{}' (known: fp32, tf32, bf16, fp16)", r.math());
+  if (r.math() != "fp32" && r.backend().rfind("cuda", 0) != 0)
+    fail_input("run.math: '{}' needs a GPU backend (run.backend: cuda); the CPU backends compute "
+               "in fp32", r.math());
+  if (r.has_gpu() && r.gpu() < 0) fail_input("run.gpu: must be >= 0, got {}", r.gpu());
   require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
   if (r.eval_batch_size() == 0) r.set_eval_batch_size(1000);
   require(r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());

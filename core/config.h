@@ -13,7 +13,7 @@ struct ConfigOverrides {
   std::optional<int> epochs, batch_size, threads;
   std::optional<float> lr;
   std::optional<uint64_t> seed;
-  std::optional<std::string> data_dir, backend;
+  std::optional<std::string> data_dir, backend, math;
   std::optional<int> train_limit, test_limit;
 };
 

@@ -1,5 +1,6 @@
 #include "core/net.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/random.h"
@@ -100,15 +101,49 @@ Net::Net(const proto::ModelConfig& model, Shape input, int num_classes, DType dt
     }
   params_ = Tensor::zeros({total}, dtype_);
   grads_ = Tensor::zeros({total}, dtype_);
+  bind_layers(params_, grads_);
+}
+
+void Net::bind_layers(Tensor& params, Tensor& grads) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     std::vector<Tensor> p, g;
     for (const ParamEntry& e : entries_)
       if (e.layer == int(i)) {
-        p.push_back(params_.slice_flat(e.offset, e.shape));
-        g.push_back(grads_.slice_flat(e.offset, e.shape));
+        p.push_back(params.slice_flat(e.offset, e.shape));
+        g.push_back(grads.slice_flat(e.offset, e.shape));
       }
     layers_[i]->bind(std::move(p), std::move(g));
   }
+}
+
+void Net::place_on(Backend& backend) {
+  if (backend.device() == Device::cpu || device_ == &backend) return;
+  DT_CHECK(device_ == nullptr, "the net is already placed on another device");
+  // The layers whose every op goes through the backend; the others compute on the host.
+  static const char* const kDeviceLayers[] = {"conv", "max_pool", "relu", "affine", "dropout"};
+  for (const auto& l : layers_)
+    if (std::none_of(std::begin(kDeviceLayers), std::end(kDeviceLayers),
+                     [&](const char* t) { return std::string(l->type()) == t; }))
+      fail_input("layer '{}' ({}) has no implementation on backend '{}' yet (GPU layers: conv, "
+                 "max_pool, relu, affine, dropout)", l->name(), l->type(), backend.name());
+  device_ = &backend;
+  device_params_ = backend.empty(params_.shape(), dtype_);
+  device_grads_ = backend.zeros(grads_.shape(), dtype_);
+  upload_params();
+  bind_layers(device_params_, device_grads_);
+  for (Blob& b : blobs_) b.value_store = b.grad_store = Tensor();  // reallocated on the device
+  accum_ = Tensor();
+  batch_ = -1;
+}
+
+void Net::upload_params() {
+  if (device_) device_->copy(params_, device_params_);
+}
+
+void Net::download_params() {
+  if (!device_) return;
+  device_->copy(device_params_, params_);
+  device_->synchronize();
 }
 
 const ParamEntry& Net::param(const std::string& name) const {
@@ -145,8 +180,8 @@ void Net::prepare_blobs(int64_t n) {
   for (Blob& b : blobs_) {
     const int64_t cap = n * capacity_per_sample(b.per_sample);
     if (b.value_store.numel() < cap) {
-      b.value_store = Tensor::empty({cap}, dtype_);
-      b.grad_store = Tensor::empty({cap}, dtype_);
+      b.value_store = alloc({cap});
+      b.grad_store = alloc({cap});
     }
     b.value = b.value_store.slice_flat(0, with_batch(n, b.per_sample));
     b.grad = b.grad_store.slice_flat(0, with_batch(n, b.per_sample));
@@ -181,7 +216,7 @@ void Net::backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_re
     if (node.absorbed) continue;
     const int o = node.output;
     Tensor& dout = o == last ? dlogits : blobs_[o].grad;
-    if (o != last && !written[o]) blobs_[o].grad.fill_zero();  // a branch nobody consumed
+    if (o != last && !written[o]) ctx.backend.fill_zero(blobs_[o].grad);  // a branch nobody consumed
     in.clear();
     din.clear();
     std::vector<int> accumulate;
@@ -191,7 +226,7 @@ void Net::backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_re
       if (b < 0) { din.push_back(nullptr); continue; }
       if (blobs_[b].consumers > 1 && written[b]) {
         if (accum_.numel() < blobs_[b].grad.numel())
-          accum_ = Tensor::empty({capacity_per_sample(blobs_[b].per_sample) * batch_}, dtype_);
+          accum_ = alloc({capacity_per_sample(blobs_[b].per_sample) * batch_});
         accum_ = accum_.slice_flat(0, blobs_[b].grad.shape());
         din.push_back(&accum_);
         accumulate.push_back(b);
@@ -204,12 +239,8 @@ void Net::backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_re
       Tensor plain = ctx.backend.to_plain(accum_);
       Tensor& g = blobs_[b].grad;
       Tensor gp = ctx.backend.to_plain(g);
-      const int64_t n = g.numel();
-      if (dtype_ == DType::f64)
-        for (int64_t j = 0; j < n; ++j) gp.data<double>()[j] += plain.data<double>()[j];
-      else
-        for (int64_t j = 0; j < n; ++j) gp.data<float>()[j] += plain.data<float>()[j];
-      if (gp.raw() != g.raw()) g.copy_from(gp);
+      ctx.backend.accumulate(gp, plain);
+      if (gp.raw() != g.raw()) ctx.backend.copy(gp, g);
       g.set_layout(Layout::plain);
     }
     for (int b : node.inputs)

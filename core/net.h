@@ -48,6 +48,19 @@ class Net {
   using GradsReady = std::function<void(int64_t begin, int64_t end)>;
   void backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_ready = {});
 
+  // Computing on a device (a GPU backend): the parameters and gradients get copies in the
+  // backend's memory, the layers are bound to those, and activations are allocated there.
+  // params() and grads() stay the host buffers that initialisation, weight files and
+  // checkpoints read and write; upload_params() and download_params() move the values between
+  // the two. A no-op for host backends. Fails naming the first layer the device cannot run.
+  void place_on(Backend& backend);
+  bool on_device() const { return device_ != nullptr; }
+  // The buffers the step computes with: the device copies, or params()/grads() on the host.
+  Tensor& compute_params() { return device_ ? device_params_ : params_; }
+  Tensor& compute_grads() { return device_ ? device_grads_ : grads_; }
+  void upload_params();    // params() -> the device (after initialising, loading, a broadcast)
+  void download_params();  // the device -> params() (before saving or comparing replicas)
+
   // One line per layer: name, type, output shape, parameter count (for logs and fingerprints).
   std::string summary() const;
 
@@ -64,6 +77,8 @@ class Net {
     bool absorbed = false;     // a ReLU fused into its producer: nothing to run
   };
   void prepare_blobs(int64_t n);
+  void bind_layers(Tensor& params, Tensor& grads);
+  Tensor alloc(const Shape& s) { return device_ ? device_->empty(s, dtype_) : Tensor::empty(s, dtype_); }
 
   proto::ModelConfig config_;
   Shape input_;
@@ -74,6 +89,8 @@ class Net {
   std::vector<Blob> blobs_;
   std::vector<ParamEntry> entries_;
   Tensor params_, grads_;
+  Backend* device_ = nullptr;         // set by place_on() for a device backend
+  Tensor device_params_, device_grads_;
   Tensor input_value_;         // the last forward's input
   Tensor accum_;               // scratch for a gradient that several consumers add to
   int64_t batch_ = -1;

@@ -74,6 +74,10 @@ class Communicator {
   }
   void barrier(const char* what = "barrier") { ibarrier(what)->wait(); }
 
+  // Whether gradients go through this communicator's collectives even in a job of one rank
+  // (NCCL does, so that a single GPU exercises the path of N). Otherwise a 1-rank reducer skips
+  // them: they would be identities.
+  virtual bool reduces_alone() const { return false; }
   // The watchdog that guards this communicator's collectives (null: none). The trainer also
   // reports step boundaries to it.
   virtual Watchdog* watchdog() const { return nullptr; }

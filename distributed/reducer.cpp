@@ -67,6 +67,9 @@ Reducer::Reducer(Communicator& comm, Net& net, const GradientSyncOptions& opt)
   remaining_.resize(buckets_.size());
   pending_.resize(buckets_.size());
   compress_ = opt_.compression != WireCompression::none && comm_.size() > 1;
+  if (compress_ && net.on_device())
+    fail_input("distributed.compression: 16-bit gradients on the wire are implemented for CPU "
+               "backends only; with a GPU backend leave it unset");
   if (compress_)
     wire_ = Tensor::empty({net.num_params()},
                           opt_.compression == WireCompression::f16 ? DType::f16 : DType::bf16);
@@ -84,7 +87,7 @@ void Reducer::begin_step(int64_t global_batch) {
 }
 
 Net::GradsReady Reducer::callback() {
-  if (comm_.size() == 1 || !opt_.overlap) return {};
+  if ((comm_.size() == 1 && !comm_.reduces_alone()) || !opt_.overlap) return {};
   return [this](int64_t b, int64_t e) { grads_ready(b, e); };
 }
 
@@ -102,7 +105,7 @@ void Reducer::grads_ready(int64_t begin, int64_t end) {
 void Reducer::launch(size_t b) {
   const Bucket& k = buckets_[b];
   const int64_t n = k.end - k.begin;
-  Tensor g = net_.grads().slice_flat(k.begin, {n});
+  Tensor g = net_.compute_grads().slice_flat(k.begin, {n});
   if (compress_) {
     Tensor w = wire_.slice_flat(k.begin, {n});
     const float* src = g.data<float>();
@@ -123,7 +126,7 @@ void Reducer::launch(size_t b) {
 void Reducer::finish() {
   DT_CHECK(active_, "finish() without begin_step()");
   const double t_finish = now_seconds();
-  if (comm_.size() > 1) {
+  if (comm_.size() > 1 || comm_.reduces_alone()) {
     while (next_ < buckets_.size()) launch(next_++);
     // Wait for all, then decompress, then account the union of in-flight intervals.
     for (auto& r : pending_) r->wait();

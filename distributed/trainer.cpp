@@ -2,6 +2,8 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+
 #include "distributed/watchdog.h"
 
 namespace deeptrain {
@@ -17,15 +19,19 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
                  Communicator& comm)
     : opt_(opt), net_(net), backend_(backend), optimizer_(optimizer), comm_(comm) {
   DT_CHECK(net.dtype() == DType::f32, "training runs in f32");
-  // Every rank starts from rank 0's parameters.
+  // Every rank starts from rank 0's parameters (host memory: MPI never sees device pointers).
   comm_.broadcast(net_.params(), 0, "initial parameters");
+  net_.place_on(backend_);
+  net_.upload_params();
   reducer_ = std::make_unique<Reducer>(comm_, net_, opt_.sync ? *opt_.sync : comm_.gradient_sync());
   metrics_ = Tensor::zeros({2}, DType::f64);
+  if (opt_.loss_scale.enabled) loss_scale_ = opt_.loss_scale.initial;
   for (const auto& l : net_.config().layer())
     if (l.has_batch_norm() && l.batch_norm().sync()) sync_batch_norm_ = true;
 }
 
 void Trainer::check_replicas(const std::string& when) {
+  net_.download_params();
   if (comm_.size() == 1) return;
   const Tensor& p = net_.params();
   const uLong crc = crc32(crc32(0L, Z_NULL, 0), static_cast<const Bytef*>(p.raw()), uInt(p.nbytes()));
@@ -44,10 +50,24 @@ void Trainer::check_replicas(const std::string& when) {
 void Trainer::ensure_batch(int64_t n, const Dataset& data) {
   const Shape xs = batch_shape(n, net_.input_shape());
   if (x_.shape() == xs) return;
-  x_ = Tensor::empty(xs, DType::f32);
-  t_ = Tensor::empty({n}, DType::i32);
-  probs_ = Tensor::empty({n, net_.num_classes()}, DType::f32);
-  dlogits_ = Tensor::empty({n, net_.num_classes()}, DType::f32);
+  // The batch is gathered on the host; a device backend gets it through page-locked staging
+  // buffers and an asynchronous copy.
+  x_host_ = backend_.empty_host(xs, DType::f32);
+  t_host_ = backend_.empty_host({n}, DType::i32);
+  const bool device = net_.on_device();
+  x_ = device ? backend_.empty(xs, DType::f32) : x_host_;
+  t_ = device ? backend_.empty({n}, DType::i32) : t_host_;
+  probs_ = backend_.empty({n, net_.num_classes()}, DType::f32);
+  dlogits_ = backend_.empty({n, net_.num_classes()}, DType::f32);
+}
+
+void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n) {
+  ensure_batch(n, data);
+  data::gather_batch(data, ids, n, x_host_, t_host_);
+  if (x_.raw() != x_host_.raw()) {
+    backend_.copy(x_host_, x_);
+    backend_.copy(t_host_, t_);
+  }
 }
 
 StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n) {
@@ -56,14 +76,13 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   const ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
   const int64_t local = mine.end - mine.begin;
   StepMetrics m;
-  net_.grads().fill_zero();
+  backend_.fill_zero(net_.compute_grads());
   std::optional<StepContext> ctx;
   // Synchronised batch norm sums its statistics over the ranks inside forward and backward, so
   // then every rank runs both on every step, on an empty shard if it has no samples.
   const bool all_compute = sync_batch_norm_ && comm_.size() > 1;
   if (local > 0 || all_compute) {
-    ensure_batch(local, data);
-    data::gather_batch(data, ids + mine.begin, local, x_, t_);
+    load_batch(data, ids + mine.begin, local);
     ctx.emplace(StepContext{backend_, true, opt_.seed, step_, ids + mine.begin});
     if (all_compute)
       ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
@@ -71,7 +90,9 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
     if (local > 0) {  // (an empty shard has no loss and an empty dlogits)
       m.loss_sum = backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &m.correct);
       // The loss is the mean over the *global* batch, so summing rank gradients averages them.
-      backend_.softmax_ce_backward(probs_, t_, 1.0 / double(n), dlogits_);
+      // With loss scaling (fp16 math) the gradients carry the factor loss_scale_ until the
+      // optimizer step divides it out again.
+      backend_.softmax_ce_backward(probs_, t_, loss_scale_ / double(n), dlogits_);
     }
   }
   // The step's metrics are known before backward: their allreduce runs alongside it.
@@ -83,7 +104,8 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   reducer_->begin_step(n);
   if (ctx) net_.backward(*ctx, dlogits_, reducer_->callback());
   reducer_->finish();
-  optimizer_.step(net_.params(), net_.grads(), opt_.lr);
+  if (apply_loss_scale())  // false: an overflow, the step is skipped on every rank alike
+    optimizer_.step(net_.compute_params(), net_.compute_grads(), opt_.lr);
   metrics->wait();
   m.loss_sum = metrics_.data<double>()[0];
   m.correct = int64_t(metrics_.data<double>()[1]);
@@ -91,6 +113,24 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   ++step_;
   if (watchdog) watchdog->step_end();
   return m;
+}
+
+bool Trainer::apply_loss_scale() {
+  if (!opt_.loss_scale.enabled) return true;
+  // The summed gradients are the same on every rank, so every rank decides alike.
+  const bool finite = backend_.scale_and_check_finite(net_.compute_grads(), 1.0 / loss_scale_);
+  const LossScaleOptions& o = opt_.loss_scale;
+  if (!finite) {
+    loss_scale_ = std::max(o.min_scale, loss_scale_ * o.backoff);
+    good_steps_ = 0;
+    ++skipped_steps_;
+    return false;
+  }
+  if (++good_steps_ >= o.growth_interval) {
+    loss_scale_ = std::min(o.max_scale, loss_scale_ * o.growth);
+    good_steps_ = 0;
+  }
+  return true;
 }
 
 EpochReport Trainer::train_epoch(
@@ -140,14 +180,14 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     if (local == 0) continue;
     ids.resize(local);
     for (int64_t i = 0; i < local; ++i) ids[i] = b + mine.begin + i;
-    ensure_batch(local, data);
-    data::gather_batch(data, ids.data(), local, x_, t_);
+    load_batch(data, ids.data(), local);
     StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
     const Tensor& logits = net_.forward(ctx, x_);
     r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
     if (predictions) {
       const int64_t classes = logits.numel() / local;
-      const float* z = logits.data<float>();
+      const Tensor host_logits = backend_.to_host(logits);
+      const float* z = host_logits.data<float>();
       for (int64_t i = 0; i < local; ++i) {  // argmax, first maximum: as softmax_ce counts
         int64_t best = 0;
         for (int64_t j = 1; j < classes; ++j)

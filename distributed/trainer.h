@@ -41,6 +41,15 @@ struct EvalReport {
   double loss = 0, accuracy = 0, seconds = 0, images_per_sec = 0;
 };
 
+// Dynamic loss scaling for fp16 math: the loss (so every gradient) is multiplied by `scale`;
+// a step whose gradients overflow is skipped and the scale backs off; after growth_interval
+// good steps in a row it grows again.
+struct LossScaleOptions {
+  bool enabled = false;
+  double initial = 65536, growth = 2, backoff = 0.5, min_scale = 1, max_scale = 16777216;
+  int64_t growth_interval = 2000;
+};
+
 struct TrainerOptions {
   int64_t batch_size = 100;     // global
   int64_t eval_batch_size = 1000;
@@ -50,6 +59,7 @@ struct TrainerOptions {
   // Gradient buckets, overlap and wire compression; default: the communicator's
   // gradient_sync() (set from ExperimentConfig.distributed by the session).
   std::optional<GradientSyncOptions> sync;
+  LossScaleOptions loss_scale;
 };
 
 class Trainer {
@@ -74,9 +84,16 @@ class Trainer {
   // Fails (naming the ranks) unless every rank holds bit-identical parameters. train_epoch
   // calls it after each epoch; a no-op for one rank. Collective.
   void check_replicas(const std::string& when);
+  // Loss scaling (fp16): the current scale and the steps skipped for overflow so far.
+  double loss_scale() const { return loss_scale_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
 
  private:
   void ensure_batch(int64_t n, const Dataset& data);
+  // The samples `ids` into x_ and t_ (on the backend's device).
+  void load_batch(const Dataset& data, const int64_t* ids, int64_t n);
+  // Divides the loss scale out of the gradients; false when they overflowed (skip the step).
+  bool apply_loss_scale();
   TrainerOptions opt_;
   Net& net_;
   Backend& backend_;
@@ -86,7 +103,10 @@ class Trainer {
   bool sync_batch_norm_ = false;    // the net has a batch norm with statistics over all ranks
   int64_t step_ = 0;
   Tensor metrics_;                  // f64 (loss sum, correct), reduced while backward runs
-  Tensor x_, t_, probs_, dlogits_;  // batch buffers, reused across steps
+  Tensor x_, t_, probs_, dlogits_;  // batch buffers on the backend's device, reused
+  Tensor x_host_, t_host_;          // the batch gathered on the host (x_, t_ themselves on a CPU)
+  double loss_scale_ = 1;
+  int64_t good_steps_ = 0, skipped_steps_ = 0;
   Tensor x_f64_;
 };
 

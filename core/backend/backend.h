@@ -38,6 +38,15 @@ struct DropoutKey {
   const int64_t* sample_ids;  // n global sample indices
 };
 
+// One optimizer update's constants, as the fused device kernels take them. The rules are the
+// book's (common/optimizer.py) and core/optim/optimizer.cpp's, element by element.
+struct OptimizerStep {
+  enum class Rule : uint8_t { sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw };
+  Rule rule;
+  float lr, momentum, beta1, beta2, decay_rate, eps, weight_decay;
+  int64_t t;  // Adam's step count after this update (bias correction)
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -95,9 +104,55 @@ class Backend {
 
   // A plain-layout copy (or x itself when it is already plain).
   virtual Tensor to_plain(const Tensor& x) = 0;
+
+  // ---- memory and whole-buffer ops ----
+  // Host backends keep everything in host memory (these defaults). A device backend overrides
+  // them all: its tensors live on its device, its ops run in order on one stream of its own, and
+  // data crosses to the host only through copy() (then synchronize() before reading it there).
+  virtual Tensor empty(const Shape& s, DType t) { return Tensor::empty(s, t); }
+  // Host memory for staging input batches (page-locked on a GPU backend, so that copies to the
+  // device run asynchronously).
+  virtual Tensor empty_host(const Shape& s, DType t) { return Tensor::empty(s, t); }
+  Tensor zeros(const Shape& s, DType t) {
+    Tensor x = empty(s, t);
+    fill_zero(x);
+    return x;
+  }
+  virtual void fill_zero(Tensor& x) { x.fill_zero(); }
+  // dst = src: equal dtype and numel, each in host memory or this backend's (any direction).
+  virtual void copy(const Tensor& src, Tensor& dst) { dst.copy_from(src); }
+  // Waits until every op issued so far has finished (host backends: at once).
+  virtual void synchronize() {}
+  // A plain host copy of x, complete on return (for evaluation, checkpoints and tests).
+  virtual Tensor to_host(const Tensor& x) { return to_plain(x).clone(); }
+  // acc += x, both plain with equal dtype and numel (a gradient that several layers add to).
+  virtual void accumulate(Tensor& acc, const Tensor& x);
+  // x *= alpha; returns whether every element of the result is finite (loss scaling's check).
+  virtual bool scale_and_check_finite(Tensor& x, double alpha);
+  // The fused optimizer update over the flat buffers (device backends; the host update lives in
+  // core/optim). Returns false when this backend leaves the update to the host.
+  virtual bool optimizer_step(const OptimizerStep& s, Tensor& params, const Tensor& grads,
+                              Tensor* state0, Tensor* state1, const Tensor* lr_scale) {
+    return false;
+  }
 };
 
-// "cpu" (the fast path where built: oneDNN), "cpu-ref" (im2col + OpenBLAS, the book's method).
-std::unique_ptr<Backend> make_backend(const std::string& name);
+// How a GPU backend computes: the math of convolutions and matrix products. fp32 is exact IEEE
+// float; tf32 lets the tensor cores round the inputs to 10 mantissa bits; bf16 and fp16 feed
+// them 16-bit copies of the inputs (activations, weights and gradients stay f32: the master
+// weights and the optimizer are always f32) and accumulate in f32.
+enum class MathMode : uint8_t { fp32, tf32, bf16, fp16 };
+
+struct BackendOptions {
+  MathMode math = MathMode::fp32;
+  int device = -1;  // the GPU index (-1: chosen from the rank's local rank, see gpu_device.h)
+};
+
+// "cpu" (the fast path where built: oneDNN), "cpu-ref" (im2col + OpenBLAS, the book's method),
+// "cuda" (cuDNN convolutions) and "cuda-im2col" (im2col + cuBLAS, the book's method on the GPU)
+// where built with CUDA. A GPU backend on a machine without a usable GPU is an InputError that
+// says why.
+std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opt = {});
+const char* math_mode_name(MathMode m);
 
 }  // namespace deeptrain

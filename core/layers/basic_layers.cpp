@@ -74,7 +74,7 @@ class MaxPool : public Layer {
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
     PoolGeom g = geom_;
     g.n = in[0]->dim(0);
-    if (argmax_.numel() < out.numel()) argmax_ = Tensor::empty({out.numel()}, DType::i32);
+    if (argmax_.numel() < out.numel()) argmax_ = ctx.backend.empty({out.numel()}, DType::i32);
     Tensor idx = argmax_.slice_flat(0, out.shape());
     ctx.backend.maxpool2d_forward(g, *in[0], out, idx);
   }
@@ -170,7 +170,7 @@ class Dropout : public Layer {
       return;
     }
     DT_CHECK(ctx.sample_ids, "dropout in training needs the batch's global sample ids");
-    if (mask_.numel() < out.numel()) mask_ = Tensor::empty({out.numel()}, DType::u8);
+    if (mask_.numel() < out.numel()) mask_ = ctx.backend.empty({out.numel()}, DType::u8);
     Tensor m = mask_.slice_flat(0, out.shape());
     scale_ = book_ ? 1.0f : 1.0f / (1.0f - ratio_);
     ctx.backend.dropout_forward({ctx.seed, ctx.step, index_, ctx.sample_ids}, ratio_, scale_, x,

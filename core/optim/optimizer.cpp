@@ -52,9 +52,33 @@ void for_each_unfrozen(const StepBuffers& b, float l2, Update&& update) {
 // What every optimizer here shares: the hyperparameters, the element count, the step checks.
 class FlatOptimizer : public Optimizer {
  protected:
-  FlatOptimizer(const Hyper& h, int64_t n) : hyper_(h), n_(n) {}
+  FlatOptimizer(const Hyper& h, int64_t n, Backend* device) : hyper_(h), n_(n), device_(device) {}
 
-  Tensor zero_state() const { return Tensor::zeros(Shape{n_}, DType::f32); }
+  Tensor zero_state() const {
+    return device_ ? device_->zeros(Shape{n_}, DType::f32) : Tensor::zeros(Shape{n_}, DType::f32);
+  }
+
+  // With a device backend the whole update is its fused kernel; returns false on the host.
+  bool step_on_device(OptimizerStep::Rule rule, Tensor& params, const Tensor& grads, float lr,
+                      const Tensor* lr_scale, Tensor* state0 = nullptr, Tensor* state1 = nullptr) {
+    if (!device_) return false;
+    DT_CHECK(params.numel() == n_ && grads.numel() == n_, "{}: buffers of {} and {} elements, "
+             "optimizer made for {}", name(), params.numel(), grads.numel(), n_);
+    DT_CHECK(std::isfinite(lr) && lr >= 0.0f, "{}: learning rate {}", name(), lr);
+    ++t_;
+    const OptimizerStep s{rule,
+                          lr,
+                          float(hyper_.momentum),
+                          float(hyper_.beta1),
+                          float(hyper_.beta2),
+                          float(hyper_.decay_rate),
+                          float(hyper_.eps),
+                          float(hyper_.weight_decay),
+                          t_};
+    if (!device_->optimizer_step(s, params, grads, state0, state1, lr_scale))
+      fail("optimizer {}: backend '{}' has no fused update for it", name(), device_->name());
+    return true;
+  }
   // L2 coefficient for for_each_unfrozen (AdamW passes 0: its decay is decoupled).
   float l2() const { return static_cast<float>(hyper_.weight_decay); }
 
@@ -76,16 +100,18 @@ class FlatOptimizer : public Optimizer {
 
   Hyper hyper_;
   int64_t n_;
+  Backend* device_;
 };
 
 // p -= lr g
 class Sgd final : public FlatOptimizer {
  public:
-  Sgd(const Hyper& h, int64_t n) : FlatOptimizer(h, n) {}
+  Sgd(const Hyper& h, int64_t n, Backend* d) : FlatOptimizer(h, n, d) {}
   const char* name() const override { return "sgd"; }
   std::vector<std::pair<std::string, Tensor*>> state() override { return {}; }
 
   void step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) override {
+    if (step_on_device(OptimizerStep::Rule::sgd, params, grads, lr, lr_scale)) return;
     const StepBuffers b = begin_step(params, grads, lr, lr_scale);
     for_each_unfrozen(b, l2(), [&](int64_t i, float s, float g) { b.params[i] -= (lr * s) * g; });
   }
@@ -94,11 +120,12 @@ class Sgd final : public FlatOptimizer {
 // v = momentum v - lr g; p += v
 class Momentum final : public FlatOptimizer {
  public:
-  Momentum(const Hyper& h, int64_t n) : FlatOptimizer(h, n), v_(zero_state()) {}
+  Momentum(const Hyper& h, int64_t n, Backend* d) : FlatOptimizer(h, n, d), v_(zero_state()) {}
   const char* name() const override { return "momentum"; }
   std::vector<std::pair<std::string, Tensor*>> state() override { return {{"v", &v_}}; }
 
   void step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) override {
+    if (step_on_device(OptimizerStep::Rule::momentum, params, grads, lr, lr_scale, &v_)) return;
     const StepBuffers b = begin_step(params, grads, lr, lr_scale);
     const float momentum = static_cast<float>(hyper_.momentum);
     float* v = v_.data<float>();
@@ -115,11 +142,12 @@ class Momentum final : public FlatOptimizer {
 // The book's Nesterov form: v *= m; v -= lr g; p += m m v; p -= (1 + m) lr g
 class Nesterov final : public FlatOptimizer {
  public:
-  Nesterov(const Hyper& h, int64_t n) : FlatOptimizer(h, n), v_(zero_state()) {}
+  Nesterov(const Hyper& h, int64_t n, Backend* d) : FlatOptimizer(h, n, d), v_(zero_state()) {}
   const char* name() const override { return "nesterov"; }
   std::vector<std::pair<std::string, Tensor*>> state() override { return {{"v", &v_}}; }
 
   void step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) override {
+    if (step_on_device(OptimizerStep::Rule::nesterov, params, grads, lr, lr_scale, &v_)) return;
     const StepBuffers b = begin_step(params, grads, lr, lr_scale);
     const float momentum = static_cast<float>(hyper_.momentum);
     const float momentum_sq = static_cast<float>(hyper_.momentum * hyper_.momentum);
@@ -140,11 +168,12 @@ class Nesterov final : public FlatOptimizer {
 // h += g^2; p -= lr g / (sqrt(h) + eps)
 class AdaGrad final : public FlatOptimizer {
  public:
-  AdaGrad(const Hyper& h, int64_t n) : FlatOptimizer(h, n), h_sum_(zero_state()) {}
+  AdaGrad(const Hyper& h, int64_t n, Backend* d) : FlatOptimizer(h, n, d), h_sum_(zero_state()) {}
   const char* name() const override { return "adagrad"; }
   std::vector<std::pair<std::string, Tensor*>> state() override { return {{"h", &h_sum_}}; }
 
   void step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) override {
+    if (step_on_device(OptimizerStep::Rule::adagrad, params, grads, lr, lr_scale, &h_sum_)) return;
     const StepBuffers b = begin_step(params, grads, lr, lr_scale);
     const float eps = static_cast<float>(hyper_.eps);
     float* h = h_sum_.data<float>();
@@ -161,11 +190,12 @@ class AdaGrad final : public FlatOptimizer {
 // h = decay h + (1 - decay) g^2; p -= lr g / (sqrt(h) + eps)
 class RmsProp final : public FlatOptimizer {
  public:
-  RmsProp(const Hyper& h, int64_t n) : FlatOptimizer(h, n), h_avg_(zero_state()) {}
+  RmsProp(const Hyper& h, int64_t n, Backend* d) : FlatOptimizer(h, n, d), h_avg_(zero_state()) {}
   const char* name() const override { return "rmsprop"; }
   std::vector<std::pair<std::string, Tensor*>> state() override { return {{"h", &h_avg_}}; }
 
   void step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) override {
+    if (step_on_device(OptimizerStep::Rule::rmsprop, params, grads, lr, lr_scale, &h_avg_)) return;
     const StepBuffers b = begin_step(params, grads, lr, lr_scale);
     const float decay = static_cast<float>(hyper_.decay_rate);
     const float one_minus_decay = static_cast<float>(1.0 - hyper_.decay_rate);
@@ -189,12 +219,15 @@ class RmsProp final : public FlatOptimizer {
 // AdamW (decoupled) first does p -= lr wd p, with the schedule's lr, as PyTorch does.
 class Adam final : public FlatOptimizer {
  public:
-  Adam(const Hyper& h, int64_t n, bool decoupled)
-      : FlatOptimizer(h, n), decoupled_(decoupled), m_(zero_state()), v_(zero_state()) {}
+  Adam(const Hyper& h, int64_t n, bool decoupled, Backend* d)
+      : FlatOptimizer(h, n, d), decoupled_(decoupled), m_(zero_state()), v_(zero_state()) {}
   const char* name() const override { return decoupled_ ? "adamw" : "adam"; }
   std::vector<std::pair<std::string, Tensor*>> state() override { return {{"m", &m_}, {"v", &v_}}; }
 
   void step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) override {
+    if (step_on_device(decoupled_ ? OptimizerStep::Rule::adamw : OptimizerStep::Rule::adam, params, grads, lr,
+                       lr_scale, &m_, &v_))
+      return;
     const StepBuffers b = begin_step(params, grads, lr, lr_scale);
     const double t = static_cast<double>(t_);
     const float lr_t = static_cast<float>(lr * std::sqrt(1.0 - std::pow(hyper_.beta2, t)) /
@@ -229,7 +262,9 @@ void check_unit_interval(const char* field, float value) {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_optimizer(const proto::OptimizerConfig& cfg, int64_t n) {
+std::unique_ptr<Optimizer> make_optimizer(const proto::OptimizerConfig& cfg, int64_t n,
+                                          Backend* device) {
+  if (device && device->device() == Device::cpu) device = nullptr;  // host memory: update here
   DT_CHECK(n >= 0, "optimizer for {} parameters", n);
   if (cfg.type() == proto::OPTIMIZER_UNSET) fail_input("optimizer.type: not set");
   if (!(cfg.lr() > 0.0f && std::isfinite(cfg.lr()))) fail_input("optimizer.lr: must be > 0, got {}", cfg.lr());
@@ -247,13 +282,13 @@ std::unique_ptr<Optimizer> make_optimizer(const proto::OptimizerConfig& cfg, int
                 or_default(cfg.decay_rate(), 0.99f), cfg.weight_decay()};
 
   switch (cfg.type()) {
-    case proto::SGD: return std::make_unique<Sgd>(h, n);
-    case proto::MOMENTUM: return std::make_unique<Momentum>(h, n);
-    case proto::NESTEROV: return std::make_unique<Nesterov>(h, n);
-    case proto::ADAGRAD: return std::make_unique<AdaGrad>(h, n);
-    case proto::RMSPROP: return std::make_unique<RmsProp>(h, n);
-    case proto::ADAM: return std::make_unique<Adam>(h, n, /*decoupled=*/false);
-    case proto::ADAMW: return std::make_unique<Adam>(h, n, /*decoupled=*/true);
+    case proto::SGD: return std::make_unique<Sgd>(h, n, device);
+    case proto::MOMENTUM: return std::make_unique<Momentum>(h, n, device);
+    case proto::NESTEROV: return std::make_unique<Nesterov>(h, n, device);
+    case proto::ADAGRAD: return std::make_unique<AdaGrad>(h, n, device);
+    case proto::RMSPROP: return std::make_unique<RmsProp>(h, n, device);
+    case proto::ADAM: return std::make_unique<Adam>(h, n, /*decoupled=*/false, device);
+    case proto::ADAMW: return std::make_unique<Adam>(h, n, /*decoupled=*/true, device);
     default: fail_input("optimizer.type: unknown value {}", static_cast<int>(cfg.type()));
   }
 }

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/backend/backend.h"
 #include "core/tensor.h"
 #include "proto/deeptrain.pb.h"
 
@@ -43,6 +44,11 @@ class Optimizer {
 // Defaults: momentum 0.9, beta1 0.9, beta2 0.999, decay_rate 0.99, eps 1e-7 (the book's value, for
 // every optimizer), weight_decay 0. weight_decay is decoupled for ADAMW and L2 (wd * p added to the
 // gradient) for the others.
-std::unique_ptr<Optimizer> make_optimizer(const proto::OptimizerConfig& cfg, int64_t n);
+//
+// device: the backend whose memory holds the parameters when that is not the host (a GPU): the
+// state is allocated there and every step is that backend's fused update (the same rules,
+// element by element). nullptr: host buffers, the update here.
+std::unique_ptr<Optimizer> make_optimizer(const proto::OptimizerConfig& cfg, int64_t n,
+                                          Backend* device = nullptr);
 
 }  // namespace deeptrain

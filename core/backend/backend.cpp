@@ -1,0 +1,71 @@
+#include "core/backend/backend.h"
+
+#include <cmath>
+
+namespace deeptrain {
+
+static int64_t out_extent(int64_t in, int64_t k, int64_t stride, int64_t pad, const char* what) {
+  int64_t span = in + 2 * pad - k;
+  if (k <= 0 || stride <= 0 || pad < 0 || span < 0)
+    fail_input("{}: kernel {} stride {} pad {} does not fit an input of extent {}", what, k,
+               stride, pad, in);
+  return span / stride + 1;
+}
+
+ConvGeom ConvGeom::make(int64_t n, int64_t c, int64_t h, int64_t w, int64_t k, int64_t r,
+                        int64_t s, int64_t stride_h, int64_t stride_w, int64_t pad_h,
+                        int64_t pad_w) {
+  return {n, c, h, w, k, r, s, stride_h, stride_w, pad_h, pad_w,
+          out_extent(h, r, stride_h, pad_h, "convolution"),
+          out_extent(w, s, stride_w, pad_w, "convolution")};
+}
+
+PoolGeom PoolGeom::make(int64_t n, int64_t c, int64_t h, int64_t w, int64_t r, int64_t s,
+                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w) {
+  return {n, c, h, w, r, s, stride_h, stride_w, pad_h, pad_w,
+          out_extent(h, r, stride_h, pad_h, "max pooling"),
+          out_extent(w, s, stride_w, pad_w, "max pooling")};
+}
+
+// ---- host defaults of the whole-buffer ops ----
+namespace {
+template <class F>
+void on_host_floats(const Tensor& t, const char* op, F&& f) {
+  DT_CHECK(t.device() == Device::cpu && t.layout() == Layout::plain, "{}: needs a plain host tensor", op);
+  if (t.dtype() == DType::f32) f(static_cast<float*>(t.raw()));
+  else if (t.dtype() == DType::f64) f(static_cast<double*>(t.raw()));
+  else fail("{}: {} tensors are not supported", op, dtype_name(t.dtype()));
+}
+}  // namespace
+
+void Backend::accumulate(Tensor& acc, const Tensor& x) {
+  DT_CHECK(acc.dtype() == x.dtype() && acc.numel() == x.numel(), "accumulate: {} {} += {} {}",
+           dtype_name(acc.dtype()), acc.shape().str(), dtype_name(x.dtype()), x.shape().str());
+  on_host_floats(acc, "accumulate", [&]<class T>(T* a) {
+    const T* b = static_cast<const T*>(x.raw());
+    for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
+  });
+}
+
+bool Backend::scale_and_check_finite(Tensor& x, double alpha) {
+  bool finite = true;
+  on_host_floats(x, "scale_and_check_finite", [&]<class T>(T* a) {
+    for (int64_t i = 0; i < x.numel(); ++i) {
+      a[i] = T(a[i] * alpha);
+      finite = finite && std::isfinite(a[i]);
+    }
+  });
+  return finite;
+}
+
+const char* math_mode_name(MathMode m) {
+  switch (m) {
+    case MathMode::fp32: return "fp32";
+    case MathMode::tf32: return "tf32";
+    case MathMode::bf16: return "bf16";
+    case MathMode::fp16: return "fp16";
+  }
+  return "?";
+}
+
+}  // namespace deeptrain
