@@ -1,0 +1,169 @@
+#pragma once
+// CudaBackend: the class behind make_cuda_backend (cuda_backend.h). Host code only (compiled by
+// the C++ compiler); the kernels it launches are declared in cuda_kernels.h.
+//   cuda_backend.cpp  device choice, stream, handles, memory, whole-buffer ops, optimizer step
+//   cuda_conv.cpp     convolutions: im2col + cuBLAS, and cuDNN
+//   cuda_ops.cpp      pooling, ReLU, affine (cuBLAS), dropout, scale, softmax cross-entropy
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <cudnn.h>
+
+#include <map>
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "core/backend/backend.h"
+#include "core/backend/cuda/cuda_backend.h"
+#include "core/backend/cuda/cuda_kernels.h"
+
+namespace deeptrain::cuda {
+
+// The pointer of a plain f32 (or `type`) tensor in device memory with `numel` elements (any when
+// numel < 0); otherwise an Error naming the op and the operand.
+void* device_ptr(const Tensor& t, const char* op, const char* what, int64_t numel = -1,
+                 DType type = DType::f32);
+inline float* f32(const Tensor& t, const char* op, const char* what, int64_t numel = -1) {
+  return static_cast<float*>(device_ptr(t, op, what, numel));
+}
+
+// Each throws Error("cuda backend: <op>: <call>: <error name>: <message>") on failure.
+void check(cudaError_t e, const char* call, const char* op);
+void check(cublasStatus_t s, const char* call, const char* op);
+void check(cudnnStatus_t s, const char* call, const char* op);
+#define DT_CUDA(call, op) ::deeptrain::cuda::check((call), #call, (op))
+
+// The stream, shared by the backend and by the deleter of every buffer it allocated (buffers
+// are freed in stream order, and may outlive the backend). Destroyed with the last of them.
+struct StreamOwner {
+  cudaStream_t stream = nullptr;
+  int device = 0;
+  ~StreamOwner();
+};
+
+// Device memory the backend reuses across ops (im2col columns, 16-bit copies, the cuDNN
+// workspace): grown on demand, stream-ordered, never shrunk.
+class Scratch {
+ public:
+  void* get(size_t bytes, cudaStream_t st, const char* op);
+  template <class T> T* get(int64_t elems, cudaStream_t st, const char* op) {
+    return static_cast<T*>(get(size_t(elems) * sizeof(T), st, op));
+  }
+  void release(cudaStream_t st);  // at the backend's end (errors ignored)
+
+ private:
+  void* ptr_ = nullptr;
+  size_t size_ = 0;
+};
+
+class CudaBackend final : public Backend {
+ public:
+  CudaBackend(CudaConv conv, MathMode math, int device);  // allocates nothing
+  void init();  // makes the device current, creates the stream, handles and buffers
+  ~CudaBackend() override;
+  CudaBackend(const CudaBackend&) = delete;
+  CudaBackend& operator=(const CudaBackend&) = delete;
+
+  std::string name() const override { return name_; }
+  Device device() const override { return Device::cuda; }
+  cudaStream_t stream() const { return owner_->stream; }
+
+  void conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                      Tensor& y, bool fuse_relu) override;
+  void conv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y,
+                       Tensor& dy, bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
+  void maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& argmax) override;
+  void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
+                          Tensor& dx) override;
+  void relu_forward(const Tensor& x, Tensor& y) override;
+  void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
+  void affine_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y,
+                      bool fuse_relu) override;
+  void affine_backward(const Tensor& x, const Tensor& w, const Tensor& y, Tensor& dy,
+                       bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) override;
+  void dropout_forward(const DropoutKey& key, float ratio, float scale, const Tensor& x,
+                       Tensor& y, Tensor& mask) override;
+  void dropout_backward(float scale, const Tensor& mask, const Tensor& dy, Tensor& dx) override;
+  void scale(const Tensor& x, double alpha, Tensor& y) override;
+  double softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
+                            Tensor& probs, int64_t* correct) override;
+  void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
+                           Tensor& dlogits) override;
+  Tensor to_plain(const Tensor& x) override;
+
+  Tensor empty(const Shape& s, DType t) override;
+  Tensor empty_host(const Shape& s, DType t) override;
+  void fill_zero(Tensor& x) override;
+  void copy(const Tensor& src, Tensor& dst) override;
+  void synchronize() override;
+  Tensor to_host(const Tensor& x) override;
+  void accumulate(Tensor& acc, const Tensor& x) override;
+  bool scale_and_check_finite(Tensor& x, double alpha) override;
+  bool optimizer_step(const OptimizerStep& s, Tensor& params, const Tensor& grads,
+                      Tensor* state0, Tensor* state1, const Tensor* lr_scale) override;
+
+ private:
+  // cuDNN's descriptors and algorithms for one geometry (made in cuda_conv.cpp). `usable` is
+  // false when cuDNN offers no algorithm for it (then the GEMM path runs it).
+  struct CudnnPlan {
+    cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+    cudnnFilterDescriptor_t w = nullptr;
+    cudnnConvolutionDescriptor_t conv = nullptr;
+    cudnnConvolutionFwdAlgo_t fwd{};
+    cudnnConvolutionBwdDataAlgo_t bwd_data{};
+    cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
+    cudnnMathType_t fwd_math{}, data_math{}, filter_math{};
+    size_t fwd_ws = 0, data_ws = 0, filter_ws = 0;
+    bool usable = false;
+    CudnnPlan() = default;
+    CudnnPlan(const CudnnPlan&) = delete;
+    CudnnPlan& operator=(const CudnnPlan&) = delete;
+    ~CudnnPlan();
+  };
+  using GeomKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                             int64_t, int64_t, int64_t, int64_t>;
+  CudnnPlan* cudnn_plan(const ConvGeom& g);  // null: cuDNN cannot run it (the GEMM path does)
+  CudnnPlan* give_up(CudnnPlan& plan, const ConvGeom& g, const std::string& why);  // says so; null
+  void conv_forward_gemm(const ConvGeom& g, const float* x, const float* w, const float* b,
+                         float* y, bool relu);
+  void conv_backward_gemm(const ConvGeom& g, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw);
+  // false: cuDNN refused to run it (the plan is then marked unusable; the caller runs the GEMM path)
+  bool conv_forward_cudnn(CudnnPlan& plan, const ConvGeom& g, const float* x, const float* w,
+                          const float* b, float* y, bool relu);
+  bool conv_backward_cudnn(CudnnPlan& plan, const ConvGeom& g, const float* x, const float* w,
+                           const float* dy, float* dx, float* dw);
+
+  // Row-major C (m, n) = op(A) (m, k) . op(B) (k, n) + beta C; A and B of type elem(), C f32.
+  void gemm(const char* op, bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* a,
+            const void* b, float beta, float* c);
+  // What the GEMMs and cuDNN read in this math mode: f32 itself, or 16-bit copies.
+  Elem elem() const;
+  // src as elem(): src itself for f32, else a copy in `into`.
+  const void* as_elem(const float* src, int64_t n, Scratch& into, const char* op);
+  // as_elem, and 16-byte aligned (a copy in `into` when src is not): cuDNN's inputs.
+  const void* cudnn_input(const float* src, int64_t n, Scratch& into, const char* op);
+  // Makes this backend's device current for the calling thread (ops may come from any thread).
+  void enter(const char* op);
+  // Waits for the stream, then throws when the stream faulted (for ops that read results back).
+  void sync(const char* op);
+
+  CudaConv conv_;
+  MathMode math_;
+  int device_;
+  std::string name_;
+  std::shared_ptr<StreamOwner> owner_;
+  cublasHandle_t blas_ = nullptr;
+  cudnnHandle_t dnn_ = nullptr;
+  // Scratch, by role: no two roles of one op share a buffer.
+  Scratch col_, colf_, tmp_, w16_, x16_, dy16_, out16_, workspace_, small_, ids_;
+  // Page-locked host words that results come back through (softmax sums, the finite flag), and
+  // the staging buffer of dropout's sample ids (reused once `ids_copied_` has passed).
+  void* host_words_ = nullptr;
+  int64_t* host_ids_ = nullptr;
+  int64_t host_ids_cap_ = 0;
+  cudaEvent_t ids_copied_ = nullptr;
+  std::map<GeomKey, std::unique_ptr<CudnnPlan>> plans_;
+};
+
+}  // namespace deeptrain::cuda
