@@ -59,6 +59,12 @@ def parse_args():
     p.add_argument("--channels-last", action="store_true",
                    help="use torch.channels_last memory format (off by default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                   help="cuda: model and the run's images on GPU 0, steps timed with "
+                        "torch.cuda.synchronize() after each")
+    p.add_argument("--math", choices=["fp32", "tf32", "bf16", "fp16"], default="fp32",
+                   help="GPU math: fp32 (TF32 off in cuBLAS and cuDNN), tf32, or "
+                        "bf16/fp16 autocast (fp16 with a GradScaler)")
     return p.parse_args()
 
 
@@ -167,7 +173,20 @@ def main():
         sys.exit("error: %d images is fewer than one batch of %d" % (x.shape[0], batch))
     n_batches = x.shape[0] // batch
 
-    model = DeepConvNet()
+    device = torch.device(ARGS.device)
+    if ARGS.device == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = ARGS.math == "tf32"
+        torch.backends.cudnn.allow_tf32 = ARGS.math == "tf32"
+        torch.backends.cudnn.benchmark = True
+        x, t = x.to(device), t.to(device)
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(ARGS.math)
+    scaler = torch.amp.GradScaler("cuda") if ARGS.math == "fp16" else None
+
+    def sync():
+        if ARGS.device == "cuda":
+            torch.cuda.synchronize()
+
+    model = DeepConvNet().to(device)
     memory_format = torch.channels_last if ARGS.channels_last else torch.contiguous_format
     if ARGS.channels_last:
         model = model.to(memory_format=memory_format)
@@ -180,14 +199,23 @@ def main():
 
         def step(xb, tb):
             optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(xb), tb)
-            loss.backward()
-            optimizer.step()
+            with torch.autocast(ARGS.device, dtype=autocast_dtype or torch.float32,
+                                enabled=autocast_dtype is not None):
+                loss = loss_fn(model(xb), tb)
+            if scaler:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
     else:
         model.eval()
 
         def step(xb, tb):
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(
+                    ARGS.device, dtype=autocast_dtype or torch.float32,
+                    enabled=autocast_dtype is not None):
                 model(xb)
 
     times = []
@@ -197,6 +225,7 @@ def main():
         tb = t[b * batch:(b + 1) * batch]
         start = time.perf_counter()
         step(xb, tb)
+        sync()
         elapsed = time.perf_counter() - start
         if i >= ARGS.warmup:
             times.append(elapsed)
@@ -217,6 +246,8 @@ def main():
         "step_ms_max": round(max(times) * 1e3, 3),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "channels_last": ARGS.channels_last,
+        "device": (torch.cuda.get_device_name(0) if ARGS.device == "cuda" else "cpu"),
+        "math": ARGS.math,
         "data": data_desc,
         "data_mb": round((x.nelement() * x.element_size()) / 2**20, 1),
         # The machine may be shared: the 1-minute load average at the end of

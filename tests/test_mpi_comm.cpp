@@ -5,11 +5,14 @@
 
 #include <cmath>
 #include <map>
+#include <set>
 #include <memory>
 #include <vector>
 
+#include "core/backend/gpu_device.h"
 #include "core/config.h"
 #include "core/net.h"
+#include "distributed/bootstrap.h"
 #include "distributed/consistency.h"
 #include "distributed/half.h"
 #include "distributed/mpi_communicator.h"
@@ -219,4 +222,39 @@ TEST(MpiComm, WatchdogSeesCollectivesAndTheirEnd) {
   c.set_watchdog(nullptr);
   EXPECT_FALSE(w.fired());
   EXPECT_TRUE(fired.empty());
+}
+
+// The GPU bootstrap's host side, with real ranks (no GPU needed): rank 0's id reaches every
+// rank, and each rank of a host picks the GPU of its local rank.
+TEST(MpiComm, BootstrapIdFromRankZeroReachesEveryRank) {
+  MpiCommunicator world;
+  Communicator* comm = &world;
+  int calls = 0;
+  const std::vector<uint8_t> id = broadcast_bootstrap_id(*comm, 128, [&] {
+    ++calls;
+    std::vector<uint8_t> v(128);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = uint8_t(i * 7 + 3);
+    return v;
+  });
+  EXPECT_EQ(calls, comm->rank() == 0 ? 1 : 0);  // made once, on rank 0
+  ASSERT_EQ(id.size(), 128u);
+  for (size_t i = 0; i < id.size(); ++i) ASSERT_EQ(id[i], uint8_t(i * 7 + 3)) << i;
+}
+
+TEST(MpiComm, EachRankOfAHostPicksTheGpuOfItsLocalRank) {
+  MpiCommunicator world;
+  Communicator* comm = &world;
+  const LocalRank local = local_rank_from_env([](const char* v) { return std::getenv(v); });
+  // mpirun on one host: the local rank is the world rank, as Open MPI reports it.
+  EXPECT_EQ(local.source, "OMPI_COMM_WORLD_LOCAL_RANK");
+  EXPECT_EQ(local.rank, comm->rank());
+  // On a host with 2 GPUs, ranks 0..3 share them round-robin; an explicit index wins.
+  EXPECT_EQ(choose_gpu(-1, local, 2, ""), comm->rank() % 2);
+  EXPECT_EQ(choose_gpu(1, local, 2, ""), 1);
+  // Gathered: every GPU of the host is used before any is used twice.
+  Tensor mine = Tensor::empty({1}, DType::i32), all = Tensor::empty({comm->size()}, DType::i32);
+  mine.data<int32_t>()[0] = choose_gpu(-1, local, comm->size(), "");
+  comm->allgather(mine, all);
+  std::set<int32_t> distinct(all.data<int32_t>(), all.data<int32_t>() + comm->size());
+  EXPECT_EQ(int(distinct.size()), comm->size());
 }

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Every GPU test and benchmark in one go, with one summary at the end (issue 5's check).
+#
+#   bench/gpu_check.sh                  build here (CUDA toolkit and the build dependencies
+#                                       installed), then test and measure
+#   bench/gpu_check.sh --bundle F.tar.xz  use binaries packed by scripts/gpu_bundle.sh on another
+#                                       machine (a GPU machine without protobuf, OpenBLAS, ...)
+#   GPU_CHECK_DIR=dir                   where logs and JSON lines go (default: gpu-check-<time>)
+#   QUICK=1                             fewer benchmark steps
+#
+# Measures, on GPU 0: deeptrain's training and inference throughput against PyTorch eager on the
+# same GPU in the same run (batch 100 and 1024; fp32, tf32, bf16), and the book's recipe trained
+# to the end with its wall time and test accuracy.
+set -uo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
+out=${GPU_CHECK_DIR:-gpu-check-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$out"
+log() { echo "== $*" | tee -a "$out/summary.txt"; }
+build=build-gpu
+
+if [ "${1:-}" = "--bundle" ]; then
+  # The binaries carry the paths of the machine that built them (the test data, the reference
+  # archives): recreate those paths as links to this checkout.
+  tar -C "$repo" -xJf "$2"
+  root=$(cat "$repo/$build/BUILD_ROOT")
+  if [ "$root" != "$repo" ]; then
+    mkdir -p "$(dirname "$root")"
+    [ -e "$root" ] || ln -s "$repo" "$root"
+  fi
+  mkdir -p "$(dirname "$root")/shared"
+  [ -e "$(dirname "$root")/shared/reference" ] || ln -s "$repo/shared" "$(dirname "$root")/shared/reference"
+  sp=$(python3 -c 'import site; print(site.getsitepackages()[0])' 2>/dev/null || true)
+  cuda_libs=""
+  for d in "$sp"/nvidia/{cublas,cudnn,nccl,cuda_runtime,cu13}/lib /usr/local/cuda/lib64; do
+    [ -d "$d" ] && cuda_libs="$cuda_libs:$d"
+  done
+  export LD_LIBRARY_PATH="$repo/lib$cuda_libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  if ldd "$build/deeptrain" | grep "not found"; then echo "missing libraries (above)"; exit 1; fi
+else
+  cmake -S . -B "$build" -G Ninja -DDEEPTRAIN_CUDA=ON -DDEEPTRAIN_MPI=OFF >"$out/cmake.log" &&
+    cmake --build "$build" -j"$(nproc)" >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
+fi
+bin=$build/deeptrain
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+log "deeptrain: $($bin --version 2>&1 | head -1); $(ldd $bin | grep -Eo 'lib(cudnn|cublas|nccl)[^ ]* => [^ ]*' | tr '\n' ' ')"
+
+status=0
+run_test() {  # name, then the command
+  local name=$1; shift
+  local t0=$SECONDS
+  if "$@" >"$out/$name.log" 2>&1; then log "PASS $name ($((SECONDS - t0)) s)"
+  else log "FAIL $name ($((SECONDS - t0)) s): see $out/$name.log"; tail -25 "$out/$name.log"; status=1; fi
+  grep -hE '^\[ .* \]|^\[  (SKIPPED|FAILED) ' "$out/$name.log" | head -60 >>"$out/summary.txt"
+}
+run_test ops "$build/tests/test_backend_ops_gpu"
+run_test parity "$build/tests/test_reference_parity"
+run_test train "$build/tests/test_gpu_train"
+
+# ---- throughput: deeptrain and PyTorch alternate, each config in the same run ----
+steps=200; [ "${QUICK:-0}" = 1 ] && steps=60
+printf '%-6s %-5s %-5s %12s %12s %7s\n' mode batch math deeptrain pytorch ratio | tee -a "$out/summary.txt"
+for mode in train infer; do
+  for batch in 100 1024; do
+    for math in fp32 tf32 bf16; do
+      d=$($bin bench --backend cuda --math $math --mode $mode --batch $batch --steps $steps \
+            --warmup 30 --json 2>>"$out/bench.err" | tail -1)
+      p=$(python3 bench/pytorch_deepconvnet.py --device cuda --math $math --mode $mode \
+            --batch $batch --steps $steps --warmup 30 --data data/mnist --threads 4 \
+            2>>"$out/bench.err" | tail -1)
+      echo "$d" >>"$out/bench.jsonl"; echo "$p" >>"$out/bench.jsonl"
+      di=$(echo "$d" | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])' 2>/dev/null || echo 0)
+      pi=$(echo "$p" | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])' 2>/dev/null || echo 0)
+      ratio=$(python3 -c "print(f'{$di/$pi:.2f}x' if $pi else '-')")
+      printf '%-6s %-5s %-5s %12s %12s %7s\n' $mode $batch $math "$di" "$pi" "$ratio" | tee -a "$out/summary.txt"
+    done
+  done
+done
+
+# ---- the book's recipe to the end, on the GPU: wall time and accuracy ----
+for math in ${TRAIN_MATHS:-fp32 tf32}; do
+  t0=$(date +%s.%N)
+  $bin train examples/deep_convnet_mnist.prototxt --backend cuda --math $math --json \
+    --data-dir data/mnist --run-dir "$out/run-$math" >"$out/train-$math.jsonl" 2>&1 || status=1
+  t1=$(date +%s.%N)
+  acc=$(tail -1 "$out/train-$math.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])' 2>/dev/null || echo "?")
+  log "book recipe (20 epochs, batch 100, Adam 1e-3) on the GPU, $math: test accuracy $acc, wall $(python3 -c "print(f'{$t1-$t0:.1f}')") s (process start to exit)"
+done
+log "status: $([ $status = 0 ] && echo all passed || echo FAILURES)"
+cat "$out/summary.txt" >/dev/null
+exit $status
