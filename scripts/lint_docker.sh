@@ -19,7 +19,8 @@ status=0
 "$lint" "$here"/docker/Dockerfile.* || status=1
 if command -v shellcheck > /dev/null; then
   shellcheck "$here/launch/deeptrain-launch" "$here/launch/slurm/deeptrain.sbatch" \
-    "$here/docker/entrypoint.sh" "$here/scripts/build_image.sh" "$here/scripts/lint_docker.sh" || status=1
+    "$here/docker/entrypoint.sh" "$here/scripts/build_image.sh" "$here/scripts/lint_docker.sh" \
+    "$here/scripts/run_multi_container.sh" "$here/docker/cluster-node.sh" || status=1
 else
   echo "lint_docker.sh: no shellcheck (apt-get install shellcheck): shell scripts not checked" >&2
 fi

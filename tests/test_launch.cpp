@@ -428,7 +428,8 @@ TEST_F(Launch, SlurmBatchScriptRefusesADeeptrainThatCannotResume) {
 TEST(LaunchLint, ScriptsPassShellcheck) {
   if (run_command("command -v shellcheck").exit_code != 0) GTEST_SKIP() << "no shellcheck (apt-get install shellcheck)";
   const auto r = run_command("shellcheck " + kLaunch + " " + kSbatch + " " + kSource + "/docker/entrypoint.sh " +
-                             kSource + "/scripts/build_image.sh");
+                             kSource + "/scripts/build_image.sh " + kSource + "/scripts/lint_docker.sh " + kSource +
+                             "/scripts/run_multi_container.sh " + kSource + "/docker/cluster-node.sh");
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 
@@ -438,6 +439,7 @@ TEST(LaunchLint, DockerfilesPassDockerfilelint) {
   const std::string local = kSource + "/build/tools/node_modules/.bin/dockerfilelint";
   if (lint.empty() && std::filesystem::exists(local)) lint = local;
   if (lint.empty()) GTEST_SKIP() << "no dockerfilelint (scripts/lint_docker.sh installs it from npm)";
-  const auto r = run_command(lint + " " + kSource + "/docker/Dockerfile.cpu " + kSource + "/docker/Dockerfile.cuda");
+  const auto r = run_command(lint + " " + kSource + "/docker/Dockerfile.cpu " + kSource + "/docker/Dockerfile.cuda " +
+                             kSource + "/docker/Dockerfile.cluster");
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
