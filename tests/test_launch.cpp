@@ -163,7 +163,7 @@ TEST_F(Launch, InsideASlurmAllocationWithSrun) {
   const std::string fake = (dir_.path / "slurm").string();
   std::filesystem::create_directories(fake);
   make_executable(dir_.file("slurm/srun", "#!/bin/sh\nexit 0\n"));
-  const std::string slurm = "SLURM_JOB_ID=78 SLURM_NNODES=3 SLURM_NTASKS_PER_NODE=2(x3) SLURM_CPUS_PER_TASK=4";
+  const std::string slurm = "SLURM_JOB_ID=78 SLURM_NNODES=3 'SLURM_NTASKS_PER_NODE=2(x3)' SLURM_CPUS_PER_TASK=4";
   const auto r = launch("--dry-run --launcher srun --binary " + kBin + " -- train " + cfg_, slurm, fake);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_EQ(trim(r.output), "srun --mpi=pmix --nodes=3 --ntasks-per-node=2 --cpus-per-task=4 "
