@@ -19,7 +19,7 @@
 #
 # Podman without a daemon: builds use --isolation chroot and host networking (no network or
 # user namespaces to set up), runs use --network host and explicit ulimits (podman would
-# otherwise ask for the caller's hard limits, which a sandbox may refuse).
+# otherwise ask for the caller's hard limits, which a sandbox may refuse) and the runc runtime.
 # Prints the build time, the image size and the check run's output. Exit status: 0 ok, 1 a
 # step failed, 2 usage or a missing tool.
 set -euo pipefail
@@ -64,8 +64,11 @@ nofile=$(ulimit -Hn); nproc_limit=$(ulimit -Hu)
 [[ $nofile == unlimited || $nofile -gt 1048576 ]] && nofile=1048576
 [[ $nproc_limit == unlimited || $nproc_limit -gt 32768 ]] && nproc_limit=32768
 ulimits=(--ulimit "nofile=$nofile:$nofile" --ulimit "nproc=$nproc_limit:$nproc_limit")
+# runc, not podman's default crun: crun refuses to start containers on a host whose cgroups are
+# in hybrid mode (v1 controllers plus an empty v2 hierarchy), as this project's machines are.
+command -v runc > /dev/null || die "runc not found: apt-get install runc" 2
 pod=(podman --root "$storage/root" --runroot "$storage/run" --storage-driver overlay
-  --cgroup-manager cgroupfs --events-backend file)
+  --cgroup-manager cgroupfs --events-backend file --runtime "$(command -v runc)")
 mkdir -p "$storage"
 
 if [[ -z $base ]]; then

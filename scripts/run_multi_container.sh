@@ -33,8 +33,11 @@ done
 [[ $image == *:* ]] || die "--image '$image': expected REPO:TAG" 2
 [[ -e $data/mnist ]] || die "no MNIST in $data/mnist (scripts/fetch_data.sh, or --data DIR)" 2
 data=$(cd "$data" && pwd -P)
+# runc, not podman's default crun: crun refuses to start containers on a host whose cgroups are
+# in hybrid mode (v1 controllers plus an empty v2 hierarchy), as this project's machines are.
+command -v runc > /dev/null || die "runc not found: apt-get install runc" 2
 pod=(podman --root "$storage/root" --runroot "$storage/run" --storage-driver overlay
-  --cgroup-manager cgroupfs --events-backend file)
+  --cgroup-manager cgroupfs --events-backend file --runtime "$(command -v runc)")
 "${pod[@]}" image exists "$image" || die "no image $image in $storage: run scripts/build_image.sh first" 2
 nofile=$(ulimit -Hn); nproc_limit=$(ulimit -Hu)
 [[ $nofile == unlimited || $nofile -gt 1048576 ]] && nofile=1048576
