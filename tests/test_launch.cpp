@@ -208,6 +208,23 @@ TEST_F(Launch, ExplicitThreadsArgumentIsKept) {
   EXPECT_EQ(trim(r.output).substr(trim(r.output).size() - 11), "--threads 1") << r.output;
 }
 
+TEST_F(Launch, ConfigIsFoundAfterOptionsAndTheirValues) {
+  const std::string b = "--dry-run --binary " + kBin + " --threads-per-rank 1 -- ";
+  const auto ok = launch(b + "train --epochs 1 --json --run-dir /tmp/r " + cfg_);
+  ASSERT_EQ(ok.exit_code, 0) << ok.output;
+  EXPECT_NE(ok.output.find(" train --epochs 1 --json --run-dir /tmp/r " + cfg_ + " --threads 1"), std::string::npos)
+      << ok.output;
+  // "1" and "/tmp/r" are option values, not the config.
+  const auto none = launch(b + "train --epochs 1 --run-dir /tmp/r --json");
+  EXPECT_EQ(none.exit_code, 2) << none.output;
+  EXPECT_NE(none.output.find("deeptrain-launch: error: train needs a config file"), std::string::npos) << none.output;
+  const auto missing = launch(b + "eval --weights=w.bin " + cfg_ + ".missing");
+  EXPECT_EQ(missing.exit_code, 2) << missing.output;
+  EXPECT_NE(missing.output.find("deeptrain-launch: error: config " + cfg_ + ".missing: no such file"),
+            std::string::npos)
+      << missing.output;
+}
+
 TEST_F(Launch, GpusCountedWithNvidiaSmiAndCudaVisibleDevices) {
   const std::string fake = (dir_.path / "bin").string();
   std::filesystem::create_directories(fake);
