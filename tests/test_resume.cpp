@@ -11,6 +11,7 @@
 //  - SIGUSR1 to mpiexec (which forwards it to every rank), SIGTERM to one rank of two, SIGTERM to
 //    a single process: all ranks stop after the same step, a checkpoint is written, exit 0; a
 //    resumed run ends with the same weights as the uninterrupted one.
+//  - --checkpoint-every with a time saves as time passes; --keep-checkpoints prunes older ones.
 // Needs MNIST in data/mnist (scripts/fetch_data.sh); the multi-rank tests need mpiexec.
 #include <gtest/gtest.h>
 #include <signal.h>
@@ -296,6 +297,24 @@ TEST_F(Resume, AutoRefusesWhenEveryCheckpointIsDamaged) {
   EXPECT_CONTAINS(r.output, (ckpt(dir, kEvery) / "tensors.pb").string() + ": truncated: manifest says ");
   EXPECT_CONTAINS(r.output, "--resume auto: no valid checkpoint in " + dir.string());
   EXPECT_EQ(r.output.find("\"event\":\"epoch\""), std::string::npos) << "trained anyway:\n" << r.output;
+}
+
+TEST_F(Resume, TimeIntervalSavesAsTimePassesAndKeepsTheNewest) {
+  const fs::path dir = fresh_dir("ckpt");
+  // 1 ms: due after every step (each takes tens of ms); --keep-checkpoints 2 prunes the rest.
+  const CommandResult r = run_command(shell_line(
+      {DEEPTRAIN_BINARY, "train", config("cpu"), "--json", "--run-dir", fresh_dir("run") / "r",
+       "--checkpoint-dir", dir.string(), "--checkpoint-every", "0.001s", "--keep-checkpoints", "2"}));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  size_t saves = 0;
+  for (size_t at = r.output.find("\"event\":\"checkpoint\""); at != std::string::npos;
+       at = r.output.find("\"event\":\"checkpoint\"", at + 1))
+    ++saves;
+  EXPECT_EQ(saves, size_t(kTotalSteps)) << r.output;
+  std::vector<std::string> left;
+  for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename());
+  std::sort(left.begin(), left.end());
+  EXPECT_EQ(left, (std::vector<std::string>{"ckpt-0000000019", "ckpt-0000000020"})) << r.output;
 }
 
 // Preemption: `signal_job` signals a running job after its second step; the job must write a
