@@ -45,7 +45,7 @@ void add_checkpoint_options(CLI::App* sub, CheckpointOptionsCli& o) {
                   "and on SIGTERM or SIGUSR1 (then exit 0)");
   sub->add_option("--checkpoint-every", o.every,
                   "N steps, or a time: 30s, 10m, 2h (default: at the end of every epoch)");
-  sub->add_option("--keep-checkpoints", o.keep, "keep the newest N checkpoints (0: all)")
+  sub->add_option("--keep-checkpoints", o.keep, "keep the newest N checkpoints (default 3; 0: all)")
       ->check(CLI::NonNegativeNumber);
   sub->add_option("--resume", o.resume,
                   "auto: continue from the newest valid checkpoint in --checkpoint-dir (if any); "
@@ -74,6 +74,7 @@ StartPoint TrainCheckpoints::resume(Net& net, Optimizer& optimizer, Trainer& tra
                                     const std::function<void(const std::string&)>& note) {
   StartPoint start;
   if (o_.resume.empty()) return start;
+  const double t0 = steady_now();  // finding (auto reads and checks each candidate) and loading
   std::vector<std::string> skipped;
   std::string path;
   if (o_.resume == "auto") {
@@ -93,7 +94,6 @@ StartPoint TrainCheckpoints::resume(Net& net, Optimizer& optimizer, Trainer& tra
     path = io::resolve_checkpoint(o_.resume, &skipped);
     for (const std::string& why : skipped) note("--resume: passed over " + why);
   }
-  const double t0 = steady_now();
   io::TrainingState s = io::load_checkpoint(path);
   io::check_resume_compatible(s, cfg_, steps_per_epoch_);
   if (s.global_step != s.epoch * s.steps_per_epoch + s.step_in_epoch || s.step_in_epoch < 0 ||
@@ -113,7 +113,7 @@ StartPoint TrainCheckpoints::resume(Net& net, Optimizer& optimizer, Trainer& tra
   start.progress.train_seconds = s.partial_epoch.train_seconds();
   start.history = std::move(s.history);
   start.checkpoint = path;
-  note(fmt::format("resumed from {} in {:.2f} s: global step {}, epoch {}, {} of its {} steps done "
+  note(fmt::format("resumed from {} in {:.3f} s: global step {}, epoch {}, {} of its {} steps done "
                    "(saved by {} rank{}, now {})",
                    path, steady_now() - t0, s.global_step, s.epoch + 1, s.step_in_epoch,
                    s.steps_per_epoch, s.world_size, s.world_size == 1 ? "" : "s", world_size_));

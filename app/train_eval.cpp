@@ -158,7 +158,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
                              "\"seconds\":{:.3f}}}", trainer.global_step(), json_escape(c.path),
                              c.bytes, c.seconds));
     else {
-      const std::string line = fmt::format("checkpoint {} ({:.1f} MiB in {:.2f} s)", c.path,
+      const std::string line = fmt::format("checkpoint {} ({:.1f} MiB in {:.3f} s)", c.path,
                                            double(c.bytes) / 1048576.0, c.seconds);
       on_screen ? rec->print(line) : rec->log(line);
     }
