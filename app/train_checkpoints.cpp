@@ -72,8 +72,19 @@ TrainCheckpoints::TrainCheckpoints(const CheckpointOptionsCli& o, const proto::E
 
 StartPoint TrainCheckpoints::resume(Net& net, Optimizer& optimizer, Trainer& trainer,
                                     const std::function<void(const std::string&)>& note) {
+  if (o_.resume.empty()) return {};
+  StartPoint start = load_and_restore(net, optimizer, trainer, note);
+  // Each rank read the files itself: a rank that saw other files (no shared file system, a
+  // save in between) would train something else, or start afresh while the others resume.
+  // Every rank takes this collective, whichever way it went.
+  trainer.check_replicas(start.checkpoint.empty() ? std::string("after --resume (starting afresh)")
+                                                  : "after --resume from " + start.checkpoint);
+  return start;
+}
+
+StartPoint TrainCheckpoints::load_and_restore(Net& net, Optimizer& optimizer, Trainer& trainer,
+                                              const std::function<void(const std::string&)>& note) {
   StartPoint start;
-  if (o_.resume.empty()) return start;
   const double t0 = steady_now();  // finding (auto reads and checks each candidate) and loading
   std::vector<std::string> skipped;
   std::string path;
@@ -102,9 +113,6 @@ StartPoint TrainCheckpoints::resume(Net& net, Optimizer& optimizer, Trainer& tra
                path, s.global_step, s.epoch, s.steps_per_epoch, s.step_in_epoch);
   io::restore_into(s, net, optimizer);
   trainer.set_global_step(s.global_step);
-  // Each rank read the file itself: a rank that saw another file (no shared file system, a
-  // save in between) would train something else. Collective; a no-op for one rank.
-  trainer.check_replicas("after loading " + path);
   start.epoch = s.epoch;
   start.progress.steps_done = s.step_in_epoch;
   start.progress.loss_sum = s.partial_epoch.loss_sum();

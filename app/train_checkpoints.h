@@ -76,6 +76,9 @@ class TrainCheckpoints {
              const EpochProgress& progress, const std::vector<proto::EpochMetrics>& history);
 
  private:
+  // resume() but the check across ranks.
+  StartPoint load_and_restore(Net& net, Optimizer& optimizer, Trainer& trainer,
+                              const std::function<void(const std::string&)>& note);
   CheckpointOptionsCli o_;
   io::CheckpointEvery every_;
   proto::ExperimentConfig cfg_;

@@ -208,7 +208,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
               "{:.1f} s",
               last.epoch, epochs, last.train_loss, last.train_accuracy, last.test_accuracy,
               last.images_per_sec, last.train_seconds));
-        // The end of training saves below, after the weights.
+        // (The end of training saves after the loop.)
         if (!last.stop && e + 1 < epochs && checkpoints.due_at_epoch_end(trainer.global_step()))
           report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
                                        history), false);

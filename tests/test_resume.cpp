@@ -11,6 +11,7 @@
 //  - SIGUSR1 to mpiexec (which forwards it to every rank), SIGTERM to one rank of two, SIGTERM to
 //    a single process: all ranks stop after the same step, a checkpoint is written, exit 0; a
 //    resumed run ends with the same weights as the uninterrupted one.
+//  - Ranks that resume from different files (no shared file system) refuse to train, naming them.
 //  - --checkpoint-every with a time saves as time passes; --keep-checkpoints prunes older ones.
 // Needs MNIST in data/mnist (scripts/fetch_data.sh); the multi-rank tests need mpiexec.
 #include <gtest/gtest.h>
@@ -315,6 +316,23 @@ TEST_F(Resume, TimeIntervalSavesAsTimePassesAndKeepsTheNewest) {
   for (const auto& e : fs::directory_iterator(dir)) left.push_back(e.path().filename());
   std::sort(left.begin(), left.end());
   EXPECT_EQ(left, (std::vector<std::string>{"ckpt-0000000019", "ckpt-0000000020"})) << r.output;
+}
+
+TEST_F(Resume, RanksThatReadDifferentCheckpointsRefuseToTrain) {
+  need_mpiexec();
+  // No shared file system: rank 0 sees the checkpoint of step 7, rank 1 an empty directory.
+  const fs::path seen = copy_checkpoints(straight(1, "cpu").ckpt_dir, {kEvery}), empty = fresh_dir("ckpt");
+  std::vector<std::string> a = train_argv(1, "cpu", seen, fresh_dir("run") / "r", {"--resume", "auto"});
+  std::vector<std::string> b = train_argv(1, "cpu", empty, fresh_dir("run") / "r", {"--resume", "auto"});
+  std::vector<std::string> job = {DEEPTRAIN_MPIEXEC, "-n", "1"};
+  job.insert(job.end(), a.begin(), a.end());
+  for (std::string s : {":", "-n", "1"}) job.push_back(s);
+  job.insert(job.end(), b.begin(), b.end());
+  const CommandResult r = run_command(shell_line(job));
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_CONTAINS(r.output, "replicas diverged after --resume");
+  EXPECT_CONTAINS(r.output, "rank 1 on ");
+  EXPECT_EQ(r.output.find("\"event\":\"epoch\""), std::string::npos) << "trained anyway:\n" << r.output;
 }
 
 // Preemption: `signal_job` signals a running job after its second step; the job must write a
