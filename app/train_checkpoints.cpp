@@ -162,7 +162,8 @@ TrainCheckpoints::Saved TrainCheckpoints::save(Net& net, Optimizer& optimizer, i
   }
   s.steps_per_epoch = steps_per_epoch_;
   s.seed = cfg_.run().seed();
-  s.learning_rate = cfg_.optimizer().lr();  // constant: the trainer runs at optimizer.lr
+  // Constant (the trainer runs at optimizer.lr), as its shortest decimal: 0.001, not 0.0010000000474974513.
+  s.learning_rate = std::stod(fmt::format("{}", cfg_.optimizer().lr()));
   s.total_steps = int64_t(cfg_.schedule().epochs()) * steps_per_epoch_;
   s.config = cfg_;
   s.history = history;

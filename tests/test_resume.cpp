@@ -5,6 +5,7 @@
 //    and Adam state, and the epochs' metrics are the same; with 1 rank and with mpiexec -n 2.
 //  - Saved with 1 rank, resumed with 2, and the reverse (backend cpu-ref, as the MPI equivalence
 //    tests): the per-step losses continue those of the uninterrupted run within 1e-4 relative.
+//  - A resumed run's directory: metrics_epochs (so the curves) start with the finished epochs.
 //  - A damaged newest checkpoint (flipped byte; truncated manifest): --resume auto falls back to
 //    the previous good one, naming each file passed over and what is wrong with it; with none
 //    left it refuses (exit 2).
@@ -259,6 +260,34 @@ TEST_F(Resume, SavedWithOneRankResumedWithTwoContinuesTheLossCurve) {
 TEST_F(Resume, SavedWithTwoRanksResumedWithOneContinuesTheLossCurve) {
   need_mpiexec();
   trajectory_continues(2, 1);
+}
+
+// The run directory's metrics_epochs.csv: rows of (epoch, step, train_loss, test_loss) as text.
+std::vector<std::string> epoch_rows(const fs::path& run_dir) {
+  std::ifstream in(run_dir / "metrics_epochs.csv");
+  std::vector<std::string> rows;
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line.rfind("epoch,step,train_loss,train_accuracy,test_loss,", 0), 0u) << line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> v;
+    std::stringstream row(line);
+    for (std::string c; std::getline(row, c, ',');) v.push_back(c);
+    if (v.size() > 4) rows.push_back(v[0] + "," + v[1] + "," + v[2] + "," + v[4]);
+  }
+  return rows;
+}
+
+TEST_F(Resume, ResumedRunDirectoryCurvesStartWithTheFinishedEpochs) {
+  const Straight& s = straight(1, "cpu");
+  const fs::path dir = copy_checkpoints(s.ckpt_dir, {2 * kEvery}), run = fresh_dir("run") / "r";
+  const CommandResult r = train(1, "cpu", dir, run, {"--resume", "auto"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // Epoch 1 comes from the checkpoint's history, epoch 2 from this run: both as the straight
+  // run wrote them.
+  const std::vector<std::string> want = epoch_rows(s.run_dir), got = epoch_rows(run);
+  ASSERT_EQ(want.size(), size_t(kEpochs));
+  EXPECT_EQ(got, want);
 }
 
 TEST_F(Resume, AutoFallsBackPastDamagedCheckpointsNamingThem) {
