@@ -15,8 +15,17 @@ struct CommonOptions {
   std::string run_dir;  // empty: runs/<config name>-<YYYYmmdd-HHMMSS>
 };
 
+// --checkpoint-dir, --checkpoint-every, --keep-checkpoints, --resume (app/train_checkpoints.h).
+struct CheckpointOptionsCli {
+  std::string dir;     // empty: no checkpoints (and SIGTERM/SIGUSR1 end the process as usual)
+  std::string every;   // "500" steps or "10m"; empty: at the end of every epoch
+  int keep = 3;        // the newest N (0: all)
+  std::string resume;  // "auto" or a path; empty: start at step 0
+};
+
 struct TrainOptionsCli {
   std::string save_weights;
+  CheckpointOptionsCli checkpoints;
 };
 
 struct EvalOptionsCli {

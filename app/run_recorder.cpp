@@ -80,6 +80,23 @@ void RunRecorder::end_epoch(const EpochReport& r, double test_loss, double lr,
   report::plot_run_dir(dir_);
 }
 
+void RunRecorder::add_past_epochs(const std::vector<proto::EpochMetrics>& history) {
+  for (const proto::EpochMetrics& h : history) {
+    epochs_.append({double(h.epoch()), double(h.step()), h.train_loss(), h.train_accuracy(),
+                    h.test_loss(), h.test_accuracy(), double(h.test_correct()), double(h.test_total()),
+                    h.learning_rate(), h.images_per_sec(), h.train_seconds(), h.wall_time()});
+    events_.scalars(h.step(), {{"epoch/train_loss", h.train_loss()},
+                               {"epoch/train_accuracy", h.train_accuracy()},
+                               {"epoch/test_loss", h.test_loss()},
+                               {"epoch/test_accuracy", h.test_accuracy()},
+                               {"epoch/images_per_sec", h.images_per_sec()},
+                               {"epoch/epoch", double(h.epoch())}});
+  }
+  if (history.empty()) return;
+  events_.flush();
+  report::plot_run_dir(dir_);
+}
+
 std::string RunRecorder::errors(const data::Dataset& test, const std::vector<int32_t>& predictions,
                                 int64_t global_step) {
   ErrorFigures f = write_error_figures(dir_, test, predictions);

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "distributed/trainer.h"
+#include "proto/checkpoint.pb.h"
 #include "report/event_file.h"
 #include "report/metrics_file.h"
 #include "report/progress.h"
@@ -34,6 +35,9 @@ class RunRecorder {
   void step(int64_t global_step, int64_t step_in_epoch, const StepMetrics& m, double lr);
   // After the epoch's evaluation: metrics files, TensorBoard, curves, the epoch's line.
   void end_epoch(const EpochReport& r, double test_loss, double lr, int64_t global_step);
+  // A resumed run: the epochs finished before its checkpoint (metrics files, TensorBoard, curves),
+  // so that this run directory's curves cover the whole training.
+  void add_past_epochs(const std::vector<proto::EpochMetrics>& history);
   // misclassified.png, confusion.csv and the image summary; returns the printed matrix.
   std::string errors(const data::Dataset& test, const std::vector<int32_t>& predictions,
                      int64_t global_step);

@@ -8,6 +8,7 @@
 #include "app/commands.h"
 #include "app/run_recorder.h"
 #include "app/session.h"
+#include "app/train_checkpoints.h"
 #include "core/io/atomic_file.h"
 #include "core/io/weights.h"
 #include "core/optim/optimizer.h"
@@ -73,6 +74,7 @@ void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o)
   add_common(sub, common);
   sub->add_option("--save-weights", o.save_weights,
                   "write the final weights here instead of <run dir>/weights.bin");
+  add_checkpoint_options(sub, o.checkpoints);
   sub->footer(
       "Every run writes into its run directory: config.prototxt (the effective config), log.txt,\n"
       "metrics_steps.{jsonl,csv}, metrics_epochs.{jsonl,csv}, events.out.tfevents.* (TensorBoard),\n"
@@ -82,6 +84,8 @@ void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o)
       "  deeptrain train examples/deep_convnet_mnist.prototxt\n"
       "  deeptrain train examples/deep_convnet_mnist.prototxt --epochs 1 --run-dir runs/try1\n"
       "  deeptrain train examples/deep_convnet_mnist.prototxt --train-limit 1000 --json\n"
+      "  deeptrain train examples/deep_convnet_mnist.prototxt --checkpoint-dir ckpt "
+      "--checkpoint-every 10m --resume auto\n"
       "  tensorboard --logdir runs");
   add_run_tool_commands(cli);  // plot and doctor: see commands.h
 }
@@ -109,9 +113,19 @@ void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
 
 int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
+  // Checkpoint options are checked before the (slow) session starts.
+  const CheckpointOptionsCli& co = o.checkpoints;
+  check_checkpoint_options(co);
+  // Installed before anything slow, so that a preemption during start-up is not fatal either.
+  if (!co.dir.empty()) install_stop_signal_handlers();
   Session s = open_session(cfg, true);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
-  Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
+  TrainerOptions topt = trainer_options(cfg);
+  if (!co.dir.empty()) topt.stop_requested = stop_signal_received;
+  Trainer trainer(topt, *s.net, *s.backend, *optimizer, *s.comm);
+  const GlobalSampler sampler{s.data.train.labels.numel(), cfg.schedule().batch_size(),
+                              cfg.run().seed()};
+  TrainCheckpoints checkpoints(co, cfg, sampler.steps_per_epoch(), s.comm->size(), s.speaks());
   std::unique_ptr<RunRecorder> rec;  // rank 0 only: the others neither print nor write
   if (s.speaks()) {
     rec = std::make_unique<RunRecorder>(
@@ -123,43 +137,119 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
     rec->print(describe(s));
     rec->print("run directory " + rec->dir());
   }
+  // Notes about checkpoints (resuming, fallbacks): stderr and log.txt, so that --json's stdout
+  // stays JSON.
+  auto note = [&](const std::string& line) {
+    if (!rec) return;
+    std::fflush(stdout);
+    std::fprintf(stderr, "deeptrain: %s\n", line.c_str());
+    rec->log(line);
+  };
   const int epochs = cfg.schedule().epochs();
   // The float's shortest decimal (0.001, not 0.0010000000474974513) for the metrics files.
   const double lr = std::stod(fmt::format("{}", cfg.optimizer().lr()));
-  const GlobalSampler sampler{s.data.train.labels.numel(), cfg.schedule().batch_size(),
-                              cfg.run().seed()};
   EpochReport last{};
   double total_seconds = 0;
   std::vector<int32_t> predictions;
+  // The checkpoint's line: a JSON event with --json, else a line (the log only for periodic
+  // ones, which would break a progress bar).
+  auto report_save = [&](const TrainCheckpoints::Saved& c, bool on_screen) {
+    if (!rec || c.path.empty()) return;
+    for (const std::string& w : c.warnings) note("warning: " + w);
+    if (common.json)
+      rec->print(fmt::format("{{\"event\":\"checkpoint\",\"step\":{},\"path\":\"{}\",\"bytes\":{},"
+                             "\"seconds\":{:.3f}}}", trainer.global_step(), json_escape(c.path),
+                             c.bytes, c.seconds));
+    else {
+      const std::string line = fmt::format("checkpoint {} ({:.1f} MiB in {:.3f} s)", c.path,
+                                           double(c.bytes) / 1048576.0, c.seconds);
+      on_screen ? rec->print(line) : rec->log(line);
+    }
+  };
   try {
-    for (int e = 0; e < epochs; ++e) {
+    StartPoint start = checkpoints.resume(*s.net, *optimizer, trainer, note);
+    std::vector<proto::EpochMetrics> history = start.history;
+    if (rec) rec->add_past_epochs(history);
+    if (rec && common.json && !start.checkpoint.empty())
+      rec->print(fmt::format("{{\"event\":\"resumed\",\"step\":{},\"checkpoint\":\"{}\"}}",
+                             trainer.global_step(), json_escape(start.checkpoint)));
+    for (int e = int(start.epoch); e < epochs; ++e) {
+      EpochProgress progress = e == start.epoch ? start.progress : EpochProgress{};
       if (rec) rec->begin_epoch(e + 1, epochs, sampler.steps_per_epoch());
-      last = trainer.train_epoch(s.data.train, e, nullptr,
-                                 [&](int64_t step, int64_t, const StepMetrics& m) {
-                                   if (rec) rec->step(trainer.global_step(), step, m, lr);
-                                 });
-      total_seconds += last.train_seconds;
-      // The last evaluation also keeps what each test image was predicted as.
-      const EvalReport ev = trainer.evaluate(s.data.test, e + 1 == epochs ? &predictions : nullptr);
+      last = trainer.train_epoch(
+          s.data.train, e, nullptr,
+          [&](int64_t step, int64_t steps, const StepMetrics& m) {
+            if (rec) rec->step(trainer.global_step(), step, m, lr);
+            // A save due at an epoch's last step waits for its evaluation (below), so that the
+            // checkpoint's history holds that epoch; a stop saves below too.
+            if (step + 1 < steps && !m.stop && checkpoints.due(trainer.global_step()))
+              report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
+                                           history), false);
+          },
+          &progress);
+      const bool complete = progress.steps_done == last.steps;
+      if (complete) {
+        total_seconds += last.train_seconds;
+        // The last evaluation also keeps what each test image was predicted as.
+        const EvalReport ev =
+            trainer.evaluate(s.data.test, e + 1 == epochs ? &predictions : nullptr);
+        last.test_correct = ev.correct;
+        last.test_total = ev.total;
+        last.test_accuracy = ev.accuracy;
+        history.push_back(epoch_metrics(last, ev.loss, lr, trainer.global_step()));
+        if (rec) rec->end_epoch(last, ev.loss, lr, trainer.global_step());
+        if (rec && common.json)
+          rec->print(fmt::format(
+              "{{\"event\":\"epoch\",\"epoch\":{},\"steps\":{},\"train_loss\":{:.6f},"
+              "\"train_accuracy\":{:.6f},\"test_accuracy\":{:.6f},\"test_correct\":{},"
+              "\"test_total\":{},\"train_seconds\":{:.3f},\"images_per_sec\":{:.1f}}}",
+              last.epoch, last.steps, last.train_loss, last.train_accuracy, last.test_accuracy,
+              last.test_correct, last.test_total, last.train_seconds, last.images_per_sec));
+        else if (rec)
+          rec->print(fmt::format(
+              "epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}  {:7.1f} img/s  "
+              "{:.1f} s",
+              last.epoch, epochs, last.train_loss, last.train_accuracy, last.test_accuracy,
+              last.images_per_sec, last.train_seconds));
+        // (The end of training saves after the loop.)
+        if (!last.stop && e + 1 < epochs && checkpoints.due_at_epoch_end(trainer.global_step()))
+          report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
+                                       history), false);
+      }
+      // A stop after the last step of training just lets the run finish.
+      if (last.stop && !(complete && e + 1 == epochs)) {
+        // Every rank agreed to stop after this step (a SIGTERM or SIGUSR1 on some rank).
+        if (!checkpoints.saved_at(trainer.global_step()))
+          report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
+                                       history), true);
+        if (!rec) return 0;
+        const std::string signal = stop_signal_name();
+        const std::string why = signal.empty() ? "a stop signal on another rank" : signal;
+        if (common.json)
+          rec->print(fmt::format("{{\"event\":\"stopped\",\"step\":{},\"signal\":\"{}\"}}",
+                                 trainer.global_step(), why));
+        else
+          rec->print(fmt::format("stopped by {} after global step {} (epoch {}, {} of {} steps): "
+                                 "continue with --resume auto --checkpoint-dir {}",
+                                 why, trainer.global_step(), e + 1, progress.steps_done,
+                                 last.steps, co.dir));
+        return 0;
+      }
+    }
+    if (last.epoch == 0) {
+      // Nothing left to train (the checkpoint is at or past the last epoch): the summary reports
+      // the checkpoint's model.
+      note(fmt::format("the checkpoint is at the end of epoch {}: nothing left to train for {} "
+                       "epochs", start.epoch, epochs));
+      const EvalReport ev = trainer.evaluate(s.data.test, &predictions);
+      last.epoch = int(start.epoch);
       last.test_correct = ev.correct;
       last.test_total = ev.total;
       last.test_accuracy = ev.accuracy;
-      if (!rec) continue;
-      rec->end_epoch(last, ev.loss, lr, trainer.global_step());
-      if (common.json)
-        rec->print(fmt::format(
-            "{{\"event\":\"epoch\",\"epoch\":{},\"steps\":{},\"train_loss\":{:.6f},"
-            "\"train_accuracy\":{:.6f},\"test_accuracy\":{:.6f},\"test_correct\":{},"
-            "\"test_total\":{},\"train_seconds\":{:.3f},\"images_per_sec\":{:.1f}}}",
-            last.epoch, last.steps, last.train_loss, last.train_accuracy, last.test_accuracy,
-            last.test_correct, last.test_total, last.train_seconds, last.images_per_sec));
-      else
-        rec->print(fmt::format(
-            "epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}  {:7.1f} img/s  "
-            "{:.1f} s",
-            last.epoch, epochs, last.train_loss, last.train_accuracy, last.test_accuracy,
-            last.images_per_sec, last.train_seconds));
     }
+    if (!checkpoints.saved_at(trainer.global_step()))
+      report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), epochs - 1,
+                                   EpochProgress{sampler.steps_per_epoch()}, history), true);
   } catch (const std::exception& e) {
     if (rec) rec->log(fmt::format("error: {}", e.what()));  // main prints it to stderr
     throw;

@@ -55,6 +55,7 @@ class Net {
   // the two. A no-op for host backends. Fails naming the first layer the device cannot run.
   void place_on(Backend& backend);
   bool on_device() const { return device_ != nullptr; }
+  Backend* device_backend() const { return device_; }  // null on the host
   // The buffers the step computes with: the device copies, or params()/grads() on the host.
   Tensor& compute_params() { return device_ ? device_params_ : params_; }
   Tensor& compute_grads() { return device_ ? device_grads_ : grads_; }

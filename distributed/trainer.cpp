@@ -24,7 +24,7 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
   net_.place_on(backend_);
   net_.upload_params();
   reducer_ = std::make_unique<Reducer>(comm_, net_, opt_.sync ? *opt_.sync : comm_.gradient_sync());
-  metrics_ = Tensor::zeros({2}, DType::f64);
+  metrics_ = Tensor::zeros({3}, DType::f64);
   if (opt_.loss_scale.enabled) loss_scale_ = opt_.loss_scale.initial;
   for (const auto& l : net_.config().layer())
     if (l.has_batch_norm() && l.batch_norm().sync()) sync_batch_norm_ = true;
@@ -98,6 +98,9 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   // The step's metrics are known before backward: their allreduce runs alongside it.
   metrics_.data<double>()[0] = m.loss_sum;
   metrics_.data<double>()[1] = double(m.correct);
+  // A stop request rides along with the metrics: no extra collective, and every rank learns
+  // of it after the same step.
+  metrics_.data<double>()[2] = opt_.stop_requested && opt_.stop_requested() ? 1.0 : 0.0;
   auto metrics = comm_.iallreduce_sum(metrics_, "step metrics");
   // Buckets of gradients start their allreduce as backward completes them (a rank without
   // samples contributes zeros, all at once in finish()).
@@ -109,6 +112,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   metrics->wait();
   m.loss_sum = metrics_.data<double>()[0];
   m.correct = int64_t(metrics_.data<double>()[1]);
+  m.stop = metrics_.data<double>()[2] > 0;
   m.samples = n;
   ++step_;
   if (watchdog) watchdog->step_end();
@@ -135,29 +139,41 @@ bool Trainer::apply_loss_scale() {
 
 EpochReport Trainer::train_epoch(
     const Dataset& data, int epoch, const Dataset* test,
-    const std::function<void(int64_t, int64_t, const StepMetrics&)>& on_step) {
+    const std::function<void(int64_t, int64_t, const StepMetrics&)>& on_step,
+    EpochProgress* progress) {
   const int64_t n = data.labels.numel();
   const GlobalSampler sampler{n, opt_.batch_size, opt_.seed};
   const std::vector<int64_t> order = epoch_permutation(opt_.seed, epoch, n);
   EpochReport r{};
   r.epoch = epoch + 1;
   r.steps = sampler.steps_per_epoch();
-  double loss = 0;
-  int64_t correct = 0;
-  const double t0 = now_seconds();
-  for (int64_t s = 0; s < r.steps; ++s) {
+  EpochProgress local;
+  EpochProgress& p = progress ? *progress : local;
+  DT_CHECK(p.steps_done >= 0 && p.steps_done <= r.steps, "epoch {}: starts after step {} of {}",
+           epoch + 1, p.steps_done, r.steps);
+  const double t0 = now_seconds(), seconds_before = p.train_seconds;
+  while (p.steps_done < r.steps && !r.stop) {
+    const int64_t s = p.steps_done;
     const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
     StepMetrics m = train_step(data, order.data() + b, e - b);
-    loss += m.loss_sum;
-    correct += m.correct;
+    p.loss_sum += m.loss_sum;
+    p.correct += m.correct;
+    p.samples += m.samples;
+    p.steps_done = s + 1;
+    p.train_seconds = seconds_before + (now_seconds() - t0);
+    r.stop = m.stop;
     if (on_step) on_step(s, r.steps, m);
   }
-  r.train_seconds = now_seconds() - t0;
-  check_replicas(fmt::format("after epoch {}", epoch + 1));
-  r.train_loss = loss / double(n);
-  r.train_accuracy = double(correct) / double(n);
-  r.images_per_sec = double(n) / r.train_seconds;
-  if (test) {
+  r.train_seconds = p.train_seconds;
+  const bool complete = p.steps_done == r.steps;
+  check_replicas(complete ? fmt::format("after epoch {}", epoch + 1)
+                          : fmt::format("at the stop after step {} of epoch {}", p.steps_done, epoch + 1));
+  // Over the whole epoch (n samples) once it is complete, as before resuming existed.
+  const double samples = complete ? double(n) : double(std::max<int64_t>(p.samples, 1));
+  r.train_loss = p.loss_sum / samples;
+  r.train_accuracy = double(p.correct) / samples;
+  r.images_per_sec = samples / r.train_seconds;
+  if (test && complete) {
     EvalReport ev = evaluate(*test);
     r.test_correct = ev.correct;
     r.test_total = ev.total;

@@ -23,6 +23,20 @@ struct StepMetrics {
   double loss_sum = 0;  // over the global batch
   int64_t correct = 0;
   int64_t samples = 0;
+  // Some rank's TrainerOptions::stop_requested was true when this step's metrics were reduced.
+  // The same on every rank (it travels in the metrics allreduce), so all ranks stop after the
+  // same step.
+  bool stop = false;
+};
+
+// Where an epoch stands. train_epoch starts at steps_done and adds to the sums, so an epoch
+// resumed from a checkpoint's values reports the same figures as one that ran in one go.
+struct EpochProgress {
+  int64_t steps_done = 0;
+  double loss_sum = 0;       // over the global batches of the steps done
+  int64_t correct = 0;
+  int64_t samples = 0;
+  double train_seconds = 0;  // of the step loop
 };
 
 struct EpochReport {
@@ -34,6 +48,9 @@ struct EpochReport {
   double test_accuracy;
   double train_seconds;     // the step loop only
   double images_per_sec;    // global images per second of the step loop
+  // The ranks agreed to stop (StepMetrics::stop) after the last step done; the epoch is
+  // complete only if all its steps are done (EpochProgress::steps_done == steps).
+  bool stop = false;
 };
 
 struct EvalReport {
@@ -60,6 +77,8 @@ struct TrainerOptions {
   // gradient_sync() (set from ExperimentConfig.distributed by the session).
   std::optional<GradientSyncOptions> sync;
   LossScaleOptions loss_scale;
+  // Polled on every rank once per step (e.g. a preemption signal's flag); empty: never stop.
+  std::function<bool()> stop_requested;
 };
 
 class Trainer {
@@ -70,14 +89,21 @@ class Trainer {
   // One training step on the global batch `ids` (all ranks pass the same ids).
   StepMetrics train_step(const Dataset& data, const int64_t* ids, int64_t n);
   // One epoch (0-based `epoch`) over data in the order drawn from (seed, epoch).
-  // on_step(step_in_epoch, steps, metrics) runs on every rank after each step.
+  // on_step(step_in_epoch, steps, metrics) runs on every rank after each step (and after
+  // *progress is updated). progress (optional): where the epoch starts (a resumed one: after
+  // progress->steps_done steps) and, on return, where it stands. The epoch ends early, after
+  // the step whose StepMetrics::stop is set (EpochReport::stop); then `test` is not evaluated
+  // and the report covers the steps done.
   EpochReport train_epoch(const Dataset& data, int epoch, const Dataset* test,
                           const std::function<void(int64_t, int64_t, const StepMetrics&)>&
-                              on_step = {});
+                              on_step = {},
+                          EpochProgress* progress = nullptr);
   // predictions (optional): the class predicted for every sample of `data`, on every rank
   // (for the confusion matrix and the misclassified-image grid).
   EvalReport evaluate(const Dataset& data, std::vector<int32_t>* predictions = nullptr);
   int64_t global_step() const { return step_; }
+  // Resuming: the steps already taken (dropout and augmentation streams are keyed by the step).
+  void set_global_step(int64_t step) { step_ = step; }
   // The gradient reducer (its buckets and its communication/overlap statistics).
   const Reducer& reducer() const { return *reducer_; }
   Reducer& reducer() { return *reducer_; }
@@ -102,7 +128,7 @@ class Trainer {
   std::unique_ptr<Reducer> reducer_;
   bool sync_batch_norm_ = false;    // the net has a batch norm with statistics over all ranks
   int64_t step_ = 0;
-  Tensor metrics_;                  // f64 (loss sum, correct), reduced while backward runs
+  Tensor metrics_;                  // f64 (loss sum, correct, stop), reduced while backward runs
   Tensor x_, t_, probs_, dlogits_;  // batch buffers on the backend's device, reused
   Tensor x_host_, t_host_;          // the batch gathered on the host (x_, t_ themselves on a CPU)
   double loss_scale_ = 1;

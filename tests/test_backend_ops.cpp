@@ -8,6 +8,8 @@
 // ReLU, dropout and layout conversions, which only move or select values.
 #include <gtest/gtest.h>
 
+#include "conv_cases.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -92,35 +94,8 @@ Tensor native_copy(Backend& be, const Tensor& x) {
   return y;
 }
 
-struct ConvCase {
-  const char* name;
-  int64_t n, c, h, w, k, r, s, stride, pad;
-  ConvGeom geom() const { return ConvGeom::make(n, c, h, w, k, r, s, stride, stride, pad, pad); }
-};
-
-const ConvCase kConvCases[] = {
-    // DeepConvNet at batch 100.
-    {"deep1_c1", 100, 1, 28, 28, 16, 3, 3, 1, 1},
-    {"deep2", 100, 16, 28, 28, 16, 3, 3, 1, 1},
-    {"deep3", 100, 16, 14, 14, 32, 3, 3, 1, 1},
-    {"deep4_pad2", 100, 32, 14, 14, 32, 3, 3, 1, 2},
-    {"deep5", 100, 32, 8, 8, 64, 3, 3, 1, 1},
-    {"deep6", 100, 64, 8, 8, 64, 3, 3, 1, 1},
-    // Batch 1, strides, paddings, 1x1 and 5x5 kernels, channel counts that fill no block.
-    {"batch1_c1", 1, 1, 28, 28, 16, 3, 3, 1, 1},
-    {"batch1_stride2", 1, 16, 7, 7, 32, 3, 3, 2, 1},
-    {"stride2_pad0", 4, 16, 15, 15, 16, 3, 3, 2, 0},
-    {"stride2_uneven", 3, 16, 28, 28, 32, 3, 3, 2, 0},  // last input row unused
-    {"pad2_c1_5x5", 2, 1, 12, 12, 16, 5, 5, 1, 2},
-    {"c2_5x5_stride2", 3, 2, 13, 13, 32, 5, 5, 2, 1},
-    {"pointwise", 3, 32, 9, 9, 16, 1, 1, 1, 0},
-    {"pointwise_stride2", 2, 16, 5, 5, 48, 1, 1, 2, 0},
-    {"rgb_k24", 2, 3, 11, 11, 24, 3, 3, 1, 1},
-    {"c24_k8", 2, 24, 6, 6, 8, 3, 3, 1, 1},
-    {"c16_k10", 5, 16, 4, 4, 10, 3, 3, 1, 0},
-};
-
-std::string case_name(const ::testing::TestParamInfo<ConvCase>& info) { return info.param.name; }
+using testing_util::ConvCase;
+using testing_util::kConvCases;
 
 class ConvOps : public ::testing::TestWithParam<ConvCase> {};
 
@@ -187,7 +162,7 @@ TEST_P(ConvOps, BackwardMatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Geometries, ConvOps, ::testing::ValuesIn(kConvCases), case_name);
+INSTANTIATE_TEST_SUITE_P(Geometries, ConvOps, ::testing::ValuesIn(kConvCases), testing_util::conv_case_name);
 
 struct PoolCase {
   const char* name;

@@ -14,13 +14,21 @@ namespace deeptrain::io {
 namespace {
 
 // Every tensor a checkpoint of (net, optimizer) holds, as views of the live buffers, in the
-// order they are saved: parameters (layer order), layer state, optimizer state.
+// order they are saved: parameters (layer order), layer state, optimizer state. The parameters
+// are the Net's host buffer; optimizer state on a GPU is named by its device tensor here
+// (device_of() tells which), and moved through host copies by capture() and restore_into().
 std::vector<NamedTensor> tensors_of(Net& net, Optimizer& optimizer) {
   std::vector<NamedTensor> out;
   for (const ParamEntry& e : net.param_entries()) out.push_back({"param/" + e.name, net.param_view(e)});
   for (auto& [name, t] : named_state(net)) out.push_back({"state/" + name, *t});
   for (auto& [slot, t] : optimizer.state()) out.push_back({"optim/" + slot, *t});
   return out;
+}
+
+Backend& device_of(const Net& net, const NamedTensor& t) {
+  DT_CHECK(net.device_backend() != nullptr, "checkpoint: tensor '{}' is in device memory, but the "
+           "net is not on a device", t.name);
+  return *net.device_backend();
 }
 
 // Fails naming the first parameter whose place in the flat buffers differs: optimizer state is
@@ -47,7 +55,10 @@ void check_layout(const TrainingState& s, const Net& net) {
 
 TrainingState capture(Net& net, Optimizer& optimizer) {
   TrainingState s;
+  net.download_params();  // the device's parameters into the host buffer (no-op on a CPU)
   s.tensors = tensors_of(net, optimizer);
+  for (NamedTensor& t : s.tensors)
+    if (t.tensor.device() != Device::cpu) t.tensor = device_of(net, t).to_host(t.tensor);
   for (const ParamEntry& e : net.param_entries()) {
     proto::ParamSlot& p = s.param_layout.emplace_back();
     p.set_name(e.name);
@@ -88,7 +99,12 @@ void restore_into(const TrainingState& state, Net& net, Optimizer& optimizer) {
       if (std::none_of(targets.begin(), targets.end(), [&](auto& x) { return x.name == t.name; }))
         fail_input("checkpoint: tensor '{}' has no place in this run ({})", t.name,
                    t.name.starts_with("optim/") ? which : "a checkpoint of another model");
-  for (NamedTensor& t : targets) t.tensor.copy_from(*saved.at(t.name));
+  for (NamedTensor& t : targets) {
+    if (t.tensor.device() == Device::cpu) t.tensor.copy_from(*saved.at(t.name));
+    else device_of(net, t).copy(*saved.at(t.name), t.tensor);
+  }
+  net.upload_params();  // and the host buffer's parameters to the device (no-op on a CPU)
+  if (net.device_backend()) net.device_backend()->synchronize();
   optimizer.set_steps_taken(state.optimizer_steps);
 }
 

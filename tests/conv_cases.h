@@ -1,0 +1,46 @@
+#pragma once
+// The convolution geometries every backend's op tests run (test_backend_ops: the fast CPU path
+// against the reference; test_backend_ops_gpu: the GPU against the reference).
+#include <string>
+
+#include <gtest/gtest.h>
+
+#include "core/backend/backend.h"
+
+namespace deeptrain::testing_util {
+
+struct ConvCase {
+  const char* name;
+  int64_t n, c, h, w, k, r, s, stride, pad;
+  ConvGeom geom() const { return ConvGeom::make(n, c, h, w, k, r, s, stride, stride, pad, pad); }
+};
+
+inline const ConvCase kConvCases[] = {
+    // DeepConvNet at batch 100.
+    {"deep1_c1", 100, 1, 28, 28, 16, 3, 3, 1, 1},
+    {"deep2", 100, 16, 28, 28, 16, 3, 3, 1, 1},
+    {"deep3", 100, 16, 14, 14, 32, 3, 3, 1, 1},
+    {"deep4_pad2", 100, 32, 14, 14, 32, 3, 3, 1, 2},
+    {"deep5", 100, 32, 8, 8, 64, 3, 3, 1, 1},
+    {"deep6", 100, 64, 8, 8, 64, 3, 3, 1, 1},
+    // Batch 1, strides, paddings, 1x1 and 5x5 kernels, odd sizes, channel counts that fill no
+    // block of the blocked layouts.
+    {"batch1_c1", 1, 1, 28, 28, 16, 3, 3, 1, 1},
+    {"batch1_stride2", 1, 16, 7, 7, 32, 3, 3, 2, 1},
+    {"stride2_pad0", 4, 16, 15, 15, 16, 3, 3, 2, 0},
+    {"stride2_uneven", 3, 16, 28, 28, 32, 3, 3, 2, 0},  // last input row unused
+    {"pad2_c1_5x5", 2, 1, 12, 12, 16, 5, 5, 1, 2},
+    {"c2_5x5_stride2", 3, 2, 13, 13, 32, 5, 5, 2, 1},
+    {"pointwise", 3, 32, 9, 9, 16, 1, 1, 1, 0},
+    {"pointwise_stride2", 2, 16, 5, 5, 48, 1, 1, 2, 0},
+    {"rgb_k24", 2, 3, 11, 11, 24, 3, 3, 1, 1},
+    {"c24_k8", 2, 24, 6, 6, 8, 3, 3, 1, 1},
+    {"c16_k10", 5, 16, 4, 4, 10, 3, 3, 1, 0},
+    {"odd_c5_k7", 3, 5, 9, 11, 7, 3, 3, 1, 1},
+};
+
+inline std::string conv_case_name(const ::testing::TestParamInfo<ConvCase>& info) {
+  return info.param.name;
+}
+
+}  // namespace deeptrain::testing_util
