@@ -54,6 +54,7 @@ int run_bench(const BenchOptionsCli& o) {
   to.eval_batch_size = batch;
   to.seed = cfg.run().seed();
   to.lr = cfg.optimizer().lr();
+  to.augment = cfg.data().augment();  // its cost is part of a training step
   Trainer trainer(to, *s.net, *s.backend, *optimizer, *s.comm);
   Dataset slice = d;  // inference evaluates one batch-sized slice per step
   slice.images = d.images.slice_flat(0, {batch, in[0], in[1], in[2]});
@@ -76,13 +77,14 @@ int run_bench(const BenchOptionsCli& o) {
   if (o.json)
     std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"threads\":%d,\"mode\":\"%s\","
                 "\"batch\":%ld,\"steps\":%d,\"images_per_sec\":%.1f,\"step_ms_median\":%.3f,"
-                "\"peak_rss_mb\":%.1f}\n",
+                "\"peak_rss_mb\":%.1f,\"augment\":%s}\n",
                 s.backend->name().c_str(), s.threads, o.mode.c_str(), long(batch), o.steps, ips,
-                median, peak_rss_mb());
+                median, peak_rss_mb(), to.augment.enabled() ? "true" : "false");
   else
-    std::printf("%s %s, batch %ld, %d threads: %.1f img/s (median step %.2f ms), peak RSS %.0f MB\n",
-                s.backend->name().c_str(), o.mode.c_str(), long(batch), s.threads, ips, median,
-                peak_rss_mb());
+    std::printf("%s %s%s, batch %ld, %d threads: %.1f img/s (median step %.2f ms), peak RSS %.0f MB\n",
+                s.backend->name().c_str(), o.mode.c_str(),
+                to.augment.enabled() && o.mode == "train" ? " with augmentation" : "",
+                long(batch), s.threads, ips, median, peak_rss_mb());
   return 0;
 }
 

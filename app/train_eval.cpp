@@ -8,7 +8,9 @@
 #include "app/commands.h"
 #include "app/run_recorder.h"
 #include "app/session.h"
+#include "core/eval/ensemble.h"
 #include "core/io/atomic_file.h"
+#include "core/io/transfer.h"
 #include "core/io/weights.h"
 #include "core/optim/optimizer.h"
 #include "distributed/trainer.h"
@@ -48,6 +50,9 @@ TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
   t.eval_batch_size = cfg.run().eval_batch_size();
   t.seed = cfg.run().seed();
   t.lr = cfg.optimizer().lr();
+  t.lr_schedule = cfg.schedule().lr_schedule();
+  t.epochs = cfg.schedule().epochs();
+  t.augment = cfg.data().augment();
   return t;
 }
 
@@ -86,8 +91,11 @@ void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o)
 void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
   CLI::App* sub = cli.add_subcommand("eval", "test accuracy of saved or imported weights");
   add_common(sub, common);
-  auto* w = sub->add_option("--weights", o.weights, "a deeptrain weights file")
-                ->check(CLI::ExistingFile);
+  auto* w = sub->add_option("--weights", o.weights,
+                            "a deeptrain weights file; repeat it for an ensemble (the members' "
+                            "softmax probabilities averaged)")
+                ->check(CLI::ExistingFile)
+                ->allow_extra_args(false);
   auto* i = sub->add_option("--init-from", o.init_from, "a NumPy .npz (e.g. the book's weights)")
                 ->check(CLI::ExistingFile);
   w->excludes(i);
@@ -101,14 +109,23 @@ void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
       "Examples:\n"
       "  deeptrain eval examples/deep_convnet_mnist.prototxt --weights runs/dcn/weights.bin\n"
       "  deeptrain eval examples/deep_convnet_mnist.prototxt "
-      "--init-from ../shared/reference/book_deep_convnet_params.npz --errors --run-dir runs/book");
+      "--init-from ../shared/reference/book_deep_convnet_params.npz --errors --run-dir runs/book\n"
+      "  deeptrain eval examples/deep_convnet_mnist_aug.prototxt --weights a.bin --weights b.bin "
+      "--weights c.bin");
 }
 
 int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
   Session s = open_session(cfg, true);
+  // Transfer learning: start from another model's tensors (every rank reads the file).
+  std::string transfer_summary;
+  if (!cfg.transfer().init_from().empty())
+    transfer_summary = io::apply_init_from(*s.net, cfg.transfer()).summary();
+  TrainerOptions topt = trainer_options(cfg);
+  if (const auto mult = io::lr_multipliers(cfg.transfer()); !mult.empty())
+    topt.lr_scale = io::make_lr_scale(*s.net, mult);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
-  Trainer trainer(trainer_options(cfg), *s.net, *s.backend, *optimizer, *s.comm);
+  Trainer trainer(topt, *s.net, *s.backend, *optimizer, *s.comm);
   std::unique_ptr<RunRecorder> rec;  // rank 0 only: the others neither print nor write
   if (s.speaks()) {
     rec = std::make_unique<RunRecorder>(
@@ -119,10 +136,13 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   if (rec && !common.json) {
     rec->print(describe(s));
     rec->print("run directory " + rec->dir());
+    if (!transfer_summary.empty())
+      rec->print("initialised from " + cfg.transfer().init_from() + ": " + transfer_summary);
   }
   const int epochs = cfg.schedule().epochs();
-  // The float's shortest decimal (0.001, not 0.0010000000474974513) for the metrics files.
-  const double lr = std::stod(fmt::format("{}", cfg.optimizer().lr()));
+  // The rate a step used, as the float's shortest decimal (0.001, not 0.0010000000474974513)
+  // for the metrics files.
+  auto lr = [&] { return std::stod(fmt::format("{}", float(trainer.last_lr()))); };
   const GlobalSampler sampler{s.data.train.labels.numel(), cfg.schedule().batch_size(),
                               cfg.run().seed()};
   EpochReport last{};
@@ -133,7 +153,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
       if (rec) rec->begin_epoch(e + 1, epochs, sampler.steps_per_epoch());
       last = trainer.train_epoch(s.data.train, e, nullptr,
                                  [&](int64_t step, int64_t, const StepMetrics& m) {
-                                   if (rec) rec->step(trainer.global_step(), step, m, lr);
+                                   if (rec) rec->step(trainer.global_step(), step, m, lr());
                                  });
       total_seconds += last.train_seconds;
       // The last evaluation also keeps what each test image was predicted as.
@@ -142,7 +162,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
       last.test_total = ev.total;
       last.test_accuracy = ev.accuracy;
       if (!rec) continue;
-      rec->end_epoch(last, ev.loss, lr, trainer.global_step());
+      rec->end_epoch(last, ev.loss, lr(), trainer.global_step());
       if (common.json)
         rec->print(fmt::format(
             "{{\"event\":\"epoch\",\"epoch\":{},\"steps\":{},\"train_loss\":{:.6f},"
@@ -187,7 +207,8 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
     fail_input("eval: --run-dir is where --errors writes its figures; add --errors");
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
   Session s = open_session(cfg, true);
-  if (!o.weights.empty()) io::load_weights(o.weights, *s.net);
+  if (o.weights.size() > 1) return run_ensemble_eval(common, o, cfg, s);
+  if (!o.weights.empty()) io::load_weights(o.weights[0], *s.net);
   else if (!o.init_from.empty())
     io::import_npz(o.init_from, *s.net,
                    o.npz_dropout == "book" ? io::NpzDropout::book : io::NpzDropout::inverted);

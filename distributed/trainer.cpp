@@ -2,6 +2,10 @@
 
 #include <zlib.h>
 
+#include <algorithm>
+
+#include "core/data/augment.h"
+#include "core/optim/schedule.h"
 #include "distributed/watchdog.h"
 
 namespace deeptrain {
@@ -17,6 +21,12 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
                  Communicator& comm)
     : opt_(opt), net_(net), backend_(backend), optimizer_(optimizer), comm_(comm) {
   DT_CHECK(net.dtype() == DType::f32, "training runs in f32");
+  DT_CHECK(!opt_.lr_scale.raw() || (opt_.lr_scale.numel() == net.num_params() &&
+                                     opt_.lr_scale.dtype() == DType::f32),
+           "lr_scale has {} elements, the net {} parameters", opt_.lr_scale.numel(),
+           net.num_params());
+  DT_CHECK(opt_.epochs > 0, "epochs {}", opt_.epochs);
+  last_lr_ = opt_.lr;
   // Every rank starts from rank 0's parameters.
   comm_.broadcast(net_.params(), 0, "initial parameters");
   reducer_ = std::make_unique<Reducer>(comm_, net_, opt_.sync ? *opt_.sync : comm_.gradient_sync());
@@ -50,7 +60,15 @@ void Trainer::ensure_batch(int64_t n, const Dataset& data) {
   dlogits_ = Tensor::empty({n, net_.num_classes()}, DType::f32);
 }
 
-StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n) {
+double Trainer::lr_at_step(int64_t step, int64_t num_train_samples) const {
+  const int64_t steps_per_epoch =
+      GlobalSampler{num_train_samples, opt_.batch_size, opt_.seed}.steps_per_epoch();
+  return lr_at(opt_.lr_schedule, opt_.lr, step, steps_per_epoch,
+               int64_t(opt_.epochs) * steps_per_epoch);
+}
+
+StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n,
+                                int64_t epoch) {
   Watchdog* watchdog = comm_.watchdog();
   if (watchdog) watchdog->step_begin(step_);
   const ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
@@ -63,7 +81,9 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   const bool all_compute = sync_batch_norm_ && comm_.size() > 1;
   if (local > 0 || all_compute) {
     ensure_batch(local, data);
-    data::gather_batch(data, ids + mine.begin, local, x_, t_);
+    // Keyed by the global sample ids, not by the position in this rank's shard.
+    data::gather_batch_augmented(data, ids + mine.begin, local, epoch, opt_.seed, opt_.augment,
+                                 x_, t_);
     ctx.emplace(StepContext{backend_, true, opt_.seed, step_, ids + mine.begin});
     if (all_compute)
       ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
@@ -83,7 +103,9 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   reducer_->begin_step(n);
   if (ctx) net_.backward(*ctx, dlogits_, reducer_->callback());
   reducer_->finish();
-  optimizer_.step(net_.params(), net_.grads(), opt_.lr);
+  last_lr_ = lr_at_step(step_, data.labels.numel());
+  optimizer_.step(net_.params(), net_.grads(), float(last_lr_),
+                  opt_.lr_scale.raw() ? &opt_.lr_scale : nullptr);
   metrics->wait();
   m.loss_sum = metrics_.data<double>()[0];
   m.correct = int64_t(metrics_.data<double>()[1]);
@@ -107,7 +129,7 @@ EpochReport Trainer::train_epoch(
   const double t0 = now_seconds();
   for (int64_t s = 0; s < r.steps; ++s) {
     const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
-    StepMetrics m = train_step(data, order.data() + b, e - b);
+    StepMetrics m = train_step(data, order.data() + b, e - b, epoch);
     loss += m.loss_sum;
     correct += m.correct;
     if (on_step) on_step(s, r.steps, m);
@@ -126,11 +148,14 @@ EpochReport Trainer::train_epoch(
   return r;
 }
 
-EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predictions) {
+EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predictions,
+                             Tensor* probabilities) {
   const int64_t n = data.labels.numel();
+  const int64_t classes = net_.num_classes();
   EvalReport r;
   // Each rank predicts its shard into its slots; a sum over ranks fills them all.
   Tensor predicted = predictions ? Tensor::zeros({n}, DType::i64) : Tensor();
+  if (probabilities) *probabilities = Tensor::zeros({n, classes}, DType::f32);
   const double t0 = now_seconds();
   std::vector<int64_t> ids;
   for (int64_t b = 0; b < n; b += opt_.eval_batch_size) {
@@ -145,8 +170,11 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
     const Tensor& logits = net_.forward(ctx, x_);
     r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+    if (probabilities)
+      for (int64_t i = 0; i < local; ++i)
+        std::copy_n(probs_.data<float>() + i * classes, classes,
+                    probabilities->data<float>() + ids[i] * classes);
     if (predictions) {
-      const int64_t classes = logits.numel() / local;
       const float* z = logits.data<float>();
       for (int64_t i = 0; i < local; ++i) {  // argmax, first maximum: as softmax_ce counts
         int64_t best = 0;
@@ -160,6 +188,7 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     comm_.allreduce_sum(predicted);
     predictions->assign(predicted.data<int64_t>(), predicted.data<int64_t>() + n);
   }
+  if (probabilities) comm_.allreduce_sum(*probabilities, "evaluation probabilities");
   Tensor stats = Tensor::empty({2}, DType::f64);
   stats.data<double>()[0] = r.loss;
   stats.data<double>()[1] = double(r.correct);
