@@ -160,7 +160,8 @@ Tensor make_lr_scale(const Net& net, const std::vector<std::pair<std::string, fl
   }
   for (size_t k = 0; k < multipliers.size(); ++k)
     if (!matched[k])
-      fail_input("learning-rate pattern '{}' matches no parameter of the model", multipliers[k].first);
+      fail_input("transfer.freeze/lr_mult: pattern '{}' matches no parameter of the model (nor "
+                 "its layer's name)", multipliers[k].first);
   return scale;
 }
 
