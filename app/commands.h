@@ -1,6 +1,7 @@
 #pragma once
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 
@@ -29,7 +30,8 @@ struct TrainOptionsCli {
 };
 
 struct EvalOptionsCli {
-  std::string weights, init_from;
+  std::vector<std::string> weights;  // several: an ensemble (softmax probabilities averaged)
+  std::string init_from;
   std::string npz_dropout = "book";
   bool errors = false;  // write misclassified.png and confusion.csv to the run directory
 };
@@ -51,6 +53,10 @@ void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o);
 void add_bench_command(CLI::App& cli, BenchOptionsCli& o);
 int run_train(const CommonOptions& common, const TrainOptionsCli& o);
 int run_eval(const CommonOptions& common, const EvalOptionsCli& o);
+struct Session;
+// run_eval with several --weights (app/ensemble_eval.cpp).
+int run_ensemble_eval(const CommonOptions& common, const EvalOptionsCli& o,
+                      const proto::ExperimentConfig& cfg, Session& s);
 int run_bench(const BenchOptionsCli& o);
 
 // `deeptrain plot RUN_DIR` (app/plot.cpp) and `deeptrain doctor [CONFIG]` (app/doctor.cpp).

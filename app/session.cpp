@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdio>
 
+#include "core/data/cifar.h"
 #include "core/threads.h"
 #include "distributed/consistency.h"
 #include "distributed/mpi_communicator.h"
@@ -60,7 +61,10 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   // run.threads = 0: this rank's share of its host's cores.
   s.threads = set_cpu_threads(cfg.run().threads() > 0 ? cfg.run().threads() : default_threads(*s.comm));
   const auto& d = cfg.data();
-  if (load_data)
+  const bool cifar = d.dataset() == "cifar10";
+  if (load_data && cifar)
+    s.data = data::load_cifar10(d.dir(), d.train_limit(), d.test_limit());
+  else if (load_data)
     s.data = data::load_dataset(d.dataset(), d.dir(), d.verify_checksums(), d.train_limit(),
                           d.test_limit());
   s.backend = make_backend(cfg.run().backend(), backend_options(cfg.run()));
@@ -70,10 +74,12 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
     s.comm = make_nccl_communicator(std::move(s.comm), *s.backend,
                                     std::max(0.0f, dist.collective_timeout_s()));
 #endif
-  // MNIST and Fashion-MNIST: 1 x 28 x 28, 10 classes, unless the config says otherwise.
+  // MNIST and Fashion-MNIST: 1 x 28 x 28, CIFAR-10: 3 x 32 x 32; 10 classes; unless the
+  // config says otherwise.
   const auto& in = cfg.model().input();
-  Shape input{in.channels() ? in.channels() : 1, in.height() ? in.height() : 28,
-              in.width() ? in.width() : 28};
+  Shape input{in.channels() ? in.channels() : (cifar ? 3 : 1),
+              in.height() ? in.height() : (cifar ? 32 : 28),
+              in.width() ? in.width() : (cifar ? 32 : 28)};
   const int classes = cfg.model().num_classes() ? cfg.model().num_classes() : 10;
   s.net = std::make_unique<Net>(cfg.model(), input, classes, DType::f32);
   s.net->init_params(cfg.run().seed());

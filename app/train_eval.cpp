@@ -9,7 +9,9 @@
 #include "app/run_recorder.h"
 #include "app/session.h"
 #include "app/train_checkpoints.h"
+#include "core/eval/ensemble.h"
 #include "core/io/atomic_file.h"
+#include "core/io/transfer.h"
 #include "core/io/weights.h"
 #include "core/optim/optimizer.h"
 #include "distributed/trainer.h"
@@ -52,6 +54,9 @@ TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
   t.seed = cfg.run().seed();
   t.lr = cfg.optimizer().lr();
   t.loss_scale.enabled = cfg.run().math() == "fp16";  // f16 gradients underflow without it
+  t.lr_schedule = cfg.schedule().lr_schedule();
+  t.epochs = cfg.schedule().epochs();
+  t.augment = cfg.data().augment();
   return t;
 }
 
@@ -93,8 +98,11 @@ void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o)
 void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
   CLI::App* sub = cli.add_subcommand("eval", "test accuracy of saved or imported weights");
   add_common(sub, common);
-  auto* w = sub->add_option("--weights", o.weights, "a deeptrain weights file")
-                ->check(CLI::ExistingFile);
+  auto* w = sub->add_option("--weights", o.weights,
+                            "a deeptrain weights file; repeat it for an ensemble (the members' "
+                            "softmax probabilities averaged)")
+                ->check(CLI::ExistingFile)
+                ->allow_extra_args(false);
   auto* i = sub->add_option("--init-from", o.init_from, "a NumPy .npz (e.g. the book's weights)")
                 ->check(CLI::ExistingFile);
   w->excludes(i);
@@ -108,7 +116,9 @@ void add_eval_command(CLI::App& cli, CommonOptions& common, EvalOptionsCli& o) {
       "Examples:\n"
       "  deeptrain eval examples/deep_convnet_mnist.prototxt --weights runs/dcn/weights.bin\n"
       "  deeptrain eval examples/deep_convnet_mnist.prototxt "
-      "--init-from ../shared/reference/book_deep_convnet_params.npz --errors --run-dir runs/book");
+      "--init-from ../shared/reference/book_deep_convnet_params.npz --errors --run-dir runs/book\n"
+      "  deeptrain eval examples/deep_convnet_mnist_aug.prototxt --weights a.bin --weights b.bin "
+      "--weights c.bin");
 }
 
 int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
@@ -119,9 +129,16 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   // Installed before anything slow, so that a preemption during start-up is not fatal either.
   if (!co.dir.empty()) install_stop_signal_handlers();
   Session s = open_session(cfg, true);
-  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
+  // Transfer learning: start from another model's tensors (every rank reads the file). A
+  // resumed run then overwrites them with the checkpoint's.
+  std::string transfer_summary;
+  if (!cfg.transfer().init_from().empty())
+    transfer_summary = io::apply_init_from(*s.net, cfg.transfer()).summary();
   TrainerOptions topt = trainer_options(cfg);
+  if (const auto mult = io::lr_multipliers(cfg.transfer()); !mult.empty())
+    topt.lr_scale = io::make_lr_scale(*s.net, mult);
   if (!co.dir.empty()) topt.stop_requested = stop_signal_received;
+  auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
   Trainer trainer(topt, *s.net, *s.backend, *optimizer, *s.comm);
   const GlobalSampler sampler{s.data.train.labels.numel(), cfg.schedule().batch_size(),
                               cfg.run().seed()};
@@ -136,6 +153,8 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   if (rec && !common.json) {
     rec->print(describe(s));
     rec->print("run directory " + rec->dir());
+    if (!transfer_summary.empty())
+      rec->print("initialised from " + cfg.transfer().init_from() + ": " + transfer_summary);
   }
   // Notes about checkpoints (resuming, fallbacks): stderr and log.txt, so that --json's stdout
   // stays JSON.
@@ -146,8 +165,9 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
     rec->log(line);
   };
   const int epochs = cfg.schedule().epochs();
-  // The float's shortest decimal (0.001, not 0.0010000000474974513) for the metrics files.
-  const double lr = std::stod(fmt::format("{}", cfg.optimizer().lr()));
+  // The rate a step used, as the float's shortest decimal (0.001, not 0.0010000000474974513)
+  // for the metrics files.
+  auto lr = [&] { return std::stod(fmt::format("{}", float(trainer.last_lr()))); };
   EpochReport last{};
   double total_seconds = 0;
   std::vector<int32_t> predictions;
@@ -179,7 +199,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
       last = trainer.train_epoch(
           s.data.train, e, nullptr,
           [&](int64_t step, int64_t steps, const StepMetrics& m) {
-            if (rec) rec->step(trainer.global_step(), step, m, lr);
+            if (rec) rec->step(trainer.global_step(), step, m, lr());
             // A save due at an epoch's last step waits for its evaluation (below), so that the
             // checkpoint's history holds that epoch; a stop saves below too.
             if (step + 1 < steps && !m.stop && checkpoints.due(trainer.global_step()))
@@ -196,8 +216,8 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
         last.test_correct = ev.correct;
         last.test_total = ev.total;
         last.test_accuracy = ev.accuracy;
-        history.push_back(epoch_metrics(last, ev.loss, lr, trainer.global_step()));
-        if (rec) rec->end_epoch(last, ev.loss, lr, trainer.global_step());
+        history.push_back(epoch_metrics(last, ev.loss, lr(), trainer.global_step()));
+        if (rec) rec->end_epoch(last, ev.loss, lr(), trainer.global_step());
         if (rec && common.json)
           rec->print(fmt::format(
               "{{\"event\":\"epoch\",\"epoch\":{},\"steps\":{},\"train_loss\":{:.6f},"
@@ -280,7 +300,8 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
     fail_input("eval: --run-dir is where --errors writes its figures; add --errors");
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
   Session s = open_session(cfg, true);
-  if (!o.weights.empty()) io::load_weights(o.weights, *s.net);
+  if (o.weights.size() > 1) return run_ensemble_eval(common, o, cfg, s);
+  if (!o.weights.empty()) io::load_weights(o.weights[0], *s.net);
   else if (!o.init_from.empty())
     io::import_npz(o.init_from, *s.net,
                    o.npz_dropout == "book" ? io::NpzDropout::book : io::NpzDropout::inverted);

@@ -9,7 +9,10 @@
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/text_format.h>
 
+#include "core/data/augment.h"
 #include "core/error.h"
+#include "core/io/transfer.h"
+#include "core/optim/schedule.h"
 
 namespace deeptrain {
 namespace {
@@ -61,9 +64,13 @@ void finalize_config(proto::ExperimentConfig& c) {
 
   auto& d = *c.mutable_data();
   if (d.dataset().empty()) d.set_dataset("mnist");
-  if (d.dataset() != "mnist" && d.dataset() != "fashion_mnist")
-    fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist)", d.dataset());
+  if (d.dataset() != "mnist" && d.dataset() != "fashion_mnist" && d.dataset() != "cifar10")
+    fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist, cifar10)", d.dataset());
   if (d.dir().empty()) d.set_dir("data/" + d.dataset());
+  if (d.dataset() == "cifar10" && d.verify_checksums())
+    fail_input("data.verify_checksums: not available for cifar10 (its binary batches have no "
+               "published per-file checksums)");
+  data::validate_augment(d.augment());
   require(d.train_limit() >= 0, "data.train_limit", "must be >= 0", d.train_limit());
   require(d.test_limit() >= 0, "data.test_limit", "must be >= 0", d.test_limit());
 
@@ -77,6 +84,8 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (s.batch_size() == 0) s.set_batch_size(100);
   require(s.epochs() > 0, "schedule.epochs", "must be > 0", s.epochs());
   require(s.batch_size() > 0, "schedule.batch_size", "must be > 0", s.batch_size());
+  validate_lr_schedule(s.lr_schedule());
+  io::validate_transfer(c.transfer());
 
   auto& r = *c.mutable_run();
   if (r.backend().empty()) r.set_backend("cpu");

@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "core/data/augment.h"
+#include "core/optim/schedule.h"
 #include "distributed/watchdog.h"
 
 namespace deeptrain {
@@ -19,10 +21,20 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
                  Communicator& comm)
     : opt_(opt), net_(net), backend_(backend), optimizer_(optimizer), comm_(comm) {
   DT_CHECK(net.dtype() == DType::f32, "training runs in f32");
+  DT_CHECK(!opt_.lr_scale.raw() || (opt_.lr_scale.numel() == net.num_params() &&
+                                     opt_.lr_scale.dtype() == DType::f32),
+           "lr_scale has {} elements, the net {} parameters", opt_.lr_scale.numel(),
+           net.num_params());
+  DT_CHECK(opt_.epochs > 0, "epochs {}", opt_.epochs);
+  last_lr_ = opt_.lr;
   // Every rank starts from rank 0's parameters (host memory: MPI never sees device pointers).
   comm_.broadcast(net_.params(), 0, "initial parameters");
   net_.place_on(backend_);
   net_.upload_params();
+  if (opt_.lr_scale.raw() && net_.on_device()) {
+    lr_scale_device_ = backend_.empty(opt_.lr_scale.shape(), DType::f32);
+    backend_.copy(opt_.lr_scale, lr_scale_device_);
+  }
   reducer_ = std::make_unique<Reducer>(comm_, net_, opt_.sync ? *opt_.sync : comm_.gradient_sync());
   metrics_ = Tensor::zeros({3}, DType::f64);
   if (opt_.loss_scale.enabled) loss_scale_ = opt_.loss_scale.initial;
@@ -61,16 +73,28 @@ void Trainer::ensure_batch(int64_t n, const Dataset& data) {
   dlogits_ = backend_.empty({n, net_.num_classes()}, DType::f32);
 }
 
-void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n) {
+void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, bool augment,
+                         int epoch) {
   ensure_batch(n, data);
-  data::gather_batch(data, ids, n, x_host_, t_host_);
+  if (augment)
+    data::gather_batch_augmented(data, ids, n, epoch, opt_.seed, opt_.augment, x_host_, t_host_);
+  else
+    data::gather_batch(data, ids, n, x_host_, t_host_);
   if (x_.raw() != x_host_.raw()) {
     backend_.copy(x_host_, x_);
     backend_.copy(t_host_, t_);
   }
 }
 
-StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n) {
+double Trainer::lr_at_step(int64_t step, int64_t num_train_samples) const {
+  const int64_t steps_per_epoch =
+      GlobalSampler{num_train_samples, opt_.batch_size, opt_.seed}.steps_per_epoch();
+  return lr_at(opt_.lr_schedule, opt_.lr, step, steps_per_epoch,
+               int64_t(opt_.epochs) * steps_per_epoch);
+}
+
+StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n,
+                                int64_t epoch) {
   Watchdog* watchdog = comm_.watchdog();
   if (watchdog) watchdog->step_begin(step_);
   const ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
@@ -82,7 +106,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   // then every rank runs both on every step, on an empty shard if it has no samples.
   const bool all_compute = sync_batch_norm_ && comm_.size() > 1;
   if (local > 0 || all_compute) {
-    load_batch(data, ids + mine.begin, local);
+    load_batch(data, ids + mine.begin, local, /*augment=*/true, epoch);
     ctx.emplace(StepContext{backend_, true, opt_.seed, step_, ids + mine.begin});
     if (all_compute)
       ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
@@ -107,8 +131,13 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   reducer_->begin_step(n);
   if (ctx) net_.backward(*ctx, dlogits_, reducer_->callback());
   reducer_->finish();
-  if (apply_loss_scale())  // false: an overflow, the step is skipped on every rank alike
-    optimizer_.step(net_.compute_params(), net_.compute_grads(), opt_.lr);
+  last_lr_ = lr_at_step(step_, data.labels.numel());
+  if (apply_loss_scale()) {  // false: an overflow, the step is skipped on every rank alike
+    const Tensor* lr_scale = !opt_.lr_scale.raw()       ? nullptr
+                             : lr_scale_device_.raw() ? &lr_scale_device_
+                                                      : &opt_.lr_scale;
+    optimizer_.step(net_.compute_params(), net_.compute_grads(), float(last_lr_), lr_scale);
+  }
   metrics->wait();
   m.loss_sum = metrics_.data<double>()[0];
   m.correct = int64_t(metrics_.data<double>()[1]);
@@ -155,7 +184,7 @@ EpochReport Trainer::train_epoch(
   while (p.steps_done < r.steps && !r.stop) {
     const int64_t s = p.steps_done;
     const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
-    StepMetrics m = train_step(data, order.data() + b, e - b);
+    StepMetrics m = train_step(data, order.data() + b, e - b, epoch);
     p.loss_sum += m.loss_sum;
     p.correct += m.correct;
     p.samples += m.samples;
@@ -182,11 +211,14 @@ EpochReport Trainer::train_epoch(
   return r;
 }
 
-EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predictions) {
+EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predictions,
+                             Tensor* probabilities) {
   const int64_t n = data.labels.numel();
+  const int64_t classes = net_.num_classes();
   EvalReport r;
   // Each rank predicts its shard into its slots; a sum over ranks fills them all.
   Tensor predicted = predictions ? Tensor::zeros({n}, DType::i64) : Tensor();
+  if (probabilities) *probabilities = Tensor::zeros({n, classes}, DType::f32);
   const double t0 = now_seconds();
   std::vector<int64_t> ids;
   for (int64_t b = 0; b < n; b += opt_.eval_batch_size) {
@@ -200,8 +232,13 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
     const Tensor& logits = net_.forward(ctx, x_);
     r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+    if (probabilities) {
+      const Tensor host_probs = backend_.to_host(probs_);
+      for (int64_t i = 0; i < local; ++i)
+        std::copy_n(host_probs.data<float>() + i * classes, classes,
+                    probabilities->data<float>() + ids[i] * classes);
+    }
     if (predictions) {
-      const int64_t classes = logits.numel() / local;
       const Tensor host_logits = backend_.to_host(logits);
       const float* z = host_logits.data<float>();
       for (int64_t i = 0; i < local; ++i) {  // argmax, first maximum: as softmax_ce counts
@@ -216,6 +253,7 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     comm_.allreduce_sum(predicted);
     predictions->assign(predicted.data<int64_t>(), predicted.data<int64_t>() + n);
   }
+  if (probabilities) comm_.allreduce_sum(*probabilities, "evaluation probabilities");
   Tensor stats = Tensor::empty({2}, DType::f64);
   stats.data<double>()[0] = r.loss;
   stats.data<double>()[1] = double(r.correct);

@@ -9,6 +9,7 @@
 
 #include "core/data/dataset.h"
 #include "core/data/sampler.h"
+#include "proto/deeptrain.pb.h"
 #include "core/net.h"
 #include "core/optim/optimizer.h"
 #include "distributed/communicator.h"
@@ -71,7 +72,18 @@ struct TrainerOptions {
   int64_t batch_size = 100;     // global
   int64_t eval_batch_size = 1000;
   uint64_t seed = 0;
-  float lr = 1e-3f;
+  float lr = 1e-3f;             // the base rate the schedule scales
+  // The rate of global step s: lr_at(lr_schedule, lr, s, steps per epoch, epochs * steps per
+  // epoch), with steps per epoch = ceil(training samples / batch_size). A pure function of the
+  // step, so neither the rank count nor resuming changes it. Default: constant.
+  proto::LrSchedule lr_schedule;
+  int epochs = 1;               // the run's length, over which COSINE and ONE_CYCLE anneal
+  // Random transforms of the training images, drawn from (seed, epoch, global sample id), so
+  // every rank count trains on the same images. Disabled by default.
+  proto::AugmentConfig augment;
+  // Per-element learning-rate multipliers (f32, one per parameter; 0 freezes), from the
+  // transfer config's freeze and lr_mult. Unset (Tensor()): 1 everywhere.
+  Tensor lr_scale;
   double log_eps = 1e-7;        // the book's epsilon inside the log of the loss
   // Gradient buckets, overlap and wire compression; default: the communicator's
   // gradient_sync() (set from ExperimentConfig.distributed by the session).
@@ -86,8 +98,9 @@ class Trainer {
   Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& optimizer,
           Communicator& comm);
 
-  // One training step on the global batch `ids` (all ranks pass the same ids).
-  StepMetrics train_step(const Dataset& data, const int64_t* ids, int64_t n);
+  // One training step on the global batch `ids` (all ranks pass the same ids) of epoch
+  // `epoch` (0-based; it keys the augmentation), at the scheduled rate of global_step().
+  StepMetrics train_step(const Dataset& data, const int64_t* ids, int64_t n, int64_t epoch = 0);
   // One epoch (0-based `epoch`) over data in the order drawn from (seed, epoch).
   // on_step(step_in_epoch, steps, metrics) runs on every rank after each step (and after
   // *progress is updated). progress (optional): where the epoch starts (a resumed one: after
@@ -99,11 +112,17 @@ class Trainer {
                               on_step = {},
                           EpochProgress* progress = nullptr);
   // predictions (optional): the class predicted for every sample of `data`, on every rank
-  // (for the confusion matrix and the misclassified-image grid).
-  EvalReport evaluate(const Dataset& data, std::vector<int32_t>* predictions = nullptr);
+  // (for the confusion matrix and the misclassified-image grid). probabilities (optional):
+  // set to the softmax of every sample, f32 (samples, classes), on every rank (ensembles).
+  EvalReport evaluate(const Dataset& data, std::vector<int32_t>* predictions = nullptr,
+                      Tensor* probabilities = nullptr);
   int64_t global_step() const { return step_; }
   // Resuming: the steps already taken (dropout and augmentation streams are keyed by the step).
   void set_global_step(int64_t step) { step_ = step; }
+  // The scheduled rate of global step `step` when training on `num_train_samples` samples.
+  double lr_at_step(int64_t step, int64_t num_train_samples) const;
+  // The rate the last train_step used (the base rate before the first).
+  double last_lr() const { return last_lr_; }
   // The gradient reducer (its buckets and its communication/overlap statistics).
   const Reducer& reducer() const { return *reducer_; }
   Reducer& reducer() { return *reducer_; }
@@ -117,7 +136,10 @@ class Trainer {
  private:
   void ensure_batch(int64_t n, const Dataset& data);
   // The samples `ids` into x_ and t_ (on the backend's device).
-  void load_batch(const Dataset& data, const int64_t* ids, int64_t n);
+  // With augment, training's batches: augmented as opt_.augment says, keyed by (seed, epoch,
+  // global sample id), never by the position in this rank's shard.
+  void load_batch(const Dataset& data, const int64_t* ids, int64_t n, bool augment = false,
+                  int epoch = 0);
   // Divides the loss scale out of the gradients; false when they overflowed (skip the step).
   bool apply_loss_scale();
   TrainerOptions opt_;
@@ -128,9 +150,11 @@ class Trainer {
   std::unique_ptr<Reducer> reducer_;
   bool sync_batch_norm_ = false;    // the net has a batch norm with statistics over all ranks
   int64_t step_ = 0;
+  double last_lr_ = 0;
   Tensor metrics_;                  // f64 (loss sum, correct, stop), reduced while backward runs
   Tensor x_, t_, probs_, dlogits_;  // batch buffers on the backend's device, reused
   Tensor x_host_, t_host_;          // the batch gathered on the host (x_, t_ themselves on a CPU)
+  Tensor lr_scale_device_;          // opt_.lr_scale in the backend's memory, for a device optimizer
   double loss_scale_ = 1;
   int64_t good_steps_ = 0, skipped_steps_ = 0;
   Tensor x_f64_;

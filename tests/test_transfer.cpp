@@ -15,6 +15,8 @@
 #include "core/io/weights.h"
 #include "core/optim/optimizer.h"
 #include "core/random.h"
+#include "distributed/trainer.h"
+#include "error_util.h"
 
 using namespace deeptrain;
 namespace fs = std::filesystem;
@@ -107,7 +109,8 @@ TEST(Transfer, ReadsWeightsFilesAndNpz) {
   io::write_npz(npz, arrays);
   for (const std::string& path : {weights, npz}) {
     const std::map<std::string, Tensor> m = io::read_weight_tensors(path);
-    ASSERT_EQ(m.size(), source.param_entries().size()) << path;
+    // The weights file also holds the BN statistics (2 tensors); the .npz only parameters.
+    ASSERT_EQ(m.size(), source.param_entries().size() + (path == weights ? 2 : 0)) << path;
     Net target = make_net(10, 9);
     EXPECT_EQ(io::init_from_weights(target, m, {}), int(m.size())) << path;
     EXPECT_EQ(values(target, "conv2.W"), values(source, "conv2.W")) << path;
@@ -156,9 +159,9 @@ TEST(Transfer, LrScaleFromGlobsLastMatchWins) {
   m->set_pattern("fc.*");
   m->set_scale(0.1f);
   const auto mult = io::lr_multipliers(cfg);
-  ASSERT_EQ(mult.size(), 2u);
-  EXPECT_EQ(mult[0], (std::pair<std::string, float>{"conv1.*", 0.0f}));
-  EXPECT_EQ(mult[1], (std::pair<std::string, float>{"fc.*", 0.1f}));
+  ASSERT_EQ(mult.size(), 2u);  // freezing last: it wins over any multiplier
+  EXPECT_EQ(mult[0], (std::pair<std::string, float>{"fc.*", 0.1f}));
+  EXPECT_EQ(mult[1], (std::pair<std::string, float>{"conv1.*", 0.0f}));
   EXPECT_NO_THROW(io::validate_transfer(cfg));
   m->set_scale(-1);
   EXPECT_THROW(io::validate_transfer(cfg), InputError);
@@ -205,6 +208,99 @@ TEST(Transfer, FrozenParametersAreBitIdenticalAfterOptimizerSteps) {
   net.grads().data<float>()[b.offset] = 1.0f;
   opt->step(net.params(), net.grads(), 0.1f, &scale);
   EXPECT_FLOAT_EQ(net.params().data<float>()[b.offset], p0 - 0.05f);
+}
+
+// transfer.init_from through the trainer: the matching tensors come from the file, the skipped
+// head keeps its fresh initialisation with the new class count, and frozen parameters are
+// bit-identical after training while the others move.
+TEST(Transfer, InitFromThenTrainingKeepsFrozenLayersBitIdentical) {
+  Net source = make_net(10, 1);
+  state(source, "bn1.running_var")->data<double>()[1] = 2.5;
+  const fs::path dir = fs::temp_directory_path() / ("deeptrain_transfer2_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string weights = (dir / "source.weights").string();
+  io::save_weights(weights, source);
+
+  Net target = make_net(5, 2);  // a 5-class head
+  const std::vector<float> fresh_head = values(target, "fc.W");
+  proto::TransferConfig cfg;
+  cfg.set_init_from(weights);
+  cfg.add_skip("fc");
+  cfg.add_freeze("conv1");
+  cfg.add_freeze("bn1");
+  auto* slower = cfg.add_lr_mult();  // matches conv1 too: the freeze must still win
+  slower->set_pattern("conv*");
+  slower->set_scale(0.5f);
+  io::validate_transfer(cfg);
+  const io::TransferReport report = io::apply_init_from(target, cfg);
+  EXPECT_EQ(report.copied.size(), 7u) << report.summary();
+  EXPECT_EQ(values(target, "conv2.W"), values(source, "conv2.W"));
+  EXPECT_EQ(state(target, "bn1.running_var")->data<double>()[1], 2.5);
+  EXPECT_EQ(values(target, "fc.W"), fresh_head);
+  EXPECT_EQ(target.param("fc.W").shape, (Shape{6, 5}));
+
+  data::Dataset d;
+  d.num_classes = 5;
+  d.images = Tensor::empty({24, 1, 8, 8}, DType::u8);
+  d.labels = Tensor::empty({24}, DType::i32);
+  const RandomStream rs{8, 8};
+  for (int64_t i = 0; i < d.images.numel(); ++i) d.images.data<uint8_t>()[i] = uint8_t(rs.block(i)[0]);
+  for (int64_t i = 0; i < 24; ++i) d.labels.data<int32_t>()[i] = int32_t(i % 5);
+  auto backend = make_backend("cpu-ref");
+  proto::OptimizerConfig oc;
+  oc.set_type(proto::ADAM);
+  oc.set_lr(1e-2f);
+  oc.set_weight_decay(1e-3f);
+  auto opt = make_optimizer(oc, target.num_params());
+  TrainerOptions to;
+  to.batch_size = 8;
+  to.lr = oc.lr();
+  to.lr_scale = io::make_lr_scale(target, io::lr_multipliers(cfg));
+  SingleProcessCommunicator one;
+  Trainer trainer(to, target, *backend, *opt, one);
+  for (int e = 0; e < 2; ++e) trainer.train_epoch(d, e, nullptr);
+  for (const char* name : {"conv1.W", "bn1.gamma", "bn1.beta"})
+    EXPECT_EQ(values(target, name), values(source, name)) << name << " is frozen";
+  for (const char* name : {"conv2.W", "conv2.b"})
+    EXPECT_NE(values(target, name), values(source, name)) << name << " trains";
+  EXPECT_NE(values(target, "fc.W"), fresh_head);
+  fs::remove_all(dir);
+}
+
+// Strict loading: a model tensor that the file holds with another shape, or lacks, is refused
+// with the file, the tensor, both shapes and the skip entry that would keep it fresh.
+TEST(Transfer, InitFromRefusesMismatchedAndMissingTensorsByName) {
+  Net source = make_net(10, 1);
+  const fs::path dir = fs::temp_directory_path() / ("deeptrain_transfer3_" + std::to_string(getpid()));
+  fs::create_directories(dir);
+  const std::string weights = (dir / "source.weights").string(), npz = (dir / "params.npz").string();
+  io::save_weights(weights, source);
+  proto::TransferConfig cfg;
+  cfg.set_init_from(weights);
+  Net target = make_net(5, 2);
+  const std::vector<float> conv1 = values(target, "conv1.W");
+  std::string e = error_of([&] { io::apply_init_from(target, cfg); });
+  EXPECT_CONTAINS(e, "transfer.init_from: " + weights);
+  EXPECT_CONTAINS(e, "fc.W: source shape (6, 10), model shape (6, 5)");
+  EXPECT_CONTAINS(e, "fc.b: source shape (10), model shape (5)");
+  EXPECT_CONTAINS(e, "skip: \"fc\"");
+  // An .npz of parameters only lacks the BN statistics.
+  std::vector<std::pair<std::string, Tensor>> arrays;
+  for (const ParamEntry& p : source.param_entries()) arrays.push_back({p.name, source.param_view(p)});
+  io::write_npz(npz, arrays);
+  cfg.set_init_from(npz);
+  cfg.add_skip("fc");
+  Net same_classes = make_net(5, 2);
+  e = error_of([&] { io::apply_init_from(same_classes, cfg); });
+  EXPECT_CONTAINS(e, "bn1.running_mean: not in the source");
+  EXPECT_CONTAINS(e, "skip: \"bn1\"");
+  EXPECT_EQ(e.find("fc.W"), std::string::npos) << e;  // skipped as asked
+  // Skipping them too, the rest loads.
+  cfg.add_skip("bn1.running_*");
+  EXPECT_NO_THROW(io::apply_init_from(same_classes, cfg));
+  EXPECT_EQ(values(same_classes, "conv1.W"), values(source, "conv1.W"));
+  EXPECT_NE(values(same_classes, "conv1.W"), conv1);
+  fs::remove_all(dir);
 }
 
 }  // namespace

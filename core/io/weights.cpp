@@ -9,6 +9,7 @@
 
 #include "core/io/atomic_file.h"
 #include "core/io/npz.h"
+#include "core/io/transfer.h"
 
 namespace deeptrain::io {
 namespace {
@@ -89,6 +90,16 @@ void save_weights(const std::string& path, Net& net) {
     t->set_data(std::string(static_cast<const char*>(v.raw()), v.nbytes()));
     t->set_crc32(crc_of(t->data()));
   }
+  // Layer state (BatchNorm's running statistics, f64): evaluation needs it as much as the
+  // parameters.
+  for (auto& [name, v] : named_state(net)) {
+    proto::TensorProto* t = f.add_tensor();
+    t->set_name(name);
+    for (int64_t d : v->shape().dims()) t->add_shape(d);
+    t->set_dtype(v->dtype() == DType::f64 ? proto::F64 : proto::F32);
+    t->set_data(std::string(static_cast<const char*>(v->raw()), v->nbytes()));
+    t->set_crc32(crc_of(t->data()));
+  }
   std::string bytes;
   if (!f.SerializeToString(&bytes)) fail("{}: cannot serialise the weights", path);
   write_file_atomic(path, bytes);
@@ -102,19 +113,30 @@ void load_weights(const std::string& path, Net& net) {
     fail_input("{}: format_version {} is not supported (this build reads 1)", path, f.format_version());
   std::map<std::string, const proto::TensorProto*> by_name;
   for (const auto& t : f.tensor()) by_name[t.name()] = &t;
-  for (const ParamEntry& e : net.param_entries()) {
-    auto it = by_name.find(e.name);
-    if (it == by_name.end()) fail_input("{}: no tensor '{}' (the model needs it)", path, e.name);
+  // The stored tensor `name` (checked), removed from by_name; the view points into f.
+  auto take = [&](const std::string& name, const char* what) {
+    auto it = by_name.find(name);
+    if (it == by_name.end())
+      fail_input("{}: no tensor '{}' (the model needs it{})", path, name, what);
     const proto::TensorProto& t = *it->second;
-    if (crc_of(t.data()) != t.crc32()) fail_input("{}: tensor '{}' fails its CRC-32 check", path, e.name);
+    if (crc_of(t.data()) != t.crc32()) fail_input("{}: tensor '{}' fails its CRC-32 check", path, name);
     const DType dt = t.dtype() == proto::F64 ? DType::f64 : DType::f32;
     Shape s(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
     if (int64_t(t.data().size()) != s.numel() * int64_t(dtype_size(dt)))
-      fail_input("{}: tensor '{}' holds {} bytes, its shape {} needs {}", path, e.name,
+      fail_input("{}: tensor '{}' holds {} bytes, its shape {} needs {}", path, name,
                  t.data().size(), s.str(), s.numel() * dtype_size(dt));
-    Tensor src = Tensor::view(const_cast<char*>(t.data().data()), s, dt);
-    assign(net, e, src, path);
     by_name.erase(it);
+    return Tensor::view(const_cast<char*>(t.data().data()), s, dt);
+  };
+  for (const ParamEntry& e : net.param_entries()) assign(net, e, take(e.name, ""), path);
+  for (auto& [name, dst] : named_state(net)) {
+    const Tensor src = take(name, ": a running statistic evaluation uses; a file written "
+                                  "before weights files kept them lacks it");
+    if (src.shape() != dst->shape())
+      fail_input("{}: '{}' has shape {}, the model's is {}", path, name, src.shape().str(),
+                 dst->shape().str());
+    if (src.dtype() == dst->dtype()) dst->copy_from(src);
+    else dst->copy_from(src.to(dst->dtype()));
   }
   if (!by_name.empty())
     fail_input("{}: tensor '{}' is not a parameter of this model", path, by_name.begin()->first);
@@ -128,12 +150,27 @@ int import_npz(const std::string& path, Net& net, NpzDropout dropout) {
     if (!book_index.count(e.layer)) book_index[e.layer] = int(book_index.size()) + 1;
   int imported = 0;
   for (const ParamEntry& e : net.param_entries()) {
-    const std::string book = (e.spec.is_bias ? "b" : "W") + std::to_string(book_index[e.layer]);
+    const std::string book = fmt::format("{}{}", e.spec.is_bias ? "b" : "W", book_index[e.layer]);
     auto it = arrays.count(e.name) ? arrays.find(e.name) : arrays.find(book);
     if (it == arrays.end())
       fail_input("{}: no array '{}' or '{}' for parameter {}", path, e.name, book, e.name);
-    assign(net, e, it->second, path + " [" + it->first + "]");
+    assign(net, e, it->second, fmt::format("{} [{}]", path, it->first));
     arrays.erase(it);
+    ++imported;
+  }
+  // Layer state by our names ("bn1.running_mean"), as `deeptrain export` writes it.
+  for (auto& [name, dst] : named_state(net)) {
+    auto it = arrays.find(name);
+    if (it == arrays.end())
+      fail_input("{}: no array '{}' (the model's running statistic; `deeptrain export` writes "
+                 "it with the parameters)", path, name);
+    if (it->second.shape() != dst->shape())
+      fail_input("{} [{}]: has shape {}, the model's is {}", path, name,
+                 it->second.shape().str(), dst->shape().str());
+    if (it->second.dtype() != DType::f32 && it->second.dtype() != DType::f64)
+      fail_input("{}: '{}' is {}, expected a float array", path, name,
+                 dtype_name(it->second.dtype()));
+    dst->copy_from(it->second.dtype() == dst->dtype() ? it->second : it->second.to(dst->dtype()));
     ++imported;
   }
   if (dropout == NpzDropout::book) fold_book_dropout(net);

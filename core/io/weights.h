@@ -1,6 +1,7 @@
 #pragma once
-// Weights files (a WeightsFile protobuf: the model description and one tensor per parameter,
-// each with a CRC-32) and import of the book's NumPy .npz weights.
+// Weights files (a WeightsFile protobuf: the model description and one tensor per parameter
+// and per layer state tensor, e.g. "bn1.running_mean", each with a CRC-32) and import of the
+// book's NumPy .npz weights.
 #include <string>
 
 #include "core/net.h"
@@ -8,7 +9,8 @@
 namespace deeptrain::io {
 
 void save_weights(const std::string& path, Net& net);
-// Loads by parameter name; names, shapes and checksums must match (errors name the tensor).
+// Loads parameters and layer state by name; names, shapes and checksums must match (errors name
+// the tensor), so evaluation after loading equals evaluation before saving.
 void load_weights(const std::string& path, Net& net);
 
 // How the exporter of an .npz implemented dropout.
