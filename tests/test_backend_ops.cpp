@@ -8,7 +8,7 @@
 // ReLU, dropout and layout conversions, which only move or select values.
 #include <gtest/gtest.h>
 
-#include "conv_cases.h"
+#include "op_cases.h"
 
 #include <algorithm>
 #include <cmath>
@@ -162,25 +162,11 @@ TEST_P(ConvOps, BackwardMatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Geometries, ConvOps, ::testing::ValuesIn(kConvCases), testing_util::conv_case_name);
+INSTANTIATE_TEST_SUITE_P(Geometries, ConvOps, ::testing::ValuesIn(kConvCases), testing_util::case_name<ConvCase>);
 
-struct PoolCase {
-  const char* name;
-  int64_t n, c, h, w, r, stride, pad;
-  PoolGeom geom() const { return PoolGeom::make(n, c, h, w, r, r, stride, stride, pad, pad); }
-};
+using testing_util::PoolCase;
+using testing_util::kPoolCases;
 
-const PoolCase kPoolCases[] = {
-    {"deep1", 100, 16, 28, 28, 2, 2, 0},
-    {"deep3", 100, 64, 8, 8, 2, 2, 0},
-    {"batch1", 1, 32, 16, 16, 2, 2, 0},
-    {"odd_extent", 3, 32, 7, 7, 2, 2, 0},            // last row and column in no window
-    {"overlap_pad1", 2, 16, 9, 9, 3, 2, 1},          // windows overlap and hang over the edge
-    {"overlap_stride1", 2, 16, 8, 8, 3, 1, 0},
-    {"c3_plain", 2, 3, 6, 6, 2, 2, 0},               // channels that fill no block
-};
-
-std::string pool_name(const ::testing::TestParamInfo<PoolCase>& info) { return info.param.name; }
 
 class PoolOps : public ::testing::TestWithParam<PoolCase> {};
 
@@ -223,7 +209,8 @@ TEST_P(PoolOps, ForwardBackwardMatchReferenceWithTies) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Geometries, PoolOps, ::testing::ValuesIn(kPoolCases), pool_name);
+INSTANTIATE_TEST_SUITE_P(Geometries, PoolOps, ::testing::ValuesIn(kPoolCases),
+                         testing_util::case_name<PoolCase>);
 
 TEST(ReluOps, ForwardBackwardMatchReferenceInAnyLayout) {
   CpuBackend ref;

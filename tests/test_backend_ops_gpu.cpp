@@ -16,7 +16,7 @@
 // with the reason; the no-device test checks the error a user then gets.
 #include <gtest/gtest.h>
 
-#include "conv_cases.h"
+#include "op_cases.h"
 
 #include <algorithm>
 #include <cmath>
@@ -360,27 +360,12 @@ TEST_P(GpuConv, BackwardMatchesReference) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Geometries, GpuConv, ::testing::ValuesIn(kConvCases), testing_util::conv_case_name);
+INSTANTIATE_TEST_SUITE_P(Geometries, GpuConv, ::testing::ValuesIn(kConvCases), testing_util::case_name<ConvCase>);
 
 // ---- pooling ----
-struct PoolCase {
-  const char* name;
-  int64_t n, c, h, w, r, stride, pad;
-  PoolGeom geom() const { return PoolGeom::make(n, c, h, w, r, r, stride, stride, pad, pad); }
-};
+using testing_util::PoolCase;
+using testing_util::kPoolCases;
 
-const PoolCase kPoolCases[] = {
-    {"deep1", 100, 16, 28, 28, 2, 2, 0},
-    {"deep2", 100, 32, 14, 14, 2, 2, 0},
-    {"deep3", 100, 64, 8, 8, 2, 2, 0},
-    {"batch1", 1, 32, 16, 16, 2, 2, 0},
-    {"odd_extent", 3, 32, 7, 7, 2, 2, 0},    // last row and column in no window
-    {"overlap_pad1", 2, 16, 9, 9, 3, 2, 1},  // windows overlap and hang over the edge
-    {"overlap_stride1", 2, 16, 8, 8, 3, 1, 0},
-    {"c3", 2, 3, 6, 6, 2, 2, 0},
-};
-
-std::string pool_name(const ::testing::TestParamInfo<PoolCase>& info) { return info.param.name; }
 
 class GpuPool : public ::testing::TestWithParam<PoolCase> {};
 
@@ -412,7 +397,8 @@ TEST_P(GpuPool, ForwardBackwardAreExact) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Geometries, GpuPool, ::testing::ValuesIn(kPoolCases), pool_name);
+INSTANTIATE_TEST_SUITE_P(Geometries, GpuPool, ::testing::ValuesIn(kPoolCases),
+                         testing_util::case_name<PoolCase>);
 
 // ---- elementwise ----
 TEST(GpuElementwise, ReluScaleAccumulateAreExact) {

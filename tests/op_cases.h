@@ -1,5 +1,5 @@
 #pragma once
-// The convolution geometries every backend's op tests run (test_backend_ops: the fast CPU path
+// The convolution and pooling geometries every backend's op tests run (test_backend_ops: the fast CPU path
 // against the reference; test_backend_ops_gpu: the GPU against the reference).
 #include <string>
 
@@ -39,7 +39,26 @@ inline const ConvCase kConvCases[] = {
     {"odd_c5_k7", 3, 5, 9, 11, 7, 3, 3, 1, 1},
 };
 
-inline std::string conv_case_name(const ::testing::TestParamInfo<ConvCase>& info) {
+struct PoolCase {
+  const char* name;
+  int64_t n, c, h, w, r, stride, pad;
+  PoolGeom geom() const { return PoolGeom::make(n, c, h, w, r, r, stride, stride, pad, pad); }
+};
+
+inline const PoolCase kPoolCases[] = {
+    {"deep1", 100, 16, 28, 28, 2, 2, 0},
+    {"deep2", 100, 32, 14, 14, 2, 2, 0},
+    {"deep3", 100, 64, 8, 8, 2, 2, 0},
+    {"batch1", 1, 32, 16, 16, 2, 2, 0},
+    {"odd_extent", 3, 32, 7, 7, 2, 2, 0},    // last row and column in no window
+    {"overlap_pad1", 2, 16, 9, 9, 3, 2, 1},  // windows overlap and hang over the edge
+    {"overlap_stride1", 2, 16, 8, 8, 3, 1, 0},
+    {"c3", 2, 3, 6, 6, 2, 2, 0},             // channels that fill no block
+};
+
+// The parameterised tests' names: the case's name.
+template <class Case>
+std::string case_name(const ::testing::TestParamInfo<Case>& info) {
   return info.param.name;
 }
 
