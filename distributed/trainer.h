@@ -157,7 +157,6 @@ class Trainer {
   Tensor lr_scale_device_;          // opt_.lr_scale in the backend's memory, for a device optimizer
   double loss_scale_ = 1;
   int64_t good_steps_ = 0, skipped_steps_ = 0;
-  Tensor x_f64_;
 };
 
 }  // namespace deeptrain

@@ -62,9 +62,7 @@ class FlatOptimizer : public Optimizer {
   bool step_on_device(OptimizerStep::Rule rule, Tensor& params, const Tensor& grads, float lr,
                       const Tensor* lr_scale, Tensor* state0 = nullptr, Tensor* state1 = nullptr) {
     if (!device_) return false;
-    DT_CHECK(params.numel() == n_ && grads.numel() == n_, "{}: buffers of {} and {} elements, "
-             "optimizer made for {}", name(), params.numel(), grads.numel(), n_);
-    DT_CHECK(std::isfinite(lr) && lr >= 0.0f, "{}: learning rate {}", name(), lr);
+    check_step(params, grads, lr, lr_scale);
     ++t_;
     const OptimizerStep s{rule,
                           lr,
@@ -82,18 +80,21 @@ class FlatOptimizer : public Optimizer {
   // L2 coefficient for for_each_unfrozen (AdamW passes 0: its decay is decoupled).
   float l2() const { return static_cast<float>(hyper_.weight_decay); }
 
-  // Checks the buffers against the layout this optimizer was made for, and counts the step.
-  StepBuffers begin_step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) {
+  // Checks the buffers against the layout this optimizer was made for (host and device alike).
+  void check_step(const Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) const {
     DT_CHECK(params.numel() == n_, "{}: params have {} elements, optimizer made for {}", name(),
              params.numel(), n_);
     DT_CHECK(grads.numel() == n_, "{}: grads have {} elements, params {}", name(), grads.numel(), n_);
     DT_CHECK(std::isfinite(lr) && lr >= 0.0f, "{}: learning rate {}", name(), lr);
-    const float* scale = nullptr;
-    if (lr_scale) {
+    if (lr_scale)
       DT_CHECK(lr_scale->numel() == n_, "{}: lr_scale has {} elements, params {}", name(),
                lr_scale->numel(), n_);
-      scale = lr_scale->data<float>();
-    }
+  }
+
+  // check_step, and counts the step.
+  StepBuffers begin_step(Tensor& params, const Tensor& grads, float lr, const Tensor* lr_scale) {
+    check_step(params, grads, lr, lr_scale);
+    const float* scale = lr_scale ? lr_scale->data<float>() : nullptr;
     ++t_;
     return {params.data<float>(), grads.data<float>(), scale, n_};
   }
