@@ -236,8 +236,12 @@ void Net::backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_re
     }
     layers_[i]->backward(ctx, in, blobs_[o].value, dout, din);
     for (int b : accumulate) {
-      Tensor plain = ctx.backend.to_plain(accum_);
       Tensor& g = blobs_[b].grad;
+      if (g.layout() == accum_.layout()) {  // elementwise: any shared layout will do
+        ctx.backend.accumulate(g, accum_);
+        continue;
+      }
+      Tensor plain = ctx.backend.to_plain(accum_);
       Tensor gp = ctx.backend.to_plain(g);
       ctx.backend.accumulate(gp, plain);
       if (gp.raw() != g.raw()) ctx.backend.copy(gp, g);

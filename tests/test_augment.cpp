@@ -92,6 +92,50 @@ TEST(Augment, RightAngleRotationsPermutePixels) {
   EXPECT_EQ(ccw[0], in(0, n - 1));
 }
 
+// The mirror comes first: alone it reverses each row; followed by a quarter turn
+// counter-clockwise it transposes the image.
+TEST(Augment, FlipMirrorsRowsBeforeTheRotation) {
+  const int n = 5;
+  const std::vector<uint8_t> img = ramp_image(2, n, n);
+  auto in = [&](int ch, int row, int col) { return px(img[(ch * n + row) * n + col]); };
+  AugmentParams flip;
+  flip.flip = true;
+  EXPECT_FALSE(flip.identity());
+  AugmentParams flip_ccw = flip;
+  flip_ccw.angle_deg = 90;
+  const std::vector<float> mirrored = augment(img, 2, n, n, flip);
+  const std::vector<float> transposed = augment(img, 2, n, n, flip_ccw);
+  for (int ch = 0; ch < 2; ++ch)
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j) {
+        EXPECT_EQ(mirrored[(ch * n + i) * n + j], in(ch, i, n - 1 - j)) << ch << ":" << i << "," << j;
+        EXPECT_EQ(transposed[(ch * n + i) * n + j], in(ch, j, i)) << ch << ":" << i << "," << j;
+      }
+}
+
+// flip_horizontal mirrors about half of the samples, the same ones for the same (seed, epoch,
+// index), and leaves the other draws as they are without it.
+TEST(Augment, FlipDrawsHalfTheSamplesAndLeavesTheOtherDrawsAlone) {
+  proto::AugmentConfig cfg = config(15, 3, 0.9f, 1.1f), plain = cfg;
+  cfg.set_flip_horizontal(true);
+  int flips = 0;
+  for (int64_t i = 0; i < 4000; ++i) {
+    const AugmentParams p = data::draw_augment(cfg, 1, 2, i), q = data::draw_augment(plain, 1, 2, i);
+    flips += p.flip;
+    EXPECT_FALSE(q.flip);
+    EXPECT_EQ(p.flip, data::draw_augment(cfg, 1, 2, i).flip);
+    EXPECT_EQ(p.angle_deg, q.angle_deg);
+    EXPECT_EQ(p.shift_x, q.shift_x);
+    EXPECT_EQ(p.scale, q.scale);
+  }
+  EXPECT_GT(flips, 1800);  // 2000 expected; 4.5 standard deviations either way
+  EXPECT_LT(flips, 2200);
+  int epoch_changes = 0;
+  for (int64_t i = 0; i < 200; ++i)
+    epoch_changes += data::draw_augment(cfg, 1, 2, i).flip != data::draw_augment(cfg, 1, 3, i).flip;
+  EXPECT_GT(epoch_changes, 60);  // another epoch draws again (100 expected)
+}
+
 TEST(Augment, IntegerShiftsMovePixelsAndFillWithZero) {
   const int h = 5, w = 6;
   const std::vector<uint8_t> img = ramp_image(3, h, w);

@@ -39,18 +39,24 @@ void on_host_floats(const Tensor& t, const char* op, F&& f) {
 }  // namespace
 
 void Backend::accumulate(Tensor& acc, const Tensor& x) {
-  DT_CHECK(acc.dtype() == x.dtype() && acc.numel() == x.numel(), "accumulate: {} {} += {} {}",
-           dtype_name(acc.dtype()), acc.shape().str(), dtype_name(x.dtype()), x.shape().str());
-  on_host_floats(acc, "accumulate", [&]<class T>(T* a) {
-    const T* b = static_cast<const T*>(x.raw());
-    for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
-  });
+  DT_CHECK(acc.dtype() == x.dtype() && acc.numel() == x.numel() && acc.layout() == x.layout(),
+           "accumulate: {} {} {} += {} {} {}", dtype_name(acc.dtype()), layout_name(acc.layout()),
+           acc.shape().str(), dtype_name(x.dtype()), layout_name(x.layout()), x.shape().str());
+  DT_CHECK(acc.device() == Device::cpu && x.device() == Device::cpu, "accumulate: needs host tensors");
+  // Elementwise, so any layout will do as long as both share it.
+  auto add = [n = acc.numel()]<class T>(T* a, const T* b) {
+    for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+  };
+  if (acc.dtype() == DType::f32) add(acc.data<float>(), x.data<float>());
+  else if (acc.dtype() == DType::f64) add(acc.data<double>(), x.data<double>());
+  else fail("accumulate: {} tensors are not supported", dtype_name(acc.dtype()));
 }
 
 bool Backend::scale_and_check_finite(Tensor& x, double alpha) {
   bool finite = true;
   on_host_floats(x, "scale_and_check_finite", [&]<class T>(T* a) {
-    for (int64_t i = 0; i < x.numel(); ++i) {
+    const int64_t n = x.numel();
+    for (int64_t i = 0; i < n; ++i) {
       a[i] = T(a[i] * alpha);
       finite = finite && std::isfinite(a[i]);
     }

@@ -125,7 +125,7 @@ class Backend {
   virtual void synchronize() {}
   // A plain host copy of x, complete on return (for evaluation, checkpoints and tests).
   virtual Tensor to_host(const Tensor& x) { return to_plain(x).clone(); }
-  // acc += x, both plain with equal dtype and numel (a gradient that several layers add to).
+  // acc += x, with equal dtype, numel and layout (a gradient that several layers add to).
   virtual void accumulate(Tensor& acc, const Tensor& x);
   // x *= alpha; returns whether every element of the result is finite (loss scaling's check).
   virtual bool scale_and_check_finite(Tensor& x, double alpha);

@@ -10,6 +10,8 @@ namespace deeptrain::data {
 namespace {
 
 constexpr uint64_t kAugmentStream = 0x6175676d;  // "augm": the purpose tag of these draws
+constexpr uint64_t kFlipStream = 0x666c6970;     // "flip": its own stream, so adding the flip
+                                                 // leaves the other draws as they were
 constexpr double kPi = 3.14159265358979323846;
 
 // A uniform double in [0, 1) from one 32-bit word.
@@ -59,6 +61,8 @@ AugmentParams draw_augment(const proto::AugmentConfig& cfg, uint64_t seed, int64
   p.shift_y = cfg.shift_px() * (2.0 * unit(r[2]) - 1.0);
   if (cfg.scale_min() != 0 || cfg.scale_max() != 0)
     p.scale = cfg.scale_min() + (double(cfg.scale_max()) - cfg.scale_min()) * unit(r[3]);
+  if (cfg.flip_horizontal())
+    p.flip = RandomStream{seed, kFlipStream}.block(uint64_t(sample_index), uint32_t(epoch))[0] >> 31;
   return p;
 }
 
@@ -77,7 +81,9 @@ void augment_sample(const uint8_t* in, int c, int h, int w, const AugmentParams&
   for (int y = 0; y < h; ++y) {
     for (int x = 0; x < w; ++x) {
       const double u = x - cx - p.shift_x, v = y - cy - p.shift_y;
-      const double sx = snap(cx + cs * u - sn * v), sy = snap(cy + sn * u + cs * v);
+      double sx = snap(cx + cs * u - sn * v);
+      const double sy = snap(cy + sn * u + cs * v);
+      if (p.flip) sx = (w - 1) - sx;  // the mirrored image at sx is the input at w - 1 - sx
       const double fx0 = std::floor(sx), fy0 = std::floor(sy);
       const double fx = sx - fx0, fy = sy - fy0;
       const int64_t x0 = int64_t(fx0), y0 = int64_t(fy0);

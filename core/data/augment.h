@@ -1,6 +1,6 @@
 #pragma once
-// Random geometric augmentation of training images: rotation, shift and scaling about the
-// image centre, with bilinear sampling. Each sample's transform is drawn from
+// Random geometric augmentation of training images: a left-right mirror, then rotation, shift
+// and scaling about the image centre, with bilinear sampling. Each sample's transform is drawn from
 // (seed, epoch, global sample index) by a Philox stream, so the image a sample becomes does
 // not depend on the rank count, the thread count or the order samples are gathered in.
 #include <cstdint>
@@ -14,9 +14,13 @@ namespace deeptrain::data {
 // that the forward map "scale by `scale` and rotate by `angle_deg` about the centre
 // ((w-1)/2, (h-1)/2), then move by (shift_x, shift_y)" sends there. A positive angle turns the
 // image counter-clockwise as displayed (rows grow downwards); a positive shift_x moves it right.
+// With flip, the input is mirrored left-right first (column x reads column w - 1 - x).
 struct AugmentParams {
   double angle_deg = 0, shift_x = 0, shift_y = 0, scale = 1;
-  bool identity() const { return angle_deg == 0 && shift_x == 0 && shift_y == 0 && scale == 1; }
+  bool flip = false;
+  bool identity() const {
+    return angle_deg == 0 && shift_x == 0 && shift_y == 0 && scale == 1 && !flip;
+  }
 };
 
 // Throws InputError naming the field (data.augment.rotation_deg, ...) for an invalid config.

@@ -12,10 +12,13 @@
 //
 // Synchronised BN: with `sync` and a StepContext::allreduce_sum, the per-channel sums are
 // summed over all ranks, so the statistics are those of the global batch and the result does
-// not depend on the rank count. Each channel's sums run sequentially in f64 inside one
-// thread, so the thread count does not change them either.
+// not depend on the rank count. Sums run in f64, per sample and then over the samples in
+// order, so neither the thread count nor the activation's layout (plain, or a fast backend's
+// blocked nChw8c/nChw16c, which BN reads and writes as it is) changes them.
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <vector>
 
 #include "core/layers/extra_layers.h"
 
@@ -27,6 +30,149 @@ constexpr int64_t kParallelMin = int64_t{1} << 14;  // elements below which thre
 // A config float as the decimal written in the file (0.9f -> 0.9, not 0.899999976), so the
 // statistics are the ones a user (or another framework) computes by hand.
 double decimal(float f) { return std::strtod(fmt::format("{}", f).c_str(), nullptr); }
+
+// ---- kernels over an activation viewed as (n, C/B, S, B): n samples, C/B blocks of B
+// channels, S positions, B lanes (B = 1: plain). Element (i, c, s) is at
+// ((i * C/B + c/B) * S + s) * B + c % B. "part" arrays hold one sum per (sample, channel) at
+// i * C + c, which is (i * C/B + c/B) * B + c % B: the same index as a block's lanes.
+struct Act {
+  int64_t n, cb, s;
+  int64_t blocks() const { return n * cb; }
+};
+
+// sums[c] = sum over samples i, in order, of part[i * C + c].
+void sum_samples(int64_t n, int64_t C, const double* part, double* sums) {
+  for (int64_t c = 0; c < C; ++c) sums[c] = 0;
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t c = 0; c < C; ++c) sums[c] += part[i * C + c];
+}
+
+// The B per-channel constants v[c] of block p's lanes.
+template <int B>
+void lanes(const Act& a, int64_t p, const double* v, double* out) {
+  const int64_t c0 = (p % a.cb) * B;
+  for (int l = 0; l < B; ++l) out[l] = v[c0 + l];
+}
+
+template <class T, int B>
+void sum_x(const Act& a, const T* __restrict x, double* __restrict part) {
+#pragma omp parallel for schedule(static) if (a.blocks() * a.s * B >= kParallelMin)
+  for (int64_t p = 0; p < a.blocks(); ++p) {
+    const T* xp = x + p * a.s * B;
+    double acc[B] = {};
+    for (int64_t s = 0; s < a.s; ++s)
+#pragma omp simd
+      for (int l = 0; l < B; ++l) acc[l] += double(xp[s * B + l]);
+    for (int l = 0; l < B; ++l) part[p * B + l] = acc[l];
+  }
+}
+
+// part = sum of (x - mean)^2
+template <class T, int B>
+void sum_sq_dev(const Act& a, const T* __restrict x, const double* mean, double* __restrict part) {
+#pragma omp parallel for schedule(static) if (a.blocks() * a.s * B >= kParallelMin)
+  for (int64_t p = 0; p < a.blocks(); ++p) {
+    const T* xp = x + p * a.s * B;
+    double mu[B], acc[B] = {};
+    lanes<B>(a, p, mean, mu);
+    for (int64_t s = 0; s < a.s; ++s)
+#pragma omp simd
+      for (int l = 0; l < B; ++l) {
+        const double d = double(xp[s * B + l]) - mu[l];
+        acc[l] += d * d;
+      }
+    for (int l = 0; l < B; ++l) part[p * B + l] = acc[l];
+  }
+}
+
+// y = (x - mean) * scale + shift, then max(0, .) when relu.
+template <class T, int B, bool kRelu>
+void affine_map_impl(const Act& a, const T* __restrict x, const double* mean, const double* scale,
+                     const double* shift, T* __restrict y) {
+#pragma omp parallel for schedule(static) if (a.blocks() * a.s * B >= kParallelMin)
+  for (int64_t p = 0; p < a.blocks(); ++p) {
+    const T* xp = x + p * a.s * B;
+    T* yp = y + p * a.s * B;
+    double mu[B], sc[B], sh[B];
+    lanes<B>(a, p, mean, mu);
+    lanes<B>(a, p, scale, sc);
+    lanes<B>(a, p, shift, sh);
+    for (int64_t s = 0; s < a.s; ++s)
+#pragma omp simd
+      for (int l = 0; l < B; ++l) {
+        const T v = T((double(xp[s * B + l]) - mu[l]) * sc[l] + sh[l]);
+        yp[s * B + l] = kRelu ? (v > T(0) ? v : T(0)) : v;
+      }
+  }
+}
+template <class T, int B>
+void affine_map(const Act& a, const T* x, const double* mean, const double* scale,
+                const double* shift, bool relu, T* y) {
+  if (relu) affine_map_impl<T, B, true>(a, x, mean, scale, shift, y);
+  else affine_map_impl<T, B, false>(a, x, mean, scale, shift, y);
+}
+
+// g = dy, or dy masked by y > 0 when y (a fused ReLU's output) is given;
+// part_g = sum of g, part_gx = sum of g * (x - mean). (Writing g back to dy would make GCC
+// turn the mask into a conditional store and give up vectorising.)
+template <class T, int B, bool kMask>
+void sum_g_gdev_impl(const Act& a, const T* __restrict x, const T* __restrict y,
+                     const double* mean, const T* __restrict dy, double* __restrict part_g,
+                     double* __restrict part_gx) {
+#pragma omp parallel for schedule(static) if (a.blocks() * a.s * B >= kParallelMin)
+  for (int64_t p = 0; p < a.blocks(); ++p) {
+    const int64_t o = p * a.s * B;
+    double mu[B], sg[B] = {}, sgx[B] = {};
+    lanes<B>(a, p, mean, mu);
+    for (int64_t s = 0; s < a.s; ++s)
+#pragma omp simd
+      for (int l = 0; l < B; ++l) {
+        const int64_t i = o + s * B + l;
+        const T gv = kMask ? relu_masked(dy[i], y[i]) : dy[i];
+        sg[l] += double(gv);
+        sgx[l] += double(gv) * (double(x[i]) - mu[l]);
+      }
+    for (int l = 0; l < B; ++l) {
+      part_g[p * B + l] = sg[l];
+      part_gx[p * B + l] = sgx[l];
+    }
+  }
+}
+template <class T, int B>
+void sum_g_gdev(const Act& a, const T* x, const T* y, const double* mean, const T* dy, double* part_g,
+                double* part_gx) {
+  if (y) sum_g_gdev_impl<T, B, true>(a, x, y, mean, dy, part_g, part_gx);
+  else sum_g_gdev_impl<T, B, false>(a, x, nullptr, mean, dy, part_g, part_gx);
+}
+
+// dx = k * g + m - r * (x - mean), g as in sum_g_gdev.
+template <class T, int B, bool kMask>
+void input_grad_impl(const Act& a, const T* __restrict x, const T* __restrict y,
+                     const T* __restrict dy, const double* mean, const double* k, const double* m,
+                     const double* r, T* __restrict dx) {
+#pragma omp parallel for schedule(static) if (a.blocks() * a.s * B >= kParallelMin)
+  for (int64_t p = 0; p < a.blocks(); ++p) {
+    const int64_t o = p * a.s * B;
+    double mu[B], kl[B], ml[B], rl[B];
+    lanes<B>(a, p, mean, mu);
+    lanes<B>(a, p, k, kl);
+    lanes<B>(a, p, m, ml);
+    lanes<B>(a, p, r, rl);
+    for (int64_t s = 0; s < a.s; ++s)
+#pragma omp simd
+      for (int l = 0; l < B; ++l) {
+        const int64_t i = o + s * B + l;
+        const T gv = kMask ? relu_masked(dy[i], y[i]) : dy[i];
+        dx[i] = T(kl[l] * double(gv) + ml[l] - rl[l] * (double(x[i]) - mu[l]));
+      }
+  }
+}
+template <class T, int B>
+void input_grad(const Act& a, const T* x, const T* y, const T* dy, const double* mean,
+                const double* k, const double* m, const double* r, T* dx) {
+  if (y) input_grad_impl<T, B, true>(a, x, y, dy, mean, k, m, r, dx);
+  else input_grad_impl<T, B, false>(a, x, nullptr, dy, mean, k, m, r, dx);
+}
 
 class BatchNorm : public Layer {
  public:
@@ -45,9 +191,9 @@ class BatchNorm : public Layer {
     const Shape& s = in[0];
     if (s.rank() != 1 && s.rank() != 3)
       fail_input("layer '{}': batch_norm expects (C, H, W) or (D) per sample, got {}", name_, s.str());
-    const bool per_channel = s.rank() == 3 && !p_.per_activation();
-    channels_ = per_channel ? s[0] : s.numel();
-    spatial_ = per_channel ? s[1] * s[2] : 1;
+    per_channel_ = s.rank() == 3 && !p_.per_activation();
+    channels_ = per_channel_ ? s[0] : s.numel();
+    spatial_ = per_channel_ ? s[1] * s[2] : 1;
     running_mean_ = Tensor::zeros({channels_}, DType::f64);
     running_var_ = Tensor::empty({channels_}, DType::f64);
     for (int64_t c = 0; c < channels_; ++c) running_var_.data<double>()[c] = 1.0;
@@ -62,38 +208,46 @@ class BatchNorm : public Layer {
   }
 
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
-    x_ = ctx.backend.to_plain(*in[0]);
-    if (x_.dtype() == DType::f64) forward_impl<double>(ctx, out);
-    else forward_impl<float>(ctx, out);
-    out.set_layout(Layout::plain);
+    // Per-channel statistics read a blocked activation in place; per-activation ones need the
+    // plain (C * H * W) order.
+    x_ = per_channel_ ? *in[0] : ctx.backend.to_plain(*in[0]);
+    dispatch(x_, [&]<class T, int B>() { forward_impl<T, B>(ctx, out); });
+    out.set_layout(x_.layout());
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
+    if (dout.layout() == x_.layout()) {
+      dispatch(x_, [&]<class T, int B>() { backward_impl<T, B>(ctx, x_, out, dout, din[0]); });
+      if (din[0]) din[0]->set_layout(x_.layout());
+      return;
+    }
+    // The gradient came back in another layout than the activations (rare: a consumer that
+    // writes plain gradients): compute in plain.
+    const Tensor x = ctx.backend.to_plain(x_), y = ctx.backend.to_plain(out);
     const Tensor dy = ctx.backend.to_plain(dout);
-    if (x_.dtype() == DType::f64) backward_impl<double>(ctx, out, dy, din[0]);
-    else backward_impl<float>(ctx, out, dy, din[0]);
+    dispatch(x, [&]<class T, int B>() { backward_impl<T, B>(ctx, x, y, dy, din[0]); });
     if (din[0]) din[0]->set_layout(Layout::plain);
   }
 
  private:
   bool synced(const StepContext& ctx) const { return p_.sync() && ctx.allreduce_sum; }
 
-  // Per-channel sums of f(n, c, s) over n and s, one channel per thread iteration.
+  // Calls f.template operator()<T, B>() for x's element type and channel block.
   template <class F>
-  void channel_sums(int64_t n, double* sums, F&& f) const {
-    const int64_t C = channels_, S = spatial_;
-#pragma omp parallel for schedule(static) if (n * C * S >= kParallelMin)
-    for (int64_t c = 0; c < C; ++c) {
-      double acc = 0;
-      for (int64_t i = 0; i < n; ++i)
-        for (int64_t s = 0; s < S; ++s) acc += f((i * C + c) * S + s, c);
-      sums[c] = acc;
-    }
+  static void dispatch(const Tensor& x, F&& f) {
+    const int block = layout_block(x.layout());
+    const bool f64 = x.dtype() == DType::f64;
+    if (block == 16 && !f64) f.template operator()<float, 16>();
+    else if (block == 8 && !f64) f.template operator()<float, 8>();
+    else if (block != 1) fail("batch_norm: a {} {} activation", layout_name(x.layout()), dtype_name(x.dtype()));
+    else if (f64) f.template operator()<double, 1>();
+    else f.template operator()<float, 1>();
   }
 
-  template <class T>
+  template <class T, int B>
   void forward_impl(StepContext& ctx, Tensor& out) {
-    const int64_t n = x_.dim(0), C = channels_, S = spatial_;
+    const Act a{x_.dim(0), channels_ / B, spatial_};
+    const int64_t C = channels_;
     const T* x = x_.data<T>();
     mean_.assign(C, 0.0);
     invstd_.assign(C, 0.0);
@@ -103,17 +257,17 @@ class BatchNorm : public Layer {
       // large mean does not swallow the variance.
       Tensor sums = Tensor::zeros({C + 1}, DType::f64);
       double* sd = sums.data<double>();
-      channel_sums(n, sd, [&](int64_t i, int64_t) { return double(x[i]); });
-      sd[C] = double(n * S);
+      per_sample_.resize(size_t(a.n * C));
+      sum_x<T, B>(a, x, per_sample_.data());
+      sum_samples(a.n, C, per_sample_.data(), sd);
+      sd[C] = double(a.n * a.s);
       if (synced(ctx)) ctx.allreduce_sum(sums);
       count_ = sd[C];
       for (int64_t c = 0; c < C; ++c) mean_[c] = count_ > 0 ? sd[c] / count_ : 0.0;
       Tensor sq = Tensor::zeros({C}, DType::f64);
       double* qd = sq.data<double>();
-      channel_sums(n, qd, [&](int64_t i, int64_t c) {
-        const double d = double(x[i]) - mean_[c];
-        return d * d;
-      });
+      sum_sq_dev<T, B>(a, x, mean_.data(), per_sample_.data());
+      sum_samples(a.n, C, per_sample_.data(), qd);
       if (synced(ctx)) ctx.allreduce_sum(sq);
       double* rm = running_mean_.data<double>();
       double* rv = running_var_.data<double>();
@@ -129,38 +283,36 @@ class BatchNorm : public Layer {
         invstd_[c] = 1.0 / std::sqrt(running_var_.data<double>()[c] + eps_);
       }
     }
+    // y = (x - mean) * gamma / std + beta
     const T* gamma = params_[0].data<T>();
     const T* beta = params_[1].data<T>();
-    T* y = out.data<T>();
-    const bool relu = fused_relu_;
-#pragma omp parallel for schedule(static) if (n * C * S >= kParallelMin)
-    for (int64_t nc = 0; nc < n * C; ++nc) {
-      const int64_t c = nc % C;
-      const double scale = double(gamma[c]) * invstd_[c], shift = double(beta[c]);
-      for (int64_t s = 0; s < S; ++s) {
-        const int64_t i = nc * S + s;
-        const T v = T((double(x[i]) - mean_[c]) * scale + shift);
-        y[i] = relu && !(v > T(0)) ? T(0) : v;
-      }
+    std::vector<double> scale(C), shift(C);
+    for (int64_t c = 0; c < C; ++c) {
+      scale[c] = double(gamma[c]) * invstd_[c];
+      shift[c] = double(beta[c]);
     }
+    affine_map<T, B>(a, x, mean_.data(), scale.data(), shift.data(), fused_relu_, out.data<T>());
   }
 
-  template <class T>
-  void backward_impl(StepContext& ctx, const Tensor& out, const Tensor& dout, Tensor* din) {
-    const int64_t n = x_.dim(0), C = channels_, S = spatial_;
-    const T* x = x_.data<T>();
-    const T* y = out.data<T>();
+  template <class T, int B>
+  void backward_impl(StepContext& ctx, const Tensor& xt, const Tensor& out, const Tensor& dout,
+                     Tensor* din) {
+    const Act a{xt.dim(0), channels_ / B, spatial_};
+    const int64_t C = channels_;
+    const T* x = xt.data<T>();
+    const T* y = fused_relu_ ? out.data<T>() : nullptr;  // the fused ReLU's mask
     const T* dy = dout.data<T>();
-    const bool relu = fused_relu_;
-    // The gradient reaching the normalisation: through the fused ReLU's mask if there is one.
-    auto g = [&](int64_t i) { return relu && !(y[i] > T(0)) ? 0.0 : double(dy[i]); };
-    auto xhat = [&](int64_t i, int64_t c) { return (double(x[i]) - mean_[c]) * invstd_[c]; };
-
-    // sums: [sum g (C) | sum g * xhat (C)], this rank's; they are dbeta and dgamma.
+    // sums: [sum g (C) | sum g * xhat (C)], this rank's, where g is the gradient reaching the
+    // normalisation (dy through the fused ReLU's mask); they are dbeta and dgamma.
     Tensor sums = Tensor::zeros({2 * C}, DType::f64);
     double* sd = sums.data<double>();
-    channel_sums(n, sd, [&](int64_t i, int64_t) { return g(i); });
-    channel_sums(n, sd + C, [&](int64_t i, int64_t c) { return g(i) * xhat(i, c); });
+    per_sample_.resize(size_t(2 * a.n * C));
+    double* part_g = per_sample_.data();
+    double* part_gx = part_g + a.n * C;
+    sum_g_gdev<T, B>(a, x, y, mean_.data(), dy, part_g, part_gx);
+    sum_samples(a.n, C, part_g, sd);
+    sum_samples(a.n, C, part_gx, sd + C);
+    for (int64_t c = 0; c < C; ++c) sd[C + c] *= invstd_[c];  // sum g * (x - mean) / std
     T* dgamma = grads_[0].data<T>();
     T* dbeta = grads_[1].data<T>();
     for (int64_t c = 0; c < C; ++c) {
@@ -168,41 +320,35 @@ class BatchNorm : public Layer {
       dgamma[c] = T(sd[C + c]);
     }
     if (!din) return;
-    const T* gamma = params_[0].data<T>();
-    T* dx = din->data<T>();
-    if (!training_) {  // the statistics are constants
-#pragma omp parallel for schedule(static) if (n * C * S >= kParallelMin)
-      for (int64_t nc = 0; nc < n * C; ++nc) {
-        const int64_t c = nc % C;
-        const double scale = double(gamma[c]) * invstd_[c];
-        for (int64_t s = 0; s < S; ++s) dx[nc * S + s] = T(scale * g(nc * S + s));
-      }
-      return;
-    }
+    // dx = k * g + m - r * (x - mean) per channel. In evaluation the statistics are constants:
+    // k = gamma / std, m = r = 0. In training they are the batch's:
     // dx = gamma / std * (g - mean(g) - xhat * mean(g * xhat)), means over the (global) batch.
-    if (synced(ctx)) ctx.allreduce_sum(sums);
-    const double inv_count = count_ > 0 ? 1.0 / count_ : 0.0;
-#pragma omp parallel for schedule(static) if (n * C * S >= kParallelMin)
-    for (int64_t nc = 0; nc < n * C; ++nc) {
-      const int64_t c = nc % C;
-      const double scale = double(gamma[c]) * invstd_[c];
-      const double mean_g = sd[c] * inv_count, mean_gx = sd[C + c] * inv_count;
-      for (int64_t s = 0; s < S; ++s) {
-        const int64_t i = nc * S + s;
-        dx[i] = T(scale * (g(i) - mean_g - xhat(i, c) * mean_gx));
+    const T* gamma = params_[0].data<T>();
+    std::vector<double> k(C), m(C, 0.0), r(C, 0.0);
+    for (int64_t c = 0; c < C; ++c) k[c] = double(gamma[c]) * invstd_[c];
+    if (training_) {
+      if (synced(ctx)) ctx.allreduce_sum(sums);
+      const double inv_count = count_ > 0 ? 1.0 / count_ : 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        m[c] = -k[c] * sd[c] * inv_count;
+        r[c] = k[c] * invstd_[c] * sd[C + c] * inv_count;
       }
     }
+    input_grad<T, B>(a, x, y, dy, mean_.data(), k.data(), m.data(), r.data(), din->data<T>());
   }
 
   proto::BatchNormParam p_;
   double momentum_, eps_;
+  bool per_channel_ = false;
   int64_t channels_ = 0, spatial_ = 0;
   Tensor running_mean_, running_var_;  // f64 (C)
-  // From the last forward, for backward: its plain input, statistics, mode and global count.
+  // From the last forward, for backward: its input (in the layout it came in), statistics,
+  // mode and global count.
   Tensor x_;
   std::vector<double> mean_, invstd_;
   double count_ = 0;
   bool training_ = false;
+  std::vector<double> per_sample_;  // per-sample sums before they are summed over samples
 };
 
 }  // namespace

@@ -1,7 +1,8 @@
 // Global average pooling and the two joins of a layer graph: the residual add (ResNet's skip
-// connections) and the channel concatenation (Inception's branches). Plain loops over plain
-// layouts, f32 and f64.
+// connections) and the channel concatenation (Inception's branches). Plain loops, f32 and f64;
+// the add and the pooling read blocked activations as they are (extra_layers.h).
 #include <cstring>
+#include <type_traits>
 
 #include "core/layers/extra_layers.h"
 
@@ -23,42 +24,56 @@ class GlobalAvgPool : public Layer {
     return {c_};
   }
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
-    const Tensor x = ctx.backend.to_plain(*in[0]);
-    if (x.dtype() == DType::f64) forward_impl<double>(x, out);
-    else forward_impl<float>(x, out);
+    const Tensor& x = *in[0];
+    if (x.dtype() == DType::f64) forward_impl<double>(ctx, x, out);
+    else forward_impl<float>(ctx, x, out);
     out.set_layout(Layout::plain);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
     if (!din[0]) return;
+    // dx takes the input's layout, as the layer before wrote it (blocked or plain).
+    const int block = layout_block(in[0]->layout());
     const Tensor dy = ctx.backend.to_plain(dout);
-    if (dy.dtype() == DType::f64) backward_impl<double>(dy, *din[0]);
-    else backward_impl<float>(dy, *din[0]);
-    din[0]->set_layout(Layout::plain);
+    if (dy.dtype() == DType::f64) backward_impl<double>(dy, block, *din[0]);
+    else backward_impl<float>(dy, block, *din[0]);
+    din[0]->set_layout(in[0]->layout());
   }
 
  private:
+  // Plain inputs go plane by plane; blocked ones (f32 only) a block of B channels at a time,
+  // each channel's sum in the same order (position by position) as the plain loop.
   template <class T>
-  void forward_impl(const Tensor& x, Tensor& out) const {
-    const int64_t planes = x.dim(0) * c_, hw = hw_;
+  void forward_impl(StepContext& ctx, const Tensor& x, Tensor& out) const {
+    const int block = layout_block(x.layout());
+    if (block != 1 && !std::is_same_v<T, float>) {
+      forward_impl<T>(ctx, ctx.backend.to_plain(x), out);
+      return;
+    }
+    const int64_t n = x.dim(0), hw = hw_, cb_count = c_ / block;
     const T* xd = x.data<T>();
     T* y = out.data<T>();
-#pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
-    for (int64_t p = 0; p < planes; ++p) {
-      double acc = 0;
-      for (int64_t s = 0; s < hw; ++s) acc += double(xd[p * hw + s]);
-      y[p] = T(acc / double(hw));
+#pragma omp parallel for schedule(static) if (n * c_ * hw >= kParallelMin)
+    for (int64_t p = 0; p < n * cb_count; ++p) {
+      const int64_t i = p / cb_count, c0 = (p % cb_count) * block;
+      for (int l = 0; l < block; ++l) {
+        double acc = 0;
+        for (int64_t s = 0; s < hw; ++s) acc += double(xd[(p * hw + s) * block + l]);
+        y[i * c_ + c0 + l] = T(acc / double(hw));
+      }
     }
   }
   template <class T>
-  void backward_impl(const Tensor& dy, Tensor& dx) const {
-    const int64_t planes = dy.dim(0) * c_, hw = hw_;
+  void backward_impl(const Tensor& dy, int block, Tensor& dx) const {
+    const int64_t n = dy.dim(0), hw = hw_, cb_count = c_ / block;
     const T* g = dy.data<T>();
     T* d = dx.data<T>();
-#pragma omp parallel for schedule(static) if (planes * hw >= kParallelMin)
-    for (int64_t p = 0; p < planes; ++p) {
-      const T v = T(double(g[p]) / double(hw));
-      for (int64_t s = 0; s < hw; ++s) d[p * hw + s] = v;
+#pragma omp parallel for schedule(static) if (n * c_ * hw >= kParallelMin)
+    for (int64_t p = 0; p < n * cb_count; ++p) {
+      const int64_t i = p / cb_count, c0 = (p % cb_count) * block;
+      for (int64_t s = 0; s < hw; ++s)
+        for (int l = 0; l < block; ++l)
+          d[(p * hw + s) * block + l] = T(double(g[i * c_ + c0 + l]) / double(hw));
     }
   }
   int64_t c_ = 0, hw_ = 0;
@@ -81,17 +96,24 @@ class Add : public Layer {
     return in[0];
   }
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    // Inputs in one layout are added as they are (an elementwise op does not care which);
+    // mixed layouts meet in plain.
+    bool one_layout = true;
+    for (Tensor* t : in) one_layout = one_layout && t->layout() == in[0]->layout();
     std::vector<Tensor> xs;
-    for (Tensor* t : in) xs.push_back(ctx.backend.to_plain(*t));
+    for (Tensor* t : in) xs.push_back(one_layout ? *t : ctx.backend.to_plain(*t));
     if (out.dtype() == DType::f64) forward_impl<double>(xs, out);
     else forward_impl<float>(xs, out);
-    out.set_layout(Layout::plain);
+    out.set_layout(xs[0].layout());
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
-    const Tensor dy = ctx.backend.to_plain(dout);
-    if (dy.dtype() == DType::f64) backward_impl<double>(out, dy, din);
-    else backward_impl<float>(out, dy, din);
+    // The fused ReLU's mask reads y, so y and dy must share a layout; each dx takes dy's.
+    const bool one_layout = !fused_relu_ || out.layout() == dout.layout();
+    const Tensor y = one_layout ? out : ctx.backend.to_plain(out);
+    const Tensor dy = one_layout ? dout : ctx.backend.to_plain(dout);
+    if (dy.dtype() == DType::f64) backward_impl<double>(y, dy, din);
+    else backward_impl<float>(y, dy, din);
   }
 
  private:
@@ -101,12 +123,25 @@ class Add : public Layer {
     std::vector<const T*> x;
     for (const Tensor& t : xs) x.push_back(t.data<T>());
     T* y = out.data<T>();
-    const bool relu = fused_relu_;
+    // Two inputs (every residual block) get a loop of their own that GCC vectorises.
+    if (x.size() == 2 && fused_relu_) add2<T, true>(x[0], x[1], n, y);
+    else if (x.size() == 2) add2<T, false>(x[0], x[1], n, y);
+    else {
+      const bool relu = fused_relu_;
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
+      for (int64_t i = 0; i < n; ++i) {
+        T v = x[0][i];
+        for (size_t k = 1; k < x.size(); ++k) v += x[k][i];
+        y[i] = relu && !(v > T(0)) ? T(0) : v;
+      }
+    }
+  }
+  template <class T, bool kRelu>
+  static void add2(const T* __restrict a, const T* __restrict b, int64_t n, T* __restrict y) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) {
-      T v = x[0][i];
-      for (size_t k = 1; k < x.size(); ++k) v += x[k][i];
-      y[i] = relu && !(v > T(0)) ? T(0) : v;
+      const T v = a[i] + b[i];
+      y[i] = kRelu ? (v > T(0) ? v : T(0)) : v;
     }
   }
   template <class T>
@@ -126,13 +161,16 @@ class Add : public Layer {
       if (seen) continue;
       T* dx = din[k]->data<T>();
       const T m = T(times);
-      if (fused_relu_ || times > 1) {
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-        for (int64_t i = 0; i < n; ++i) dx[i] = !fused_relu_ || y[i] > T(0) ? m * g[i] : T(0);
+      if (fused_relu_) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+        for (int64_t i = 0; i < n; ++i) dx[i] = relu_masked(T(m * g[i]), y[i]);
+      } else if (times > 1) {
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+        for (int64_t i = 0; i < n; ++i) dx[i] = m * g[i];
       } else if (dx != g) {
         std::memcpy(dx, g, size_t(n) * sizeof(T));
       }
-      din[k]->set_layout(Layout::plain);
+      din[k]->set_layout(dy.layout());
     }
   }
 };
@@ -218,6 +256,15 @@ class Concat : public Layer {
 };
 
 }  // namespace
+
+int layout_block(Layout l) {
+  switch (l) {
+    case Layout::plain: return 1;
+    case Layout::nChw8c: return 8;
+    case Layout::nChw16c: return 16;
+  }
+  fail("layout_block: unknown layout {}", int(l));
+}
 
 std::unique_ptr<Layer> make_global_avg_pool(const proto::LayerConfig& cfg, int index) {
   return std::make_unique<GlobalAvgPool>(cfg.name(), index);

@@ -1,0 +1,199 @@
+// BatchNorm, the residual add and global average pooling on a fast backend's blocked
+// activations (nChw8c, nChw16c), which they read and write without converting: the same
+// numbers as on plain activations, bit for bit (each channel's sums run in the same order in
+// both layouts), and a ResNet-style graph on the fast CPU backend against the reference.
+#include <cstring>
+
+#include <google/protobuf/text_format.h>
+#include <gtest/gtest.h>
+
+#include "gradcheck_util.h"
+
+#include "core/backend/backend.h"
+#include "core/layers/extra_layers.h"
+#include "core/net.h"
+
+using namespace deeptrain;
+using namespace deeptrain::testing_util;
+
+namespace {
+
+// The layout formula of core/tensor.h, written out here independently of the backend's
+// conversion kernels: element (n, c, s) of a blocked tensor lives at
+// ((n * C/B + c/B) * S + s) * B + c % B.
+Tensor to_blocked(const Tensor& plain, int B) {
+  const int64_t n = plain.dim(0), c = plain.dim(1), s = plain.dim(2) * plain.dim(3);
+  Tensor out = Tensor::empty(plain.shape(), DType::f32);
+  const float* src = plain.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < s; ++p)
+        dst[((i * (c / B) + ch / B) * s + p) * B + ch % B] = src[(i * c + ch) * s + p];
+  out.set_layout(B == 16 ? Layout::nChw16c : Layout::nChw8c);
+  return out;
+}
+
+Tensor from_blocked(const Tensor& blocked) {
+  const int B = layout_block(blocked.layout());
+  const int64_t n = blocked.dim(0), c = blocked.dim(1), s = blocked.dim(2) * blocked.dim(3);
+  Tensor out = Tensor::empty(blocked.shape(), DType::f32);
+  const float* src = blocked.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t p = 0; p < s; ++p)
+        dst[(i * c + ch) * s + p] = src[((i * (c / B) + ch / B) * s + p) * B + ch % B];
+  return out;
+}
+
+Tensor random_f32(const Shape& shape, uint64_t seed, double scale = 1.0, double offset = 0.0) {
+  Tensor t = Tensor::empty(shape, DType::f64);
+  fill_random(t, seed, scale, offset);
+  return t.to(DType::f32);
+}
+
+void expect_bit_identical(const Tensor& a, const Tensor& b, const std::string& what) {
+  ASSERT_EQ(a.numel(), b.numel()) << what;
+  EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << what << " differs";
+}
+
+// One layer run forward and backward in a layout: its output, input gradients and parameter
+// gradients, all returned plain.
+struct Run {
+  Tensor y;
+  std::vector<Tensor> dx, dparams;
+};
+
+Run run_layer(const char* cfg, bool fused_relu, bool training, const std::vector<Tensor>& xs,
+              const Tensor& dy, int block) {
+  proto::LayerConfig lc;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(cfg, &lc));
+  auto backend = make_backend("cpu-ref");
+  auto layer = make_layer(lc, 0);
+  layer->set_fused_relu(fused_relu);
+  std::vector<Shape> shapes;
+  for (const Tensor& x : xs) shapes.push_back(Shape({x.dim(1), x.dim(2), x.dim(3)}));
+  const Shape out = layer->setup(shapes);
+  std::vector<Tensor> params, grads;
+  for (const ParamSpec& s : layer->param_specs()) {
+    params.push_back(random_f32(s.shape, 40 + params.size(), 0.5, s.constant ? 1.0 : 0.0));
+    grads.push_back(Tensor::zeros(s.shape, DType::f32));
+  }
+  layer->bind(params, grads);
+  auto in_layout = [&](const Tensor& t) { return block == 1 ? t.clone() : to_blocked(t, block); };
+  std::vector<Tensor> in_t;
+  for (const Tensor& x : xs) in_t.push_back(in_layout(x));
+  std::vector<Tensor*> in;
+  for (Tensor& t : in_t) in.push_back(&t);
+  std::vector<int64_t> dims{xs[0].dim(0)};
+  for (int64_t d : out.dims()) dims.push_back(d);
+  Tensor y = Tensor::empty(Shape(dims), DType::f32);
+  StepContext ctx{*backend, training, 1, 2, nullptr};
+  layer->forward(ctx, in, y);
+  Tensor g = y.shape().rank() == 4 && block != 1 ? to_blocked(dy, block) : dy.clone();
+  std::vector<Tensor> dx_t;
+  for (const Tensor& x : xs) dx_t.push_back(Tensor::empty(x.shape(), DType::f32));
+  std::vector<Tensor*> din;
+  for (Tensor& t : dx_t) din.push_back(&t);
+  layer->backward(ctx, in, y, g, din);
+  Run r;
+  r.y = y.layout() == Layout::plain ? y : from_blocked(y);
+  if (y.shape().rank() == 4) EXPECT_EQ(layout_block(y.layout()), block) << "output layout";
+  for (Tensor& t : dx_t) {
+    EXPECT_EQ(layout_block(t.layout()), block) << "input gradient layout";
+    r.dx.push_back(t.layout() == Layout::plain ? t : from_blocked(t));
+  }
+  r.dparams = grads;
+  return r;
+}
+
+void expect_same_in_every_layout(const char* cfg, bool fused_relu, bool training,
+                                 const std::vector<Tensor>& xs, const Tensor& dy) {
+  const Run plain = run_layer(cfg, fused_relu, training, xs, dy, 1);
+  for (int block : {8, 16}) {
+    SCOPED_TRACE(testing::Message() << cfg << " block " << block << " relu " << fused_relu
+                                    << " training " << training);
+    const Run b = run_layer(cfg, fused_relu, training, xs, dy, block);
+    expect_bit_identical(b.y, plain.y, "output");
+    for (size_t k = 0; k < xs.size(); ++k) expect_bit_identical(b.dx[k], plain.dx[k], "dx");
+    for (size_t k = 0; k < plain.dparams.size(); ++k)
+      expect_bit_identical(b.dparams[k], plain.dparams[k], "parameter gradient");
+  }
+}
+
+TEST(BlockedLayouts, BatchNormIsBitIdenticalToPlain) {
+  // 32 channels: four blocks of 8, two of 16; mean 2, sd 3 so the normalisation has work.
+  const Tensor x = random_f32({5, 32, 3, 7}, 1, 3.0, 2.0), dy = random_f32({5, 32, 3, 7}, 2);
+  for (bool relu : {false, true})
+    for (bool training : {true, false})
+      expect_same_in_every_layout(R"(name: "bn" batch_norm {})", relu, training, {x}, dy);
+}
+
+TEST(BlockedLayouts, AddIsBitIdenticalToPlain) {
+  const Tensor a = random_f32({3, 16, 5, 5}, 3), b = random_f32({3, 16, 5, 5}, 4);
+  const Tensor c = random_f32({3, 16, 5, 5}, 5), dy = random_f32({3, 16, 5, 5}, 6);
+  for (bool relu : {false, true}) {
+    expect_same_in_every_layout(R"(name: "add" add {})", relu, true, {a, b}, dy);
+    expect_same_in_every_layout(R"(name: "add" add {})", relu, true, {a, b, c}, dy);
+  }
+}
+
+TEST(BlockedLayouts, GlobalAvgPoolIsBitIdenticalToPlain) {
+  const Tensor x = random_f32({4, 32, 7, 7}, 7), dy = random_f32({4, 32}, 8);
+  expect_same_in_every_layout(R"(name: "gap" global_avg_pool {})", false, true, {x}, dy);
+}
+
+// A ResNet-style graph whose channel counts (16, 32) fill the fast backend's blocks, so its
+// BN, add and pooling layers see blocked activations and gradients there (and a BN output
+// with two consumers makes Net::backward add blocked gradients): the fast CPU backend
+// against the plain reference backend.
+TEST(BlockedLayouts, ResidualNetOnTheFastBackendMatchesTheReference) {
+  proto::ModelConfig mc;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(
+    layer { name: "stem" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
+    layer { name: "stem_bn" batch_norm {} }
+    layer { name: "stem_relu" relu {} }
+    layer { name: "a1" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
+    layer { name: "a1_bn" batch_norm {} }
+    layer { name: "a1_relu" relu {} }
+    layer { name: "a2" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
+    layer { name: "a2_bn" batch_norm {} }
+    layer { name: "res" input: "a2_bn" input: "stem_relu" add {} }
+    layer { name: "res_relu" relu {} }
+    layer { name: "down" conv { out_channels: 32 kernel: 3 stride: 2 pad: 1 no_bias: true } }
+    layer { name: "down_bn" batch_norm {} }
+    layer { name: "down_relu" input: "down_bn" relu {} }
+    layer { name: "proj" input: "res_relu" conv { out_channels: 32 kernel: 1 stride: 2 no_bias: true } }
+    layer { name: "proj_bn" batch_norm {} }
+    layer { name: "res2" input: "down_relu" input: "proj_bn" input: "down_bn" add {} }
+    layer { name: "gap" global_avg_pool {} }
+    layer { name: "fc" affine { out_features: 5 } }
+  )", &mc));
+  const Shape input{1, 8, 8};
+  const int64_t n = 6;
+  const Tensor x = random_f32({n, 1, 8, 8}, 9);
+  Tensor t = Tensor::empty({n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(i % 5);
+  std::vector<Tensor> logits, grads;
+  for (const char* name : {"cpu-ref", "cpu"}) {
+    Net net(mc, input, 5, DType::f32);
+    net.init_params(7);
+    auto backend = make_backend(name);
+    StepContext ctx{*backend, true, 5, 0, nullptr};
+    Tensor probs = Tensor::empty({n, 5}, DType::f32), dlogits = probs.clone();
+    logits.push_back(backend->to_plain(net.forward(ctx, x)).clone());
+    backend->softmax_ce_forward(logits.back(), t, 1e-7, probs, nullptr);
+    backend->softmax_ce_backward(probs, t, 1.0 / double(n), dlogits);
+    net.grads().fill_zero();
+    net.backward(ctx, dlogits);
+    grads.push_back(net.grads().clone());
+  }
+  for (int64_t i = 0; i < logits[0].numel(); ++i)
+    EXPECT_NEAR(logits[1].data<float>()[i], logits[0].data<float>()[i], 1e-4) << i;
+  for (int64_t i = 0; i < grads[0].numel(); ++i)
+    EXPECT_NEAR(grads[1].data<float>()[i], grads[0].data<float>()[i],
+                1e-4 * std::max(1.0f, std::abs(grads[0].data<float>()[i]))) << i;
+}
+
+}  // namespace
