@@ -54,6 +54,7 @@ run_test() {  # name, then the command
   grep -hE '^\[ .* \]|^\[  (SKIPPED|FAILED) ' "$out/$name.log" | head -60 >>"$out/summary.txt"
 }
 run_test ops "$build/tests/test_backend_ops_gpu"
+run_test layers "$build/tests/test_gpu_layers"
 run_test parity "$build/tests/test_reference_parity"
 run_test train "$build/tests/test_gpu_train"
 

@@ -15,7 +15,7 @@ out=${1:-.gpu/bundle.tar.xz}
 build=build-gpu
 cmake -S . -B "$build" -G Ninja -DDEEPTRAIN_CUDA=ON -DDEEPTRAIN_MPI=OFF -DDEEPTRAIN_DNNL=OFF \
   -DDEEPTRAIN_NATIVE=OFF -DDEEPTRAIN_REFERENCE_DIR="$PWD/../shared/reference" >/dev/null
-targets=(deeptrain test_backend_ops_gpu test_gpu_train test_reference_parity)
+targets=(deeptrain test_backend_ops_gpu test_gpu_layers test_gpu_train test_reference_parity)
 cmake --build "$build" -j"$(nproc)" --target "${targets[@]}"
 [ -f data/mnist/train-images-idx3-ubyte ] || scripts/fetch_data.sh
 

@@ -1,6 +1,7 @@
 #include "core/backend/backend.h"
 
 #include <cmath>
+#include <cstring>
 
 namespace deeptrain {
 
@@ -50,6 +51,44 @@ void Backend::accumulate(Tensor& acc, const Tensor& x) {
   if (acc.dtype() == DType::f32) add(acc.data<float>(), x.data<float>());
   else if (acc.dtype() == DType::f64) add(acc.data<double>(), x.data<double>());
   else fail("accumulate: {} tensors are not supported", dtype_name(acc.dtype()));
+}
+
+// ---- the deeper nets' device ops: the host runs these layers in core/layers ----
+namespace {
+[[noreturn]] void no_device_op(const Backend& b, const char* op) {
+  fail("backend '{}' has no {} op (the host layers compute it in core/layers)", b.name(), op);
+}
+}  // namespace
+
+void Backend::bn_sums(const Tensor&, const Tensor*, Tensor&) { no_device_op(*this, "bn_sums"); }
+void Backend::bn_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, Tensor&) {
+  no_device_op(*this, "bn_apply");
+}
+void Backend::bn_grad_sums(const Tensor&, const Tensor*, const Tensor&, const Tensor&, Tensor&) {
+  no_device_op(*this, "bn_grad_sums");
+}
+void Backend::bn_input_grad(const Tensor&, const Tensor*, const Tensor&, const Tensor&,
+                            const Tensor&, const Tensor&, const Tensor&, Tensor&) {
+  no_device_op(*this, "bn_input_grad");
+}
+void Backend::plane_mean(const Tensor&, Tensor&) { no_device_op(*this, "plane_mean"); }
+void Backend::plane_mean_backward(const Tensor&, Tensor&) {
+  no_device_op(*this, "plane_mean_backward");
+}
+
+void Backend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
+                        int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) {
+  DT_CHECK(src.dtype() == dst.dtype() && src.device() == Device::cpu && dst.device() == Device::cpu,
+           "copy_rows: {} -> {} on the host", dtype_name(src.dtype()), dtype_name(dst.dtype()));
+  DT_CHECK(rows == 0 || (src_offset + (rows - 1) * src_stride + row_len <= src.numel() &&
+                         dst_offset + (rows - 1) * dst_stride + row_len <= dst.numel()),
+           "copy_rows: {} rows of {} out of range", rows, row_len);
+  const size_t elem = dtype_size(src.dtype());
+  const char* s = static_cast<const char*>(src.raw());
+  char* d = static_cast<char*>(dst.raw());
+  for (int64_t i = 0; i < rows; ++i)
+    std::memcpy(d + (dst_offset + i * dst_stride) * elem, s + (src_offset + i * src_stride) * elem,
+                size_t(row_len) * elem);
 }
 
 bool Backend::scale_and_check_finite(Tensor& x, double alpha) {

@@ -105,6 +105,34 @@ class Backend {
   // A plain-layout copy (or x itself when it is already plain).
   virtual Tensor to_plain(const Tensor& x) = 0;
 
+  // ---- the deeper nets' layers on a device (core/layers/batch_norm.cpp, merge_layers.cpp) ----
+  // Host backends leave BatchNorm and global average pooling to the layers' own loops (which
+  // also read blocked layouts); a device backend implements these ops, on plain f32 activations
+  // viewed as (n, C, S) with per-channel f64 vectors (C), all in its memory. Sums over (n, s)
+  // run in f64 in a fixed order. The defaults fail, naming the op and the backend.
+  // sums[c] = sum of x, or of (x - mean[c])^2 when mean is given.
+  virtual void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums);
+  // y = (x - mean[c]) * scale[c] + shift[c], then max(0, .) when relu.
+  virtual void bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale,
+                        const Tensor& shift, bool relu, Tensor& y);
+  // g = dy, or dy where y > 0 when relu_y (a fused ReLU's output) is given; sums (2C) =
+  // [sum of g | sum of g * (x - mean[c])].
+  virtual void bn_grad_sums(const Tensor& x, const Tensor* relu_y, const Tensor& dy,
+                            const Tensor& mean, Tensor& sums);
+  // dx = k[c] * g + m[c] - r[c] * (x - mean[c]), g as in bn_grad_sums.
+  virtual void bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor& dy,
+                             const Tensor& mean, const Tensor& k, const Tensor& m,
+                             const Tensor& r, Tensor& dx);
+  // Global average pooling of x (n, C, H, W) -> y (n, C): each plane's f64 sum / (H * W);
+  // backward: every element of a plane gets dy / (H * W).
+  virtual void plane_mean(const Tensor& x, Tensor& y);
+  virtual void plane_mean_backward(const Tensor& dy, Tensor& dx);
+  // rows times: dst[dst_offset + i * dst_stride + j] = src[src_offset + i * src_stride + j] for
+  // j < row_len (elements; equal dtypes; both in this backend's memory): the channel blocks of
+  // a concat. Host backends: memcpy.
+  virtual void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
+                         int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows);
+
   // ---- memory and whole-buffer ops ----
   // Host backends keep everything in host memory (these defaults). A device backend overrides
   // them all: its tensors live on its device, its ops run in order on one stream of its own, and

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include "core/layers/extra_layers.h"
@@ -208,6 +209,11 @@ class BatchNorm : public Layer {
   }
 
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    if (in[0]->device() != Device::cpu) {
+      x_ = *in[0];
+      forward_device(ctx, out);
+      return;
+    }
     // Per-channel statistics read a blocked activation in place; per-activation ones need the
     // plain (C * H * W) order.
     x_ = per_channel_ ? *in[0] : ctx.backend.to_plain(*in[0]);
@@ -216,6 +222,7 @@ class BatchNorm : public Layer {
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
+    if (x_.device() != Device::cpu) return backward_device(ctx, out, dout, din[0]);
     if (dout.layout() == x_.layout()) {
       dispatch(x_, [&]<class T, int B>() { backward_impl<T, B>(ctx, x_, out, dout, din[0]); });
       if (din[0]) din[0]->set_layout(x_.layout());
@@ -244,6 +251,123 @@ class BatchNorm : public Layer {
     else f.template operator()<float, 1>();
   }
 
+  // ---- the statistics, shared by the host and device paths (host f64) ----
+  // sums: per-channel sums of x (C) and this rank's element count; summed over the ranks when
+  // synchronised. Sets the count and the means.
+  void take_means(StepContext& ctx, Tensor& sums) {
+    const int64_t C = channels_;
+    if (synced(ctx)) ctx.allreduce_sum(sums);
+    const double* sd = sums.data<double>();
+    count_ = sd[C];
+    for (int64_t c = 0; c < C; ++c) mean_[c] = count_ > 0 ? sd[c] / count_ : 0.0;
+  }
+  // sq: per-channel sums of (x - mean)^2. Sets 1/std and updates the running statistics.
+  void take_variances(StepContext& ctx, Tensor& sq) {
+    if (synced(ctx)) ctx.allreduce_sum(sq);
+    const double* qd = sq.data<double>();
+    double* rm = running_mean_.data<double>();
+    double* rv = running_var_.data<double>();
+    for (int64_t c = 0; c < channels_; ++c) {
+      const double var = count_ > 0 ? qd[c] / count_ : 0.0;
+      invstd_[c] = 1.0 / std::sqrt(var + eps_);
+      rm[c] = momentum_ * rm[c] + (1.0 - momentum_) * mean_[c];
+      rv[c] = momentum_ * rv[c] + (1.0 - momentum_) * var;
+    }
+  }
+  void take_running_statistics() {
+    for (int64_t c = 0; c < channels_; ++c) {
+      mean_[c] = running_mean_.data<double>()[c];
+      invstd_[c] = 1.0 / std::sqrt(running_var_.data<double>()[c] + eps_);
+    }
+  }
+  // sums (2C, host f64): this rank's [sum g | sum g * (x - mean)]; the second half becomes
+  // sum g * xhat (dgamma; the first is dbeta). Returns the coefficients of
+  // dx = k * g + m - r * (x - mean) per channel. In evaluation the statistics are constants:
+  // k = gamma / std, m = r = 0. In training they are the batch's:
+  // dx = gamma / std * (g - mean(g) - xhat * mean(g * xhat)), means over the (global) batch.
+  struct InputGrad {
+    std::vector<double> k, m, r;
+  };
+  void take_grad_sums(Tensor& sums) {
+    double* sd = sums.data<double>();
+    for (int64_t c = 0; c < channels_; ++c) sd[channels_ + c] *= invstd_[c];
+  }
+  template <class G>
+  InputGrad input_grad_coefficients(StepContext& ctx, Tensor& sums, const G* gamma) {
+    const int64_t C = channels_;
+    InputGrad q{std::vector<double>(C), std::vector<double>(C, 0.0), std::vector<double>(C, 0.0)};
+    for (int64_t c = 0; c < C; ++c) q.k[c] = double(gamma[c]) * invstd_[c];
+    if (!training_) return q;
+    if (synced(ctx)) ctx.allreduce_sum(sums);
+    const double* sd = sums.data<double>();
+    const double inv_count = count_ > 0 ? 1.0 / count_ : 0.0;
+    for (int64_t c = 0; c < C; ++c) {
+      q.m[c] = -q.k[c] * sd[c] * inv_count;
+      q.r[c] = q.k[c] * invstd_[c] * sd[C + c] * inv_count;
+    }
+    return q;
+  }
+
+  // ---- the device path: the backend's bn_* ops, the statistics on the host ----
+  // A copy of v in the backend's memory. (A copy from pageable host memory returns once the
+  // data is staged, so v may change or go right after.)
+  static Tensor upload(Backend& be, const std::vector<double>& v) {
+    Tensor d = be.empty({int64_t(v.size())}, DType::f64);
+    be.copy(Tensor::view(const_cast<double*>(v.data()), {int64_t(v.size())}, DType::f64), d);
+    return d;
+  }
+  void forward_device(StepContext& ctx, Tensor& out) {
+    Backend& be = ctx.backend;
+    const int64_t C = channels_;
+    mean_.assign(C, 0.0);
+    invstd_.assign(C, 0.0);
+    training_ = ctx.training;
+    if (training_) {
+      Tensor dev = be.empty({C}, DType::f64);
+      be.bn_sums(x_, nullptr, dev);
+      Tensor sums = Tensor::zeros({C + 1}, DType::f64);
+      std::memcpy(sums.raw(), be.to_host(dev).raw(), size_t(C) * sizeof(double));
+      sums.data<double>()[C] = double(x_.numel() / C);
+      take_means(ctx, sums);
+      mean_dev_ = upload(be, mean_);
+      be.bn_sums(x_, &mean_dev_, dev);
+      Tensor sq = be.to_host(dev);
+      take_variances(ctx, sq);
+    } else {
+      take_running_statistics();
+      mean_dev_ = upload(be, mean_);
+    }
+    const Tensor gamma = be.to_host(params_[0]), beta = be.to_host(params_[1]);
+    std::vector<double> scale(C), shift(C);
+    for (int64_t c = 0; c < C; ++c) {
+      scale[c] = double(gamma.data<float>()[c]) * invstd_[c];
+      shift[c] = double(beta.data<float>()[c]);
+    }
+    be.bn_apply(x_, mean_dev_, upload(be, scale), upload(be, shift), fused_relu_, out);
+  }
+  void backward_device(StepContext& ctx, const Tensor& out, const Tensor& dout, Tensor* din) {
+    Backend& be = ctx.backend;
+    const int64_t C = channels_;
+    const Tensor* relu_y = fused_relu_ ? &out : nullptr;
+    Tensor dev = be.empty({2 * C}, DType::f64);
+    be.bn_grad_sums(x_, relu_y, dout, mean_dev_, dev);
+    Tensor sums = be.to_host(dev);
+    take_grad_sums(sums);
+    Tensor dgamma = Tensor::empty({C}, DType::f32), dbeta = Tensor::empty({C}, DType::f32);
+    for (int64_t c = 0; c < C; ++c) {
+      dbeta.data<float>()[c] = float(sums.data<double>()[c]);
+      dgamma.data<float>()[c] = float(sums.data<double>()[C + c]);
+    }
+    be.copy(dgamma, grads_[0]);
+    be.copy(dbeta, grads_[1]);
+    if (!din) return;
+    const Tensor gamma = be.to_host(params_[0]);
+    const InputGrad q = input_grad_coefficients(ctx, sums, gamma.data<float>());
+    be.bn_input_grad(x_, relu_y, dout, mean_dev_, upload(be, q.k), upload(be, q.m),
+                     upload(be, q.r), *din);
+  }
+
+  // ---- the host path ----
   template <class T, int B>
   void forward_impl(StepContext& ctx, Tensor& out) {
     const Act a{x_.dim(0), channels_ / B, spatial_};
@@ -261,27 +385,13 @@ class BatchNorm : public Layer {
       sum_x<T, B>(a, x, per_sample_.data());
       sum_samples(a.n, C, per_sample_.data(), sd);
       sd[C] = double(a.n * a.s);
-      if (synced(ctx)) ctx.allreduce_sum(sums);
-      count_ = sd[C];
-      for (int64_t c = 0; c < C; ++c) mean_[c] = count_ > 0 ? sd[c] / count_ : 0.0;
+      take_means(ctx, sums);
       Tensor sq = Tensor::zeros({C}, DType::f64);
-      double* qd = sq.data<double>();
       sum_sq_dev<T, B>(a, x, mean_.data(), per_sample_.data());
-      sum_samples(a.n, C, per_sample_.data(), qd);
-      if (synced(ctx)) ctx.allreduce_sum(sq);
-      double* rm = running_mean_.data<double>();
-      double* rv = running_var_.data<double>();
-      for (int64_t c = 0; c < C; ++c) {
-        const double var = count_ > 0 ? qd[c] / count_ : 0.0;
-        invstd_[c] = 1.0 / std::sqrt(var + eps_);
-        rm[c] = momentum_ * rm[c] + (1.0 - momentum_) * mean_[c];
-        rv[c] = momentum_ * rv[c] + (1.0 - momentum_) * var;
-      }
+      sum_samples(a.n, C, per_sample_.data(), sq.data<double>());
+      take_variances(ctx, sq);
     } else {
-      for (int64_t c = 0; c < C; ++c) {
-        mean_[c] = running_mean_.data<double>()[c];
-        invstd_[c] = 1.0 / std::sqrt(running_var_.data<double>()[c] + eps_);
-      }
+      take_running_statistics();
     }
     // y = (x - mean) * gamma / std + beta
     const T* gamma = params_[0].data<T>();
@@ -312,7 +422,7 @@ class BatchNorm : public Layer {
     sum_g_gdev<T, B>(a, x, y, mean_.data(), dy, part_g, part_gx);
     sum_samples(a.n, C, part_g, sd);
     sum_samples(a.n, C, part_gx, sd + C);
-    for (int64_t c = 0; c < C; ++c) sd[C + c] *= invstd_[c];  // sum g * (x - mean) / std
+    take_grad_sums(sums);
     T* dgamma = grads_[0].data<T>();
     T* dbeta = grads_[1].data<T>();
     for (int64_t c = 0; c < C; ++c) {
@@ -320,21 +430,9 @@ class BatchNorm : public Layer {
       dgamma[c] = T(sd[C + c]);
     }
     if (!din) return;
-    // dx = k * g + m - r * (x - mean) per channel. In evaluation the statistics are constants:
-    // k = gamma / std, m = r = 0. In training they are the batch's:
-    // dx = gamma / std * (g - mean(g) - xhat * mean(g * xhat)), means over the (global) batch.
-    const T* gamma = params_[0].data<T>();
-    std::vector<double> k(C), m(C, 0.0), r(C, 0.0);
-    for (int64_t c = 0; c < C; ++c) k[c] = double(gamma[c]) * invstd_[c];
-    if (training_) {
-      if (synced(ctx)) ctx.allreduce_sum(sums);
-      const double inv_count = count_ > 0 ? 1.0 / count_ : 0.0;
-      for (int64_t c = 0; c < C; ++c) {
-        m[c] = -k[c] * sd[c] * inv_count;
-        r[c] = k[c] * invstd_[c] * sd[C + c] * inv_count;
-      }
-    }
-    input_grad<T, B>(a, x, y, dy, mean_.data(), k.data(), m.data(), r.data(), din->data<T>());
+    const InputGrad q = input_grad_coefficients(ctx, sums, params_[0].data<T>());
+    input_grad<T, B>(a, x, y, dy, mean_.data(), q.k.data(), q.m.data(), q.r.data(),
+                     din->data<T>());
   }
 
   proto::BatchNormParam p_;
@@ -346,6 +444,7 @@ class BatchNorm : public Layer {
   // mode and global count.
   Tensor x_;
   std::vector<double> mean_, invstd_;
+  Tensor mean_dev_;  // the device path: mean_ in the backend's memory
   double count_ = 0;
   bool training_ = false;
   std::vector<double> per_sample_;  // per-sample sums before they are summed over samples

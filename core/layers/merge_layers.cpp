@@ -25,6 +25,7 @@ class GlobalAvgPool : public Layer {
   }
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
     const Tensor& x = *in[0];
+    if (x.device() != Device::cpu) return ctx.backend.plane_mean(x, out);
     if (x.dtype() == DType::f64) forward_impl<double>(ctx, x, out);
     else forward_impl<float>(ctx, x, out);
     out.set_layout(Layout::plain);
@@ -32,6 +33,7 @@ class GlobalAvgPool : public Layer {
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
     if (!din[0]) return;
+    if (dout.device() != Device::cpu) return ctx.backend.plane_mean_backward(dout, *din[0]);
     // dx takes the input's layout, as the layer before wrote it (blocked or plain).
     const int block = layout_block(in[0]->layout());
     const Tensor dy = ctx.backend.to_plain(dout);
@@ -102,6 +104,7 @@ class Add : public Layer {
     for (Tensor* t : in) one_layout = one_layout && t->layout() == in[0]->layout();
     std::vector<Tensor> xs;
     for (Tensor* t : in) xs.push_back(one_layout ? *t : ctx.backend.to_plain(*t));
+    if (out.device() != Device::cpu) return forward_device(ctx.backend, xs, out);
     if (out.dtype() == DType::f64) forward_impl<double>(xs, out);
     else forward_impl<float>(xs, out);
     out.set_layout(xs[0].layout());
@@ -112,6 +115,7 @@ class Add : public Layer {
     const bool one_layout = !fused_relu_ || out.layout() == dout.layout();
     const Tensor y = one_layout ? out : ctx.backend.to_plain(out);
     const Tensor dy = one_layout ? dout : ctx.backend.to_plain(dout);
+    if (dy.device() != Device::cpu) return backward_device(ctx.backend, y, dy, din);
     if (dy.dtype() == DType::f64) backward_impl<double>(y, dy, din);
     else backward_impl<float>(y, dy, din);
   }
@@ -136,6 +140,31 @@ class Add : public Layer {
       }
     }
   }
+  // The device: y = x0, y += x1, ... (the host loop's order), then the ReLU in place.
+  void forward_device(Backend& be, const std::vector<Tensor>& xs, Tensor& out) const {
+    be.copy(xs[0], out);
+    for (size_t k = 1; k < xs.size(); ++k) be.accumulate(out, xs[k]);
+    if (fused_relu_) be.relu_forward(out, out);
+  }
+  void backward_device(Backend& be, const Tensor& y, const Tensor& dy,
+                       const std::vector<Tensor*>& din) const {
+    for (size_t k = 0; k < din.size(); ++k) {
+      if (!din[k]) continue;
+      int times = 0;
+      bool seen = false;
+      for (size_t j = 0; j < din.size(); ++j) {
+        times += din[j] == din[k];
+        seen |= j < k && din[j] == din[k];
+      }
+      if (seen) continue;
+      Tensor& dx = *din[k];
+      // times * (y > 0 ? dy : 0), as the host computes it (relu_masked(m * g, y)).
+      if (times > 1) be.scale(dy, double(times), dx);
+      else if (dx.raw() != dy.raw()) be.copy(dy, dx);
+      if (fused_relu_) be.relu_backward(y, dx, dx);
+    }
+  }
+
   template <class T, bool kRelu>
   static void add2(const T* __restrict a, const T* __restrict b, int64_t n, T* __restrict y) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
@@ -200,18 +229,15 @@ class Concat : public Layer {
     out_channels_ = dims[0];
     return Shape(dims);
   }
+  // Each input's samples are rows of channels_[k] * inner_ elements; in the output they sit at
+  // a channel offset within rows of out_channels_ * inner_ (Backend::copy_rows, host or device).
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
-    const int64_t n = out.dim(0);
-    const size_t elem = dtype_size(out.dtype());
-    char* y = static_cast<char*>(out.raw());
+    const int64_t n = out.dim(0), row = out_channels_ * inner_;
     int64_t offset = 0;  // in channels
     for (size_t k = 0; k < in.size(); ++k) {
       const Tensor x = ctx.backend.to_plain(*in[k]);
-      const char* xd = static_cast<const char*>(x.raw());
       const int64_t block = channels_[k] * inner_;
-      for (int64_t i = 0; i < n; ++i)
-        std::memcpy(y + (i * out_channels_ + offset) * inner_ * elem, xd + i * block * elem,
-                    size_t(block) * elem);
+      ctx.backend.copy_rows(x, 0, block, out, offset * inner_, row, block, n);
       offset += channels_[k];
     }
     out.set_layout(Layout::plain);
@@ -219,22 +245,18 @@ class Concat : public Layer {
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
     const Tensor dy = ctx.backend.to_plain(dout);
-    const int64_t n = dy.dim(0);
-    const size_t elem = dtype_size(dy.dtype());
-    const char* g = static_cast<const char*>(dy.raw());
+    const int64_t n = dy.dim(0), row = out_channels_ * inner_;
     int64_t offset = 0;
     for (size_t k = 0; k < din.size(); ++k) {
       const int64_t block = channels_[k] * inner_;
       bool again = false;  // the same layer concatenated twice: its gradients add up
       for (size_t j = 0; j < k; ++j) again |= din[j] && din[j] == din[k];
       if (again) {
-        if (dy.dtype() == DType::f64) accumulate<double>(dy, offset, block, *din[k]);
-        else accumulate<float>(dy, offset, block, *din[k]);
+        Tensor part = ctx.backend.empty(din[k]->shape(), dy.dtype());
+        ctx.backend.copy_rows(dy, offset * inner_, row, part, 0, block, block, n);
+        ctx.backend.accumulate(*din[k], part);
       } else if (din[k]) {
-        char* dx = static_cast<char*>(din[k]->raw());
-        for (int64_t i = 0; i < n; ++i)
-          std::memcpy(dx + i * block * elem, g + (i * out_channels_ + offset) * inner_ * elem,
-                      size_t(block) * elem);
+        ctx.backend.copy_rows(dy, offset * inner_, row, *din[k], 0, block, block, n);
         din[k]->set_layout(Layout::plain);
       }
       offset += channels_[k];
@@ -242,14 +264,6 @@ class Concat : public Layer {
   }
 
  private:
-  template <class T>
-  void accumulate(const Tensor& dy, int64_t offset, int64_t block, Tensor& dx) const {
-    const T* g = dy.data<T>();
-    T* d = dx.data<T>();
-    for (int64_t i = 0; i < dy.dim(0); ++i)
-      for (int64_t j = 0; j < block; ++j) d[i * block + j] += g[(i * out_channels_ + offset) * inner_ + j];
-  }
-
   std::vector<int64_t> channels_;  // of each input
   int64_t inner_ = 0;               // elements per channel (H * W, or 1)
   int64_t out_channels_ = 0;

@@ -4,6 +4,7 @@
 //   cuda_backend.cpp  device choice, stream, handles, memory, whole-buffer ops, optimizer step
 //   cuda_conv.cpp     convolutions: im2col + cuBLAS, and cuDNN
 //   cuda_ops.cpp      pooling, ReLU, affine (cuBLAS), dropout, scale, softmax cross-entropy
+//   cuda_layers.cpp   BatchNorm's sums and maps, global average pooling, concat's row copies
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <cudnn.h>
@@ -90,6 +91,19 @@ class CudaBackend final : public Backend {
   void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
                            Tensor& dlogits) override;
   Tensor to_plain(const Tensor& x) override;
+
+  // The deeper nets' layers (cuda_layers.cpp).
+  void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) override;
+  void bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale, const Tensor& shift,
+                bool relu, Tensor& y) override;
+  void bn_grad_sums(const Tensor& x, const Tensor* relu_y, const Tensor& dy, const Tensor& mean,
+                    Tensor& sums) override;
+  void bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor& dy, const Tensor& mean,
+                     const Tensor& k, const Tensor& m, const Tensor& r, Tensor& dx) override;
+  void plane_mean(const Tensor& x, Tensor& y) override;
+  void plane_mean_backward(const Tensor& dy, Tensor& dx) override;
+  void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
+                 int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) override;
 
   Tensor empty(const Shape& s, DType t) override;
   Tensor empty_host(const Shape& s, DType t) override;

@@ -74,6 +74,26 @@ cudaError_t accumulate(float* acc, const float* x, int64_t n, cudaStream_t st);
 // (the caller zeroes *bad first).
 cudaError_t scale_check_finite(float* x, double alpha, int64_t n, int32_t* bad, cudaStream_t st);
 
+// ---- the deeper nets' layers (cuda_layer_kernels.cu); x viewed as (n, C, S) ----
+// out[c] = sum of x over (n, s) in f64, or of (x - mean[c])^2 when mean is not null.
+cudaError_t bn_sums(const float* x, const double* mean, double* out, int64_t n, int64_t C,
+                    int64_t S, cudaStream_t st);
+// g = dy, or dy where relu_y > 0 (relu_y may be null); out[c] = sum g, out[C + c] =
+// sum g * (x - mean[c]).
+cudaError_t bn_grad_sums(const float* x, const float* relu_y, const float* dy, const double* mean,
+                         double* out, int64_t n, int64_t C, int64_t S, cudaStream_t st);
+// y = (x - mean[c]) * scale[c] + shift[c] (in f64, rounded once), then max(0, .) when relu.
+cudaError_t bn_apply(const float* x, const double* mean, const double* scale, const double* shift,
+                     bool relu, float* y, int64_t n, int64_t C, int64_t S, cudaStream_t st);
+// dx = k[c] * g + m[c] - r[c] * (x - mean[c]), g as in bn_grad_sums.
+cudaError_t bn_input_grad(const float* x, const float* relu_y, const float* dy, const double* mean,
+                          const double* k, const double* m, const double* r, float* dx, int64_t n,
+                          int64_t C, int64_t S, cudaStream_t st);
+// y[p] = (f64 sum of plane p) / hw; backward dx[p * hw + s] = dy[p] / hw.
+cudaError_t plane_mean(const float* x, float* y, int64_t planes, int64_t hw, cudaStream_t st);
+cudaError_t plane_mean_backward(const float* dy, float* dx, int64_t planes, int64_t hw,
+                                cudaStream_t st);
+
 // ---- the fused optimizer update (cuda_optim_kernels.cu) ----
 enum OptimRule : int { kSgd, kMomentum, kNesterov, kAdaGrad, kRmsProp, kAdam };  // kAdam: also AdamW
 // The constants of core/optim/optimizer.cpp, computed on the host in the same precision.

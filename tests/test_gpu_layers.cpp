@@ -1,0 +1,249 @@
+// The deeper nets' layers on the GPU (skipped without one): BatchNorm, the residual add,
+// channel concat and global average pooling through the layer API, on device tensors of the
+// "cuda" backend against the same layer on host tensors of the reference backend; then a
+// residual/inception graph through Net, and ResNet-20's first training steps.
+//
+// Tolerances: the add, the concat and the pooling move, add or average the same values in the
+// same order as the host (bit-identical expected). BatchNorm's per-channel sums run in f64 in
+// another order than the host's, which can move a float result by an ulp: 1e-5 relative to the
+// largest magnitude. The graph and training comparisons add cuDNN's convolutions (summation
+// order again): 1e-4 relative for one pass, 1e-3 on the loss over the first steps.
+#include <cmath>
+#include <cstring>
+
+#include <google/protobuf/text_format.h>
+#include <gtest/gtest.h>
+
+#include "gradcheck_util.h"
+
+#include "core/backend/backend.h"
+#include "core/config.h"
+#include "core/data/dataset.h"
+#include "core/net.h"
+#include "core/optim/optimizer.h"
+#include "core/random.h"
+#include "distributed/communicator.h"
+#include "distributed/trainer.h"
+
+using namespace deeptrain;
+using namespace deeptrain::testing_util;
+
+namespace {
+
+#define REQUIRE_GPU_BACKEND(var)                                                  \
+  std::unique_ptr<Backend> var;                                                   \
+  try {                                                                           \
+    var = make_backend("cuda");                                                   \
+  } catch (const InputError& e) {                                                 \
+    GTEST_SKIP() << "no GPU: " << e.what();                                       \
+  }
+
+Tensor random_f32(const Shape& shape, uint64_t seed, double scale = 1.0, double offset = 0.0) {
+  Tensor t = Tensor::empty(shape, DType::f64);
+  fill_random(t, seed, scale, offset);
+  return t.to(DType::f32);
+}
+
+Tensor to_device(Backend& be, const Tensor& host) {
+  Tensor d = be.empty(host.shape(), host.dtype());
+  be.copy(host, d);
+  return d;
+}
+
+// max |a - b| / max(|b|, tiny)
+double rel_diff(const Tensor& a, const Tensor& b) {
+  double m = 0, scale = 1e-30;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    m = std::max(m, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
+    scale = std::max(scale, double(std::abs(b.data<float>()[i])));
+  }
+  return m / scale;
+}
+
+struct Pass {
+  Tensor y;
+  std::vector<Tensor> dx, dparams;
+};
+
+// One forward and backward of the layer `cfg` on `be` (host tensors for a host backend, device
+// tensors otherwise), results copied to the host. `inputs` may repeat an index (x + x).
+Pass run_layer(Backend& be, const char* cfg, bool fused_relu, bool training,
+               const std::vector<Tensor>& xs, const std::vector<int>& inputs, const Tensor& dy) {
+  proto::LayerConfig lc;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(cfg, &lc));
+  auto layer = make_layer(lc, 0);
+  layer->set_fused_relu(fused_relu);
+  std::vector<Shape> shapes;
+  for (int k : inputs) {
+    std::vector<int64_t> d(xs[k].shape().dims().begin() + 1, xs[k].shape().dims().end());
+    shapes.push_back(Shape(d));
+  }
+  const Shape out = layer->setup(shapes);
+  const bool host = be.device() == Device::cpu;
+  auto place = [&](const Tensor& t) { return host ? t.clone() : to_device(be, t); };
+  std::vector<Tensor> params, grads;
+  for (const ParamSpec& s : layer->param_specs()) {
+    params.push_back(place(random_f32(s.shape, 40 + params.size(), 0.5, s.constant ? 1.0 : 0.0)));
+    grads.push_back(place(Tensor::zeros(s.shape, DType::f32)));
+  }
+  layer->bind(params, grads);
+  std::vector<Tensor> xt, dxt;
+  for (const Tensor& x : xs) {
+    xt.push_back(place(x));
+    dxt.push_back(place(Tensor::zeros(x.shape(), DType::f32)));
+  }
+  std::vector<Tensor*> in, din;
+  for (int k : inputs) {
+    in.push_back(&xt[k]);
+    din.push_back(&dxt[k]);
+  }
+  std::vector<int64_t> dims{xs[0].dim(0)};
+  for (int64_t d : out.dims()) dims.push_back(d);
+  Tensor y = host ? Tensor::empty(Shape(dims), DType::f32) : be.empty(Shape(dims), DType::f32);
+  StepContext ctx{be, training, 1, 2, nullptr};
+  layer->forward(ctx, in, y);
+  Tensor g = place(dy);
+  layer->backward(ctx, in, y, g, din);
+  Pass p;
+  p.y = be.to_host(y);
+  for (Tensor& t : dxt) p.dx.push_back(be.to_host(t));
+  for (Tensor& t : grads) p.dparams.push_back(be.to_host(t));
+  return p;
+}
+
+void expect_gpu_matches_host(Backend& gpu, const char* cfg, bool relu, bool training,
+                             const std::vector<Tensor>& xs, const std::vector<int>& inputs,
+                             const Tensor& dy, double tol) {
+  auto ref = make_backend("cpu-ref");
+  const Pass want = run_layer(*ref, cfg, relu, training, xs, inputs, dy);
+  const Pass got = run_layer(gpu, cfg, relu, training, xs, inputs, dy);
+  SCOPED_TRACE(testing::Message() << cfg << " relu " << relu << " training " << training);
+  EXPECT_LE(rel_diff(got.y, want.y), tol) << "output";
+  for (size_t k = 0; k < xs.size(); ++k) EXPECT_LE(rel_diff(got.dx[k], want.dx[k]), tol) << "dx " << k;
+  for (size_t k = 0; k < want.dparams.size(); ++k)
+    EXPECT_LE(rel_diff(got.dparams[k], want.dparams[k]), tol) << "parameter gradient " << k;
+}
+
+TEST(GpuLayers, BatchNormMatchesTheHost) {
+  REQUIRE_GPU_BACKEND(gpu);
+  const Tensor x4 = random_f32({6, 5, 4, 3}, 1, 3.0, 2.0), dy4 = random_f32({6, 5, 4, 3}, 2);
+  const Tensor x2 = random_f32({7, 9}, 3, 2.0, -1.0), dy2 = random_f32({7, 9}, 4);
+  for (bool relu : {false, true})
+    for (bool training : {true, false}) {
+      expect_gpu_matches_host(*gpu, R"(name: "bn" batch_norm {})", relu, training, {x4}, {0}, dy4, 1e-5);
+      expect_gpu_matches_host(*gpu, R"(name: "bn" batch_norm {})", relu, training, {x2}, {0}, dy2, 1e-5);
+      expect_gpu_matches_host(*gpu, R"(name: "bn" batch_norm { per_activation: true })", relu,
+                              training, {x4}, {0}, dy4, 1e-5);
+    }
+}
+
+TEST(GpuLayers, AddConcatAndPoolingAreExact) {
+  REQUIRE_GPU_BACKEND(gpu);
+  const Tensor a = random_f32({3, 4, 5, 5}, 5), b = random_f32({3, 4, 5, 5}, 6);
+  const Tensor c = random_f32({3, 2, 5, 5}, 7), dy = random_f32({3, 4, 5, 5}, 8);
+  for (bool relu : {false, true}) {
+    expect_gpu_matches_host(*gpu, R"(name: "add" add {})", relu, true, {a, b}, {0, 1}, dy, 0);
+    expect_gpu_matches_host(*gpu, R"(name: "add" add {})", relu, true, {a, b}, {0, 1, 0}, dy, 0);
+  }
+  const Tensor dcat = random_f32({3, 10, 5, 5}, 9), dcat2 = random_f32({3, 8, 5, 5}, 10);
+  expect_gpu_matches_host(*gpu, R"(name: "cat" concat {})", false, true, {a, c}, {0, 1, 0}, dcat, 0);
+  expect_gpu_matches_host(*gpu, R"(name: "cat" concat {})", false, true, {a, c}, {1, 0, 1}, dcat2, 0);
+  const Tensor dgap = random_f32({3, 4}, 11);
+  expect_gpu_matches_host(*gpu, R"(name: "gap" global_avg_pool {})", false, true, {a}, {0}, dgap, 0);
+}
+
+// A residual block, an Inception-style concat, BN with two consumers, GAP: one forward and
+// backward through Net on the GPU against the reference backend.
+TEST(GpuLayers, ResidualAndInceptionGraphMatchesTheReference) {
+  REQUIRE_GPU_BACKEND(gpu);
+  proto::ModelConfig mc;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(
+    layer { name: "stem" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
+    layer { name: "stem_bn" batch_norm {} }
+    layer { name: "stem_relu" relu {} }
+    layer { name: "a1" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
+    layer { name: "a1_bn" batch_norm {} }
+    layer { name: "a1_relu" relu {} }
+    layer { name: "a2" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
+    layer { name: "a2_bn" batch_norm {} }
+    layer { name: "res" input: "a2_bn" input: "stem_relu" add {} }
+    layer { name: "res_relu" relu {} }
+    layer { name: "b1" input: "res_relu" conv { out_channels: 8 kernel: 1 } }
+    layer { name: "b3" input: "res_relu" conv { out_channels: 8 kernel: 3 pad: 1 } }
+    layer { name: "bp" input: "res_relu" max_pool { kernel: 3 stride: 1 pad: 1 } }
+    layer { name: "cat" input: "b1" input: "b3" input: "bp" concat {} }
+    layer { name: "down" conv { out_channels: 32 kernel: 3 stride: 2 pad: 1 no_bias: true } }
+    layer { name: "down_bn" batch_norm {} }
+    layer { name: "down_relu" input: "down_bn" relu {} }
+    layer { name: "proj" input: "cat" conv { out_channels: 32 kernel: 1 stride: 2 no_bias: true } }
+    layer { name: "proj_bn" batch_norm {} }
+    layer { name: "res2" input: "down_relu" input: "proj_bn" input: "down_bn" add {} }
+    layer { name: "gap" global_avg_pool {} }
+    layer { name: "fc" affine { out_features: 5 } }
+  )", &mc));
+  const int64_t n = 6;
+  const Tensor x = random_f32({n, 1, 8, 8}, 9);
+  Tensor t = Tensor::empty({n}, DType::i32);
+  for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(i % 5);
+  std::vector<Tensor> logits, grads;
+  auto ref = make_backend("cpu-ref");
+  for (Backend* be : {ref.get(), gpu.get()}) {
+    Net net(mc, {1, 8, 8}, 5, DType::f32);
+    net.init_params(7);
+    net.place_on(*be);
+    StepContext ctx{*be, true, 5, 0, nullptr};
+    const bool host = be->device() == Device::cpu;
+    const Tensor xd = host ? x : to_device(*be, x), td = host ? t : to_device(*be, t);
+    Tensor probs = host ? Tensor::empty({n, 5}, DType::f32) : be->empty({n, 5}, DType::f32);
+    Tensor dlogits = host ? Tensor::empty({n, 5}, DType::f32) : be->empty({n, 5}, DType::f32);
+    logits.push_back(be->to_host(net.forward(ctx, xd)));
+    be->softmax_ce_forward(net.forward(ctx, xd), td, 1e-7, probs, nullptr);
+    be->softmax_ce_backward(probs, td, 1.0 / double(n), dlogits);
+    be->fill_zero(net.compute_grads());
+    net.backward(ctx, dlogits);
+    grads.push_back(be->to_host(net.compute_grads()));
+  }
+  EXPECT_LE(rel_diff(logits[1], logits[0]), 1e-4);
+  EXPECT_LE(rel_diff(grads[1], grads[0]), 1e-4);
+}
+
+// ResNet-20 (examples/resnet20_fashion_mnist.prototxt's model and optimizer) on 640 random
+// 28x28 images: the first momentum-SGD steps on the GPU and on the CPU from one initialisation
+// give the same losses.
+TEST(GpuLayers, ResNet20TrainsAsOnTheCpu) {
+  REQUIRE_GPU_BACKEND(gpu);
+  data::Dataset images;
+  images.name = "random";
+  images.num_classes = 10;
+  images.images = Tensor::empty({640, 1, 28, 28}, DType::u8);
+  images.labels = Tensor::empty({640}, DType::i32);
+  const RandomStream rs{77, 1};
+  for (int64_t k = 0; k < images.images.numel(); ++k)
+    images.images.data<uint8_t>()[k] = uint8_t(rs.block(uint64_t(k))[0] & 0xff);
+  for (int64_t i = 0; i < 640; ++i) images.labels.data<int32_t>()[i] = int32_t(i % 10);
+  const proto::ExperimentConfig cfg =
+      load_config(DEEPTRAIN_SOURCE_DIR "/examples/resnet20_fashion_mnist.prototxt");
+  std::vector<std::vector<double>> losses;
+  for (const char* name : {"cpu", "cuda"}) {
+    auto be = name == std::string("cuda") ? std::move(gpu) : make_backend(name);
+    Net net(cfg.model(), {1, 28, 28}, 10, DType::f32);
+    net.init_params(3);
+    auto opt = make_optimizer(cfg.optimizer(), net.num_params(), be.get());
+    TrainerOptions to;
+    to.seed = 3;
+    to.lr = cfg.optimizer().lr() * 0.1f;
+    SingleProcessCommunicator one;
+    Trainer trainer(to, net, *be, *opt, one);
+    std::vector<double> l;
+    std::vector<int64_t> ids(128);
+    for (int s = 0; s < 5; ++s) {
+      for (int64_t i = 0; i < 128; ++i) ids[i] = s * 128 + i;
+      l.push_back(trainer.train_step(images, ids.data(), 128).loss_sum / 128.0);
+    }
+    losses.push_back(l);
+  }
+  for (size_t s = 0; s < losses[0].size(); ++s)
+    EXPECT_NEAR(losses[1][s], losses[0][s], 1e-3 * std::max(1.0, losses[0][s])) << "step " << s;
+}
+
+}  // namespace
