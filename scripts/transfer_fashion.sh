@@ -6,6 +6,7 @@
 #   scripts/transfer_fashion.sh            # MNIST pre-training for PRETRAIN_EPOCHS (default 3)
 #   PRETRAIN_EPOCHS=20 scripts/transfer_fashion.sh
 #   MNIST_WEIGHTS=runs/dcn/weights.bin scripts/transfer_fashion.sh   # reuse a trained model
+#   SEEDS="1 2 3 4 5" scripts/transfer_fashion.sh   # fine-tune and scratch runs per seed (default 1 2 3)
 #
 # Extra arguments go to every `deeptrain train` (e.g. --threads 2). Run from the repository
 # root; everything lands in runs/transfer/.
@@ -29,12 +30,22 @@ else
     --save-weights "$WEIGHTS" --run-dir "$OUT/pretrain" "$@" > "$OUT/pretrain.jsonl"
   echo "    MNIST test accuracy $(accuracy "$OUT/pretrain.jsonl")"
 fi
-echo "2/3 fine-tuning on 1,000 Fashion-MNIST images"
-"$BIN" train examples/deep_convnet_fashion_1k_finetune.prototxt --json \
-  --run-dir "$OUT/finetune" "$@" > "$OUT/finetune.jsonl"
-echo "3/3 the same from scratch"
-"$BIN" train examples/deep_convnet_fashion_1k_scratch.prototxt --json \
-  --run-dir "$OUT/scratch" "$@" > "$OUT/scratch.jsonl"
-echo "Fashion-MNIST test accuracy after 1,000 training images:"
-echo "  fine-tuned from MNIST: $(accuracy "$OUT/finetune.jsonl")"
-echo "  from scratch:          $(accuracy "$OUT/scratch.jsonl")"
+# Each seed draws the new layers' initial weights, the dropout masks and the data order.
+SEEDS=${SEEDS:-1 2 3}
+for seed in $SEEDS; do
+  echo "2/3 seed $seed: fine-tuning on 1,000 Fashion-MNIST images"
+  "$BIN" train examples/deep_convnet_fashion_1k_finetune.prototxt --seed "$seed" --json \
+    --run-dir "$OUT/finetune-s$seed" "$@" > "$OUT/finetune-s$seed.jsonl"
+  echo "3/3 seed $seed: the same from scratch"
+  "$BIN" train examples/deep_convnet_fashion_1k_scratch.prototxt --seed "$seed" --json \
+    --run-dir "$OUT/scratch-s$seed" "$@" > "$OUT/scratch-s$seed.jsonl"
+done
+echo "Fashion-MNIST test accuracy after 1,000 training images (10,000 test images):"
+ft=() sc=()
+for seed in $SEEDS; do
+  ft+=("$(accuracy "$OUT/finetune-s$seed.jsonl")")
+  sc+=("$(accuracy "$OUT/scratch-s$seed.jsonl")")
+  echo "  seed $seed: fine-tuned from MNIST ${ft[-1]}, from scratch ${sc[-1]}"
+done
+mean() { printf '%s\n' "$@" | awk '{ s += $1 } END { printf "%.4f", s / NR }'; }
+echo "  mean:   fine-tuned $(mean "${ft[@]}"), from scratch $(mean "${sc[@]}")"
