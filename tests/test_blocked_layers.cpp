@@ -8,10 +8,10 @@
 #include <gtest/gtest.h>
 
 #include "gradcheck_util.h"
+#include "net_cases.h"
 
 #include "core/backend/backend.h"
 #include "core/layers/extra_layers.h"
-#include "core/net.h"
 
 using namespace deeptrain;
 using namespace deeptrain::testing_util;
@@ -144,56 +144,19 @@ TEST(BlockedLayouts, GlobalAvgPoolIsBitIdenticalToPlain) {
   expect_same_in_every_layout(R"(name: "gap" global_avg_pool {})", false, true, {x}, dy);
 }
 
-// A ResNet-style graph whose channel counts (16, 32) fill the fast backend's blocks, so its
-// BN, add and pooling layers see blocked activations and gradients there (and a BN output
-// with two consumers makes Net::backward add blocked gradients): the fast CPU backend
-// against the plain reference backend.
+// testing_util::wide_graph (residual blocks, an Inception concat, a BN with two consumers)
+// on the fast CPU backend, whose blocked layouts its BN, add and pooling layers then read and
+// write, against the plain reference backend.
 TEST(BlockedLayouts, ResidualNetOnTheFastBackendMatchesTheReference) {
-  proto::ModelConfig mc;
-  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(
-    layer { name: "stem" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
-    layer { name: "stem_bn" batch_norm {} }
-    layer { name: "stem_relu" relu {} }
-    layer { name: "a1" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
-    layer { name: "a1_bn" batch_norm {} }
-    layer { name: "a1_relu" relu {} }
-    layer { name: "a2" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
-    layer { name: "a2_bn" batch_norm {} }
-    layer { name: "res" input: "a2_bn" input: "stem_relu" add {} }
-    layer { name: "res_relu" relu {} }
-    layer { name: "down" conv { out_channels: 32 kernel: 3 stride: 2 pad: 1 no_bias: true } }
-    layer { name: "down_bn" batch_norm {} }
-    layer { name: "down_relu" input: "down_bn" relu {} }
-    layer { name: "proj" input: "res_relu" conv { out_channels: 32 kernel: 1 stride: 2 no_bias: true } }
-    layer { name: "proj_bn" batch_norm {} }
-    layer { name: "res2" input: "down_relu" input: "proj_bn" input: "down_bn" add {} }
-    layer { name: "gap" global_avg_pool {} }
-    layer { name: "fc" affine { out_features: 5 } }
-  )", &mc));
-  const Shape input{1, 8, 8};
   const int64_t n = 6;
   const Tensor x = random_f32({n, 1, 8, 8}, 9);
   Tensor t = Tensor::empty({n}, DType::i32);
   for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(i % 5);
-  std::vector<Tensor> logits, grads;
-  for (const char* name : {"cpu-ref", "cpu"}) {
-    Net net(mc, input, 5, DType::f32);
-    net.init_params(7);
-    auto backend = make_backend(name);
-    StepContext ctx{*backend, true, 5, 0, nullptr};
-    Tensor probs = Tensor::empty({n, 5}, DType::f32), dlogits = probs.clone();
-    logits.push_back(backend->to_plain(net.forward(ctx, x)).clone());
-    backend->softmax_ce_forward(logits.back(), t, 1e-7, probs, nullptr);
-    backend->softmax_ce_backward(probs, t, 1.0 / double(n), dlogits);
-    net.grads().fill_zero();
-    net.backward(ctx, dlogits);
-    grads.push_back(net.grads().clone());
-  }
-  for (int64_t i = 0; i < logits[0].numel(); ++i)
-    EXPECT_NEAR(logits[1].data<float>()[i], logits[0].data<float>()[i], 1e-4) << i;
-  for (int64_t i = 0; i < grads[0].numel(); ++i)
-    EXPECT_NEAR(grads[1].data<float>()[i], grads[0].data<float>()[i],
-                1e-4 * std::max(1.0f, std::abs(grads[0].data<float>()[i]))) << i;
+  auto ref = make_backend("cpu-ref"), fast = make_backend("cpu");
+  const NetPass want = net_pass(wide_graph(), {1, 8, 8}, 5, *ref, x, t);
+  const NetPass got = net_pass(wide_graph(), {1, 8, 8}, 5, *fast, x, t);
+  expect_close(got.logits, want.logits, 1e-4, "logits");
+  expect_close(got.grads, want.grads, 1e-4, "gradients");
 }
 
 }  // namespace

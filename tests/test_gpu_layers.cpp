@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 
 #include "gradcheck_util.h"
+#include "net_cases.h"
 
 #include "core/backend/backend.h"
 #include "core/config.h"
@@ -152,59 +153,19 @@ TEST(GpuLayers, AddConcatAndPoolingAreExact) {
   expect_gpu_matches_host(*gpu, R"(name: "gap" global_avg_pool {})", false, true, {a}, {0}, dgap, 0);
 }
 
-// A residual block, an Inception-style concat, BN with two consumers, GAP: one forward and
-// backward through Net on the GPU against the reference backend.
+// testing_util::wide_graph (residual blocks, an Inception concat, a BN with two consumers,
+// global pooling): one forward and backward through Net on the GPU against the reference.
 TEST(GpuLayers, ResidualAndInceptionGraphMatchesTheReference) {
   REQUIRE_GPU_BACKEND(gpu);
-  proto::ModelConfig mc;
-  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(
-    layer { name: "stem" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
-    layer { name: "stem_bn" batch_norm {} }
-    layer { name: "stem_relu" relu {} }
-    layer { name: "a1" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
-    layer { name: "a1_bn" batch_norm {} }
-    layer { name: "a1_relu" relu {} }
-    layer { name: "a2" conv { out_channels: 16 kernel: 3 pad: 1 no_bias: true } }
-    layer { name: "a2_bn" batch_norm {} }
-    layer { name: "res" input: "a2_bn" input: "stem_relu" add {} }
-    layer { name: "res_relu" relu {} }
-    layer { name: "b1" input: "res_relu" conv { out_channels: 8 kernel: 1 } }
-    layer { name: "b3" input: "res_relu" conv { out_channels: 8 kernel: 3 pad: 1 } }
-    layer { name: "bp" input: "res_relu" max_pool { kernel: 3 stride: 1 pad: 1 } }
-    layer { name: "cat" input: "b1" input: "b3" input: "bp" concat {} }
-    layer { name: "down" conv { out_channels: 32 kernel: 3 stride: 2 pad: 1 no_bias: true } }
-    layer { name: "down_bn" batch_norm {} }
-    layer { name: "down_relu" input: "down_bn" relu {} }
-    layer { name: "proj" input: "cat" conv { out_channels: 32 kernel: 1 stride: 2 no_bias: true } }
-    layer { name: "proj_bn" batch_norm {} }
-    layer { name: "res2" input: "down_relu" input: "proj_bn" input: "down_bn" add {} }
-    layer { name: "gap" global_avg_pool {} }
-    layer { name: "fc" affine { out_features: 5 } }
-  )", &mc));
   const int64_t n = 6;
   const Tensor x = random_f32({n, 1, 8, 8}, 9);
   Tensor t = Tensor::empty({n}, DType::i32);
   for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(i % 5);
-  std::vector<Tensor> logits, grads;
   auto ref = make_backend("cpu-ref");
-  for (Backend* be : {ref.get(), gpu.get()}) {
-    Net net(mc, {1, 8, 8}, 5, DType::f32);
-    net.init_params(7);
-    net.place_on(*be);
-    StepContext ctx{*be, true, 5, 0, nullptr};
-    const bool host = be->device() == Device::cpu;
-    const Tensor xd = host ? x : to_device(*be, x), td = host ? t : to_device(*be, t);
-    Tensor probs = host ? Tensor::empty({n, 5}, DType::f32) : be->empty({n, 5}, DType::f32);
-    Tensor dlogits = host ? Tensor::empty({n, 5}, DType::f32) : be->empty({n, 5}, DType::f32);
-    logits.push_back(be->to_host(net.forward(ctx, xd)));
-    be->softmax_ce_forward(net.forward(ctx, xd), td, 1e-7, probs, nullptr);
-    be->softmax_ce_backward(probs, td, 1.0 / double(n), dlogits);
-    be->fill_zero(net.compute_grads());
-    net.backward(ctx, dlogits);
-    grads.push_back(be->to_host(net.compute_grads()));
-  }
-  EXPECT_LE(rel_diff(logits[1], logits[0]), 1e-4);
-  EXPECT_LE(rel_diff(grads[1], grads[0]), 1e-4);
+  const NetPass want = net_pass(wide_graph(), {1, 8, 8}, 5, *ref, x, t);
+  const NetPass got = net_pass(wide_graph(), {1, 8, 8}, 5, *gpu, x, t);
+  EXPECT_LE(rel_diff(got.logits, want.logits), 1e-4);
+  EXPECT_LE(rel_diff(got.grads, want.grads), 1e-4);
 }
 
 // ResNet-20 (examples/resnet20_fashion_mnist.prototxt's model and optimizer) on 640 random

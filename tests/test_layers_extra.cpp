@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "gradcheck_util.h"
+#include "net_cases.h"
 
 #include "core/backend/backend.h"
 #include "core/net.h"
@@ -493,32 +494,16 @@ namespace {
 TEST(NetGraph, FastBackendMatchesTheReference) {
   proto::ModelConfig mc;
   ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(kGraph, &mc));
-  const Shape input{2, 6, 6};
   const int64_t n = 4;
-  Tensor x = Tensor::empty(batched(n, input), DType::f64);
+  Tensor x = Tensor::empty({n, 2, 6, 6}, DType::f64);
   fill_random(x, 8);
-  const Tensor x32 = x.to(DType::f32);
   Tensor t = Tensor::empty({n}, DType::i32);
   for (int64_t i = 0; i < n; ++i) t.data<int32_t>()[i] = int32_t(i % 3);
-  std::vector<Tensor> logits, grads;
-  for (const char* name : {"cpu-ref", "cpu"}) {
-    Net net(mc, input, 3, DType::f32);
-    net.init_params(7);
-    auto backend = make_backend(name);
-    StepContext ctx{*backend, true, 5, 0, nullptr};
-    Tensor probs = Tensor::empty({n, 3}, DType::f32), dlogits = probs.clone();
-    logits.push_back(backend->to_plain(net.forward(ctx, x32)).clone());
-    backend->softmax_ce_forward(logits.back(), t, 1e-7, probs, nullptr);
-    backend->softmax_ce_backward(probs, t, 1.0 / double(n), dlogits);
-    net.grads().fill_zero();
-    net.backward(ctx, dlogits);
-    grads.push_back(net.grads().clone());
-  }
-  for (int64_t i = 0; i < logits[0].numel(); ++i)
-    EXPECT_NEAR(logits[1].data<float>()[i], logits[0].data<float>()[i], 1e-4) << i;
-  for (int64_t i = 0; i < grads[0].numel(); ++i)
-    EXPECT_NEAR(grads[1].data<float>()[i], grads[0].data<float>()[i],
-                1e-4 * std::max(1.0f, std::abs(grads[0].data<float>()[i]))) << i;
+  auto ref = make_backend("cpu-ref"), fast = make_backend("cpu");
+  const NetPass want = net_pass(mc, {2, 6, 6}, 3, *ref, x.to(DType::f32), t);
+  const NetPass got = net_pass(mc, {2, 6, 6}, 3, *fast, x.to(DType::f32), t);
+  expect_close(got.logits, want.logits, 1e-4, "logits");
+  expect_close(got.grads, want.grads, 1e-4, "gradients");
 }
 
 }  // namespace

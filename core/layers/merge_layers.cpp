@@ -140,6 +140,18 @@ class Add : public Layer {
       }
     }
   }
+  // How many times gradient tensor din[k] is given (the same layer added to itself, x + x,
+  // arrives as one tensor given twice): 0 when it is null or an earlier k gave it already.
+  static int times_given(const std::vector<Tensor*>& din, size_t k) {
+    if (!din[k]) return 0;
+    int times = 0;
+    for (size_t j = 0; j < din.size(); ++j) {
+      if (din[j] == din[k] && j < k) return 0;
+      times += din[j] == din[k];
+    }
+    return times;
+  }
+
   // The device: y = x0, y += x1, ... (the host loop's order), then the ReLU in place.
   void forward_device(Backend& be, const std::vector<Tensor>& xs, Tensor& out) const {
     be.copy(xs[0], out);
@@ -149,14 +161,8 @@ class Add : public Layer {
   void backward_device(Backend& be, const Tensor& y, const Tensor& dy,
                        const std::vector<Tensor*>& din) const {
     for (size_t k = 0; k < din.size(); ++k) {
-      if (!din[k]) continue;
-      int times = 0;
-      bool seen = false;
-      for (size_t j = 0; j < din.size(); ++j) {
-        times += din[j] == din[k];
-        seen |= j < k && din[j] == din[k];
-      }
-      if (seen) continue;
+      const int times = times_given(din, k);
+      if (times == 0) continue;
       Tensor& dx = *din[k];
       // times * (y > 0 ? dy : 0), as the host computes it (relu_masked(m * g, y)).
       if (times > 1) be.scale(dy, double(times), dx);
@@ -179,15 +185,8 @@ class Add : public Layer {
     const T* y = out.data<T>();
     const T* g = dy.data<T>();
     for (size_t k = 0; k < din.size(); ++k) {
-      if (!din[k]) continue;
-      // The same layer added to itself (x + x) arrives as one gradient tensor, given twice.
-      int times = 0;
-      bool seen = false;
-      for (size_t j = 0; j < din.size(); ++j) {
-        times += din[j] == din[k];
-        seen |= j < k && din[j] == din[k];
-      }
-      if (seen) continue;
+      const int times = times_given(din, k);
+      if (times == 0) continue;
       T* dx = din[k]->data<T>();
       const T m = T(times);
       if (fused_relu_) {
