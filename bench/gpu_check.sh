@@ -8,7 +8,7 @@
 #   GPU_CHECK_DIR=dir                   where logs and JSON lines go (default: gpu-check-<time>)
 #   QUICK=1                             fewer benchmark steps
 #   TRAIN_MATHS, FAST_MATHS             math modes of the book's recipe and of the fast recipe
-#                                       (default: fp32 tf32 each)
+#                                       (default: fp32, and fp32 tf32)
 #
 # Measures, on GPU 0: deeptrain's training and inference throughput against PyTorch eager on the
 # same GPU in the same run (batch 100 and 1024; fp32, tf32, bf16), and the book's recipe trained
@@ -80,8 +80,23 @@ for mode in train infer; do
   done
 done
 
+# ---- cuDNN's algorithms timed (cudnnFind*) instead of chosen by heuristics: training only ----
+printf '%-6s %-5s %-5s %12s %12s\n' train batch math heuristic find | tee -a "$out/summary.txt"
+for batch in 100 1024; do
+  for math in fp32 tf32; do
+    h=$($bin bench --backend cuda --math "$math" --batch $batch --steps $steps --warmup 30 --json \
+          2>>"$out/bench.err" | tail -1)
+    f=$(DEEPTRAIN_CUDNN_FIND=1 $bin bench --backend cuda --math "$math" --batch $batch --steps $steps \
+          --warmup 30 --json 2>>"$out/bench.err" | tail -1)
+    echo "$h" >>"$out/bench-find.jsonl"; echo "$f" >>"$out/bench-find.jsonl"
+    heur=$(echo "$h" | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])' 2>/dev/null || echo 0)
+    found=$(echo "$f" | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])' 2>/dev/null || echo 0)
+    printf '%-6s %-5s %-5s %12s %12s\n' train $batch $math "$heur" "$found" | tee -a "$out/summary.txt"
+  done
+done
+
 # ---- the book's recipe to the end, on the GPU: wall time and accuracy ----
-for math in ${TRAIN_MATHS:-fp32 tf32}; do
+for math in ${TRAIN_MATHS:-fp32}; do
   t0=$(date +%s.%N)
   $bin train examples/deep_convnet_mnist.prototxt --backend cuda --math $math --json \
     --data-dir data/mnist --run-dir "$out/run-$math" >"$out/train-$math.jsonl" 2>&1 || status=1

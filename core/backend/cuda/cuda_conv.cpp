@@ -53,10 +53,10 @@ bool direct_sum(cudnnConvolutionBwdFilterAlgo_t a) {
          a == CUDNN_CONVOLUTION_BWD_FILTER_ALGO_3;
 }
 
-// The best-ranked of cuDNN's heuristic results that this math mode allows, deterministic when one
-// is, whose workspace (asked with the math type it will run with) fits. Returns its index and sets
-// *ws and *run_math, or returns -1. fp32 runs everything as CUDNN_FMA_MATH (an algorithm that
-// cannot fails the workspace query and is skipped).
+// The best-ranked of cuDNN's results (heuristic, or timed with DEEPTRAIN_CUDNN_FIND) that this
+// math mode allows, deterministic when one is, whose workspace (asked with the math type it will
+// run with) fits. Returns its index and sets *ws and *run_math, or returns -1. fp32 runs
+// everything as CUDNN_FMA_MATH (an algorithm that cannot fails the workspace query and is skipped).
 template <class Perf, class Workspace>
 int choose(const std::vector<Perf>& perf, int got, MathMode math, Workspace&& workspace,
            size_t* ws, cudnnMathType_t* run_math) {
@@ -153,11 +153,19 @@ CudaBackend::CudnnPlan* CudaBackend::cudnn_plan(const ConvGeom& g) {
     fail("cuda backend: {}: cuDNN's output ({}, {}, {}, {}) differs from the geometry's ({}, {}, {}, {})",
          op, on, ok_, op_, oq, g.n, g.k, g.p, g.q);
 
+  // DEEPTRAIN_CUDNN_FIND=1: rank the algorithms by running them (cudnnFind*, as PyTorch's
+  // cudnn.benchmark does; once per geometry, with memory cuDNN allocates itself) instead of by
+  // cuDNN's heuristics. `choose` then takes the fastest allowed one. Off by default until a GPU
+  // run shows it pays.
+  const char* find_env = std::getenv("DEEPTRAIN_CUDNN_FIND");
+  const bool timed = find_env && *find_env && *find_env != '0';
+  if (timed) sync(op);  // Find runs synchronously; nothing of ours may be in flight on the GPU
   {  // forward
     int count = 0, got = 0;
     DT_CUDA(cudnnGetConvolutionForwardAlgorithmMaxCount(dnn_, &count), op);
     std::vector<cudnnConvolutionFwdAlgoPerf_t> perf(std::max(count, 1));
-    if (!DT_CUDNN_OK(cudnnGetConvolutionForwardAlgorithm_v7(dnn_, P.x, P.w, P.conv, P.y, count, &got, perf.data())))
+    if (!(timed ? DT_CUDNN_OK(cudnnFindConvolutionForwardAlgorithm(dnn_, P.x, P.w, P.conv, P.y, count, &got, perf.data()))
+                : DT_CUDNN_OK(cudnnGetConvolutionForwardAlgorithm_v7(dnn_, P.x, P.w, P.conv, P.y, count, &got, perf.data()))))
       return give_up(P, g, why);
     const int i = choose(perf, got, math_, [&](cudnnConvolutionFwdAlgo_t a, cudnnMathType_t m, size_t* ws) {
       return cudnnSetConvolutionMathType(P.conv, m) == CUDNN_STATUS_SUCCESS &&
@@ -171,7 +179,8 @@ CudaBackend::CudnnPlan* CudaBackend::cudnn_plan(const ConvGeom& g) {
     int count = 0, got = 0;
     DT_CUDA(cudnnGetConvolutionBackwardDataAlgorithmMaxCount(dnn_, &count), op);
     std::vector<cudnnConvolutionBwdDataAlgoPerf_t> perf(std::max(count, 1));
-    if (!DT_CUDNN_OK(cudnnGetConvolutionBackwardDataAlgorithm_v7(dnn_, P.w, P.y, P.conv, P.x, count, &got, perf.data())))
+    if (!(timed ? DT_CUDNN_OK(cudnnFindConvolutionBackwardDataAlgorithm(dnn_, P.w, P.y, P.conv, P.x, count, &got, perf.data()))
+                : DT_CUDNN_OK(cudnnGetConvolutionBackwardDataAlgorithm_v7(dnn_, P.w, P.y, P.conv, P.x, count, &got, perf.data()))))
       return give_up(P, g, why);
     const int i = choose(perf, got, math_, [&](cudnnConvolutionBwdDataAlgo_t a, cudnnMathType_t m, size_t* ws) {
       return cudnnSetConvolutionMathType(P.conv, m) == CUDNN_STATUS_SUCCESS &&
@@ -185,7 +194,8 @@ CudaBackend::CudnnPlan* CudaBackend::cudnn_plan(const ConvGeom& g) {
     int count = 0, got = 0;
     DT_CUDA(cudnnGetConvolutionBackwardFilterAlgorithmMaxCount(dnn_, &count), op);
     std::vector<cudnnConvolutionBwdFilterAlgoPerf_t> perf(std::max(count, 1));
-    if (!DT_CUDNN_OK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn_, P.x, P.y, P.conv, P.w, count, &got, perf.data())))
+    if (!(timed ? DT_CUDNN_OK(cudnnFindConvolutionBackwardFilterAlgorithm(dnn_, P.x, P.y, P.conv, P.w, count, &got, perf.data()))
+                : DT_CUDNN_OK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn_, P.x, P.y, P.conv, P.w, count, &got, perf.data()))))
       return give_up(P, g, why);
     const int i = choose(perf, got, math_, [&](cudnnConvolutionBwdFilterAlgo_t a, cudnnMathType_t m, size_t* ws) {
       return cudnnSetConvolutionMathType(P.conv, m) == CUDNN_STATUS_SUCCESS &&
