@@ -95,6 +95,14 @@ for batch in 100 1024; do
   done
 done
 
+# ---- ResNet-20 (BatchNorm, add, global pooling on the GPU): training throughput ----
+for math in fp32 tf32; do
+  r=$($bin bench --config examples/resnet20_fashion_mnist.prototxt --backend cuda --math "$math" \
+        --steps 50 --warmup 10 --json 2>>"$out/bench.err" | tail -1)
+  echo "$r" >>"$out/bench-resnet.jsonl"
+  log "resnet20 train batch 128 $math on the GPU: $(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"], "img/s")' 2>/dev/null || echo "failed (see bench.err)")"
+done
+
 # ---- the book's recipe to the end, on the GPU: wall time and accuracy ----
 for math in ${TRAIN_MATHS:-fp32}; do
   t0=$(date +%s.%N)
