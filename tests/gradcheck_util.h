@@ -18,6 +18,13 @@ inline void fill_random(Tensor& t, uint64_t seed, double scale = 1.0, double off
     t.data<double>()[i] = offset + scale * rs.normal(uint64_t(i));
 }
 
+// An f32 tensor of normal samples (offset + scale * N(0, 1)), drawn as fill_random draws them.
+inline Tensor random_f32(const Shape& shape, uint64_t seed, double scale = 1.0, double offset = 0.0) {
+  Tensor t = Tensor::empty(shape, DType::f64);
+  fill_random(t, seed, scale, offset);
+  return t.to(DType::f32);
+}
+
 inline Shape batched(int64_t n, const Shape& s) {
   std::vector<int64_t> d{n};
   d.insert(d.end(), s.dims().begin(), s.dims().end());

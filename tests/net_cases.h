@@ -46,6 +46,14 @@ inline proto::ModelConfig wide_graph() {
   return mc;
 }
 
+// t in backend be's memory: t itself on a host backend, else a device copy.
+inline Tensor on_backend(Backend& be, const Tensor& t) {
+  if (be.device() == Device::cpu) return t;
+  Tensor d = be.empty(t.shape(), t.dtype());
+  be.copy(t, d);
+  return d;
+}
+
 // The logits and every parameter gradient (host copies) of one training-mode forward and
 // backward of the mean softmax cross-entropy: a fresh f32 net (parameters from seed 7) on
 // backend `be` (placed there when it is a device backend), x and labels given on the host.
@@ -57,13 +65,7 @@ inline NetPass net_pass(const proto::ModelConfig& mc, const Shape& input, int cl
   Net net(mc, input, classes, DType::f32);
   net.init_params(7);
   net.place_on(be);
-  auto place = [&](const Tensor& t) {
-    if (be.device() == Device::cpu) return t;
-    Tensor d = be.empty(t.shape(), t.dtype());
-    be.copy(t, d);
-    return d;
-  };
-  const Tensor xd = place(x), td = place(labels);
+  const Tensor xd = on_backend(be, x), td = on_backend(be, labels);
   const int64_t n = x.dim(0);
   Tensor probs = be.empty({n, classes}, DType::f32), dlogits = be.empty({n, classes}, DType::f32);
   StepContext ctx{be, true, 5, 0, nullptr};

@@ -47,12 +47,6 @@ Tensor from_blocked(const Tensor& blocked) {
   return out;
 }
 
-Tensor random_f32(const Shape& shape, uint64_t seed, double scale = 1.0, double offset = 0.0) {
-  Tensor t = Tensor::empty(shape, DType::f64);
-  fill_random(t, seed, scale, offset);
-  return t.to(DType::f32);
-}
-
 void expect_bit_identical(const Tensor& a, const Tensor& b, const std::string& what) {
   ASSERT_EQ(a.numel(), b.numel()) << what;
   EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << what << " differs";

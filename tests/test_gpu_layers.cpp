@@ -39,18 +39,6 @@ namespace {
     GTEST_SKIP() << "no GPU: " << e.what();                                       \
   }
 
-Tensor random_f32(const Shape& shape, uint64_t seed, double scale = 1.0, double offset = 0.0) {
-  Tensor t = Tensor::empty(shape, DType::f64);
-  fill_random(t, seed, scale, offset);
-  return t.to(DType::f32);
-}
-
-Tensor to_device(Backend& be, const Tensor& host) {
-  Tensor d = be.empty(host.shape(), host.dtype());
-  be.copy(host, d);
-  return d;
-}
-
 // max |a - b| / max(|b|, tiny)
 double rel_diff(const Tensor& a, const Tensor& b) {
   double m = 0, scale = 1e-30;
@@ -81,7 +69,7 @@ Pass run_layer(Backend& be, const char* cfg, bool fused_relu, bool training,
   }
   const Shape out = layer->setup(shapes);
   const bool host = be.device() == Device::cpu;
-  auto place = [&](const Tensor& t) { return host ? t.clone() : to_device(be, t); };
+  auto place = [&](const Tensor& t) { return host ? t.clone() : on_backend(be, t); };
   std::vector<Tensor> params, grads;
   for (const ParamSpec& s : layer->param_specs()) {
     params.push_back(place(random_f32(s.shape, 40 + params.size(), 0.5, s.constant ? 1.0 : 0.0)));
