@@ -9,6 +9,7 @@
 #include "core/data/augment.h"
 #include "core/optim/optimizer.h"
 #include "core/random.h"
+#include "core/step_profile.h"
 #include "distributed/trainer.h"
 
 using deeptrain::data::Dataset;
@@ -31,6 +32,10 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
   sub->add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
   sub->add_option("--batch", o.batch, "batch size (default: the config's)");
   sub->add_flag("--json", o.json, "print one JSON line");
+  sub->add_flag("--profile", o.profile,
+                "where a step's time goes: median ms of each phase (the batch, every layer's "
+                "forward and backward, the loss, the reduction, the optimizer); each phase waits "
+                "for the device, so the step is slower than without");
 }
 
 namespace {
@@ -70,6 +75,35 @@ int bench_augment(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg, 
   return 0;
 }
 
+// The phases' medians, largest first, with their share of the phases' total.
+int print_profile(const BenchOptionsCli& o, const Session& s, const StepProfile& p, int64_t batch,
+                  double step_median) {
+  std::vector<StepProfile::Row> rows = p.table();
+  double total = 0;
+  for (const auto& r : rows) total += r.median_ms;
+  if (o.json) {
+    std::string phases;
+    for (const auto& r : rows)
+      phases += fmt::format("{}{{\"phase\":\"{}\",\"ms\":{:.4f}}}", phases.empty() ? "" : ",",
+                            r.phase, r.median_ms);
+    std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"mode\":\"%s\",\"batch\":%ld,"
+                "\"steps\":%d,\"profile\":true,\"step_ms_median\":%.3f,\"phases_ms_total\":%.3f,"
+                "\"phases\":[%s]}\n",
+                s.backend->name().c_str(), o.mode.c_str(), long(batch), p.steps(), step_median,
+                total, phases.c_str());
+    return 0;
+  }
+  std::stable_sort(rows.begin(), rows.end(),
+                   [](const auto& a, const auto& b) { return a.median_ms > b.median_ms; });
+  std::printf("%s %s, batch %ld, %d steps, each phase waited for: median step %.3f ms\n",
+              s.backend->name().c_str(), o.mode.c_str(), long(batch), p.steps(), step_median);
+  std::printf("%-28s %10s %7s\n", "phase", "median ms", "share");
+  for (const auto& r : rows)
+    std::printf("%-28s %10.4f %6.1f%%\n", r.phase.c_str(), r.median_ms,
+                total > 0 ? 100.0 * r.median_ms / total : 0.0);
+  return 0;
+}
+
 }  // namespace
 
 int run_bench(const BenchOptionsCli& o) {
@@ -103,6 +137,8 @@ int run_bench(const BenchOptionsCli& o) {
   to.lr = cfg.optimizer().lr();
   to.loss_scale.enabled = cfg.run().math() == "fp16";
   to.augment = cfg.data().augment();  // its cost is part of a training step
+  StepProfile profile;
+  if (o.profile) to.profile = &profile;
   Trainer trainer(to, *s.net, *s.backend, *optimizer, *s.comm);
   Dataset slice = d;  // inference evaluates one batch-sized slice per step
   slice.images = d.images.slice_flat(0, {batch, in[0], in[1], in[2]});
@@ -111,13 +147,17 @@ int run_bench(const BenchOptionsCli& o) {
   std::vector<double> ms;
   for (int i = 0; i < o.warmup + o.steps; ++i) {
     for (int64_t j = 0; j < batch; ++j) ids[j] = (i * batch + j) % pool;
+    if (o.profile) profile.begin_step(*s.backend);
     const auto t0 = std::chrono::steady_clock::now();
     if (o.mode == "train") trainer.train_step(d, ids.data(), batch);
     else trainer.evaluate(slice);
     s.backend->synchronize();  // a GPU's queued work belongs to this step
     const double dt =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-    if (i >= o.warmup) ms.push_back(dt);
+    if (i >= o.warmup) {
+      ms.push_back(dt);
+      if (o.profile) profile.end_step();
+    }
   }
   std::sort(ms.begin(), ms.end());
   // Also reported: ms.front(), the fastest step, the one least disturbed by other processes
@@ -125,6 +165,7 @@ int run_bench(const BenchOptionsCli& o) {
   const double median = ms[ms.size() / 2];
   const double ips = double(batch) * 1000.0 / median;
   if (!s.speaks()) return 0;  // under mpirun, rank 0 reports
+  if (o.profile) return print_profile(o, s, profile, batch, median);
   if (o.json)
     std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"threads\":%d,\"mode\":\"%s\","
                 "\"batch\":%ld,\"steps\":%d,\"images_per_sec\":%.1f,\"step_ms_median\":%.3f,"

@@ -43,6 +43,7 @@ struct BenchOptionsCli {
   std::string math;  // GPU math mode (empty: the config's)
   int threads = 0, steps = 50, warmup = 5, batch = 0;
   bool json = false;
+  bool profile = false;  // per-phase medians (each phase waits for the device) instead
 };
 
 // add_train_command also registers the commands that serve training runs, `plot` and

@@ -80,6 +80,15 @@ for mode in train infer; do
   done
 done
 
+# ---- where a step's time goes (each phase waits for the GPU): the 10 largest phases ----
+for batch in 100 1024; do
+  for math in fp32 tf32; do
+    $bin bench --backend cuda --math $math --batch $batch --steps 30 --warmup 10 --profile \
+      >"$out/profile-train-$batch-$math.txt" 2>>"$out/bench.err" || status=1
+    head -12 "$out/profile-train-$batch-$math.txt" | tee -a "$out/summary.txt"
+  done
+done
+
 # ---- cuDNN's algorithms timed (cudnnFind*) instead of chosen by heuristics: training only ----
 printf '%-6s %-5s %-5s %12s %12s\n' train batch math heuristic find | tee -a "$out/summary.txt"
 for batch in 100 1024; do

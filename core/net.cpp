@@ -205,6 +205,7 @@ const Tensor& Net::forward(StepContext& ctx, const Tensor& x) {
     in.clear();
     for (int b : nodes_[i].inputs) in.push_back(b < 0 ? &input_value_ : &blobs_[b].value);
     layers_[i]->forward(ctx, in, blobs_[nodes_[i].output].value);
+    if (ctx.profile) ctx.profile->mark(ctx.backend, "forward " + layers_[i]->name());
   }
   return blobs_[nodes_.back().output].value;
 }
@@ -250,6 +251,7 @@ void Net::backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_re
       if (gp.raw() != g.raw()) ctx.backend.copy(gp, g);
       g.set_layout(Layout::plain);
     }
+    if (ctx.profile) ctx.profile->mark(ctx.backend, "backward " + layers_[i]->name());
     for (int b : node.inputs)
       if (b >= 0) written[b] = true;
     if (grads_ready) {

@@ -107,7 +107,9 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   const bool all_compute = sync_batch_norm_ && comm_.size() > 1;
   if (local > 0 || all_compute) {
     load_batch(data, ids + mine.begin, local, /*augment=*/true, epoch);
+    mark("batch");
     ctx.emplace(StepContext{backend_, true, opt_.seed, step_, ids + mine.begin});
+    ctx->profile = opt_.profile;
     if (all_compute)
       ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
     const Tensor& logits = net_.forward(*ctx, x_);
@@ -117,6 +119,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
       // With loss scaling (fp16 math) the gradients carry the factor loss_scale_ until the
       // optimizer step divides it out again.
       backend_.softmax_ce_backward(probs_, t_, loss_scale_ / double(n), dlogits_);
+      mark("loss");
     }
   }
   // The step's metrics are known before backward: their allreduce runs alongside it.
@@ -131,6 +134,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   reducer_->begin_step(n);
   if (ctx) net_.backward(*ctx, dlogits_, reducer_->callback());
   reducer_->finish();
+  mark("gradient reduction");
   last_lr_ = lr_at_step(step_, data.labels.numel());
   if (apply_loss_scale()) {  // false: an overflow, the step is skipped on every rank alike
     const Tensor* lr_scale = !opt_.lr_scale.raw()       ? nullptr
@@ -138,6 +142,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
                                                       : &opt_.lr_scale;
     optimizer_.step(net_.compute_params(), net_.compute_grads(), float(last_lr_), lr_scale);
   }
+  mark("optimizer");
   metrics->wait();
   m.loss_sum = metrics_.data<double>()[0];
   m.correct = int64_t(metrics_.data<double>()[1]);
@@ -229,9 +234,12 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     ids.resize(local);
     for (int64_t i = 0; i < local; ++i) ids[i] = b + mine.begin + i;
     load_batch(data, ids.data(), local);
+    mark("batch");
     StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
+    ctx.profile = opt_.profile;
     const Tensor& logits = net_.forward(ctx, x_);
     r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+    mark("loss");
     if (probabilities) {
       const Tensor host_probs = backend_.to_host(probs_);
       for (int64_t i = 0; i < local; ++i)

@@ -91,6 +91,9 @@ struct TrainerOptions {
   LossScaleOptions loss_scale;
   // Polled on every rank once per step (e.g. a preemption signal's flag); empty: never stop.
   std::function<bool()> stop_requested;
+  // `deeptrain bench --profile`: the step's phases are marked in it (each mark waits for the
+  // backend). The caller begins and ends each step. Null: no marks, no waits.
+  StepProfile* profile = nullptr;
 };
 
 class Trainer {
@@ -134,6 +137,9 @@ class Trainer {
   int64_t skipped_steps() const { return skipped_steps_; }
 
  private:
+  void mark(const char* phase) {
+    if (opt_.profile) opt_.profile->mark(backend_, phase);
+  }
   void ensure_batch(int64_t n, const Dataset& data);
   // The samples `ids` into x_ and t_ (on the backend's device).
   // With augment, training's batches: augmented as opt_.augment says, keyed by (seed, epoch,

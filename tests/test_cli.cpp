@@ -71,6 +71,28 @@ TEST(Help, EveryCommandHasHelpWithExamples) {
   }
 }
 
+// bench --profile: one phase per layer and direction, plus the step's own phases, each timed.
+TEST(Bench, ProfileTimesEveryLayerForwardAndBackward) {
+  CommandResult r = run_command(deeptrain_cmd(
+      "bench --profile --json --steps 3 --warmup 1 --threads 1 --batch 8"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string line = r.last_line();
+  EXPECT_GT(json_number(line, "phases_ms_total"), 0.0) << line;
+  EXPECT_EQ(json_number(line, "steps"), 3) << line;
+  // DeepConvNet's ReLUs are fused into the convolutions and fc7: they have no phase.
+  for (const char* layer : {"conv1", "conv2", "pool1", "conv3", "conv4", "pool2", "conv5", "conv6",
+                            "pool3", "fc7", "drop7", "fc8", "drop8"})
+    for (const char* dir : {"forward ", "backward "})
+      EXPECT_NE(line.find(std::string("\"phase\":\"") + dir + layer + "\""), std::string::npos)
+          << dir << layer << "\n" << line;
+  for (const char* phase : {"batch", "loss", "gradient reduction", "optimizer"})
+    EXPECT_NE(line.find(std::string("\"phase\":\"") + phase + "\""), std::string::npos) << phase;
+  EXPECT_EQ(line.find("relu"), std::string::npos) << line;
+  CommandResult table = run_command(deeptrain_cmd("bench --profile --steps 2 --warmup 0 --batch 4"));
+  ASSERT_EQ(table.exit_code, 0) << table.output;
+  EXPECT_NE(table.output.find("backward conv2"), std::string::npos) << table.output;
+}
+
 TEST(Weights, SaveThenEvalGivesTheSameAccuracyAndCorruptionIsRefused) {
   if (!have_mnist()) GTEST_SKIP() << "MNIST not in " << kMnist << " (scripts/fetch_data.sh)";
   TempDir d;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/step_profile.h"
 #include "proto/deeptrain.pb.h"
 
 namespace deeptrain {
@@ -24,6 +25,8 @@ struct StepContext {
   // it the same number of times per step, so with it set every rank runs forward and
   // backward on every step.
   std::function<void(Tensor&)> allreduce_sum = {};
+  // Set by `deeptrain bench --profile`: Net marks each layer's forward and backward in it.
+  StepProfile* profile = nullptr;
 };
 
 struct ParamSpec {

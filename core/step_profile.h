@@ -1,0 +1,43 @@
+#pragma once
+// StepProfile: where a step's time goes, phase by phase (the batch, each layer's forward and
+// backward, the loss, the gradient reduction, the optimizer). Every mark first waits for the
+// backend's queued work (a GPU's stream), so the time between two marks is what the phase
+// cost the device plus its launch overhead. Those waits slow the whole step down, so a profile
+// finds the expensive phases; throughput is what `deeptrain bench` without --profile measures.
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace deeptrain {
+
+class Backend;
+
+class StepProfile {
+ public:
+  // A step starts: waits for the backend, then starts the clock.
+  void begin_step(Backend& backend);
+  // The phase `name` ended now: waits for the backend, adds the time since the last mark (or
+  // begin_step) to this step's `name`. A name seen twice in a step adds up.
+  void mark(Backend& backend, const std::string& name);
+  void end_step();  // this step's times become one sample per phase
+
+  struct Row {
+    std::string phase;
+    double median_ms;  // over the steps, 0 in steps that did not reach the phase
+  };
+  // One row per phase, in the order they were first marked.
+  std::vector<Row> table() const;
+  int steps() const { return int(samples_.empty() ? 0 : samples_.front().size()); }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  std::vector<std::string> phases_;
+  std::map<std::string, size_t> index_;
+  std::vector<double> current_;                // ms of the step being measured, per phase
+  std::vector<std::vector<double>> samples_;   // per phase, one value per finished step
+  Clock::time_point last_;
+  int finished_ = 0;
+};
+
+}  // namespace deeptrain
