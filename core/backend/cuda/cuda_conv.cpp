@@ -58,9 +58,9 @@ bool direct_sum(cudnnConvolutionBwdFilterAlgo_t a) {
 // run with) fits. Returns its index and sets *ws and *run_math, or returns -1. fp32 runs
 // everything as CUDNN_FMA_MATH (an algorithm that cannot fails the workspace query and is skipped).
 template <class Perf, class Workspace>
-int choose(const std::vector<Perf>& perf, int got, MathMode math, Workspace&& workspace,
-           size_t* ws, cudnnMathType_t* run_math) {
-  for (int pass = 0; pass < 2; ++pass)
+int choose(const std::vector<Perf>& perf, int got, MathMode math, bool any_determinism,
+           Workspace&& workspace, size_t* ws, cudnnMathType_t* run_math) {
+  for (int pass = any_determinism ? 1 : 0; pass < 2; ++pass)
     for (int i = 0; i < got; ++i) {
       const Perf& p = perf[i];
       if (p.status != CUDNN_STATUS_SUCCESS) continue;
@@ -157,8 +157,15 @@ CudaBackend::CudnnPlan* CudaBackend::cudnn_plan(const ConvGeom& g) {
   // cudnn.benchmark does; once per geometry, with memory cuDNN allocates itself) instead of by
   // cuDNN's heuristics. `choose` then takes the fastest allowed one. Off by default until a GPU
   // run shows it pays.
-  const char* find_env = std::getenv("DEEPTRAIN_CUDNN_FIND");
-  const bool timed = find_env && *find_env && *find_env != '0';
+  // DEEPTRAIN_CUDNN_NONDETERMINISTIC=1: take the best-ranked algorithm even when it sums in a
+  // varying order (atomics), as PyTorch does by default; runs then no longer repeat bit for bit.
+  // For measuring what determinism costs; off by default.
+  auto env_on = [](const char* name) {
+    const char* v = std::getenv(name);
+    return v && *v && *v != '0';
+  };
+  const bool timed = env_on("DEEPTRAIN_CUDNN_FIND");
+  const bool any_det = env_on("DEEPTRAIN_CUDNN_NONDETERMINISTIC");
   if (timed) sync(op);  // Find runs synchronously; nothing of ours may be in flight on the GPU
   {  // forward
     int count = 0, got = 0;
@@ -167,7 +174,7 @@ CudaBackend::CudnnPlan* CudaBackend::cudnn_plan(const ConvGeom& g) {
     if (!(timed ? DT_CUDNN_OK(cudnnFindConvolutionForwardAlgorithm(dnn_, P.x, P.w, P.conv, P.y, count, &got, perf.data()))
                 : DT_CUDNN_OK(cudnnGetConvolutionForwardAlgorithm_v7(dnn_, P.x, P.w, P.conv, P.y, count, &got, perf.data()))))
       return give_up(P, g, why);
-    const int i = choose(perf, got, math_, [&](cudnnConvolutionFwdAlgo_t a, cudnnMathType_t m, size_t* ws) {
+    const int i = choose(perf, got, math_, any_det, [&](cudnnConvolutionFwdAlgo_t a, cudnnMathType_t m, size_t* ws) {
       return cudnnSetConvolutionMathType(P.conv, m) == CUDNN_STATUS_SUCCESS &&
              cudnnGetConvolutionForwardWorkspaceSize(dnn_, P.x, P.w, P.conv, P.y, a, ws) == CUDNN_STATUS_SUCCESS;
     }, &P.fwd_ws, &P.fwd_math);
@@ -182,7 +189,7 @@ CudaBackend::CudnnPlan* CudaBackend::cudnn_plan(const ConvGeom& g) {
     if (!(timed ? DT_CUDNN_OK(cudnnFindConvolutionBackwardDataAlgorithm(dnn_, P.w, P.y, P.conv, P.x, count, &got, perf.data()))
                 : DT_CUDNN_OK(cudnnGetConvolutionBackwardDataAlgorithm_v7(dnn_, P.w, P.y, P.conv, P.x, count, &got, perf.data()))))
       return give_up(P, g, why);
-    const int i = choose(perf, got, math_, [&](cudnnConvolutionBwdDataAlgo_t a, cudnnMathType_t m, size_t* ws) {
+    const int i = choose(perf, got, math_, any_det, [&](cudnnConvolutionBwdDataAlgo_t a, cudnnMathType_t m, size_t* ws) {
       return cudnnSetConvolutionMathType(P.conv, m) == CUDNN_STATUS_SUCCESS &&
              cudnnGetConvolutionBackwardDataWorkspaceSize(dnn_, P.w, P.y, P.conv, P.x, a, ws) == CUDNN_STATUS_SUCCESS;
     }, &P.data_ws, &P.data_math);
@@ -197,7 +204,7 @@ CudaBackend::CudnnPlan* CudaBackend::cudnn_plan(const ConvGeom& g) {
     if (!(timed ? DT_CUDNN_OK(cudnnFindConvolutionBackwardFilterAlgorithm(dnn_, P.x, P.y, P.conv, P.w, count, &got, perf.data()))
                 : DT_CUDNN_OK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(dnn_, P.x, P.y, P.conv, P.w, count, &got, perf.data()))))
       return give_up(P, g, why);
-    const int i = choose(perf, got, math_, [&](cudnnConvolutionBwdFilterAlgo_t a, cudnnMathType_t m, size_t* ws) {
+    const int i = choose(perf, got, math_, any_det, [&](cudnnConvolutionBwdFilterAlgo_t a, cudnnMathType_t m, size_t* ws) {
       return cudnnSetConvolutionMathType(P.conv, m) == CUDNN_STATUS_SUCCESS &&
              cudnnGetConvolutionBackwardFilterWorkspaceSize(dnn_, P.x, P.y, P.conv, P.w, a, ws) == CUDNN_STATUS_SUCCESS;
     }, &P.filter_ws, &P.filter_math);

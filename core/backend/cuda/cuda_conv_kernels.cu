@@ -1,8 +1,8 @@
 // Convolution helpers: im2col / col2im (the book's layout: rows (c, r, s), columns (image, p, q),
 // as core/backend/cpu_conv.cpp), the moves between the GEMM's (k, image, pq) and NCHW, bias and
-// ReLU, f32 -> 16-bit copies, and the per-channel sums of db. One thread per output element;
-// every sum runs in a fixed order, so results do not vary from run to run.
-#include "core/backend/cuda/cuda_device.cuh"
+// ReLU, f32 -> 16-bit copies, and the per-channel sums of db (cuda_reduce.cuh). One thread per
+// output element; every sum runs in a fixed order, so results do not vary from run to run.
+#include "core/backend/cuda/cuda_reduce.cuh"
 
 namespace deeptrain::cuda {
 namespace {
@@ -69,33 +69,20 @@ __global__ void gather_to_gemm_kernel(const float* src, T* dst, int64_t k, int64
   }
 }
 
-template <class T>
-__global__ void bias_act_kernel(const T* src, const float* b, float* y, int64_t total, int64_t k,
-                                int64_t pq, bool relu) {
-  DT_GRID_LOOP(idx, total) {
+template <class T, class I>
+__global__ void bias_act_kernel(const T* src, const float* b, float* y, I total, I k, I pq,
+                                bool relu) {
+  DT_GRID_LOOP_T(I, idx, total) {
     const float v = to_f32(src[idx]);
     y[idx] = act(v + (b ? b[(idx / pq) % k] : 0.0f), relu);
   }
 }
 
-// One block per channel; a fixed per-thread stride and a fixed tree: deterministic.
-__global__ void channel_sums_kernel(const float* x, float* out, int64_t outer, int64_t channels,
-                                    int64_t inner) {
-  __shared__ double part[kThreads];
-  const int64_t c = blockIdx.x, total = outer * inner;
-  double sum = 0.0;
-  for (int64_t t = threadIdx.x; t < total; t += blockDim.x) {
-    const int64_t o = t / inner, i = t % inner;
-    sum += x[(o * channels + c) * inner + i];
-  }
-  part[threadIdx.x] = sum;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (int(threadIdx.x) < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) out[c] = float(part[0]);
-}
+// db of a convolution or an affine layer: the sum over (image, position) of each channel.
+struct SumOf {
+  const float* x;
+  __device__ void operator()(int64_t i, int64_t, double* acc) const { acc[0] += double(x[i]); }
+};
 
 }  // namespace
 
@@ -141,17 +128,14 @@ cudaError_t bias_act(const void* src, Elem e, const float* b, float* y, int64_t 
                      int64_t pq, bool relu, cudaStream_t st) {
   const int64_t total = n * k * pq;
   if (total <= 0) return cudaSuccess;
-  DT_DISPATCH_ELEM(e, T, bias_act_kernel<T><<<grid_for(total), kThreads, 0, st>>>(
-                            static_cast<const T*>(src), b, y, total, k, pq, relu));
+  DT_DISPATCH_INDEX(total, I, DT_DISPATCH_ELEM(e, T, bias_act_kernel<T, I><<<grid_for(total), kThreads, 0, st>>>(
+                            static_cast<const T*>(src), b, y, I(total), I(k), I(pq), relu)));
   return launched();
 }
 
 cudaError_t channel_sums(const float* x, float* out, int64_t outer, int64_t channels, int64_t inner,
                          cudaStream_t st) {
-  if (channels <= 0) return cudaSuccess;
-  if (channels > 0x7fffffff) return cudaErrorInvalidValue;
-  channel_sums_kernel<<<unsigned(channels), kThreads, 0, st>>>(x, out, outer, channels, inner);
-  return launched();
+  return channel_reduce<1>(SumOf{x}, outer, channels, inner, nullptr, out, st);
 }
 
 }  // namespace deeptrain::cuda

@@ -24,6 +24,23 @@ inline unsigned grid_for(int64_t n) {
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n);           \
        i += int64_t(gridDim.x) * blockDim.x)
 
+// The same loop with index type I. Kernels that split an index into coordinates take I =
+// uint32_t when n <= 2^31 (DT_DISPATCH_INDEX), so their divisions are 32-bit: a 64-bit division
+// is emulated in tens of instructions, and those made elementwise kernels compute-bound.
+// (i + stride stays below 2^31 + 2^28: no wrap-around.)
+#define DT_GRID_LOOP_T(I, i, n)                                                         \
+  for (I i = I(blockIdx.x) * I(blockDim.x) + I(threadIdx.x); i < (n);                   \
+       i += I(gridDim.x) * I(blockDim.x))
+
+#define DT_DISPATCH_INDEX(n, I, ...)            \
+  if ((n) <= (int64_t(1) << 31)) {              \
+    using I = uint32_t;                         \
+    __VA_ARGS__;                                \
+  } else {                                      \
+    using I = int64_t;                          \
+    __VA_ARGS__;                                \
+  }
+
 template <class T> __device__ __forceinline__ T from_f32(float v);
 template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
 template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }

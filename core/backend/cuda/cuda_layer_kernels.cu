@@ -1,79 +1,59 @@
 // The deeper nets' layers on the GPU: BatchNorm's per-channel sums and elementwise maps, and
 // global average pooling. Mirrors core/layers/batch_norm.cpp and merge_layers.cpp element by
-// element (f64 where the host computes in f64); the sums run in a fixed order (a fixed
-// per-thread stride, then a fixed tree), so they are deterministic but not in the host's order.
+// element (f64 where the host computes in f64); the sums run in a fixed order (cuda_reduce.cuh),
+// so they are deterministic but not in the host's order.
 #include <cmath>
 
-#include "core/backend/cuda/cuda_device.cuh"
+#include "core/backend/cuda/cuda_reduce.cuh"
 
 namespace deeptrain::cuda {
 namespace {
 
-// Sums one f64 value per thread over the block in a fixed tree; thread 0 gets the total.
-__device__ double block_sum(double v, double* part) {
-  part[threadIdx.x] = v;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half /= 2) {
-    if (int(threadIdx.x) < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
-  return part[0];
-}
-
 // d where y > 0, else 0 (the host's relu_masked: NaN and infinite d included).
 __device__ __forceinline__ float masked(float d, float y) { return y > 0.0f ? d : 0.0f; }
 
-// One block per channel c of x viewed as (n, C, S): sum of x, or of (x - mean[c])^2.
-__global__ void bn_sums_kernel(const float* x, const double* mean, double* out, int64_t n,
-                               int64_t C, int64_t S) {
-  __shared__ double part[kThreads];
-  const int64_t c = blockIdx.x, total = n * S;
-  const double mu = mean ? mean[c] : 0.0;
-  double sum = 0.0;
-  for (int64_t t = threadIdx.x; t < total; t += blockDim.x) {
-    const double v = double(x[((t / S) * C + c) * S + t % S]);
-    sum += mean ? (v - mu) * (v - mu) : v;
+// Channel c's sum of x, or of (x - mean[c])^2 when mean is set.
+struct BnSums {
+  const float* x;
+  const double* mean;
+  __device__ void operator()(int64_t i, int64_t c, double* acc) const {
+    const double v = double(x[i]);
+    if (mean) {
+      const double d = v - mean[c];
+      acc[0] += d * d;
+    } else {
+      acc[0] += v;
+    }
   }
-  const double s = block_sum(sum, part);
-  if (threadIdx.x == 0) out[c] = s;
-}
+};
 
-// One block per channel: out[c] = sum g, out[C + c] = sum g * (x - mean[c]).
-__global__ void bn_grad_sums_kernel(const float* x, const float* relu_y, const float* dy,
-                                    const double* mean, double* out, int64_t n, int64_t C,
-                                    int64_t S) {
-  __shared__ double part[kThreads];
-  const int64_t c = blockIdx.x, total = n * S;
-  const double mu = mean[c];
-  double sg = 0.0, sgx = 0.0;
-  for (int64_t t = threadIdx.x; t < total; t += blockDim.x) {
-    const int64_t i = ((t / S) * C + c) * S + t % S;
+// Channel c's sum of g and of g * (x - mean[c]), g = dy (masked by relu_y when set).
+struct BnGradSums {
+  const float *x, *relu_y, *dy;
+  const double* mean;
+  __device__ void operator()(int64_t i, int64_t c, double* acc) const {
     const double g = double(relu_y ? masked(dy[i], relu_y[i]) : dy[i]);
-    sg += g;
-    sgx += g * (double(x[i]) - mu);
+    acc[0] += g;
+    acc[1] += g * (double(x[i]) - mean[c]);
   }
-  const double a = block_sum(sg, part);
-  if (threadIdx.x == 0) out[c] = a;
-  __syncthreads();  // part is reused
-  const double b = block_sum(sgx, part);
-  if (threadIdx.x == 0) out[C + c] = b;
-}
+};
 
+template <class I>
 __global__ void bn_apply_kernel(const float* x, const double* mean, const double* scale,
-                                const double* shift, bool relu, float* y, int64_t n, int64_t C,
-                                int64_t S) {
-  DT_GRID_LOOP(i, n * C * S) {
-    const int64_t c = (i / S) % C;
+                                const double* shift, bool relu, float* y, I total, I C, I S) {
+  DT_GRID_LOOP_T(I, i, total) {
+    const I c = (i / S) % C;
     const float v = float((double(x[i]) - mean[c]) * scale[c] + shift[c]);
     y[i] = relu ? (v > 0.0f ? v : 0.0f) : v;
   }
 }
 
+template <class I>
 __global__ void bn_input_grad_kernel(const float* x, const float* relu_y, const float* dy,
                                      const double* mean, const double* k, const double* m,
-                                     const double* r, float* dx, int64_t n, int64_t C, int64_t S) {
-  DT_GRID_LOOP(i, n * C * S) {
-    const int64_t c = (i / S) % C;
+                                     const double* r, float* dx, I total, I C, I S) {
+  DT_GRID_LOOP_T(I, i, total) {
+    const I c = (i / S) % C;
     const float g = relu_y ? masked(dy[i], relu_y[i]) : dy[i];
     dx[i] = float(k[c] * double(g) + m[c] - r[c] * (double(x[i]) - mean[c]));
   }
@@ -93,31 +73,24 @@ __global__ void plane_mean_backward_kernel(const float* dy, float* dx, int64_t p
   DT_GRID_LOOP(i, planes * hw) dx[i] = float(double(dy[i / hw]) / double(hw));
 }
 
-bool fits_grid(int64_t blocks) { return blocks > 0 && blocks <= 0x7fffffff; }
-
 }  // namespace
 
 cudaError_t bn_sums(const float* x, const double* mean, double* out, int64_t n, int64_t C,
                     int64_t S, cudaStream_t st) {
-  if (C <= 0) return cudaSuccess;
-  if (!fits_grid(C)) return cudaErrorInvalidValue;
-  bn_sums_kernel<<<unsigned(C), kThreads, 0, st>>>(x, mean, out, n, C, S);
-  return launched();
+  return channel_reduce<1>(BnSums{x, mean}, n, C, S, out, nullptr, st);
 }
 
 cudaError_t bn_grad_sums(const float* x, const float* relu_y, const float* dy, const double* mean,
                          double* out, int64_t n, int64_t C, int64_t S, cudaStream_t st) {
-  if (C <= 0) return cudaSuccess;
-  if (!fits_grid(C)) return cudaErrorInvalidValue;
-  bn_grad_sums_kernel<<<unsigned(C), kThreads, 0, st>>>(x, relu_y, dy, mean, out, n, C, S);
-  return launched();
+  return channel_reduce<2>(BnGradSums{x, relu_y, dy, mean}, n, C, S, out, nullptr, st);
 }
 
 cudaError_t bn_apply(const float* x, const double* mean, const double* scale, const double* shift,
                      bool relu, float* y, int64_t n, int64_t C, int64_t S, cudaStream_t st) {
   const int64_t total = n * C * S;
   if (total <= 0) return cudaSuccess;
-  bn_apply_kernel<<<grid_for(total), kThreads, 0, st>>>(x, mean, scale, shift, relu, y, n, C, S);
+  DT_DISPATCH_INDEX(total, I, bn_apply_kernel<I><<<grid_for(total), kThreads, 0, st>>>(
+                                  x, mean, scale, shift, relu, y, I(total), I(C), I(S)));
   return launched();
 }
 
@@ -126,8 +99,8 @@ cudaError_t bn_input_grad(const float* x, const float* relu_y, const float* dy, 
                           int64_t C, int64_t S, cudaStream_t st) {
   const int64_t total = n * C * S;
   if (total <= 0) return cudaSuccess;
-  bn_input_grad_kernel<<<grid_for(total), kThreads, 0, st>>>(x, relu_y, dy, mean, k, m, r, dx, n,
-                                                             C, S);
+  DT_DISPATCH_INDEX(total, I, bn_input_grad_kernel<I><<<grid_for(total), kThreads, 0, st>>>(
+                                  x, relu_y, dy, mean, k, m, r, dx, I(total), I(C), I(S)));
   return launched();
 }
 
