@@ -76,7 +76,13 @@ void Trainer::ensure_batch(int64_t n, const Dataset& data) {
 void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, bool augment,
                          int epoch) {
   ensure_batch(n, data);
-  if (augment)
+  const bool augmented = augment && opt_.augment.enabled();
+  if (net_.on_device() && opt_.device_data && !augmented) {
+    const DeviceData& d = device_copy(data);
+    backend_.gather_samples(d.images, d.labels, ids, n, x_, t_);
+    return;
+  }
+  if (augmented)
     data::gather_batch_augmented(data, ids, n, epoch, opt_.seed, opt_.augment, x_host_, t_host_);
   else
     data::gather_batch(data, ids, n, x_host_, t_host_);
@@ -84,6 +90,21 @@ void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, boo
     backend_.copy(x_host_, x_);
     backend_.copy(t_host_, t_);
   }
+}
+
+const Trainer::DeviceData& Trainer::device_copy(const Dataset& data) {
+  for (const DeviceData& d : device_data_)
+    if (d.host_images.raw() == data.images.raw() && d.host_images.numel() == data.images.numel() &&
+        d.host_labels.raw() == data.labels.raw() && d.host_labels.numel() == data.labels.numel())
+      return d;
+  // Training and test sets, and a few more (bench's slices): older copies go first.
+  if (device_data_.size() >= 4) device_data_.erase(device_data_.begin());
+  DeviceData d{data.images, data.labels, backend_.empty(data.images.shape(), data.images.dtype()),
+               backend_.empty(data.labels.shape(), data.labels.dtype())};
+  backend_.copy(data.images, d.images);
+  backend_.copy(data.labels, d.labels);
+  device_data_.push_back(std::move(d));
+  return device_data_.back();
 }
 
 double Trainer::lr_at_step(int64_t step, int64_t num_train_samples) const {

@@ -94,6 +94,10 @@ struct TrainerOptions {
   // `deeptrain bench --profile`: the step's phases are marked in it (each mark waits for the
   // backend). The caller begins and ends each step. Null: no marks, no waits.
   StepProfile* profile = nullptr;
+  // On a device backend, each data set the trainer reads (training, test) is copied to device
+  // memory once and batches are gathered there (Backend::gather_samples), except augmented
+  // ones: augmentation runs on the host. false: every batch is gathered on the host and copied.
+  bool device_data = true;
 };
 
 class Trainer {
@@ -146,6 +150,13 @@ class Trainer {
   // global sample id), never by the position in this rank's shard.
   void load_batch(const Dataset& data, const int64_t* ids, int64_t n, bool augment = false,
                   int epoch = 0);
+  // A data set in the backend's memory: the copy made on first use (a few are kept).
+  struct DeviceData {
+    Tensor host_images, host_labels;  // the host tensors copied: holding them keeps their
+                                      // storage, so its address identifies the data set
+    Tensor images, labels;
+  };
+  const DeviceData& device_copy(const Dataset& data);
   // Divides the loss scale out of the gradients; false when they overflowed (skip the step).
   bool apply_loss_scale();
   TrainerOptions opt_;
@@ -161,6 +172,7 @@ class Trainer {
   Tensor x_, t_, probs_, dlogits_;  // batch buffers on the backend's device, reused
   Tensor x_host_, t_host_;          // the batch gathered on the host (x_, t_ themselves on a CPU)
   Tensor lr_scale_device_;          // opt_.lr_scale in the backend's memory, for a device optimizer
+  std::vector<DeviceData> device_data_;
   double loss_scale_ = 1;
   int64_t good_steps_ = 0, skipped_steps_ = 0;
 };

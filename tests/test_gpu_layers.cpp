@@ -124,6 +124,10 @@ TEST(GpuLayers, BatchNormMatchesTheHost) {
       expect_gpu_matches_host(*gpu, R"(name: "bn" batch_norm { per_activation: true })", relu,
                               training, {x4}, {0}, dy4, 1e-5);
     }
+  // Large enough that each channel's sums are cut into chunks of images (cuda_reduce.cuh): 37
+  // images of 29 x 31 make 3 chunks of 13, 13 and 11 images.
+  const Tensor xl = random_f32({37, 3, 29, 31}, 5, 3.0, 2.0), dyl = random_f32({37, 3, 29, 31}, 6);
+  expect_gpu_matches_host(*gpu, R"(name: "bn" batch_norm {})", true, true, {xl}, {0}, dyl, 1e-5);
 }
 
 TEST(GpuLayers, AddConcatAndPoolingAreExact) {
@@ -193,6 +197,44 @@ TEST(GpuLayers, ResNet20TrainsAsOnTheCpu) {
   }
   for (size_t s = 0; s < losses[0].size(); ++s)
     EXPECT_NEAR(losses[1][s], losses[0][s], 1e-3 * std::max(1.0, losses[0][s])) << "step " << s;
+}
+
+// Batches gathered from a data set in device memory are the host's batches, bit for bit (the
+// GPU trainer gathers there unless it augments); a bad sample id is an error naming it.
+TEST(GpuData, GatherSamplesIsTheHostGather) {
+  REQUIRE_GPU_BACKEND(gpu);
+  data::Dataset d;
+  d.images = Tensor::empty({50, 1, 7, 9}, DType::u8);
+  d.labels = Tensor::empty({50}, DType::i32);
+  for (int64_t k = 0; k < d.images.numel(); ++k) d.images.data<uint8_t>()[k] = uint8_t(k * 37 + 11);
+  for (int64_t i = 0; i < 50; ++i) d.labels.data<int32_t>()[i] = int32_t((i * 7) % 10);
+  const std::vector<int64_t> ids{49, 0, 17, 17, 3, 48, 25};
+  const int64_t n = int64_t(ids.size());
+  Tensor want_x = Tensor::empty({n, 1, 7, 9}, DType::f32), want_t = Tensor::empty({n}, DType::i32);
+  data::gather_batch(d, ids.data(), n, want_x, want_t);
+
+  Tensor images = gpu->empty(d.images.shape(), DType::u8), labels = gpu->empty({50}, DType::i32);
+  gpu->copy(d.images, images);
+  gpu->copy(d.labels, labels);
+  Tensor x = gpu->empty({n, 1, 7, 9}, DType::f32), t = gpu->empty({n}, DType::i32);
+  gpu->gather_samples(images, labels, ids.data(), n, x, t);
+  const Tensor hx = gpu->to_host(x), ht = gpu->to_host(t);
+  EXPECT_EQ(0, std::memcmp(hx.raw(), want_x.raw(), want_x.nbytes()));
+  EXPECT_EQ(0, std::memcmp(ht.raw(), want_t.raw(), want_t.nbytes()));
+  // The host default (what a CPU backend runs) is the same gather.
+  auto cpu = make_backend("cpu-ref");
+  Tensor cx = Tensor::empty({n, 1, 7, 9}, DType::f32), ct = Tensor::empty({n}, DType::i32);
+  cpu->gather_samples(d.images, d.labels, ids.data(), n, cx, ct);
+  EXPECT_EQ(0, std::memcmp(cx.raw(), want_x.raw(), want_x.nbytes()));
+
+  const int64_t bad[2] = {3, 50};
+  try {
+    gpu->gather_samples(images, labels, bad, 2, x, t);
+    ADD_FAILURE() << "sample id 50 of 50 accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("sample id 50 out of range [0, 50)"), std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/data/dataset.h"
+
 namespace deeptrain {
 
 static int64_t out_extent(int64_t in, int64_t k, int64_t stride, int64_t pad, const char* what) {
@@ -89,6 +91,17 @@ void Backend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_strid
   for (int64_t i = 0; i < rows; ++i)
     std::memcpy(d + (dst_offset + i * dst_stride) * elem, s + (src_offset + i * src_stride) * elem,
                 size_t(row_len) * elem);
+}
+
+void Backend::gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids,
+                             int64_t n, Tensor& x, Tensor& t) {
+  DT_CHECK(images.device() == Device::cpu && x.device() == Device::cpu,
+           "gather_samples on the host: the data and the batch in host memory");
+  data::Dataset d;
+  d.images = images;
+  d.labels = labels;
+  data::gather_batch(d, ids, n, x, t);
+  x.set_layout(Layout::plain);
 }
 
 bool Backend::scale_and_check_finite(Tensor& x, double alpha) {

@@ -133,6 +133,14 @@ class Backend {
   virtual void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
                          int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows);
 
+  // ---- input batches from a data set kept in this backend's memory ----
+  // x (f32, (n, C, H, W)) = images[ids[i]] as pixel / 255.0f (data::gather_batch's arithmetic,
+  // bit for bit), t (i32, (n)) = labels[ids[i]], for a data set copied here once: images u8
+  // (N, C, H, W), labels i32 (N). ids: n host values, each checked against N. So a GPU trains
+  // without converting and copying every batch on the host. The default runs on the host.
+  virtual void gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids,
+                              int64_t n, Tensor& x, Tensor& t);
+
   // ---- memory and whole-buffer ops ----
   // Host backends keep everything in host memory (these defaults). A device backend overrides
   // them all: its tensors live on its device, its ops run in order on one stream of its own, and

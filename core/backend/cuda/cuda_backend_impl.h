@@ -104,6 +104,8 @@ class CudaBackend final : public Backend {
   void plane_mean_backward(const Tensor& dy, Tensor& dx) override;
   void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
                  int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) override;
+  void gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids, int64_t n,
+                      Tensor& x, Tensor& t) override;
 
   Tensor empty(const Shape& s, DType t) override;
   Tensor empty_host(const Shape& s, DType t) override;
@@ -157,6 +159,8 @@ class CudaBackend final : public Backend {
   const void* as_elem(const float* src, int64_t n, Scratch& into, const char* op);
   // as_elem, and 16-byte aligned (a copy in `into` when src is not): cuDNN's inputs.
   const void* cudnn_input(const float* src, int64_t n, Scratch& into, const char* op);
+  // n sample ids to the device (ids_ scratch, valid for the ops enqueued before the next upload).
+  const int64_t* upload_ids(const int64_t* host_ids, int64_t n, const char* op);
   // Makes this backend's device current for the calling thread (ops may come from any thread).
   void enter(const char* op);
   // Waits for the stream, then throws when the stream faulted (for ops that read results back).
@@ -172,7 +176,7 @@ class CudaBackend final : public Backend {
   // Scratch, by role: no two roles of one op share a buffer.
   Scratch col_, colf_, tmp_, w16_, x16_, dy16_, out16_, workspace_, small_, ids_;
   // Page-locked host words that results come back through (softmax sums, the finite flag), and
-  // the staging buffer of dropout's sample ids (reused once `ids_copied_` has passed).
+  // the staging buffer of sample ids (dropout's, the batch's), reused once `ids_copied_` has passed.
   void* host_words_ = nullptr;
   int64_t* host_ids_ = nullptr;
   int64_t host_ids_cap_ = 0;

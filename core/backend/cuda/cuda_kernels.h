@@ -74,6 +74,11 @@ cudaError_t accumulate(float* acc, const float* x, int64_t n, cudaStream_t st);
 // (the caller zeroes *bad first).
 cudaError_t scale_check_finite(float* x, double alpha, int64_t n, int32_t* bad, cudaStream_t st);
 
+// x[i, :] = images[ids[i], :] / 255 (an IEEE float division, as the host's), t[i] =
+// labels[ids[i]], for i < n; `sample` pixels per image.
+cudaError_t gather_samples(const uint8_t* images, const int32_t* labels, const int64_t* ids,
+                           int64_t n, int64_t sample, float* x, int32_t* t, cudaStream_t st);
+
 // ---- the deeper nets' layers (cuda_layer_kernels.cu); x viewed as (n, C, S) ----
 // out[c] = sum of x over (n, s) in f64, or of (x - mean[c])^2 when mean is not null.
 cudaError_t bn_sums(const float* x, const double* mean, double* out, int64_t n, int64_t C,

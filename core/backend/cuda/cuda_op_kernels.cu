@@ -8,11 +8,13 @@
 namespace deeptrain::cuda {
 namespace {
 
+template <class I>
 __global__ void maxpool_forward_kernel(PoolDims g, const float* x, float* y, int32_t* argmax) {
-  const int64_t pq = g.p * g.q;
-  DT_GRID_LOOP(o, g.n * g.c * pq) {
-    const int64_t plane = o / pq, p = (o % pq) / g.q, q = o % g.q;
-    const float* in = x + plane * g.h * g.w;
+  const I pq = I(g.p * g.q), gq = I(g.q), total = I(g.n * g.c * g.p * g.q);
+  DT_GRID_LOOP_T(I, o, total) {
+    const I plane = o / pq, rest = o - plane * pq, pi = rest / gq;
+    const int64_t p = pi, q = rest - pi * gq;
+    const float* in = x + int64_t(plane) * g.h * g.w;
     float best = -INFINITY;
     int32_t at = -1;
     // Row-major window order; strict '>' keeps the first maximum (the reference's tie rule).
@@ -33,20 +35,24 @@ __global__ void maxpool_forward_kernel(PoolDims g, const float* x, float* y, int
 
 __device__ __forceinline__ int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// First output index whose window (extent k, stride, pad) covers input index i.
+// First output index whose window (extent k, stride, pad) covers input index i (an image's
+// extents and windows are far below 2^31: 32-bit divisions).
 __device__ __forceinline__ int64_t first_window(int64_t i, int64_t k, int64_t stride, int64_t pad) {
-  return i + pad < k ? 0 : (i + pad - k) / stride + 1;
+  return i + pad < k ? 0 : int32_t(i + pad - k) / int32_t(stride) + 1;
 }
 
 // One thread per input element: adds the dy of every window whose argmax is this element, in
 // increasing output order (the order in which the reference adds them).
+template <class I>
 __global__ void maxpool_backward_kernel(PoolDims g, const float* dy, const int32_t* argmax,
                                         float* dx) {
-  const int64_t hw = g.h * g.w, pq = g.p * g.q;
-  DT_GRID_LOOP(idx, g.n * g.c * hw) {
-    const int64_t plane = idx / hw, h = (idx % hw) / g.w, w = idx % g.w;
-    const int64_t p_end = imin(g.p, (h + g.pad_h) / g.stride_h + 1);
-    const int64_t q_end = imin(g.q, (w + g.pad_w) / g.stride_w + 1);
+  const int64_t pq = g.p * g.q;
+  const I hw = I(g.h * g.w), gw = I(g.w), total = I(g.n * g.c * g.h * g.w);
+  DT_GRID_LOOP_T(I, idx, total) {
+    const I plane_i = idx / hw, rest = idx - plane_i * hw, h_i = rest / gw;
+    const int64_t plane = plane_i, h = h_i, w = rest - h_i * gw;
+    const int64_t p_end = imin(g.p, int32_t(h + g.pad_h) / int32_t(g.stride_h) + 1);
+    const int64_t q_end = imin(g.q, int32_t(w + g.pad_w) / int32_t(g.stride_w) + 1);
     const int32_t self = int32_t(h * g.w + w);
     float sum = 0.0f;
     for (int64_t p = first_window(h, g.r, g.stride_h, g.pad_h); p < p_end; ++p)
@@ -82,12 +88,14 @@ __device__ __forceinline__ uint4 philox4x32_10(uint4 c, uint32_t k0, uint32_t k1
 __device__ __forceinline__ float unit_float(uint32_t x) { return float(x >> 8) * (1.0f / 16777216.0f); }
 
 // One thread per 4 elements of a sample: RandomStream{seed, stream}.block(sample id, j / 4).
+template <class I>
 __global__ void dropout_forward_kernel(uint64_t seed, uint64_t stream, const int64_t* ids,
                                        int64_t n, int64_t per, float ratio, float scale,
                                        const float* x, float* y, uint8_t* mask) {
-  const int64_t quads = (per + 3) / 4;
-  DT_GRID_LOOP(t, n * quads) {
-    const int64_t i = t / quads, j0 = (t % quads) * 4;
+  const I quads = I((per + 3) / 4), total = I(n * ((per + 3) / 4));
+  DT_GRID_LOOP_T(I, t, total) {
+    const I i_ = t / quads;
+    const int64_t i = i_, j0 = int64_t(t - i_ * quads) * 4;
     const uint64_t id = uint64_t(ids[i]);
     const uint4 r = philox4x32_10(
         make_uint4(uint32_t(id), uint32_t(id >> 32), uint32_t(j0 / 4), uint32_t(stream)),
@@ -109,6 +117,19 @@ __global__ void dropout_backward_kernel(float scale, const uint8_t* mask, const 
 
 __global__ void scale_kernel(const float* x, float alpha, float* y, int64_t n) {
   DT_GRID_LOOP(i, n) y[i] = x[i] * alpha;
+}
+
+// One thread per pixel of the batch; __fdiv_rn: round-to-nearest whatever nvcc's flags.
+template <class I>
+__global__ void gather_samples_kernel(const uint8_t* images, const int32_t* labels,
+                                      const int64_t* ids, I total, I sample, float* x,
+                                      int32_t* t) {
+  DT_GRID_LOOP_T(I, e, total) {
+    const I i = e / sample, k = e - i * sample;
+    const int64_t id = ids[i];
+    x[e] = __fdiv_rn(float(images[id * sample + k]), 255.0f);
+    if (k == 0) t[i] = labels[id];
+  }
 }
 
 constexpr int kRowThreads = 128;
@@ -228,7 +249,7 @@ cudaError_t maxpool_forward(const PoolDims& g, const float* x, float* y, int32_t
                             cudaStream_t st) {
   const int64_t total = g.n * g.c * g.p * g.q;
   if (total <= 0) return cudaSuccess;
-  maxpool_forward_kernel<<<grid_for(total), kThreads, 0, st>>>(g, x, y, argmax);
+  DT_DISPATCH_INDEX(total, I, maxpool_forward_kernel<I><<<grid_for(total), kThreads, 0, st>>>(g, x, y, argmax));
   return launched();
 }
 
@@ -236,7 +257,7 @@ cudaError_t maxpool_backward(const PoolDims& g, const float* dy, const int32_t* 
                              cudaStream_t st) {
   const int64_t total = g.n * g.c * g.h * g.w;
   if (total <= 0) return cudaSuccess;
-  maxpool_backward_kernel<<<grid_for(total), kThreads, 0, st>>>(g, dy, argmax, dx);
+  DT_DISPATCH_INDEX(total, I, maxpool_backward_kernel<I><<<grid_for(total), kThreads, 0, st>>>(g, dy, argmax, dx));
   return launched();
 }
 
@@ -257,8 +278,8 @@ cudaError_t dropout_forward(uint64_t seed, uint64_t stream_id, const int64_t* sa
                             float* y, uint8_t* mask, cudaStream_t st) {
   const int64_t threads = n * ((per + 3) / 4);
   if (threads <= 0) return cudaSuccess;
-  dropout_forward_kernel<<<grid_for(threads), kThreads, 0, st>>>(seed, stream_id, sample_ids, n,
-                                                                 per, ratio, scale, x, y, mask);
+  DT_DISPATCH_INDEX(threads, I, dropout_forward_kernel<I><<<grid_for(threads), kThreads, 0, st>>>(
+                                    seed, stream_id, sample_ids, n, per, ratio, scale, x, y, mask));
   return launched();
 }
 
@@ -303,6 +324,14 @@ cudaError_t accumulate(float* acc, const float* x, int64_t n, cudaStream_t st) {
 cudaError_t scale_check_finite(float* x, double alpha, int64_t n, int32_t* bad, cudaStream_t st) {
   if (n <= 0) return cudaSuccess;
   scale_check_finite_kernel<<<grid_for(n), kThreads, 0, st>>>(x, alpha, n, bad);
+  return launched();
+}
+
+cudaError_t gather_samples(const uint8_t* images, const int32_t* labels, const int64_t* ids,
+                           int64_t n, int64_t sample, float* x, int32_t* t, cudaStream_t st) {
+  if (n <= 0 || sample <= 0) return cudaSuccess;
+  DT_DISPATCH_INDEX(n * sample, I, gather_samples_kernel<I><<<grid_for(n * sample), kThreads, 0, st>>>(
+                                        images, labels, ids, I(n * sample), I(sample), x, t));
   return launched();
 }
 

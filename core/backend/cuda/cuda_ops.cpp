@@ -111,8 +111,17 @@ void CudaBackend::dropout_forward(const DropoutKey& key, float ratio, float scal
   auto* pm = static_cast<uint8_t*>(device_ptr(mask, op, "mask", x.numel(), DType::u8));
   if (!key.sample_ids) fail("cuda backend: {}: no sample ids", op);
   enter(op);
+  const int64_t* ids = upload_ids(key.sample_ids, n, op);
+  // The reference's stream: RandomStream{seed, (step << 16) ^ layer}.
+  const uint64_t stream_id = (uint64_t(key.step) << 16) ^ uint64_t(key.layer);
+  DT_CUDA(cuda::dropout_forward(key.seed, stream_id, ids, n, per, ratio, scale, px, py, pm, stream()), op);
+  y.set_layout(Layout::plain);
+}
+
+const int64_t* CudaBackend::upload_ids(const int64_t* host_ids, int64_t n, const char* op) {
   // The ids go up through a page-locked staging buffer (an asynchronous copy); the buffer is
-  // rewritten only after the previous copy from it has finished.
+  // rewritten only after the previous copy from it has finished. The device copy is scratch
+  // that the next upload reuses: stream order keeps it valid for the ops enqueued before.
   const size_t id_bytes = size_t(n) * sizeof(int64_t);
   DT_CUDA(cudaEventSynchronize(ids_copied_), op);
   if (n > host_ids_cap_) {
@@ -124,14 +133,29 @@ void CudaBackend::dropout_forward(const DropoutKey& key, float ratio, float scal
     host_ids_ = static_cast<int64_t*>(p);
     host_ids_cap_ = n;
   }
-  std::memcpy(host_ids_, key.sample_ids, id_bytes);
+  std::memcpy(host_ids_, host_ids, id_bytes);
   int64_t* ids = ids_.get<int64_t>(n, stream(), op);
   DT_CUDA(cudaMemcpyAsync(ids, host_ids_, id_bytes, cudaMemcpyHostToDevice, stream()), op);
   DT_CUDA(cudaEventRecord(ids_copied_, stream()), op);
-  // The reference's stream: RandomStream{seed, (step << 16) ^ layer}.
-  const uint64_t stream_id = (uint64_t(key.step) << 16) ^ uint64_t(key.layer);
-  DT_CUDA(cuda::dropout_forward(key.seed, stream_id, ids, n, per, ratio, scale, px, py, pm, stream()), op);
-  y.set_layout(Layout::plain);
+  return ids;
+}
+
+void CudaBackend::gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids,
+                                 int64_t n, Tensor& x, Tensor& t) {
+  const char* op = "gather_samples";
+  const int64_t count = images.shape().rank() > 0 ? images.dim(0) : 0;
+  const int64_t sample = count > 0 ? images.numel() / count : 0;
+  const auto* pi = static_cast<const uint8_t*>(device_ptr(images, op, "images", -1, DType::u8));
+  const auto* pl = static_cast<const int32_t*>(device_ptr(labels, op, "labels", count, DType::i32));
+  float* px = f32(x, op, "x", n * sample);
+  auto* pt = static_cast<int32_t*>(device_ptr(t, op, "t", n, DType::i32));
+  for (int64_t i = 0; i < n; ++i)
+    if (ids[i] < 0 || ids[i] >= count)
+      fail("cuda backend: {}: sample id {} out of range [0, {})", op, ids[i], count);
+  if (n == 0) return;
+  enter(op);
+  DT_CUDA(cuda::gather_samples(pi, pl, upload_ids(ids, n, op), n, sample, px, pt, stream()), op);
+  x.set_layout(Layout::plain);
 }
 
 void CudaBackend::dropout_backward(float scale, const Tensor& mask, const Tensor& dy, Tensor& dx) {
