@@ -146,15 +146,18 @@ TEST(GpuTrain, Fp16TrainsAsFp32WithDynamicLossScaling) {
               first, last, ref_last, long(r.skipped), r.loss_scale);
 }
 
-// The real CLI on the GPU: two epochs of the book's recipe (one gives 97.4-97.8% on every
-// backend, see test_train_mnist).
-TEST(GpuTrain, TwoMnistEpochsReach98Percent) {
+// The real CLI on the GPU: one epoch reaches 98% (issue 5). The book's recipe needs two (one
+// gives 97.4-97.8% on every backend, see test_train_mnist); the fast example's one-cycle rate
+// (Adam up to 4e-3 and down again) at the book's batch of 100 does it in one: 98.24-98.43% over
+// seeds 1-5 on the CPU (`train examples/deep_convnet_mnist_fast.prototxt --epochs 1
+// --batch-size 100 --seed N`).
+TEST(GpuTrain, OneMnistEpochReaches98Percent) {
   if (!have_mnist()) GTEST_SKIP() << "MNIST not fetched";
   REQUIRE_GPU_BACKEND(gpu, "cuda", MathMode::fp32);
   gpu.reset();
   CommandResult r = run_command(deeptrain_cmd(
-      "train " DEEPTRAIN_SOURCE_DIR "/examples/deep_convnet_mnist.prototxt --backend cuda "
-      "--epochs 2 --json --data-dir " DEEPTRAIN_DATA_DIR "/mnist"));
+      "train " DEEPTRAIN_SOURCE_DIR "/examples/deep_convnet_mnist_fast.prototxt --backend cuda "
+      "--epochs 1 --batch-size 100 --json --data-dir " DEEPTRAIN_DATA_DIR "/mnist"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   std::printf("%s", r.output.c_str());
   EXPECT_GE(json_number(r.last_line(), "test_accuracy"), 0.98) << r.last_line();
