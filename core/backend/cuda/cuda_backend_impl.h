@@ -180,6 +180,7 @@ class CudaBackend final : public Backend {
   void* host_words_ = nullptr;
   int64_t* host_ids_ = nullptr;
   int64_t host_ids_cap_ = 0;
+  int64_t ids_uploaded_ = 0;  // the ids in host_ids_ are on the device (ids_) too
   cudaEvent_t ids_copied_ = nullptr;
   std::map<GeomKey, std::unique_ptr<CudnnPlan>> plans_;
 };

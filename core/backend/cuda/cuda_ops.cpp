@@ -122,7 +122,12 @@ const int64_t* CudaBackend::upload_ids(const int64_t* host_ids, int64_t n, const
   // The ids go up through a page-locked staging buffer (an asynchronous copy); the buffer is
   // rewritten only after the previous copy from it has finished. The device copy is scratch
   // that the next upload reuses: stream order keeps it valid for the ops enqueued before.
+  // A step's batch gather and its dropout layers ask for the same ids: the staging buffer
+  // still holds the last upload, so those go up once, without waiting on the GPU.
   const size_t id_bytes = size_t(n) * sizeof(int64_t);
+  if (n > 0 && n == ids_uploaded_ && std::memcmp(host_ids_, host_ids, id_bytes) == 0)
+    return ids_.get<int64_t>(n, stream(), op);
+  ids_uploaded_ = 0;
   DT_CUDA(cudaEventSynchronize(ids_copied_), op);
   if (n > host_ids_cap_) {
     if (host_ids_) DT_CUDA(cudaFreeHost(host_ids_), op);
@@ -137,6 +142,7 @@ const int64_t* CudaBackend::upload_ids(const int64_t* host_ids, int64_t n, const
   int64_t* ids = ids_.get<int64_t>(n, stream(), op);
   DT_CUDA(cudaMemcpyAsync(ids, host_ids_, id_bytes, cudaMemcpyHostToDevice, stream()), op);
   DT_CUDA(cudaEventRecord(ids_copied_, stream()), op);
+  ids_uploaded_ = n;
   return ids;
 }
 
