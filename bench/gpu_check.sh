@@ -9,6 +9,9 @@
 #   QUICK=1                             fewer benchmark steps
 #   TRAIN_MATHS, FAST_MATHS             math modes of the book's recipe and of the fast recipe
 #                                       (default: fp32, and fp32 tf32)
+#   TEST_TIMEOUT, STEP_TIMEOUT          seconds a test binary / any other command may take
+#                                       (default 300 / 180; device time is scarce, so a hang
+#                                       must not eat it)
 #
 # Measures, on GPU 0: deeptrain's training and inference throughput against PyTorch eager on the
 # same GPU in the same run (batch 100 and 1024; fp32, tf32, bf16), and the book's recipe trained
@@ -44,6 +47,8 @@ else
     cmake --build "$build" -j"$(nproc)" >"$out/build.log" 2>&1 || { tail -30 "$out/build.log"; exit 1; }
 fi
 bin=$build/deeptrain
+# Device time is scarce: nothing may hang the check. Every command has a time limit.
+dt() { timeout "${STEP_TIMEOUT:-180}" "$bin" "$@"; }
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 log "deeptrain: $($bin --version 2>&1 | head -1); $(ldd $bin | grep -Eo 'lib(cudnn|cublas|nccl)[^ ]* => [^ ]*' | tr '\n' ' ')"
 
@@ -51,7 +56,7 @@ status=0
 run_test() {  # name, then the command
   local name=$1; shift
   local t0=$SECONDS
-  if "$@" >"$out/$name.log" 2>&1; then log "PASS $name ($((SECONDS - t0)) s)"
+  if timeout "${TEST_TIMEOUT:-300}" "$@" >"$out/$name.log" 2>&1; then log "PASS $name ($((SECONDS - t0)) s)"
   else log "FAIL $name ($((SECONDS - t0)) s): see $out/$name.log"; tail -25 "$out/$name.log"; status=1; fi
   grep -hE '^\[ .* \]|^\[  (SKIPPED|FAILED) ' "$out/$name.log" | head -60 >>"$out/summary.txt"
 }
@@ -66,9 +71,9 @@ printf '%-6s %-5s %-5s %12s %12s %7s\n' mode batch math deeptrain pytorch ratio 
 for mode in train infer; do
   for batch in 100 1024; do
     for math in fp32 tf32 bf16; do
-      d=$($bin bench --backend cuda --math $math --mode $mode --batch $batch --steps $steps \
+      d=$(dt bench --backend cuda --math $math --mode $mode --batch $batch --steps $steps \
             --warmup 30 --json 2>>"$out/bench.err" | tail -1)
-      p=$(python3 bench/pytorch_deepconvnet.py --device cuda --math $math --mode $mode \
+      p=$(timeout "${STEP_TIMEOUT:-180}" python3 bench/pytorch_deepconvnet.py --device cuda --math $math --mode $mode \
             --batch $batch --steps $steps --warmup 30 --data data/mnist --threads 4 \
             2>>"$out/bench.err" | tail -1)
       echo "$d" >>"$out/bench.jsonl"; echo "$p" >>"$out/bench.jsonl"
@@ -83,7 +88,7 @@ done
 # ---- where a step's time goes (each phase waits for the GPU): the 10 largest phases ----
 for batch in 100 1024; do
   for math in fp32 tf32; do
-    $bin bench --backend cuda --math $math --batch $batch --steps 30 --warmup 10 --profile \
+    dt bench --backend cuda --math $math --batch $batch --steps 30 --warmup 10 --profile \
       >"$out/profile-train-$batch-$math.txt" 2>>"$out/bench.err" || status=1
     head -12 "$out/profile-train-$batch-$math.txt" | tee -a "$out/summary.txt"
   done
@@ -96,9 +101,9 @@ printf '%-6s %-5s %-5s %12s %12s %14s\n' train batch math heuristic find find+no
 for batch in 100 1024; do
   for math in fp32 tf32; do
     args="bench --backend cuda --math $math --batch $batch --steps $steps --warmup 30 --json"
-    h=$($bin $args 2>>"$out/bench.err" | tail -1)
-    f=$(DEEPTRAIN_CUDNN_FIND=1 $bin $args 2>>"$out/bench.err" | tail -1)
-    fn=$(DEEPTRAIN_CUDNN_FIND=1 DEEPTRAIN_CUDNN_NONDETERMINISTIC=1 $bin $args 2>>"$out/bench.err" | tail -1)
+    h=$(dt $args 2>>"$out/bench.err" | tail -1)
+    f=$(DEEPTRAIN_CUDNN_FIND=1 dt $args 2>>"$out/bench.err" | tail -1)
+    fn=$(DEEPTRAIN_CUDNN_FIND=1 DEEPTRAIN_CUDNN_NONDETERMINISTIC=1 dt $args 2>>"$out/bench.err" | tail -1)
     printf '%s\n%s\n%s\n' "$h" "$f" "$fn" >>"$out/bench-find.jsonl"
     printf '%-6s %-5s %-5s %12s %12s %14s\n' train $batch $math "$(echo "$h" | ips)" \
       "$(echo "$f" | ips)" "$(echo "$fn" | ips)" | tee -a "$out/summary.txt"
@@ -107,7 +112,7 @@ done
 
 # ---- ResNet-20 (BatchNorm, add, global pooling on the GPU): training throughput ----
 for math in fp32 tf32; do
-  r=$($bin bench --config examples/resnet20_fashion_mnist.prototxt --backend cuda --math "$math" \
+  r=$(dt bench --config examples/resnet20_fashion_mnist.prototxt --backend cuda --math "$math" \
         --steps 50 --warmup 10 --json 2>>"$out/bench.err" | tail -1)
   echo "$r" >>"$out/bench-resnet.jsonl"
   log "resnet20 train batch 128 $math on the GPU: $(echo "$r" | python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"], "img/s")' 2>/dev/null || echo "failed (see bench.err)")"
@@ -116,7 +121,7 @@ done
 # ---- the book's recipe to the end, on the GPU: wall time and accuracy ----
 for math in ${TRAIN_MATHS:-fp32}; do
   t0=$(date +%s.%N)
-  $bin train examples/deep_convnet_mnist.prototxt --backend cuda --math $math --json \
+  dt train examples/deep_convnet_mnist.prototxt --backend cuda --math $math --json \
     --data-dir data/mnist --run-dir "$out/run-$math" >"$out/train-$math.jsonl" 2>&1 || status=1
   t1=$(date +%s.%N)
   acc=$(tail -1 "$out/train-$math.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])' 2>/dev/null || echo "?")
@@ -125,11 +130,11 @@ done
 # ---- issue 5's target: 99.3% in under 30 s (batch 512, one-cycle, 10 epochs) ----
 for math in ${FAST_MATHS:-fp32 tf32}; do
   t0=$(date +%s.%N)
-  $bin train examples/deep_convnet_mnist_fast.prototxt --backend cuda --math "$math" --json \
+  dt train examples/deep_convnet_mnist_fast.prototxt --backend cuda --math "$math" --json \
     --data-dir data/mnist --run-dir "$out/fast-$math" >"$out/fast-$math.jsonl" 2>&1 || status=1
   t1=$(date +%s.%N)
   acc=$(tail -1 "$out/fast-$math.jsonl" | python3 -c 'import json,sys; print(json.load(sys.stdin)["test_accuracy"])' 2>/dev/null || echo "?")
   log "fast recipe (10 epochs, batch 512, one-cycle Adam) on the GPU, $math: test accuracy $acc, wall $(python3 -c "print(f'{$t1-$t0:.1f}')") s (process start to exit)"
 done
-log "status: $([ $status = 0 ] && echo all passed || echo FAILURES)"
+log "status: $([ $status = 0 ] && echo all passed || echo FAILURES); $SECONDS s in all"
 exit $status
