@@ -369,8 +369,10 @@ void CudaBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tens
     if (pdb) DT_CUDA(cudaMemsetAsync(pdb, 0, db->nbytes(), stream()), op);
     if (pdx) DT_CUDA(cudaMemsetAsync(pdx, 0, dx->nbytes(), stream()), op);
   } else {
-    if (fuse_relu) DT_CUDA(cuda::relu_backward(py, pdy, pdy, ny, stream()), op);  // dy masked in place
-    if (pdb) DT_CUDA(channel_sums(pdy, pdb, g.n, g.k, g.p * g.q, stream()), op);
+    // dy masked in place, and db: one pass when both
+    if (fuse_relu && pdb) DT_CUDA(masked_channel_sums(py, pdy, pdb, g.n, g.k, g.p * g.q, stream()), op);
+    else if (fuse_relu) DT_CUDA(cuda::relu_backward(py, pdy, pdy, ny, stream()), op);
+    else if (pdb) DT_CUDA(channel_sums(pdy, pdb, g.n, g.k, g.p * g.q, stream()), op);
     CudnnPlan* plan = conv_ == CudaConv::cudnn ? cudnn_plan(g) : nullptr;
     if (!plan || !conv_backward_cudnn(*plan, g, px, pw, pdy, pdx, pdw))
       conv_backward_gemm(g, px, pw, pdy, pdx, pdw);  // dy is masked already: the mask is idempotent

@@ -84,6 +84,18 @@ struct SumOf {
   __device__ void operator()(int64_t i, int64_t, double* acc) const { acc[0] += double(x[i]); }
 };
 
+// The same sums over dy masked by the ReLU's output, writing the mask back (each element is
+// visited once).
+struct MaskedSumOf {
+  const float* y;
+  float* dy;
+  __device__ void operator()(int64_t i, int64_t, double* acc) const {
+    const float v = y[i] > 0.0f ? dy[i] : 0.0f;
+    dy[i] = v;
+    acc[0] += double(v);
+  }
+};
+
 }  // namespace
 
 cudaError_t convert_from_f32(const float* src, void* dst, Elem e, int64_t n, cudaStream_t st) {
@@ -136,6 +148,11 @@ cudaError_t bias_act(const void* src, Elem e, const float* b, float* y, int64_t 
 cudaError_t channel_sums(const float* x, float* out, int64_t outer, int64_t channels, int64_t inner,
                          cudaStream_t st) {
   return channel_reduce<1>(SumOf{x}, outer, channels, inner, nullptr, out, st);
+}
+
+cudaError_t masked_channel_sums(const float* y, float* dy, float* out, int64_t outer,
+                                int64_t channels, int64_t inner, cudaStream_t st) {
+  return channel_reduce<1>(MaskedSumOf{y, dy}, outer, channels, inner, nullptr, out, st);
 }
 
 }  // namespace deeptrain::cuda

@@ -44,6 +44,10 @@ cudaError_t bias_act(const void* src, Elem e, const float* b, float* y, int64_t 
 // out[c] = sum over (o, i) of x[(o * channels + c) * inner + i], summed in double, overwrites.
 cudaError_t channel_sums(const float* x, float* out, int64_t outer, int64_t channels, int64_t inner,
                          cudaStream_t st);
+// The fused-ReLU backward and db in one pass: dy = y > 0 ? dy : 0 in place (relu_backward's
+// rule), and out[c] = channel_sums of the masked dy.
+cudaError_t masked_channel_sums(const float* y, float* dy, float* out, int64_t outer,
+                                int64_t channels, int64_t inner, cudaStream_t st);
 
 // ---- elementwise, pooling, dropout, softmax (cuda_op_kernels.cu) ----
 cudaError_t maxpool_forward(const PoolDims& g, const float* x, float* y, int32_t* argmax,
