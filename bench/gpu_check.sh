@@ -94,6 +94,18 @@ for batch in 100 1024; do
   done
 done
 
+# ---- the same step on PyTorch's side (torch.profiler: its kernels by time), and the cuDNN
+# algorithms deeptrain picks (heuristics, and timed), at batch 1024 fp32: to set beside the
+# profiles above ----
+timeout "${STEP_TIMEOUT:-180}" python3 bench/pytorch_deepconvnet.py --device cuda --math fp32 \
+  --mode train --batch 1024 --steps 20 --warmup 10 --data data/mnist --threads 4 \
+  --profile "$out/pytorch-profile-train-1024-fp32.txt" >/dev/null 2>>"$out/bench.err" || status=1
+DEEPTRAIN_CUDA_LOG=1 dt bench --backend cuda --math fp32 --batch 1024 --steps 3 --warmup 1 \
+  >/dev/null 2>"$out/cudnn-algorithms-1024-fp32.txt" || status=1
+DEEPTRAIN_CUDA_LOG=1 DEEPTRAIN_CUDNN_FIND=1 dt bench --backend cuda --math fp32 --batch 1024 \
+  --steps 3 --warmup 1 >/dev/null 2>"$out/cudnn-algorithms-1024-fp32-find.txt" || status=1
+log "PyTorch's profile: $out/pytorch-profile-train-1024-fp32.txt; cuDNN's algorithms: $out/cudnn-algorithms-1024-fp32*.txt"
+
 # ---- cuDNN's algorithms timed (cudnnFind*) instead of chosen by heuristics, and also allowed
 # to be non-deterministic (as PyTorch's defaults): training only ----
 ips() { python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])' 2>/dev/null || echo 0; }

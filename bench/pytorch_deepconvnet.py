@@ -34,6 +34,7 @@ cost is the same, so throughput is unaffected.
 """
 
 import argparse
+import contextlib
 import gzip
 import json
 import os
@@ -65,6 +66,10 @@ def parse_args():
     p.add_argument("--math", choices=["fp32", "tf32", "bf16", "fp16"], default="fp32",
                    help="GPU math: fp32 (TF32 off in cuBLAS and cuDNN), tf32, or "
                         "bf16/fp16 autocast (fp16 with a GradScaler)")
+    p.add_argument("--profile", metavar="FILE", default=None,
+                   help="after timing, run 10 more steps under torch.profiler and write "
+                        "the kernels and ops by total time to FILE (to set against "
+                        "deeptrain's bench --profile)")
     return p.parse_args()
 
 
@@ -161,6 +166,35 @@ class DeepConvNet(nn.Module):
 
 # ---------------------------------------------------------------- benchmark
 
+def write_profile(path, step, x, t, batch, n_batches, sync):
+    """10 steps under torch.profiler: ops and kernels by total time, largest first."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU]
+    if ARGS.device == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    sync()
+    with profile(activities=activities) as prof:
+        for i in range(10):
+            b = i % n_batches
+            step(x[b * batch:(b + 1) * batch], t[b * batch:(b + 1) * batch])
+        sync()
+    averages = prof.key_averages()
+    # The sort key of device time was renamed over the versions.
+    keys = (["device_time_total", "cuda_time_total"] if ARGS.device == "cuda" else []) + \
+        ["cpu_time_total"]
+    table = None
+    for key in keys:
+        try:
+            table = averages.table(sort_by=key, row_limit=40)
+            break
+        except (AttributeError, KeyError, ValueError):
+            continue
+    with open(path, "w") as f:
+        f.write("pytorch %s, %s, %s, batch %d, math %s: 10 steps under torch.profiler "
+                "(totals over the 10)\n%s\n" % (torch.__version__, ARGS.device, ARGS.mode,
+                                                batch, ARGS.math, table))
+
+
 def main():
     torch.manual_seed(ARGS.seed)
     batch = ARGS.batch
@@ -180,6 +214,13 @@ def main():
         torch.backends.cudnn.benchmark = True
         x, t = x.to(device), t.to(device)
     autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(ARGS.math)
+
+    def autocast():
+        # No autocast context at all for fp32/tf32: PyTorch 1.13 (Debian's, the CPU comparison)
+        # refuses a float32 CPU autocast even when it is disabled.
+        if autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(ARGS.device, dtype=autocast_dtype)
     scaler = torch.amp.GradScaler("cuda") if ARGS.math == "fp16" else None
 
     def sync():
@@ -199,8 +240,7 @@ def main():
 
         def step(xb, tb):
             optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(ARGS.device, dtype=autocast_dtype or torch.float32,
-                                enabled=autocast_dtype is not None):
+            with autocast():
                 loss = loss_fn(model(xb), tb)
             if scaler:
                 scaler.scale(loss).backward()
@@ -213,9 +253,7 @@ def main():
         model.eval()
 
         def step(xb, tb):
-            with torch.inference_mode(), torch.autocast(
-                    ARGS.device, dtype=autocast_dtype or torch.float32,
-                    enabled=autocast_dtype is not None):
+            with torch.inference_mode(), autocast():
                 model(xb)
 
     times = []
@@ -229,6 +267,9 @@ def main():
         elapsed = time.perf_counter() - start
         if i >= ARGS.warmup:
             times.append(elapsed)
+
+    if ARGS.profile:
+        write_profile(ARGS.profile, step, x, t, batch, n_batches, sync)
 
     median = statistics.median(times)
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux

@@ -1,0 +1,45 @@
+// The benchmark scripts run: PyTorch's peer (bench/pytorch_deepconvnet.py) and the side-by-side
+// comparison (bench/train_throughput.sh), in a few steps each. Not timings (those live in
+// bench/): a check that the commands the README quotes still work. A change for the GPU had
+// broken the CPU peer on Debian's PyTorch 1.13 unnoticed. Skipped where PyTorch is not
+// installed (scripts/setup.sh --with-torch installs it).
+#include <gtest/gtest.h>
+
+#include "cli_util.h"
+
+namespace {
+
+const std::string kSource = DEEPTRAIN_SOURCE_DIR;
+
+bool have_torch() {
+  return run_command("/usr/bin/python3 -c 'import torch, numpy'").exit_code == 0;
+}
+
+TEST(BenchScripts, PytorchPeerTrainsInfersAndProfilesOnTheCpu) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  TempDir d;
+  for (const char* mode : {"train", "infer"}) {
+    const std::string prof = (d.path / (std::string(mode) + ".txt")).string();
+    CommandResult r = run_command("/usr/bin/python3 " + kSource +
+                                  "/bench/pytorch_deepconvnet.py --threads 1 --steps 2 --warmup 1 "
+                                  "--batch 16 --mode " + mode + " --profile " + prof);
+    ASSERT_EQ(r.exit_code, 0) << mode << "\n" << r.output;
+    EXPECT_GT(json_number(r.last_line(), "images_per_sec"), 0) << r.last_line();
+    EXPECT_NE(r.last_line().find(std::string("\"mode\": \"") + mode + "\""), std::string::npos)
+        << r.last_line();
+    std::ifstream in(prof);
+    const std::string table((std::istreambuf_iterator<char>(in)), {});
+    EXPECT_NE(table.find("conv"), std::string::npos) << table;  // the convolutions' ops
+  }
+}
+
+TEST(BenchScripts, ThroughputComparisonPrintsBothSides) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  CommandResult r = run_command("bash " + kSource + "/bench/train_throughput.sh --threads 1 "
+                                "--rounds 1 --steps 2 --warmup 1 --deeptrain " DEEPTRAIN_BINARY);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* row : {"train img/s (median)", "infer img/s (median)"})
+    EXPECT_NE(r.output.find(row), std::string::npos) << row << "\n" << r.output;
+}
+
+}  // namespace
