@@ -19,6 +19,7 @@
 
 #include "core/backend/backend.h"
 #include "core/backend/cpu.h"
+#include "core/data/dataset.h"
 #ifdef DEEPTRAIN_HAVE_DNNL
 #include "core/backend/cpu_dnnl.h"
 #endif
@@ -452,6 +453,41 @@ TEST(DeepConvNetChain, StepMatchesReference) {
       }
 #endif
     }
+  }
+}
+
+// Batches from a data set in the backend's memory (what a GPU trainer does): the host
+// backends' default is data::gather_batch itself, and a bad sample id names itself.
+TEST(GatherSamples, HostBackendsGatherAsTheTrainerDoes) {
+  data::Dataset d;
+  d.images = Tensor::empty({20, 1, 3, 5}, DType::u8);
+  d.labels = Tensor::empty({20}, DType::i32);
+  for (int64_t k = 0; k < d.images.numel(); ++k) d.images.data<uint8_t>()[k] = uint8_t(k * 29 + 3);
+  for (int64_t i = 0; i < 20; ++i) d.labels.data<int32_t>()[i] = int32_t(i % 7);
+  const int64_t ids[5] = {19, 0, 7, 7, 12};
+  Tensor want_x = Tensor::empty({5, 1, 3, 5}, DType::f32), want_t = Tensor::empty({5}, DType::i32);
+  data::gather_batch(d, ids, 5, want_x, want_t);
+  EXPECT_EQ(want_x.data<float>()[0], float(d.images.data<uint8_t>()[19 * 15]) / 255.0f);
+  for (const std::string name : {"cpu-ref", "cpu"}) {
+    SCOPED_TRACE(name);
+    auto be = make_backend(name);
+    Tensor x = be->empty({5, 1, 3, 5}, DType::f32), t = be->empty({5}, DType::i32);
+    be->gather_samples(d.images, d.labels, ids, 5, x, t);
+    EXPECT_EQ(0, std::memcmp(x.raw(), want_x.raw(), want_x.nbytes()));
+    EXPECT_EQ(0, std::memcmp(t.raw(), want_t.raw(), want_t.nbytes()));
+    const int64_t bad[1] = {20};
+    Tensor x1 = be->empty({1, 1, 3, 5}, DType::f32), t1 = be->empty({1}, DType::i32);
+    EXPECT_THROW(
+        {
+          try {
+            be->gather_samples(d.images, d.labels, bad, 1, x1, t1);
+          } catch (const Error& e) {
+            EXPECT_NE(std::string(e.what()).find("sample id 20 out of range [0, 20)"),
+                      std::string::npos) << e.what();
+            throw;
+          }
+        },
+        Error);
   }
 }
 
