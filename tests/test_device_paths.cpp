@@ -1,0 +1,142 @@
+// The trainer's device paths, run on machines without a GPU. HostDeviceBackend is the reference
+// CPU backend that calls itself a device: Net and Trainer then take every path they take for a
+// GPU (parameter and gradient copies, uploads and downloads, the data sets copied once and
+// batches gathered by Backend::gather_samples, lr_scale copied to the device), while
+// every op still runs on the host. A GPU run checks the ops themselves (test_backend_ops_gpu,
+// test_gpu_train); this checks the orchestration around them, in CI, bit for bit against the
+// host path.
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "core/backend/cpu.h"
+#include "core/config.h"
+#include "core/optim/optimizer.h"
+#include "core/random.h"
+#include "distributed/communicator.h"
+#include "distributed/trainer.h"
+
+using namespace deeptrain;
+
+namespace {
+
+class HostDeviceBackend final : public CpuBackend {
+ public:
+  std::string name() const override { return "host-device (test)"; }
+  Device device() const override { return Device::cuda; }
+  void gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids, int64_t n,
+                      Tensor& x, Tensor& t) override {
+    ++gathers;
+    CpuBackend::gather_samples(images, labels, ids, n, x, t);
+  }
+  int gathers = 0;
+};
+
+data::Dataset synthetic(int64_t n, uint64_t seed) {
+  data::Dataset d;
+  d.name = "synthetic";
+  d.num_classes = 10;
+  d.images = Tensor::empty({n, 1, 28, 28}, DType::u8);
+  d.labels = Tensor::empty({n}, DType::i32);
+  const RandomStream rs{seed, 5};
+  for (int64_t k = 0; k < d.images.numel(); ++k)
+    d.images.data<uint8_t>()[k] = uint8_t(rs.block(uint64_t(k))[0] & 0xff);
+  for (int64_t i = 0; i < n; ++i) d.labels.data<int32_t>()[i] = int32_t(rs.block(uint64_t(i), 1)[0] % 10);
+  return d;
+}
+
+struct TrainRun {
+  std::vector<double> losses;
+  Tensor params;
+  EvalReport eval;
+};
+
+// Two epochs of DeepConvNet (batch 32, Adam) on `train`, then an evaluation of `test`.
+TrainRun train(Backend& be, const data::Dataset& train, const data::Dataset& test, bool augment,
+          bool device_data, bool frozen_conv1) {
+  proto::ExperimentConfig cfg = parse_config(
+      "model { preset: 'deep_convnet' } optimizer { type: ADAM lr: 0.001 } "
+      "schedule { epochs: 2 batch_size: 32 lr_schedule { type: COSINE } }",
+      "(test)", {});
+  Net net(cfg.model(), {1, 28, 28}, 10, DType::f32);
+  net.init_params(7);
+  // The host optimizer updates compute_params() in place (host memory here); a GPU's fused
+  // update is checked against it by GpuOptimizer (test_backend_ops_gpu).
+  auto opt = make_optimizer(cfg.optimizer(), net.num_params(), nullptr);
+  TrainerOptions to;
+  to.batch_size = 32;
+  to.eval_batch_size = 50;
+  to.seed = 7;
+  to.epochs = 2;
+  to.lr_schedule = cfg.schedule().lr_schedule();
+  to.device_data = device_data;
+  if (augment) {
+    to.augment.set_enabled(true);
+    to.augment.set_shift_px(2);
+    to.augment.set_rotation_deg(10);
+  }
+  if (frozen_conv1) {  // a transfer config's freeze: lr_scale 0 on conv1's parameters
+    to.lr_scale = Tensor::empty({net.num_params()}, DType::f32);
+    for (int64_t i = 0; i < net.num_params(); ++i) to.lr_scale.data<float>()[i] = 1.0f;
+    for (const ParamEntry& e : net.param_entries())
+      if (e.name.rfind("conv1.", 0) == 0)
+        for (int64_t i = 0; i < e.shape.numel(); ++i) to.lr_scale.data<float>()[e.offset + i] = 0.0f;
+  }
+  SingleProcessCommunicator one;
+  Trainer trainer(to, net, be, *opt, one);
+  TrainRun r;
+  for (int epoch = 0; epoch < 2; ++epoch)
+    trainer.train_epoch(train, epoch, nullptr, [&](int64_t, int64_t, const StepMetrics& m) {
+      r.losses.push_back(m.loss_sum);
+    });
+  r.eval = trainer.evaluate(test);
+  net.download_params();
+  r.params = net.params().clone();
+  return r;
+}
+
+void expect_same(const TrainRun& device, const TrainRun& host) {
+  ASSERT_EQ(device.losses.size(), host.losses.size());
+  for (size_t s = 0; s < host.losses.size(); ++s) EXPECT_EQ(device.losses[s], host.losses[s]) << s;
+  ASSERT_EQ(device.params.nbytes(), host.params.nbytes());
+  EXPECT_EQ(0, std::memcmp(device.params.raw(), host.params.raw(), host.params.nbytes()));
+  EXPECT_EQ(device.eval.correct, host.eval.correct);
+  EXPECT_EQ(device.eval.loss, host.eval.loss);
+}
+
+TEST(DevicePaths, TrainingThroughTheDevicePathsIsTheHostTrainingBitForBit) {
+  const data::Dataset tr = synthetic(160, 1), te = synthetic(70, 2);
+  CpuBackend host;
+  const TrainRun want = train(host, tr, te, false, true, false);
+  HostDeviceBackend dev;
+  const TrainRun got = train(dev, tr, te, false, true, false);
+  expect_same(got, want);
+  // Every batch was gathered "on the device": 2 epochs of 5 steps, and 2 evaluation batches.
+  EXPECT_EQ(dev.gathers, 2 * 5 + 2);
+  EXPECT_GT(want.losses.front(), 0.0);
+}
+
+TEST(DevicePaths, AugmentedBatchesAndHostGatheringTakeTheHostPath) {
+  const data::Dataset tr = synthetic(96, 3), te = synthetic(40, 4);
+  CpuBackend host;
+  HostDeviceBackend dev;
+  // Augmented training batches are built on the host and copied; evaluation still gathers on
+  // the device.
+  expect_same(train(dev, tr, te, true, true, false), train(host, tr, te, true, true, false));
+  EXPECT_EQ(dev.gathers, 1);
+  HostDeviceBackend off;
+  expect_same(train(off, tr, te, false, false, false), train(host, tr, te, false, false, false));
+  EXPECT_EQ(off.gathers, 0);
+}
+
+TEST(DevicePaths, FrozenParametersStayFrozenThroughTheDeviceCopy) {
+  const data::Dataset tr = synthetic(64, 5), te = synthetic(20, 6);
+  CpuBackend host;
+  HostDeviceBackend dev;
+  const TrainRun want = train(host, tr, te, false, true, true);
+  expect_same(train(dev, tr, te, false, true, true), want);
+}
+
+}  // namespace
