@@ -17,6 +17,8 @@
 #include "core/random.h"
 #include "distributed/communicator.h"
 #include "distributed/trainer.h"
+#include "gradcheck_util.h"
+#include "net_cases.h"
 
 using namespace deeptrain;
 
@@ -34,16 +36,17 @@ class HostDeviceBackend final : public CpuBackend {
   int gathers = 0;
 };
 
-data::Dataset synthetic(int64_t n, uint64_t seed) {
+data::Dataset synthetic(int64_t n, uint64_t seed, int64_t side = 28, int classes = 10) {
   data::Dataset d;
   d.name = "synthetic";
-  d.num_classes = 10;
-  d.images = Tensor::empty({n, 1, 28, 28}, DType::u8);
+  d.num_classes = classes;
+  d.images = Tensor::empty({n, 1, side, side}, DType::u8);
   d.labels = Tensor::empty({n}, DType::i32);
   const RandomStream rs{seed, 5};
   for (int64_t k = 0; k < d.images.numel(); ++k)
     d.images.data<uint8_t>()[k] = uint8_t(rs.block(uint64_t(k))[0] & 0xff);
-  for (int64_t i = 0; i < n; ++i) d.labels.data<int32_t>()[i] = int32_t(rs.block(uint64_t(i), 1)[0] % 10);
+  for (int64_t i = 0; i < n; ++i)
+    d.labels.data<int32_t>()[i] = int32_t(rs.block(uint64_t(i), 1)[0] % uint32_t(classes));
   return d;
 }
 
@@ -137,6 +140,74 @@ TEST(DevicePaths, FrozenParametersStayFrozenThroughTheDeviceCopy) {
   HostDeviceBackend dev;
   const TrainRun want = train(host, tr, te, false, true, true);
   expect_same(train(dev, tr, te, false, true, true), want);
+}
+
+// The deeper nets' layers take their device paths here too: BatchNorm with its statistics read
+// back to the host, the residual add, concat's row copies and global average pooling, through
+// the backend ops' host defaults. BN sums in another order than the host layer (f64, then
+// rounded once): 1e-5 relative, as test_gpu_layers allows a GPU.
+double rel_diff(const Tensor& a, const Tensor& b) {
+  double m = 0, scale = 1e-30;
+  for (int64_t i = 0; i < b.numel(); ++i) {
+    m = std::max(m, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
+    scale = std::max(scale, double(std::abs(b.data<float>()[i])));
+  }
+  return m / scale;
+}
+
+TEST(DevicePaths, DeeperLayersDevicePathsMatchTheHostLayers) {
+  using namespace testing_util;
+  const proto::ModelConfig mc = wide_graph();
+  const Tensor x = random_f32({6, 1, 8, 8}, 11);
+  Tensor labels = Tensor::empty({6}, DType::i32);
+  for (int64_t i = 0; i < 6; ++i) labels.data<int32_t>()[i] = int32_t(i % 5);
+  CpuBackend host;
+  HostDeviceBackend dev;
+  const NetPass want = net_pass(mc, {1, 8, 8}, 5, host, x, labels);
+  const NetPass got = net_pass(mc, {1, 8, 8}, 5, dev, x, labels);
+  EXPECT_LE(rel_diff(got.logits, want.logits), 1e-5);
+  EXPECT_LE(rel_diff(got.grads, want.grads), 1e-5);
+
+  // A few training steps, then evaluation with the running statistics the steps left.
+  const data::Dataset tr = synthetic(48, 12, 8, 5), te = synthetic(20, 13, 8, 5);
+  std::vector<std::vector<double>> losses;
+  std::vector<EvalReport> evals;
+  std::vector<Tensor> running;
+  for (Backend* be : {static_cast<Backend*>(&host), static_cast<Backend*>(&dev)}) {
+    Net net(mc, {1, 8, 8}, 5, DType::f32);
+    net.init_params(3);
+    proto::OptimizerConfig oc;
+    oc.set_type(proto::MOMENTUM);
+    oc.set_lr(0.05f);
+    oc.set_momentum(0.9f);
+    auto opt = make_optimizer(oc, net.num_params(), nullptr);
+    TrainerOptions to;
+    to.batch_size = 16;
+    to.eval_batch_size = 16;
+    to.seed = 3;
+    SingleProcessCommunicator one;
+    Trainer trainer(to, net, *be, *opt, one);
+    std::vector<double> l;
+    trainer.train_epoch(tr, 0, nullptr, [&](int64_t, int64_t, const StepMetrics& m) {
+      l.push_back(m.loss_sum);
+    });
+    losses.push_back(l);
+    evals.push_back(trainer.evaluate(te));
+    for (const auto& layer : net.layers())
+      for (auto& [suffix, t] : layer->state()) running.push_back(t->clone());
+  }
+  ASSERT_EQ(losses[0].size(), 3u);
+  for (size_t s = 0; s < 3; ++s)
+    EXPECT_NEAR(losses[1][s], losses[0][s], 1e-4 * std::abs(losses[0][s])) << "step " << s;
+  EXPECT_NEAR(evals[1].loss, evals[0].loss, 1e-4 * evals[0].loss);
+  ASSERT_EQ(running.size() % 2, 0u);
+  const size_t half = running.size() / 2;
+  ASSERT_EQ(half, 10u);  // 5 BN layers, a running mean and variance each
+  for (size_t k = 0; k < half; ++k)
+    for (int64_t i = 0; i < running[k].numel(); ++i)
+      EXPECT_NEAR(running[half + k].data<double>()[i], running[k].data<double>()[i],
+                  1e-6 * std::max(1.0, std::abs(running[k].data<double>()[i])))
+          << "running statistic " << k << " [" << i << "]";
 }
 
 }  // namespace

@@ -55,29 +55,6 @@ void Backend::accumulate(Tensor& acc, const Tensor& x) {
   else fail("accumulate: {} tensors are not supported", dtype_name(acc.dtype()));
 }
 
-// ---- the deeper nets' device ops: the host runs these layers in core/layers ----
-namespace {
-[[noreturn]] void no_device_op(const Backend& b, const char* op) {
-  fail("backend '{}' has no {} op (the host layers compute it in core/layers)", b.name(), op);
-}
-}  // namespace
-
-void Backend::bn_sums(const Tensor&, const Tensor*, Tensor&) { no_device_op(*this, "bn_sums"); }
-void Backend::bn_apply(const Tensor&, const Tensor&, const Tensor&, const Tensor&, bool, Tensor&) {
-  no_device_op(*this, "bn_apply");
-}
-void Backend::bn_grad_sums(const Tensor&, const Tensor*, const Tensor&, const Tensor&, Tensor&) {
-  no_device_op(*this, "bn_grad_sums");
-}
-void Backend::bn_input_grad(const Tensor&, const Tensor*, const Tensor&, const Tensor&,
-                            const Tensor&, const Tensor&, const Tensor&, Tensor&) {
-  no_device_op(*this, "bn_input_grad");
-}
-void Backend::plane_mean(const Tensor&, Tensor&) { no_device_op(*this, "plane_mean"); }
-void Backend::plane_mean_backward(const Tensor&, Tensor&) {
-  no_device_op(*this, "plane_mean_backward");
-}
-
 void Backend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
                         int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) {
   DT_CHECK(src.dtype() == dst.dtype() && src.device() == Device::cpu && dst.device() == Device::cpu,

@@ -109,7 +109,8 @@ class Backend {
   // Host backends leave BatchNorm and global average pooling to the layers' own loops (which
   // also read blocked layouts); a device backend implements these ops, on plain f32 activations
   // viewed as (n, C, S) with per-channel f64 vectors (C), all in its memory. Sums over (n, s)
-  // run in f64 in a fixed order. The defaults fail, naming the op and the backend.
+  // run in f64 in a fixed order. The defaults compute the same formulas on plain host tensors
+  // (core/backend/host_layer_ops.cpp): the layers' device paths run on the host with them.
   // sums[c] = sum of x, or of (x - mean[c])^2 when mean is given.
   virtual void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums);
   // y = (x - mean[c]) * scale[c] + shift[c], then max(0, .) when relu.

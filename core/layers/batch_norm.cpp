@@ -209,7 +209,7 @@ class BatchNorm : public Layer {
   }
 
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
-    if (in[0]->device() != Device::cpu) {
+    if (ctx.backend.device() != Device::cpu) {  // a device backend's ops (host defaults too)
       x_ = *in[0];
       forward_device(ctx, out);
       return;
@@ -222,7 +222,7 @@ class BatchNorm : public Layer {
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
-    if (x_.device() != Device::cpu) return backward_device(ctx, out, dout, din[0]);
+    if (ctx.backend.device() != Device::cpu) return backward_device(ctx, out, dout, din[0]);
     if (dout.layout() == x_.layout()) {
       dispatch(x_, [&]<class T, int B>() { backward_impl<T, B>(ctx, x_, out, dout, din[0]); });
       if (din[0]) din[0]->set_layout(x_.layout());

@@ -25,7 +25,7 @@ class GlobalAvgPool : public Layer {
   }
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
     const Tensor& x = *in[0];
-    if (x.device() != Device::cpu) return ctx.backend.plane_mean(x, out);
+    if (ctx.backend.device() != Device::cpu) return ctx.backend.plane_mean(x, out);
     if (x.dtype() == DType::f64) forward_impl<double>(ctx, x, out);
     else forward_impl<float>(ctx, x, out);
     out.set_layout(Layout::plain);
@@ -33,7 +33,7 @@ class GlobalAvgPool : public Layer {
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
     if (!din[0]) return;
-    if (dout.device() != Device::cpu) return ctx.backend.plane_mean_backward(dout, *din[0]);
+    if (ctx.backend.device() != Device::cpu) return ctx.backend.plane_mean_backward(dout, *din[0]);
     // dx takes the input's layout, as the layer before wrote it (blocked or plain).
     const int block = layout_block(in[0]->layout());
     const Tensor dy = ctx.backend.to_plain(dout);
@@ -104,7 +104,7 @@ class Add : public Layer {
     for (Tensor* t : in) one_layout = one_layout && t->layout() == in[0]->layout();
     std::vector<Tensor> xs;
     for (Tensor* t : in) xs.push_back(one_layout ? *t : ctx.backend.to_plain(*t));
-    if (out.device() != Device::cpu) return forward_device(ctx.backend, xs, out);
+    if (ctx.backend.device() != Device::cpu) return forward_device(ctx.backend, xs, out);
     if (out.dtype() == DType::f64) forward_impl<double>(xs, out);
     else forward_impl<float>(xs, out);
     out.set_layout(xs[0].layout());
@@ -115,7 +115,7 @@ class Add : public Layer {
     const bool one_layout = !fused_relu_ || out.layout() == dout.layout();
     const Tensor y = one_layout ? out : ctx.backend.to_plain(out);
     const Tensor dy = one_layout ? dout : ctx.backend.to_plain(dout);
-    if (dy.device() != Device::cpu) return backward_device(ctx.backend, y, dy, din);
+    if (ctx.backend.device() != Device::cpu) return backward_device(ctx.backend, y, dy, din);
     if (dy.dtype() == DType::f64) backward_impl<double>(y, dy, din);
     else backward_impl<float>(y, dy, din);
   }
