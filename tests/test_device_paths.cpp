@@ -6,13 +6,16 @@
 // test_gpu_train); this checks the orchestration around them, in CI, bit for bit against the
 // host path.
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include "core/backend/cpu.h"
 #include "core/config.h"
+#include "core/io/checkpoint.h"
 #include "core/optim/optimizer.h"
 #include "core/random.h"
 #include "distributed/communicator.h"
@@ -208,6 +211,74 @@ TEST(DevicePaths, DeeperLayersDevicePathsMatchTheHostLayers) {
       EXPECT_NEAR(running[half + k].data<double>()[i], running[k].data<double>()[i],
                   1e-6 * std::max(1.0, std::abs(running[k].data<double>()[i])))
           << "running statistic " << k << " [" << i << "]";
+}
+
+// A checkpoint of a device run holds the device's parameters (downloaded at the capture), and
+// a resumed device run continues bit for bit: a checkpoint after step 2 of 3 in epoch 1 (from
+// the step callback, where the app saves --checkpoint-every's checkpoints: before the epoch's
+// end downloads anything), a fresh net (other initial weights) restored from the file, the
+// rest == 2 epochs straight (Adam, cosine rate, dropout: all keyed by the global step).
+struct Rig {
+  HostDeviceBackend be;
+  proto::ExperimentConfig cfg = parse_config(
+      "model { preset: 'deep_convnet' } optimizer { type: ADAM lr: 0.002 } "
+      "schedule { epochs: 2 batch_size: 32 lr_schedule { type: COSINE } }",
+      "(test)", {});
+  Net net{cfg.model(), {1, 28, 28}, 10, DType::f32};
+  std::unique_ptr<Optimizer> opt;
+  SingleProcessCommunicator comm;
+  std::unique_ptr<Trainer> trainer;
+  explicit Rig(uint64_t init_seed) {
+    net.init_params(init_seed);
+    opt = make_optimizer(cfg.optimizer(), net.num_params(), nullptr);
+    TrainerOptions to;
+    to.batch_size = 32;
+    to.seed = 7;
+    to.epochs = 2;
+    to.lr_schedule = cfg.schedule().lr_schedule();
+    trainer = std::make_unique<Trainer>(to, net, be, *opt, comm);
+  }
+  Tensor params() {
+    net.download_params();
+    return net.params().clone();
+  }
+};
+
+TEST(DevicePaths, ResumeThroughTheDeviceCopyIsBitExact) {
+  const data::Dataset tr = synthetic(96, 21);
+  Rig straight(7);
+  straight.trainer->train_epoch(tr, 0, nullptr);
+  straight.trainer->train_epoch(tr, 1, nullptr);
+  const Tensor want = straight.params();
+
+  const std::filesystem::path dir = std::filesystem::temp_directory_path() /
+                                    ("deeptrain_device_resume_" + std::to_string(::getpid()));
+  std::string path;
+  {
+    Rig first(7);
+    first.trainer->train_epoch(tr, 0, nullptr, [&](int64_t step, int64_t, const StepMetrics&) {
+      if (step != 1) return;
+      io::TrainingState s = io::capture(first.net, *first.opt);
+      s.global_step = first.trainer->global_step();
+      s.step_in_epoch = 2;
+      s.seed = 7;
+      s.config = first.cfg;
+      path = io::save_checkpoint(dir.string(), s, 0);
+    });
+  }
+  Rig resumed(99);  // other initial weights: everything must come from the checkpoint
+  const io::TrainingState loaded = io::load_checkpoint(path);
+  io::restore_into(loaded, resumed.net, *resumed.opt);
+  resumed.trainer->set_global_step(loaded.global_step);
+  EXPECT_EQ(loaded.global_step, 2);
+  EpochProgress rest;
+  rest.steps_done = loaded.step_in_epoch;
+  resumed.trainer->train_epoch(tr, 0, nullptr, {}, &rest);
+  resumed.trainer->train_epoch(tr, 1, nullptr);
+  const Tensor got = resumed.params();
+  std::filesystem::remove_all(dir);
+  ASSERT_EQ(got.nbytes(), want.nbytes());
+  EXPECT_EQ(0, std::memcmp(got.raw(), want.raw(), want.nbytes()));
 }
 
 }  // namespace
