@@ -57,11 +57,13 @@ struct TrainRun {
   std::vector<double> losses;
   Tensor params;
   EvalReport eval;
+  std::vector<int32_t> predictions;
+  Tensor probabilities;
 };
 
 // Two epochs of DeepConvNet (batch 32, Adam) on `train`, then an evaluation of `test`.
 TrainRun train(Backend& be, const data::Dataset& train, const data::Dataset& test, bool augment,
-          bool device_data, bool frozen_conv1) {
+               bool device_data, bool frozen_conv1, bool loss_scaling = false) {
   proto::ExperimentConfig cfg = parse_config(
       "model { preset: 'deep_convnet' } optimizer { type: ADAM lr: 0.001 } "
       "schedule { epochs: 2 batch_size: 32 lr_schedule { type: COSINE } }",
@@ -78,6 +80,7 @@ TrainRun train(Backend& be, const data::Dataset& train, const data::Dataset& tes
   to.epochs = 2;
   to.lr_schedule = cfg.schedule().lr_schedule();
   to.device_data = device_data;
+  to.loss_scale.enabled = loss_scaling;  // fp16's dynamic scaling: the check runs on the device
   if (augment) {
     to.augment.set_enabled(true);
     to.augment.set_shift_px(2);
@@ -97,7 +100,7 @@ TrainRun train(Backend& be, const data::Dataset& train, const data::Dataset& tes
     trainer.train_epoch(train, epoch, nullptr, [&](int64_t, int64_t, const StepMetrics& m) {
       r.losses.push_back(m.loss_sum);
     });
-  r.eval = trainer.evaluate(test);
+  r.eval = trainer.evaluate(test, &r.predictions, &r.probabilities);
   net.download_params();
   r.params = net.params().clone();
   return r;
@@ -110,6 +113,10 @@ void expect_same(const TrainRun& device, const TrainRun& host) {
   EXPECT_EQ(0, std::memcmp(device.params.raw(), host.params.raw(), host.params.nbytes()));
   EXPECT_EQ(device.eval.correct, host.eval.correct);
   EXPECT_EQ(device.eval.loss, host.eval.loss);
+  EXPECT_EQ(device.predictions, host.predictions);
+  ASSERT_EQ(device.probabilities.nbytes(), host.probabilities.nbytes());
+  EXPECT_EQ(0, std::memcmp(device.probabilities.raw(), host.probabilities.raw(),
+                           host.probabilities.nbytes()));
 }
 
 TEST(DevicePaths, TrainingThroughTheDevicePathsIsTheHostTrainingBitForBit) {
@@ -143,6 +150,14 @@ TEST(DevicePaths, FrozenParametersStayFrozenThroughTheDeviceCopy) {
   HostDeviceBackend dev;
   const TrainRun want = train(host, tr, te, false, true, true);
   expect_same(train(dev, tr, te, false, true, true), want);
+}
+
+TEST(DevicePaths, LossScalingThroughTheDeviceGradients) {
+  const data::Dataset tr = synthetic(64, 7), te = synthetic(20, 8);
+  CpuBackend host;
+  HostDeviceBackend dev;
+  const TrainRun want = train(host, tr, te, false, true, false, true);
+  expect_same(train(dev, tr, te, false, true, false, true), want);
 }
 
 // The deeper nets' layers take their device paths here too: BatchNorm with its statistics read
