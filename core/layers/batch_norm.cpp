@@ -337,7 +337,9 @@ class BatchNorm : public Layer {
       take_running_statistics();
       mean_dev_ = upload(be, mean_);
     }
-    const Tensor gamma = be.to_host(params_[0]), beta = be.to_host(params_[1]);
+    const Tensor beta = be.to_host(params_[1]);
+    gamma_host_ = be.to_host(params_[0]);  // backward reads it too: the step changes no parameter
+    const Tensor& gamma = gamma_host_;
     std::vector<double> scale(C), shift(C);
     for (int64_t c = 0; c < C; ++c) {
       scale[c] = double(gamma.data<float>()[c]) * invstd_[c];
@@ -361,7 +363,7 @@ class BatchNorm : public Layer {
     be.copy(dgamma, grads_[0]);
     be.copy(dbeta, grads_[1]);
     if (!din) return;
-    const Tensor gamma = be.to_host(params_[0]);
+    const Tensor& gamma = gamma_host_;  // this step's forward read it
     const InputGrad q = input_grad_coefficients(ctx, sums, gamma.data<float>());
     be.bn_input_grad(x_, relu_y, dout, mean_dev_, upload(be, q.k), upload(be, q.m),
                      upload(be, q.r), *din);
@@ -445,6 +447,7 @@ class BatchNorm : public Layer {
   Tensor x_;
   std::vector<double> mean_, invstd_;
   Tensor mean_dev_;  // the device path: mean_ in the backend's memory
+  Tensor gamma_host_;  // the device path: gamma as the last forward read it (host copy)
   double count_ = 0;
   bool training_ = false;
   std::vector<double> per_sample_;  // per-sample sums before they are summed over samples
