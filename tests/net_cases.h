@@ -80,6 +80,17 @@ inline NetPass net_pass(const proto::ModelConfig& mc, const Shape& input, int cl
   return r;
 }
 
+// max |got - want| / max |want| (f32 tensors of equal size): one number for a whole tensor,
+// the bound the GPU and device-path comparisons state.
+inline double rel_diff(const Tensor& got, const Tensor& want) {
+  double m = 0, scale = 1e-30;
+  for (int64_t i = 0; i < want.numel(); ++i) {
+    m = std::max(m, double(std::abs(got.data<float>()[i] - want.data<float>()[i])));
+    scale = std::max(scale, double(std::abs(want.data<float>()[i])));
+  }
+  return m / scale;
+}
+
 // Every element of got within tol * max(1, |want|) of want's.
 inline void expect_close(const Tensor& got, const Tensor& want, double tol, const char* what) {
   ASSERT_EQ(got.numel(), want.numel()) << what;

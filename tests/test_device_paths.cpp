@@ -164,15 +164,6 @@ TEST(DevicePaths, LossScalingThroughTheDeviceGradients) {
 // back to the host, the residual add, concat's row copies and global average pooling, through
 // the backend ops' host defaults. BN sums in another order than the host layer (f64, then
 // rounded once): 1e-5 relative, as test_gpu_layers allows a GPU.
-double rel_diff(const Tensor& a, const Tensor& b) {
-  double m = 0, scale = 1e-30;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    m = std::max(m, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
-    scale = std::max(scale, double(std::abs(b.data<float>()[i])));
-  }
-  return m / scale;
-}
-
 TEST(DevicePaths, DeeperLayersDevicePathsMatchTheHostLayers) {
   using namespace testing_util;
   const proto::ModelConfig mc = wide_graph();

@@ -39,15 +39,6 @@ namespace {
     GTEST_SKIP() << "no GPU: " << e.what();                                       \
   }
 
-// max |a - b| / max(|b|, tiny)
-double rel_diff(const Tensor& a, const Tensor& b) {
-  double m = 0, scale = 1e-30;
-  for (int64_t i = 0; i < b.numel(); ++i) {
-    m = std::max(m, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
-    scale = std::max(scale, double(std::abs(b.data<float>()[i])));
-  }
-  return m / scale;
-}
 
 struct Pass {
   Tensor y;

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "cli_util.h"
+#include "net_cases.h"
 #include "core/backend/backend.h"
 #include "core/data/dataset.h"
 #include "core/optim/optimizer.h"
@@ -70,15 +71,6 @@ TrainRun train_steps(Backend& backend, Communicator& comm, int steps, bool loss_
   return r;
 }
 
-double max_rel_diff(const Tensor& a, const Tensor& b) {
-  double m = 0, scale = 0;
-  for (int64_t i = 0; i < a.numel(); ++i) {
-    m = std::max(m, double(std::abs(a.data<float>()[i] - b.data<float>()[i])));
-    scale = std::max(scale, double(std::abs(b.data<float>()[i])));
-  }
-  return m / scale;
-}
-
 // Adam divides each gradient by its running RMS, so where gradients are tiny the last-bit
 // differences of another summation order (cuDNN vs im2col + OpenBLAS) become full-size steps, and
 // two correct runs drift apart slowly. The bounds say "the same training", not "the same bits":
@@ -97,7 +89,7 @@ TEST(GpuTrain, Fp32TrainingFollowsTheCpuReference) {
     EXPECT_LT(d, s < 10 ? 1e-3 : 2e-2) << "step " << s << ": gpu " << g.losses[s] << " cpu "
                                        << c.losses[s];
   }
-  const double p = max_rel_diff(g.params, c.params);
+  const double p = testing_util::rel_diff(g.params, c.params);
   EXPECT_LT(p, 2e-2);
   std::printf("[ gpu vs cpu-ref, 30 Adam steps ] worst loss difference %.2e, params %.2e "
               "(relative to max |param|); loss %.4f -> %.4f\n",
