@@ -55,6 +55,12 @@ void Backend::accumulate(Tensor& acc, const Tensor& x) {
   else fail("accumulate: {} tensors are not supported", dtype_name(acc.dtype()));
 }
 
+ChannelView channel_view(const Tensor& x, int64_t C, const char* op, const char* who) {
+  if (x.shape().rank() < 2 || x.dim(0) <= 0 || C <= 0 || x.numel() % (x.dim(0) * C) != 0)
+    fail("{}{}: x {} does not split into {} channels per sample", who, op, x.shape().str(), C);
+  return {x.dim(0), C, x.numel() / (x.dim(0) * C)};
+}
+
 void Backend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
                         int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) {
   DT_CHECK(src.dtype() == dst.dtype() && src.device() == Device::cpu && dst.device() == Device::cpu,

@@ -47,6 +47,13 @@ struct OptimizerStep {
   int64_t t;  // Adam's step count after this update (bias correction)
 };
 
+// An activation x (n rows) viewed as (n, C, S) for per-channel vectors of C elements (the
+// BatchNorm ops); fails naming `op` (after `who`, e.g. "cuda backend: ") when it does not.
+struct ChannelView {
+  int64_t n, C, S;
+};
+ChannelView channel_view(const Tensor& x, int64_t C, const char* op, const char* who = "");
+
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -10,16 +10,6 @@
 namespace deeptrain {
 namespace {
 
-struct ChannelView {
-  int64_t n, C, S;
-};
-
-ChannelView view_of(const Tensor& x, int64_t C, const char* op) {
-  if (x.shape().rank() < 2 || x.dim(0) <= 0 || C <= 0 || x.numel() % (x.dim(0) * C) != 0)
-    fail("{}: x {} does not split into {} channels per sample", op, x.shape().str(), C);
-  return {x.dim(0), C, x.numel() / (x.dim(0) * C)};
-}
-
 template <class T>
 T* host(const Tensor& t, const char* op, const char* what, int64_t numel) {
   DT_CHECK(t.device() == Device::cpu && t.layout() == Layout::plain && t.numel() == numel,
@@ -35,7 +25,7 @@ float masked(float d, float y) { return y > 0.0f ? d : 0.0f; }
 
 void Backend::bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) {
   const char* op = "bn_sums";
-  const ChannelView v = view_of(x, sums.numel(), op);
+  const ChannelView v = channel_view(x, sums.numel(), op);
   const float* px = host<float>(x, op, "x", x.numel());
   const double* pm = mean ? host<double>(*mean, op, "mean", v.C) : nullptr;
   double* out = host<double>(sums, op, "sums", v.C);
@@ -53,7 +43,7 @@ void Backend::bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) {
 void Backend::bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale,
                        const Tensor& shift, bool relu, Tensor& y) {
   const char* op = "bn_apply";
-  const ChannelView v = view_of(x, mean.numel(), op);
+  const ChannelView v = channel_view(x, mean.numel(), op);
   const float* px = host<float>(x, op, "x", x.numel());
   const double* pm = host<double>(mean, op, "mean", v.C);
   const double* psc = host<double>(scale, op, "scale", v.C);
@@ -70,7 +60,7 @@ void Backend::bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale,
 void Backend::bn_grad_sums(const Tensor& x, const Tensor* relu_y, const Tensor& dy,
                            const Tensor& mean, Tensor& sums) {
   const char* op = "bn_grad_sums";
-  const ChannelView v = view_of(x, mean.numel(), op);
+  const ChannelView v = channel_view(x, mean.numel(), op);
   const float* px = host<float>(x, op, "x", x.numel());
   const float* pr = relu_y ? host<float>(*relu_y, op, "relu_y", x.numel()) : nullptr;
   const float* pdy = host<float>(dy, op, "dy", x.numel());
@@ -94,7 +84,7 @@ void Backend::bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor&
                             const Tensor& mean, const Tensor& k, const Tensor& m, const Tensor& r,
                             Tensor& dx) {
   const char* op = "bn_input_grad";
-  const ChannelView v = view_of(x, mean.numel(), op);
+  const ChannelView v = channel_view(x, mean.numel(), op);
   const float* px = host<float>(x, op, "x", x.numel());
   const float* pr = relu_y ? host<float>(*relu_y, op, "relu_y", x.numel()) : nullptr;
   const float* pdy = host<float>(dy, op, "dy", x.numel());

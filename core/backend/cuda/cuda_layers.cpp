@@ -9,15 +9,9 @@ namespace deeptrain {
 namespace cuda {
 namespace {
 
-// x (f32, n rows) viewed as (n, C, S) for per-channel vectors of C elements.
-struct ChannelView {
-  int64_t n, C, S;
-};
-
+// x (f32, n rows) viewed as (n, C, S); the message names this backend.
 ChannelView view_of(const Tensor& x, int64_t C, const char* op) {
-  if (x.shape().rank() < 2 || x.dim(0) <= 0 || C <= 0 || x.numel() % (x.dim(0) * C) != 0)
-    fail("cuda backend: {}: x {} does not split into {} channels per sample", op, x.shape().str(), C);
-  return {x.dim(0), C, x.numel() / (x.dim(0) * C)};
+  return channel_view(x, C, op, "cuda backend: ");
 }
 
 const double* f64(const Tensor& t, const char* op, const char* what, int64_t numel) {
