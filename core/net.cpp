@@ -140,12 +140,15 @@ void Net::place_on(Backend& backend) {
 }
 
 void Net::upload_params() {
-  if (device_) device_->copy(params_, device_params_);
+  if (!device_) return;
+  device_->copy(params_, device_params_);
+  for (auto& l : layers_) l->state_to_device(*device_);
 }
 
 void Net::download_params() {
   if (!device_) return;
   device_->copy(device_params_, params_);
+  for (auto& l : layers_) l->state_to_host(*device_);
   device_->synchronize();
 }
 

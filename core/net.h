@@ -59,6 +59,7 @@ class Net {
   // The buffers the step computes with: the device copies, or params()/grads() on the host.
   Tensor& compute_params() { return device_ ? device_params_ : params_; }
   Tensor& compute_grads() { return device_ ? device_grads_ : grads_; }
+  // Both move the layers' state() too (BatchNorm's running statistics).
   void upload_params();    // params() -> the device (after initialising, loading, a broadcast)
   void download_params();  // the device -> params() (before saving or comparing replicas)
 

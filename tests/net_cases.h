@@ -80,13 +80,14 @@ inline NetPass net_pass(const proto::ModelConfig& mc, const Shape& input, int cl
   return r;
 }
 
-// max |got - want| / max |want| (f32 tensors of equal size): one number for a whole tensor,
-// the bound the GPU and device-path comparisons state.
+// max |got - want| / max |want| (f32 or f64 host tensors of equal size): one number for a
+// whole tensor, the bound the GPU and device-path comparisons state.
 inline double rel_diff(const Tensor& got, const Tensor& want) {
-  double m = 0, scale = 1e-30;
-  for (int64_t i = 0; i < want.numel(); ++i) {
-    m = std::max(m, double(std::abs(got.data<float>()[i] - want.data<float>()[i])));
-    scale = std::max(scale, double(std::abs(want.data<float>()[i])));
+  const Tensor g = got.to(DType::f64), w = want.to(DType::f64);  // f32 or f64
+  double m = 0, scale = 1e-300;
+  for (int64_t i = 0; i < w.numel(); ++i) {
+    m = std::max(m, std::abs(g.data<double>()[i] - w.data<double>()[i]));
+    scale = std::max(scale, std::abs(w.data<double>()[i]));
   }
   return m / scale;
 }

@@ -1,10 +1,10 @@
-// The trainer's device paths, run on machines without a GPU. HostDeviceBackend is the reference
-// CPU backend that calls itself a device: Net and Trainer then take every path they take for a
-// GPU (parameter and gradient copies, uploads and downloads, the data sets copied once and
-// batches gathered by Backend::gather_samples, lr_scale copied to the device), while
-// every op still runs on the host. A GPU run checks the ops themselves (test_backend_ops_gpu,
-// test_gpu_train); this checks the orchestration around them, in CI, bit for bit against the
-// host path.
+// The trainer's device paths, run on machines without a GPU. HostDeviceBackend
+// (host_device_backend.h) is the reference CPU backend that calls itself a device: Net and
+// Trainer then take every path they take for a GPU (parameter and gradient copies, uploads and
+// downloads, the data sets copied once and batches gathered by Backend::gather_samples,
+// lr_scale copied to the device), while every op still runs on the host. A GPU run checks the
+// ops themselves (test_backend_ops_gpu, test_gpu_layers, test_gpu_train); this checks the
+// orchestration around them, in CI, bit for bit against the host path.
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -21,23 +21,14 @@
 #include "distributed/communicator.h"
 #include "distributed/trainer.h"
 #include "gradcheck_util.h"
+#include "host_device_backend.h"
 #include "net_cases.h"
 
 using namespace deeptrain;
 
 namespace {
 
-class HostDeviceBackend final : public CpuBackend {
- public:
-  std::string name() const override { return "host-device (test)"; }
-  Device device() const override { return Device::cuda; }
-  void gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids, int64_t n,
-                      Tensor& x, Tensor& t) override {
-    ++gathers;
-    CpuBackend::gather_samples(images, labels, ids, n, x, t);
-  }
-  int gathers = 0;
-};
+using testing_util::HostDeviceBackend;
 
 data::Dataset synthetic(int64_t n, uint64_t seed, int64_t side = 28, int classes = 10) {
   data::Dataset d;
@@ -230,11 +221,15 @@ struct Rig {
       "model { preset: 'deep_convnet' } optimizer { type: ADAM lr: 0.002 } "
       "schedule { epochs: 2 batch_size: 32 lr_schedule { type: COSINE } }",
       "(test)", {});
-  Net net{cfg.model(), {1, 28, 28}, 10, DType::f32};
+  Net net;
   std::unique_ptr<Optimizer> opt;
   SingleProcessCommunicator comm;
   std::unique_ptr<Trainer> trainer;
-  explicit Rig(uint64_t init_seed) {
+  // DeepConvNet on 28x28 MNIST-like images, or `graph` on side x side ones.
+  explicit Rig(uint64_t init_seed, const proto::ModelConfig* graph = nullptr, int64_t side = 28,
+               int classes = 10)
+      : net(graph ? *graph : cfg.model(), {1, side, side}, classes, DType::f32) {
+    if (graph) *cfg.mutable_model() = *graph;
     net.init_params(init_seed);
     opt = make_optimizer(cfg.optimizer(), net.num_params(), nullptr);
     TrainerOptions to;
@@ -250,18 +245,33 @@ struct Rig {
   }
 };
 
-TEST(DevicePaths, ResumeThroughTheDeviceCopyIsBitExact) {
-  const data::Dataset tr = synthetic(96, 21);
-  Rig straight(7);
+// The run of `graph` (null: DeepConvNet) on side x side images of `classes` classes: two epochs
+// straight, and again with a checkpoint after step 2 of epoch 1 restored into a fresh net.
+// Returns both runs' parameters and layer state (BatchNorm's running statistics), downloaded at
+// the end.
+struct ResumePair {
+  std::vector<Tensor> straight, resumed;
+};
+ResumePair resume_through_device_copy(const proto::ModelConfig* graph, int64_t side,
+                                      int classes) {
+  const data::Dataset tr = synthetic(96, 21, side, classes);
+  auto result = [](Rig& r) {
+    std::vector<Tensor> out{r.params()};
+    for (const auto& layer : r.net.layers())
+      for (auto& [suffix, t] : layer->state()) out.push_back(t->clone());
+    return out;
+  };
+  ResumePair p;
+  Rig straight(7, graph, side, classes);
   straight.trainer->train_epoch(tr, 0, nullptr);
   straight.trainer->train_epoch(tr, 1, nullptr);
-  const Tensor want = straight.params();
+  p.straight = result(straight);
 
   const std::filesystem::path dir = std::filesystem::temp_directory_path() /
                                     ("deeptrain_device_resume_" + std::to_string(::getpid()));
   std::string path;
   {
-    Rig first(7);
+    Rig first(7, graph, side, classes);
     first.trainer->train_epoch(tr, 0, nullptr, [&](int64_t step, int64_t, const StepMetrics&) {
       if (step != 1) return;
       io::TrainingState s = io::capture(first.net, *first.opt);
@@ -272,7 +282,10 @@ TEST(DevicePaths, ResumeThroughTheDeviceCopyIsBitExact) {
       path = io::save_checkpoint(dir.string(), s, 0);
     });
   }
-  Rig resumed(99);  // other initial weights: everything must come from the checkpoint
+  // Other initial weights: everything must come from the checkpoint. And the net has computed
+  // on the device before (its statistics are there already): the restore must replace them.
+  Rig resumed(99, graph, side, classes);
+  resumed.trainer->evaluate(tr);
   const io::TrainingState loaded = io::load_checkpoint(path);
   io::restore_into(loaded, resumed.net, *resumed.opt);
   resumed.trainer->set_global_step(loaded.global_step);
@@ -281,10 +294,35 @@ TEST(DevicePaths, ResumeThroughTheDeviceCopyIsBitExact) {
   rest.steps_done = loaded.step_in_epoch;
   resumed.trainer->train_epoch(tr, 0, nullptr, {}, &rest);
   resumed.trainer->train_epoch(tr, 1, nullptr);
-  const Tensor got = resumed.params();
+  p.resumed = result(resumed);
   std::filesystem::remove_all(dir);
-  ASSERT_EQ(got.nbytes(), want.nbytes());
-  EXPECT_EQ(0, std::memcmp(got.raw(), want.raw(), want.nbytes()));
+  return p;
+}
+
+void expect_bit_identical(const ResumePair& p) {
+  ASSERT_EQ(p.resumed.size(), p.straight.size());
+  for (size_t k = 0; k < p.straight.size(); ++k) {
+    ASSERT_EQ(p.resumed[k].nbytes(), p.straight[k].nbytes()) << "tensor " << k;
+    EXPECT_EQ(0, std::memcmp(p.resumed[k].raw(), p.straight[k].raw(), p.straight[k].nbytes()))
+        << (k == 0 ? "parameters" : "state tensor " + std::to_string(k - 1));
+  }
+}
+
+TEST(DevicePaths, ResumeThroughTheDeviceCopyIsBitExact) {
+  expect_bit_identical(resume_through_device_copy(nullptr, 28, 10));
+}
+
+// BatchNorm's running statistics live on the device while the net trains there: the mid-epoch
+// checkpoint must hold the device's (downloaded at the capture), the restore must put them back
+// on the device, and the end of the run must bring them home, bit for bit.
+TEST(DevicePaths, BatchNormStateTravelsThroughTheDeviceCopyBitExact) {
+  const proto::ModelConfig graph = testing_util::wide_graph();
+  const ResumePair p = resume_through_device_copy(&graph, 8, 5);
+  ASSERT_EQ(p.straight.size(), 11u);  // the parameters, 5 BN layers' running mean and variance
+  // The statistics did move away from their start (0 and 1).
+  EXPECT_NE(p.straight[1].data<double>()[0], 0.0);
+  EXPECT_NE(p.straight[2].data<double>()[0], 1.0);
+  expect_bit_identical(p);
 }
 
 }  // namespace

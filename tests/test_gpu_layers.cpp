@@ -42,7 +42,7 @@ namespace {
 
 struct Pass {
   Tensor y;
-  std::vector<Tensor> dx, dparams;
+  std::vector<Tensor> dx, dparams, state;  // state: BatchNorm's running statistics after the pass
 };
 
 // One forward and backward of the layer `cfg` on `be` (host tensors for a host backend, device
@@ -88,6 +88,9 @@ Pass run_layer(Backend& be, const char* cfg, bool fused_relu, bool training,
   p.y = be.to_host(y);
   for (Tensor& t : dxt) p.dx.push_back(be.to_host(t));
   for (Tensor& t : grads) p.dparams.push_back(be.to_host(t));
+  layer->state_to_host(be);  // what Net::download_params does
+  be.synchronize();
+  for (auto& [name, t] : layer->state()) p.state.push_back(t->clone());
   return p;
 }
 
@@ -102,6 +105,9 @@ void expect_gpu_matches_host(Backend& gpu, const char* cfg, bool relu, bool trai
   for (size_t k = 0; k < xs.size(); ++k) EXPECT_LE(rel_diff(got.dx[k], want.dx[k]), tol) << "dx " << k;
   for (size_t k = 0; k < want.dparams.size(); ++k)
     EXPECT_LE(rel_diff(got.dparams[k], want.dparams[k]), tol) << "parameter gradient " << k;
+  ASSERT_EQ(got.state.size(), want.state.size());
+  for (size_t k = 0; k < want.state.size(); ++k)
+    EXPECT_LE(rel_diff(got.state[k], want.state[k]), 1e-12) << "running statistic " << k;
 }
 
 TEST(GpuLayers, BatchNormMatchesTheHost) {
@@ -119,6 +125,52 @@ TEST(GpuLayers, BatchNormMatchesTheHost) {
   // images of 29 x 31 make 3 chunks of 13, 13 and 11 images.
   const Tensor xl = random_f32({37, 3, 29, 31}, 5, 3.0, 2.0), dyl = random_f32({37, 3, 29, 31}, 6);
   expect_gpu_matches_host(*gpu, R"(name: "bn" batch_norm {})", true, true, {xl}, {0}, dyl, 1e-5);
+}
+
+// BatchNorm's statistics ops (kept on the device: no readback per step) against the host
+// defaults on the same f64 inputs. Both round each f64 operation once, but the host compiler may
+// contract a multiply-add (the running averages): 1e-14 relative.
+TEST(GpuLayers, BatchNormStatisticsOpsMatchTheHostDefaults) {
+  REQUIRE_GPU_BACKEND(gpu);
+  auto ref = make_backend("cpu-ref");
+  const int64_t C = 37;
+  auto f64 = [&](uint64_t seed, double scale, double offset) {
+    return random_f32({C}, seed, scale, offset).to(DType::f64);
+  };
+  const Tensor gamma = random_f32({C}, 1, 0.5, 1.0), beta = random_f32({C}, 2);
+  const Tensor sums = f64(3, 50.0, 0.0), sq = f64(4, 20.0, 40.0);
+  const Tensor grad_sums = random_f32({2 * C}, 5, 10.0).to(DType::f64);
+  struct Out {
+    std::vector<Tensor> t;
+  };
+  // Every op once per mode on `be`; returns every vector it wrote, on the host.
+  auto run = [&](Backend& be, double count, bool training) {
+    auto dev = [&](const Tensor& t) { return on_backend(be, t.clone()); };
+    Tensor rm = dev(f64(6, 1.0, 0.0)), rv = dev(f64(7, 0.5, 1.0));
+    const Tensor z = Tensor::zeros({C}, DType::f64), zf = Tensor::zeros({C}, DType::f32);
+    Tensor mean = dev(z), invstd = dev(z), scale = dev(z), shift = dev(z), k = dev(z), m = dev(z),
+           r = dev(z);
+    Tensor gs = dev(grad_sums), dgamma = dev(zf), dbeta = dev(zf);
+    const Tensor sq_d = dev(sq), g_d = dev(gamma), b_d = dev(beta);
+    if (training) be.bn_mean(dev(sums), count, mean);
+    be.bn_normalizer(training ? &sq_d : nullptr, count, 1e-5, 0.9, g_d, b_d, rm, rv, mean, invstd,
+                     scale, shift);
+    be.bn_param_grads(gs, invstd, dgamma, dbeta);
+    be.bn_input_coefficients(gs, invstd, g_d, count, training, k, m, r);
+    Out o;
+    for (Tensor* t : {&rm, &rv, &mean, &invstd, &scale, &shift, &gs, &dgamma, &dbeta, &k, &m, &r})
+      o.t.push_back(be.to_host(*t));
+    return o;
+  };
+  const char* names[] = {"running_mean", "running_var", "mean", "invstd", "scale", "shift",
+                         "grad_sums", "dgamma", "dbeta", "k", "m", "r"};
+  for (double count : {0.0, 123.0})
+    for (bool training : {true, false}) {
+      const Out want = run(*ref, count, training), got = run(*gpu, count, training);
+      for (size_t i = 0; i < want.t.size(); ++i)
+        EXPECT_LE(rel_diff(got.t[i], want.t[i]), 1e-14)
+            << names[i] << " count " << count << " training " << training;
+    }
 }
 
 TEST(GpuLayers, AddConcatAndPoolingAreExact) {

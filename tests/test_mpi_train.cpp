@@ -44,6 +44,7 @@
 #include "core/threads.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/trainer.h"
+#include "host_device_backend.h"
 
 using namespace deeptrain;
 
@@ -83,9 +84,11 @@ struct Result {
 };
 
 // DeepConvNet, or the model of `model_text` (protobuf text of a ModelConfig).
+// device_paths: through HostDeviceBackend, the paths a GPU takes (BatchNorm's statistics in
+// the backend's memory, summed over the ranks there), every op on the host.
 Result train(Communicator& comm, const GradientSyncOptions& sync, int epochs,
              const data::Dataset& d, proto::OptimizerType type = proto::ADAM,
-             const std::string& model_text = "") {
+             const std::string& model_text = "", bool device_paths = false) {
   set_cpu_threads(1);
   proto::ModelConfig m;
   if (model_text.empty()) m.set_preset("deep_convnet");
@@ -95,7 +98,9 @@ Result train(Communicator& comm, const GradientSyncOptions& sync, int epochs,
   // The reference backend: there N ranks differ from 1 only in summation order. The fast path
   // also picks other oneDNN kernels for other batch shapes, and those rounding differences grow
   // through ReLU masks (measured: 3e-3 relative loss difference by step 14 at N = 2).
-  auto backend = make_backend("cpu-ref");
+  std::unique_ptr<Backend> backend = device_paths
+                                         ? std::make_unique<testing_util::HostDeviceBackend>()
+                                         : make_backend("cpu-ref");
   proto::OptimizerConfig oc;
   oc.set_type(type);
   oc.set_lr(type == proto::SGD ? 0.1f : 1e-3f);
@@ -264,7 +269,7 @@ TEST(MpiTrain, ReplicaCheckNamesADivergedRank) {
 // Synchronised batch norm: statistics over the global batch, so every rank runs forward and
 // backward on every step, with an empty shard when it has no samples (the 2-sample last batch
 // on 4 ranks), and the result equals one process's.
-TEST(MpiTrain, SynchronisedBatchNormEqualsOneProcess) {
+void expect_synchronised_batch_norm_equals_one_process(bool device_paths) {
   const std::string model = R"(
     layer { name: "conv1" conv { out_channels: 8 kernel: 3 pad: 1 } }
     layer { name: "bn1" batch_norm { sync: true } }
@@ -274,8 +279,8 @@ TEST(MpiTrain, SynchronisedBatchNormEqualsOneProcess) {
   MpiCommunicator c;
   const data::Dataset d = synthetic(242);
   SingleProcessCommunicator one_comm;
-  const Result one = train(one_comm, GradientSyncOptions{}, 2, d, proto::SGD, model);
-  const Result many = train(c, GradientSyncOptions{}, 2, d, proto::SGD, model);
+  const Result one = train(one_comm, GradientSyncOptions{}, 2, d, proto::SGD, model, device_paths);
+  const Result many = train(c, GradientSyncOptions{}, 2, d, proto::SGD, model, device_paths);
   ASSERT_EQ(many.losses.size(), one.losses.size());
   // The model learns the squares almost perfectly (loss ~2e-4 after 4 steps), where a loss's
   // last digits are rounding of 1 - p: compare relative to max(loss, 0.01).
@@ -287,9 +292,20 @@ TEST(MpiTrain, SynchronisedBatchNormEqualsOneProcess) {
   }
   const double dp = max_abs_diff(many.by_epoch[0], one.by_epoch[0]);
   if (c.rank() == 0)
-    std::printf("[figures] sync batch norm, %d ranks vs 1: max |param diff| %.3g after 9 steps "
-                "(%.3g after 18), max loss rel diff %.3g over 9 steps (%.3g over 18)\n", c.size(),
-                dp, max_abs_diff(many.params, one.params), worst, worst18);
+    std::printf("[figures] sync batch norm%s, %d ranks vs 1: max |param diff| %.3g after 9 "
+                "steps (%.3g after 18), max loss rel diff %.3g over 9 steps (%.3g over 18)\n",
+                device_paths ? " (device paths)" : "", c.size(), dp,
+                max_abs_diff(many.params, one.params), worst, worst18);
   EXPECT_LE(dp, kSgdAbsTol);
   EXPECT_LE(worst18, kLossRelTol);
+}
+
+TEST(MpiTrain, SynchronisedBatchNormEqualsOneProcess) {
+  expect_synchronised_batch_norm_equals_one_process(false);
+}
+
+// The same through the paths a GPU takes: the sums, the sample count and the gradient sums
+// allreduced from the backend's memory, the statistics computed there.
+TEST(MpiTrain, SynchronisedBatchNormOnTheDevicePathsEqualsOneProcess) {
+  expect_synchronised_batch_norm_equals_one_process(true);
 }

@@ -131,6 +131,27 @@ class Backend {
   virtual void bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor& dy,
                              const Tensor& mean, const Tensor& k, const Tensor& m,
                              const Tensor& r, Tensor& dx);
+  // BatchNorm's per-channel statistics from those sums, by the host layer's formulas, so that
+  // a device keeps them in its memory (no readback per step). All f64 (C) but gamma and beta
+  // (the layer's f32 parameters) and dgamma, dbeta (its f32 gradients).
+  // mean = sums / count (0 when count is 0).
+  virtual void bn_mean(const Tensor& sums, double count, Tensor& mean);
+  // Training (sq: the sums of (x - mean)^2): var = sq / count (0 when count is 0), and
+  // running = momentum * running + (1 - momentum) * (mean, var). Evaluation (sq null):
+  // mean = running_mean, var = running_var. Then invstd = 1 / sqrt(var + eps),
+  // scale = gamma * invstd, shift = beta.
+  virtual void bn_normalizer(const Tensor* sq, double count, double eps, double momentum,
+                             const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                             Tensor& running_var, Tensor& mean, Tensor& invstd, Tensor& scale,
+                             Tensor& shift);
+  // sums (2C, bn_grad_sums'): the second half is scaled by invstd into sum of g * xhat; then
+  // dbeta = sums[c], dgamma = sums[C + c].
+  virtual void bn_param_grads(Tensor& sums, const Tensor& invstd, Tensor& dgamma, Tensor& dbeta);
+  // bn_input_grad's coefficients from those (scaled) sums: k = gamma * invstd; in training
+  // m = -k * sums[c] / count and r = k * invstd * sums[C + c] / count, in evaluation m = r = 0.
+  virtual void bn_input_coefficients(const Tensor& sums, const Tensor& invstd,
+                                     const Tensor& gamma, double count, bool training, Tensor& k,
+                                     Tensor& m, Tensor& r);
   // Global average pooling of x (n, C, H, W) -> y (n, C): each plane's f64 sum / (H * W);
   // backward: every element of a plane gets dy / (H * W).
   virtual void plane_mean(const Tensor& x, Tensor& y);

@@ -1,8 +1,8 @@
-// The host defaults of the deeper nets' backend ops (BatchNorm's sums and maps, global average
-// pooling), on plain f32 host tensors: the element formulas a device backend implements, so a
-// backend without its own (a stand-in device in tests) runs the layers' device paths on the
-// host. The host layers themselves do not call these: they read blocked layouts in place and
-// sum in their own order (core/layers).
+// The host defaults of the deeper nets' backend ops (BatchNorm's sums, statistics and maps,
+// global average pooling), on plain host tensors: the element formulas a device backend
+// implements, so a backend without its own (a stand-in device in tests) runs the layers' device
+// paths on the host. The host layers themselves do not call these: they read blocked layouts
+// in place and sum in their own order (core/layers).
 #include <cmath>
 
 #include "core/backend/backend.h"
@@ -99,6 +99,78 @@ void Backend::bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor&
     pdx[i] = float(pk[c] * double(g) + pmm[c] - prr[c] * (double(px[i]) - pm[c]));
   }
   dx.set_layout(Layout::plain);
+}
+
+// ---- BatchNorm's statistics: the formulas of core/layers/batch_norm.cpp's host code ----
+void Backend::bn_mean(const Tensor& sums, double count, Tensor& mean) {
+  const char* op = "bn_mean";
+  const int64_t C = mean.numel();
+  const double* ps = host<double>(sums, op, "sums", C);
+  double* pm = host<double>(mean, op, "mean", C);
+  for (int64_t c = 0; c < C; ++c) pm[c] = count > 0 ? ps[c] / count : 0.0;
+}
+
+void Backend::bn_normalizer(const Tensor* sq, double count, double eps, double momentum,
+                            const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                            Tensor& running_var, Tensor& mean, Tensor& invstd, Tensor& scale,
+                            Tensor& shift) {
+  const char* op = "bn_normalizer";
+  const int64_t C = mean.numel();
+  const double* pq = sq ? host<double>(*sq, op, "sq", C) : nullptr;
+  const float* pg = host<float>(gamma, op, "gamma", C);
+  const float* pb = host<float>(beta, op, "beta", C);
+  double* rm = host<double>(running_mean, op, "running_mean", C);
+  double* rv = host<double>(running_var, op, "running_var", C);
+  double* pm = host<double>(mean, op, "mean", C);
+  double* pi = host<double>(invstd, op, "invstd", C);
+  double* psc = host<double>(scale, op, "scale", C);
+  double* psh = host<double>(shift, op, "shift", C);
+  for (int64_t c = 0; c < C; ++c) {
+    double var;
+    if (pq) {
+      var = count > 0 ? pq[c] / count : 0.0;
+      rm[c] = momentum * rm[c] + (1.0 - momentum) * pm[c];
+      rv[c] = momentum * rv[c] + (1.0 - momentum) * var;
+    } else {
+      pm[c] = rm[c];
+      var = rv[c];
+    }
+    pi[c] = 1.0 / std::sqrt(var + eps);
+    psc[c] = double(pg[c]) * pi[c];
+    psh[c] = double(pb[c]);
+  }
+}
+
+void Backend::bn_param_grads(Tensor& sums, const Tensor& invstd, Tensor& dgamma, Tensor& dbeta) {
+  const char* op = "bn_param_grads";
+  const int64_t C = invstd.numel();
+  double* ps = host<double>(sums, op, "sums", 2 * C);
+  const double* pi = host<double>(invstd, op, "invstd", C);
+  float* pdg = host<float>(dgamma, op, "dgamma", C);
+  float* pdb = host<float>(dbeta, op, "dbeta", C);
+  for (int64_t c = 0; c < C; ++c) {
+    ps[C + c] *= pi[c];
+    pdb[c] = float(ps[c]);
+    pdg[c] = float(ps[C + c]);
+  }
+}
+
+void Backend::bn_input_coefficients(const Tensor& sums, const Tensor& invstd, const Tensor& gamma,
+                                    double count, bool training, Tensor& k, Tensor& m, Tensor& r) {
+  const char* op = "bn_input_coefficients";
+  const int64_t C = invstd.numel();
+  const double* ps = host<double>(sums, op, "sums", 2 * C);
+  const double* pi = host<double>(invstd, op, "invstd", C);
+  const float* pg = host<float>(gamma, op, "gamma", C);
+  double* pk = host<double>(k, op, "k", C);
+  double* pmm = host<double>(m, op, "m", C);
+  double* prr = host<double>(r, op, "r", C);
+  const double inv_count = count > 0 ? 1.0 / count : 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    pk[c] = double(pg[c]) * pi[c];
+    pmm[c] = training ? -pk[c] * ps[c] * inv_count : 0.0;
+    prr[c] = training ? pk[c] * pi[c] * ps[C + c] * inv_count : 0.0;
+  }
 }
 
 void Backend::plane_mean(const Tensor& x, Tensor& y) {

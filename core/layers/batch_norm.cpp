@@ -18,7 +18,6 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
-#include <cstring>
 #include <vector>
 
 #include "core/layers/extra_layers.h"
@@ -251,7 +250,7 @@ class BatchNorm : public Layer {
     else f.template operator()<float, 1>();
   }
 
-  // ---- the statistics, shared by the host and device paths (host f64) ----
+  // ---- the host path's statistics (f64; the device path has the backend's bn_* ops) ----
   // sums: per-channel sums of x (C) and this rank's element count; summed over the ranks when
   // synchronised. Sets the count and the means.
   void take_means(StepContext& ctx, Tensor& sums) {
@@ -308,65 +307,85 @@ class BatchNorm : public Layer {
     return q;
   }
 
-  // ---- the device path: the backend's bn_* ops, the statistics on the host ----
-  // A copy of v in the backend's memory. (A copy from pageable host memory returns once the
-  // data is staged, so v may change or go right after.)
-  static Tensor upload(Backend& be, const std::vector<double>& v) {
-    Tensor d = be.empty({int64_t(v.size())}, DType::f64);
-    be.copy(Tensor::view(const_cast<double*>(v.data()), {int64_t(v.size())}, DType::f64), d);
-    return d;
+  // ---- the device path: the backend's bn_* ops, everything in its memory ----
+  // The running statistics live on the device while the layer computes there (state_to_host
+  // brings them back); the per-step vectors are allocated once.
+  struct DeviceStats {
+    Backend* backend = nullptr;
+    Tensor running_mean, running_var;  // the device's copy of state()
+    Tensor sums, sq, grad_sums, mean, invstd, scale, shift, k, m, r;
+  };
+  void state_to_device(Backend& be) override {
+    device_stats(be);
+    be.copy(running_mean_, dev_.running_mean);
+    be.copy(running_var_, dev_.running_var);
+  }
+  void state_to_host(Backend& be) override {
+    if (dev_.backend != &be) return;  // never computed there: the host's are current
+    be.copy(dev_.running_mean, running_mean_);
+    be.copy(dev_.running_var, running_var_);
+  }
+  DeviceStats& device_stats(Backend& be) {
+    if (dev_.backend == &be) return dev_;
+    DT_CHECK(dev_.backend == nullptr, "layer '{}': batch_norm computes on one device", name_);
+    const int64_t C = channels_;
+    for (Tensor* t : {&dev_.running_mean, &dev_.running_var, &dev_.sums, &dev_.sq, &dev_.mean,
+                      &dev_.invstd, &dev_.scale, &dev_.shift, &dev_.k, &dev_.m, &dev_.r})
+      *t = be.empty({C}, DType::f64);
+    dev_.grad_sums = be.empty({2 * C}, DType::f64);
+    dev_.backend = &be;
+    // First use without Net::upload_params (a net computing on a device it was not placed on):
+    // the host's statistics are the current ones.
+    be.copy(running_mean_, dev_.running_mean);
+    be.copy(running_var_, dev_.running_var);
+    return dev_;
+  }
+  // The sample count over the ranks (synchronised BN: shards may differ in size).
+  static double global_count(StepContext& ctx, double local) {
+    Tensor t = Tensor::empty({1}, DType::f64);
+    t.data<double>()[0] = local;
+    ctx.allreduce_sum(t);
+    return t.data<double>()[0];
   }
   void forward_device(StepContext& ctx, Tensor& out) {
     Backend& be = ctx.backend;
-    const int64_t C = channels_;
-    mean_.assign(C, 0.0);
-    invstd_.assign(C, 0.0);
+    DeviceStats& d = device_stats(be);
     training_ = ctx.training;
+    // A rank without samples (synchronised BN runs on every rank) adds zeros to the sums.
+    const bool empty = x_.numel() == 0;
     if (training_) {
-      Tensor dev = be.empty({C}, DType::f64);
-      be.bn_sums(x_, nullptr, dev);
-      Tensor sums = Tensor::zeros({C + 1}, DType::f64);
-      std::memcpy(sums.raw(), be.to_host(dev).raw(), size_t(C) * sizeof(double));
-      sums.data<double>()[C] = double(x_.numel() / C);
-      take_means(ctx, sums);
-      mean_dev_ = upload(be, mean_);
-      be.bn_sums(x_, &mean_dev_, dev);
-      Tensor sq = be.to_host(dev);
-      take_variances(ctx, sq);
+      if (empty) be.fill_zero(d.sums);
+      else be.bn_sums(x_, nullptr, d.sums);
+      count_ = double(x_.numel() / channels_);
+      if (synced(ctx)) {
+        ctx.allreduce_sum(d.sums);
+        count_ = global_count(ctx, count_);
+      }
+      be.bn_mean(d.sums, count_, d.mean);
+      if (empty) be.fill_zero(d.sq);
+      else be.bn_sums(x_, &d.mean, d.sq);
+      if (synced(ctx)) ctx.allreduce_sum(d.sq);
+      be.bn_normalizer(&d.sq, count_, eps_, momentum_, params_[0], params_[1], d.running_mean,
+                       d.running_var, d.mean, d.invstd, d.scale, d.shift);
     } else {
-      take_running_statistics();
-      mean_dev_ = upload(be, mean_);
+      be.bn_normalizer(nullptr, 0.0, eps_, momentum_, params_[0], params_[1], d.running_mean,
+                       d.running_var, d.mean, d.invstd, d.scale, d.shift);
     }
-    const Tensor beta = be.to_host(params_[1]);
-    gamma_host_ = be.to_host(params_[0]);  // backward reads it too: the step changes no parameter
-    const Tensor& gamma = gamma_host_;
-    std::vector<double> scale(C), shift(C);
-    for (int64_t c = 0; c < C; ++c) {
-      scale[c] = double(gamma.data<float>()[c]) * invstd_[c];
-      shift[c] = double(beta.data<float>()[c]);
-    }
-    be.bn_apply(x_, mean_dev_, upload(be, scale), upload(be, shift), fused_relu_, out);
+    if (!empty) be.bn_apply(x_, d.mean, d.scale, d.shift, fused_relu_, out);
   }
   void backward_device(StepContext& ctx, const Tensor& out, const Tensor& dout, Tensor* din) {
     Backend& be = ctx.backend;
-    const int64_t C = channels_;
+    DeviceStats& d = device_stats(be);
     const Tensor* relu_y = fused_relu_ ? &out : nullptr;
-    Tensor dev = be.empty({2 * C}, DType::f64);
-    be.bn_grad_sums(x_, relu_y, dout, mean_dev_, dev);
-    Tensor sums = be.to_host(dev);
-    take_grad_sums(sums);
-    Tensor dgamma = Tensor::empty({C}, DType::f32), dbeta = Tensor::empty({C}, DType::f32);
-    for (int64_t c = 0; c < C; ++c) {
-      dbeta.data<float>()[c] = float(sums.data<double>()[c]);
-      dgamma.data<float>()[c] = float(sums.data<double>()[C + c]);
-    }
-    be.copy(dgamma, grads_[0]);
-    be.copy(dbeta, grads_[1]);
+    const bool empty = x_.numel() == 0;
+    if (empty) be.fill_zero(d.grad_sums);
+    else be.bn_grad_sums(x_, relu_y, dout, d.mean, d.grad_sums);
+    be.bn_param_grads(d.grad_sums, d.invstd, grads_[0], grads_[1]);  // this rank's, as on the host
     if (!din) return;
-    const Tensor& gamma = gamma_host_;  // this step's forward read it
-    const InputGrad q = input_grad_coefficients(ctx, sums, gamma.data<float>());
-    be.bn_input_grad(x_, relu_y, dout, mean_dev_, upload(be, q.k), upload(be, q.m),
-                     upload(be, q.r), *din);
+    if (training_ && synced(ctx)) ctx.allreduce_sum(d.grad_sums);
+    // gamma as forward read it: the optimizer step comes after backward.
+    be.bn_input_coefficients(d.grad_sums, d.invstd, params_[0], count_, training_, d.k, d.m, d.r);
+    if (!empty) be.bn_input_grad(x_, relu_y, dout, d.mean, d.k, d.m, d.r, *din);
   }
 
   // ---- the host path ----
@@ -446,8 +465,7 @@ class BatchNorm : public Layer {
   // mode and global count.
   Tensor x_;
   std::vector<double> mean_, invstd_;
-  Tensor mean_dev_;  // the device path: mean_ in the backend's memory
-  Tensor gamma_host_;  // the device path: gamma as the last forward read it (host copy)
+  DeviceStats dev_;  // the device path's statistics
   double count_ = 0;
   bool training_ = false;
   std::vector<double> per_sample_;  // per-sample sums before they are summed over samples

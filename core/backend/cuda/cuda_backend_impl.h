@@ -100,6 +100,15 @@ class CudaBackend final : public Backend {
                     Tensor& sums) override;
   void bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor& dy, const Tensor& mean,
                      const Tensor& k, const Tensor& m, const Tensor& r, Tensor& dx) override;
+  void bn_mean(const Tensor& sums, double count, Tensor& mean) override;
+  void bn_normalizer(const Tensor* sq, double count, double eps, double momentum,
+                     const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                     Tensor& running_var, Tensor& mean, Tensor& invstd, Tensor& scale,
+                     Tensor& shift) override;
+  void bn_param_grads(Tensor& sums, const Tensor& invstd, Tensor& dgamma, Tensor& dbeta) override;
+  void bn_input_coefficients(const Tensor& sums, const Tensor& invstd, const Tensor& gamma,
+                             double count, bool training, Tensor& k, Tensor& m,
+                             Tensor& r) override;
   void plane_mean(const Tensor& x, Tensor& y) override;
   void plane_mean_backward(const Tensor& dy, Tensor& dx) override;
   void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,

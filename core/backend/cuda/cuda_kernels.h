@@ -98,6 +98,19 @@ cudaError_t bn_apply(const float* x, const double* mean, const double* scale, co
 cudaError_t bn_input_grad(const float* x, const float* relu_y, const float* dy, const double* mean,
                           const double* k, const double* m, const double* r, float* dx, int64_t n,
                           int64_t C, int64_t S, cudaStream_t st);
+// BatchNorm's per-channel statistics (C channels, f64; gamma, beta, dgamma, dbeta f32), one
+// thread per channel, by the formulas of Backend's host defaults (core/backend/backend.h).
+cudaError_t bn_mean(const double* sums, double count, double* mean, int64_t C, cudaStream_t st);
+// sq null: evaluation (mean = running mean, var = running var).
+cudaError_t bn_normalizer(const double* sq, double count, double eps, double momentum,
+                          const float* gamma, const float* beta, double* running_mean,
+                          double* running_var, double* mean, double* invstd, double* scale,
+                          double* shift, int64_t C, cudaStream_t st);
+cudaError_t bn_param_grads(double* sums, const double* invstd, float* dgamma, float* dbeta,
+                           int64_t C, cudaStream_t st);
+cudaError_t bn_input_coefficients(const double* sums, const double* invstd, const float* gamma,
+                                  double count, bool training, double* k, double* m, double* r,
+                                  int64_t C, cudaStream_t st);
 // y[p] = (f64 sum of plane p) / hw; backward dx[p * hw + s] = dy[p] / hw.
 cudaError_t plane_mean(const float* x, float* y, int64_t planes, int64_t hw, cudaStream_t st);
 cudaError_t plane_mean_backward(const float* dy, float* dx, int64_t planes, int64_t hw,

@@ -59,6 +59,54 @@ __global__ void bn_input_grad_kernel(const float* x, const float* relu_y, const 
   }
 }
 
+// BatchNorm's statistics: the host defaults' formulas with every f64 operation rounded on its
+// own (__dmul_rn and friends: no contracted multiply-adds), as the host writes them.
+__global__ void bn_mean_kernel(const double* sums, double count, double* mean, int64_t C) {
+  DT_GRID_LOOP(c, C) mean[c] = count > 0 ? __ddiv_rn(sums[c], count) : 0.0;
+}
+
+__global__ void bn_normalizer_kernel(const double* sq, double count, double eps, double momentum,
+                                     const float* gamma, const float* beta, double* rm,
+                                     double* rv, double* mean, double* invstd, double* scale,
+                                     double* shift, int64_t C) {
+  const double keep = __dadd_rn(1.0, -momentum);
+  DT_GRID_LOOP(c, C) {
+    double var;
+    if (sq) {
+      var = count > 0 ? __ddiv_rn(sq[c], count) : 0.0;
+      rm[c] = __dadd_rn(__dmul_rn(momentum, rm[c]), __dmul_rn(keep, mean[c]));
+      rv[c] = __dadd_rn(__dmul_rn(momentum, rv[c]), __dmul_rn(keep, var));
+    } else {
+      mean[c] = rm[c];
+      var = rv[c];
+    }
+    invstd[c] = __ddiv_rn(1.0, __dsqrt_rn(__dadd_rn(var, eps)));
+    scale[c] = __dmul_rn(double(gamma[c]), invstd[c]);
+    shift[c] = double(beta[c]);
+  }
+}
+
+__global__ void bn_param_grads_kernel(double* sums, const double* invstd, float* dgamma,
+                                      float* dbeta, int64_t C) {
+  DT_GRID_LOOP(c, C) {
+    sums[C + c] = __dmul_rn(sums[C + c], invstd[c]);
+    dbeta[c] = float(sums[c]);
+    dgamma[c] = float(sums[C + c]);
+  }
+}
+
+__global__ void bn_input_coefficients_kernel(const double* sums, const double* invstd,
+                                             const float* gamma, double count, bool training,
+                                             double* k, double* m, double* r, int64_t C) {
+  const double inv_count = count > 0 ? __ddiv_rn(1.0, count) : 0.0;
+  DT_GRID_LOOP(c, C) {
+    const double kc = __dmul_rn(double(gamma[c]), invstd[c]);
+    k[c] = kc;
+    m[c] = training ? __dmul_rn(__dmul_rn(-kc, sums[c]), inv_count) : 0.0;
+    r[c] = training ? __dmul_rn(__dmul_rn(__dmul_rn(kc, invstd[c]), sums[C + c]), inv_count) : 0.0;
+  }
+}
+
 // One warp-sized group per plane would be faster for small planes; one thread per plane keeps
 // the host's order (position by position) and is plenty for the 7x7 planes ResNets end with.
 __global__ void plane_mean_kernel(const float* x, float* y, int64_t planes, int64_t hw) {
@@ -101,6 +149,39 @@ cudaError_t bn_input_grad(const float* x, const float* relu_y, const float* dy, 
   if (total <= 0) return cudaSuccess;
   DT_DISPATCH_INDEX(total, I, bn_input_grad_kernel<I><<<grid_for(total), kThreads, 0, st>>>(
                                   x, relu_y, dy, mean, k, m, r, dx, I(total), I(C), I(S)));
+  return launched();
+}
+
+cudaError_t bn_mean(const double* sums, double count, double* mean, int64_t C, cudaStream_t st) {
+  if (C <= 0) return cudaSuccess;
+  bn_mean_kernel<<<grid_for(C), kThreads, 0, st>>>(sums, count, mean, C);
+  return launched();
+}
+
+cudaError_t bn_normalizer(const double* sq, double count, double eps, double momentum,
+                          const float* gamma, const float* beta, double* running_mean,
+                          double* running_var, double* mean, double* invstd, double* scale,
+                          double* shift, int64_t C, cudaStream_t st) {
+  if (C <= 0) return cudaSuccess;
+  bn_normalizer_kernel<<<grid_for(C), kThreads, 0, st>>>(sq, count, eps, momentum, gamma, beta,
+                                                         running_mean, running_var, mean, invstd,
+                                                         scale, shift, C);
+  return launched();
+}
+
+cudaError_t bn_param_grads(double* sums, const double* invstd, float* dgamma, float* dbeta,
+                           int64_t C, cudaStream_t st) {
+  if (C <= 0) return cudaSuccess;
+  bn_param_grads_kernel<<<grid_for(C), kThreads, 0, st>>>(sums, invstd, dgamma, dbeta, C);
+  return launched();
+}
+
+cudaError_t bn_input_coefficients(const double* sums, const double* invstd, const float* gamma,
+                                  double count, bool training, double* k, double* m, double* r,
+                                  int64_t C, cudaStream_t st) {
+  if (C <= 0) return cudaSuccess;
+  bn_input_coefficients_kernel<<<grid_for(C), kThreads, 0, st>>>(sums, invstd, gamma, count,
+                                                                 training, k, m, r, C);
   return launched();
 }
 

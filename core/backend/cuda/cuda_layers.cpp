@@ -1,7 +1,7 @@
-// CudaBackend's ops for the deeper nets' layers: BatchNorm's per-channel sums and elementwise
-// maps (the statistics themselves stay in core/layers/batch_norm.cpp, on the host), global
-// average pooling, and the strided row copies of a concat. Operands are checked before anything
-// is enqueued; the kernels are in cuda_layer_kernels.cu.
+// CudaBackend's ops for the deeper nets' layers: BatchNorm's per-channel sums, statistics and
+// elementwise maps (all in device memory: no readback per step), global average pooling, and
+// the strided row copies of a concat. Operands are checked before anything is enqueued; the
+// kernels are in cuda_layer_kernels.cu.
 #include "core/backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
 
@@ -16,6 +16,15 @@ ChannelView view_of(const Tensor& x, int64_t C, const char* op) {
 
 const double* f64(const Tensor& t, const char* op, const char* what, int64_t numel) {
   return static_cast<const double*>(device_ptr(t, op, what, numel, DType::f64));
+}
+double* f64_out(Tensor& t, const char* op, const char* what, int64_t numel) {
+  return static_cast<double*>(device_ptr(t, op, what, numel, DType::f64));
+}
+const float* f32_in(const Tensor& t, const char* op, const char* what, int64_t numel) {
+  return static_cast<const float*>(device_ptr(t, op, what, numel, DType::f32));
+}
+float* f32_out(Tensor& t, const char* op, const char* what, int64_t numel) {
+  return static_cast<float*>(device_ptr(t, op, what, numel, DType::f32));
 }
 
 }  // namespace
@@ -72,6 +81,64 @@ void CudaBackend::bn_input_grad(const Tensor& x, const Tensor* relu_y, const Ten
                               stream()),
           op);
   dx.set_layout(Layout::plain);
+}
+
+// ---- BatchNorm's statistics: per-channel vectors, one thread per channel ----
+void CudaBackend::bn_mean(const Tensor& sums, double count, Tensor& mean) {
+  const char* op = "bn_mean";
+  const int64_t C = mean.numel();
+  const double* ps = f64(sums, op, "sums", C);
+  double* pm = f64_out(mean, op, "mean", C);
+  enter(op);
+  DT_CUDA(cuda::bn_mean(ps, count, pm, C, stream()), op);
+}
+
+void CudaBackend::bn_normalizer(const Tensor* sq, double count, double eps, double momentum,
+                                const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                                Tensor& running_var, Tensor& mean, Tensor& invstd, Tensor& scale,
+                                Tensor& shift) {
+  const char* op = "bn_normalizer";
+  const int64_t C = mean.numel();
+  const double* pq = sq ? f64(*sq, op, "sq", C) : nullptr;
+  const float* pg = f32_in(gamma, op, "gamma", C);
+  const float* pb = f32_in(beta, op, "beta", C);
+  double* rm = f64_out(running_mean, op, "running_mean", C);
+  double* rv = f64_out(running_var, op, "running_var", C);
+  double* pm = f64_out(mean, op, "mean", C);
+  double* pi = f64_out(invstd, op, "invstd", C);
+  double* psc = f64_out(scale, op, "scale", C);
+  double* psh = f64_out(shift, op, "shift", C);
+  enter(op);
+  DT_CUDA(cuda::bn_normalizer(pq, count, eps, momentum, pg, pb, rm, rv, pm, pi, psc, psh, C,
+                              stream()),
+          op);
+}
+
+void CudaBackend::bn_param_grads(Tensor& sums, const Tensor& invstd, Tensor& dgamma,
+                                 Tensor& dbeta) {
+  const char* op = "bn_param_grads";
+  const int64_t C = invstd.numel();
+  double* ps = f64_out(sums, op, "sums", 2 * C);
+  const double* pi = f64(invstd, op, "invstd", C);
+  float* pdg = f32_out(dgamma, op, "dgamma", C);
+  float* pdb = f32_out(dbeta, op, "dbeta", C);
+  enter(op);
+  DT_CUDA(cuda::bn_param_grads(ps, pi, pdg, pdb, C, stream()), op);
+}
+
+void CudaBackend::bn_input_coefficients(const Tensor& sums, const Tensor& invstd,
+                                        const Tensor& gamma, double count, bool training,
+                                        Tensor& k, Tensor& m, Tensor& r) {
+  const char* op = "bn_input_coefficients";
+  const int64_t C = invstd.numel();
+  const double* ps = f64(sums, op, "sums", 2 * C);
+  const double* pi = f64(invstd, op, "invstd", C);
+  const float* pg = f32_in(gamma, op, "gamma", C);
+  double* pk = f64_out(k, op, "k", C);
+  double* pmm = f64_out(m, op, "m", C);
+  double* prr = f64_out(r, op, "r", C);
+  enter(op);
+  DT_CUDA(cuda::bn_input_coefficients(ps, pi, pg, count, training, pk, pmm, prr, C, stream()), op);
 }
 
 void CudaBackend::plane_mean(const Tensor& x, Tensor& y) {
