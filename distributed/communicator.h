@@ -31,6 +31,10 @@ class CommRequest {
   virtual void wait() = 0;
   // True once complete; never blocks.
   virtual bool test() = 0;
+  // A transport on the GPU (NCCL) makes the compute stream wait for the collective, so work
+  // enqueued after this call reads its result without the host waiting, and returns true; wait()
+  // must still come later (it reports failures and timeouts). false: only wait() orders.
+  virtual bool order_on_device() { return false; }
   // Steady-clock seconds (now_seconds()) at which the transport started the collective and saw
   // it complete; 0 while unknown. For measuring how much communication hides behind compute.
   virtual double started_at() const { return 0; }

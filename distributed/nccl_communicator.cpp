@@ -94,6 +94,10 @@ class NcclRequest : public CommRequest {
     if (finished_ == 0 && cudaEventQuery(done_) == cudaSuccess) finished_ = now_seconds();
     return finished_ != 0;
   }
+  bool order_on_device() override {
+    check_cuda(cudaStreamWaitEvent(s_->compute, done_, 0), "cudaStreamWaitEvent", s_->where);
+    return true;
+  }
   double started_at() const override { return started_; }
   double finished_at() const override { return finished_; }
 

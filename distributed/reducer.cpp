@@ -79,6 +79,7 @@ Reducer::~Reducer() = default;
 
 void Reducer::begin_step(int64_t global_batch) {
   DT_CHECK(!active_, "begin_step before the previous step's finish()");
+  DT_CHECK(!settling_, "begin_step before the previous step's settle()");
   active_ = true;
   next_ = 0;
   for (size_t b = 0; b < buckets_.size(); ++b) remaining_[b] = buckets_[b].end - buckets_[b].begin;
@@ -125,9 +126,28 @@ void Reducer::launch(size_t b) {
 
 void Reducer::finish() {
   DT_CHECK(active_, "finish() without begin_step()");
-  const double t_finish = now_seconds();
+  t_finish_ = now_seconds();
+  active_ = false;
+  settling_ = true;
+  bool on_device = false;
   if (comm_.size() > 1 || comm_.reduces_alone()) {
     while (next_ < buckets_.size()) launch(next_++);
+    // A GPU transport orders the step's remaining work after the buckets on the device; the
+    // host waits later, in settle(), once that work is enqueued. (Compression decodes on the
+    // host: it must wait now.)
+    on_device = !compress_ && std::all_of(pending_.begin(), pending_.end(), [](auto& r) {
+      return r->order_on_device();
+    });
+  }
+  finish_seconds_ = now_seconds() - t_finish_;
+  if (!on_device) settle();
+}
+
+void Reducer::settle() {
+  if (!settling_) return;
+  settling_ = false;
+  const double t_settle = now_seconds();
+  if (comm_.size() > 1 || comm_.reduces_alone()) {
     // Wait for all, then decompress, then account the union of in-flight intervals.
     for (auto& r : pending_) r->wait();
     std::vector<std::pair<double, double>> iv;
@@ -165,11 +185,9 @@ void Reducer::finish() {
     if (cur_e > cur_b) union_s += cur_e - cur_b;
     stats_.comm_seconds += union_s;
   }
-  const double t_end = now_seconds();
-  stats_.exposed_seconds += t_end - t_finish;
-  stats_.backward_seconds += t_finish - t_begin_;
+  stats_.exposed_seconds += finish_seconds_ + (now_seconds() - t_settle);
+  stats_.backward_seconds += t_finish_ - t_begin_;
   ++stats_.steps;
-  active_ = false;
 }
 
 }  // namespace deeptrain

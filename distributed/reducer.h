@@ -6,7 +6,10 @@
 // (non-blocking), in bucket order on every rank, so communication overlaps the rest of backward.
 // finish() starts whatever has not started (all of it for a rank with no samples this step), waits
 // for every bucket and leaves the sum over ranks in the buffer; the loss is scaled by 1/global
-// batch, so that sum is the mean gradient of the global batch.
+// batch, so that sum is the mean gradient of the global batch. On a GPU transport (NCCL) finish()
+// only makes the compute stream wait for the buckets, so the optimizer step is enqueued without
+// the host waiting for backward; settle() then waits on the host (failures, deadlines) before
+// anything on the host reads the buffer or the next step begins.
 //
 // Compression (optional) puts 16-bit values on the wire: bf16 as is; f16 after multiplying by the
 // global batch size (the wire then carries sums of per-sample gradients, which are well inside
@@ -28,7 +31,7 @@ struct ReducerStats {
   int64_t collectives = 0;      // gradient allreduces started
   int64_t wire_bytes = 0;       // bytes handed to allreduce by this rank, summed over steps
   double comm_seconds = 0;      // union over steps of the times gradient allreduces were in flight
-  double exposed_seconds = 0;   // time the step waited in finish() after backward
+  double exposed_seconds = 0;   // time the step waited in finish() and settle() after backward
   double backward_seconds = 0;  // from begin_backward() to finish()
   // The share of communication time that ran while backward was still computing.
   double hidden_fraction() const {
@@ -54,8 +57,12 @@ class Reducer {
   // The callback to pass to Net::backward (empty when there is nothing to overlap).
   Net::GradsReady callback();
   void grads_ready(int64_t begin, int64_t end);
-  // Reduces what is left and waits; afterwards grads() holds the sum over ranks.
+  // Reduces what is left and waits (on a GPU transport: the compute stream waits); afterwards
+  // the device's work sees the sum over ranks in the buffer.
   void finish();
+  // Waits on the host for what finish() left to the device (nothing else to do otherwise), and
+  // accounts the step; afterwards the host may read the buffer too. Before the next begin_step.
+  void settle();
 
   const ReducerStats& stats() const { return stats_; }
   void reset_stats() { stats_ = {}; }
@@ -73,7 +80,8 @@ class Reducer {
   bool compress_ = false;
   float prescale_ = 1;
   bool active_ = false;
-  double t_begin_ = 0;
+  bool settling_ = false;  // finish() left the host wait to settle()
+  double t_begin_ = 0, t_finish_ = 0, finish_seconds_ = 0;
   ReducerStats stats_;
 };
 

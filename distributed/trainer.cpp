@@ -123,6 +123,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   StepMetrics m;
   backend_.fill_zero(net_.compute_grads());
   std::optional<StepContext> ctx;
+  std::unique_ptr<PendingLoss> loss;
   // Synchronised batch norm sums its statistics over the ranks inside forward and backward, so
   // then every rank runs both on every step, on an empty shard if it has no samples.
   const bool all_compute = sync_batch_norm_ && comm_.size() > 1;
@@ -135,7 +136,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
       ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
     const Tensor& logits = net_.forward(*ctx, x_);
     if (local > 0) {  // (an empty shard has no loss and an empty dlogits)
-      m.loss_sum = backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &m.correct);
+      loss = backend_.softmax_ce_forward_async(logits, t_, opt_.log_eps, probs_);
       // The loss is the mean over the *global* batch, so summing rank gradients averages them.
       // With loss scaling (fp16 math) the gradients carry the factor loss_scale_ until the
       // optimizer step divides it out again.
@@ -143,13 +144,11 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
       mark("loss");
     }
   }
-  // The step's metrics are known before backward: their allreduce runs alongside it.
-  metrics_.data<double>()[0] = m.loss_sum;
-  metrics_.data<double>()[1] = double(m.correct);
-  // A stop request rides along with the metrics: no extra collective, and every rank learns
-  // of it after the same step.
-  metrics_.data<double>()[2] = opt_.stop_requested && opt_.stop_requested() ? 1.0 : 0.0;
-  auto metrics = comm_.iallreduce_sum(metrics_, "step metrics");
+  // On a host backend the step's metrics are known before backward: their allreduce runs
+  // alongside it. A device's are still on their way back: waiting for them here would leave the
+  // GPU idle while the host enqueues backward, so they go once the optimizer step is enqueued.
+  std::unique_ptr<CommRequest> metrics;
+  if (backend_.device() == Device::cpu) metrics = start_metrics(loss.get(), m);
   // Buckets of gradients start their allreduce as backward completes them (a rank without
   // samples contributes zeros, all at once in finish()).
   reducer_->begin_step(n);
@@ -164,6 +163,8 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
     optimizer_.step(net_.compute_params(), net_.compute_grads(), float(last_lr_), lr_scale);
   }
   mark("optimizer");
+  reducer_->settle();  // the host waits for the gradients only now, with the step enqueued
+  if (!metrics) metrics = start_metrics(loss.get(), m);
   metrics->wait();
   m.loss_sum = metrics_.data<double>()[0];
   m.correct = int64_t(metrics_.data<double>()[1]);
@@ -174,8 +175,23 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   return m;
 }
 
+std::unique_ptr<CommRequest> Trainer::start_metrics(PendingLoss* loss, StepMetrics& m) {
+  if (loss) {
+    const LossSums s = loss->get();
+    m.loss_sum = s.loss;
+    m.correct = s.correct;
+  }
+  metrics_.data<double>()[0] = m.loss_sum;
+  metrics_.data<double>()[1] = double(m.correct);
+  // A stop request rides along with the metrics: no extra collective, and every rank learns
+  // of it after the same step.
+  metrics_.data<double>()[2] = opt_.stop_requested && opt_.stop_requested() ? 1.0 : 0.0;
+  return comm_.iallreduce_sum(metrics_, "step metrics");
+}
+
 bool Trainer::apply_loss_scale() {
   if (!opt_.loss_scale.enabled) return true;
+  reducer_->settle();  // the finite check reads the summed gradients
   // The summed gradients are the same on every rank, so every rank decides alike.
   const bool finite = backend_.scale_and_check_finite(net_.compute_grads(), 1.0 / loss_scale_);
   const LossScaleOptions& o = opt_.loss_scale;

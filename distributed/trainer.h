@@ -158,6 +158,8 @@ class Trainer {
   };
   const DeviceData& device_copy(const Dataset& data);
   // Divides the loss scale out of the gradients; false when they overflowed (skip the step).
+  // Reads the step's loss (when this rank had samples) into m and starts the metrics' allreduce.
+  std::unique_ptr<CommRequest> start_metrics(PendingLoss* loss, StepMetrics& m);
   bool apply_loss_scale();
   TrainerOptions opt_;
   Net& net_;

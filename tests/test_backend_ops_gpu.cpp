@@ -564,6 +564,36 @@ TEST(GpuSoftmaxCe, LossCountProbsAndGradient) {
                   "sample 2");
 }
 
+// The trainer's form: enqueued, read later (the step goes on meanwhile). The sums equal the
+// waiting form's; a bad label is reported by get(); a loss dropped unread (an error between)
+// does not block the next; two unread at once are refused.
+TEST(GpuSoftmaxCe, PendingLossIsReadLater) {
+  REQUIRE_GPU();
+  Backend& be = gpu_fp32();
+  std::mt19937 gen(52);
+  const Tensor z = upload(be, random_tensor({50, 10}, gen, -3.f, 3.f));
+  Tensor labels = Tensor::empty({50}, DType::i32);
+  for (int64_t i = 0; i < 50; ++i) labels.data<int32_t>()[i] = int32_t(i % 10);
+  const Tensor labels_d = upload(be, labels);
+  Tensor p = be.empty({50, 10}, DType::f32);
+  int64_t hits = 0;
+  const double loss = be.softmax_ce_forward(z, labels_d, 1e-7, p, &hits);
+  auto pending = be.softmax_ce_forward_async(z, labels_d, 1e-7, p);
+  Tensor other = be.empty({50, 10}, DType::f32);
+  be.scale(z, 2.0, other);  // more work on the stream before the read
+  const LossSums s = pending->get();
+  EXPECT_EQ(s.loss, loss);
+  EXPECT_EQ(s.correct, hits);
+  { auto dropped = be.softmax_ce_forward_async(z, labels_d, 1e-7, p); }
+  auto first = be.softmax_ce_forward_async(z, labels_d, 1e-7, p);
+  EXPECT_CONTAINS(error_of<Error>([&] { be.softmax_ce_forward_async(z, labels_d, 1e-7, p); }),
+                  "not read yet");
+  EXPECT_EQ(first->get().loss, loss);
+  labels.data<int32_t>()[7] = -1;
+  auto bad = be.softmax_ce_forward_async(z, upload(be, labels), 1e-7, p);
+  EXPECT_CONTAINS(error_of<Error>([&] { bad->get(); }), "sample 7");
+}
+
 // ---- the fused optimizer update ----
 struct RuleCase {
   proto::OptimizerType type;

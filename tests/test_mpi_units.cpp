@@ -130,6 +130,64 @@ TEST(Buckets, ReducerWithOneRankDoesNothing) {
   EXPECT_THROW(red.finish(), Error);  // finish twice
 }
 
+// SingleProcessCommunicator with the ordering a GPU transport offers (order_on_device), counting
+// the host's waits: the reducer's protocol with NCCL, without a GPU.
+class DeviceOrderedComm final : public SingleProcessCommunicator {
+ public:
+  struct Request final : CommRequest {
+    explicit Request(DeviceOrderedComm& c) : comm(c) {}
+    void wait() override { ++comm.waits; }
+    bool test() override { return true; }
+    bool order_on_device() override {
+      ++comm.ordered;
+      return comm.device_order;
+    }
+    DeviceOrderedComm& comm;
+  };
+  bool reduces_alone() const override { return true; }
+  std::unique_ptr<CommRequest> iallreduce_sum(Tensor&, const char*) override {
+    ++started;
+    return std::make_unique<Request>(*this);
+  }
+  bool device_order = true;
+  int started = 0, ordered = 0, waits = 0;
+};
+
+// finish() leaves the host's wait to settle() when the transport orders the device's work
+// after the buckets (the optimizer step is then enqueued without waiting for backward), and
+// waits itself when it cannot.
+TEST(Buckets, ATransportOrderedOnTheDeviceIsWaitedForInSettle) {
+  proto::ModelConfig m;
+  m.set_preset("deep_convnet");
+  Net net(m, Shape{1, 28, 28}, 10, DType::f32);
+  DeviceOrderedComm comm;
+  GradientSyncOptions o;
+  o.bucket_bytes = 100 * 1024;
+  Reducer red(comm, net, o);
+  const int buckets = int(red.buckets().size());
+  ASSERT_GT(buckets, 1);
+  red.begin_step(100);
+  red.finish();  // no backward ran: every bucket starts here
+  EXPECT_EQ(comm.started, buckets);
+  EXPECT_EQ(comm.ordered, buckets);
+  EXPECT_EQ(comm.waits, 0);
+  EXPECT_EQ(red.stats().steps, 0);
+  EXPECT_THROW(red.begin_step(100), Error);  // settle() first
+  red.settle();
+  EXPECT_EQ(comm.waits, buckets);
+  EXPECT_EQ(red.stats().steps, 1);
+  red.settle();  // nothing left: no second wait
+  EXPECT_EQ(comm.waits, buckets);
+
+  comm.device_order = false;
+  red.begin_step(100);
+  red.finish();
+  EXPECT_EQ(comm.waits, 2 * buckets);  // finish() waited
+  EXPECT_EQ(red.stats().steps, 2);
+  red.settle();
+  EXPECT_EQ(comm.waits, 2 * buckets);
+}
+
 // ---------------------------------------------------------------- consistency guard
 
 TEST(Consistency, FingerprintRoundTripsThroughText) {

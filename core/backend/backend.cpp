@@ -76,6 +76,25 @@ void Backend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_strid
                 size_t(row_len) * elem);
 }
 
+namespace {
+class ReadyLoss final : public PendingLoss {
+ public:
+  explicit ReadyLoss(LossSums s) : s_(s) {}
+  LossSums get() override { return s_; }
+
+ private:
+  LossSums s_;
+};
+}  // namespace
+
+std::unique_ptr<PendingLoss> Backend::softmax_ce_forward_async(const Tensor& logits,
+                                                               const Tensor& labels,
+                                                               double log_eps, Tensor& probs) {
+  LossSums s;
+  s.loss = softmax_ce_forward(logits, labels, log_eps, probs, &s.correct);
+  return std::make_unique<ReadyLoss>(s);
+}
+
 void Backend::gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids,
                              int64_t n, Tensor& x, Tensor& t) {
   DT_CHECK(images.device() == Device::cpu && x.device() == Device::cpu,

@@ -54,6 +54,17 @@ struct ChannelView {
 };
 ChannelView channel_view(const Tensor& x, int64_t C, const char* op, const char* who = "");
 
+// softmax_ce_forward's sums on their way to the host (Backend::softmax_ce_forward_async).
+struct LossSums {
+  double loss = 0;      // the sum of the per-sample losses
+  int64_t correct = 0;  // correct argmax predictions
+};
+class PendingLoss {
+ public:
+  virtual ~PendingLoss() = default;
+  virtual LossSums get() = 0;  // waits for the sums; throws what the loss computation threw
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -104,6 +115,12 @@ class Backend {
   // correct argmax predictions to *correct.
   virtual double softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
                                     Tensor& probs, int64_t* correct) = 0;
+  // The same without waiting for the sums: a device backend enqueues the kernels and the copy
+  // back, and the step goes on while they run; get() waits for them (and reports a label out
+  // of range). One may be pending per backend at a time. The default computes them at once.
+  virtual std::unique_ptr<PendingLoss> softmax_ce_forward_async(const Tensor& logits,
+                                                                const Tensor& labels,
+                                                                double log_eps, Tensor& probs);
   // dlogits = scale * (p - onehot(t)): the book's gradient, exact for log_eps = 0 (it ignores
   // the 1e-7, a relative difference of 1e-7 / p_t; the book's reference gradients do the same).
   virtual void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,

@@ -125,6 +125,7 @@ void CudaBackend::init() {
   }
   DT_CUDA(cudaMallocHost(&host_words_, 64), op);
   DT_CUDA(cudaEventCreateWithFlags(&ids_copied_, cudaEventDisableTiming), op);
+  DT_CUDA(cudaEventCreateWithFlags(&loss_copied_, cudaEventDisableTiming), op);
   name_ = fmt::format("{} ({}, {}) on GPU {}: {}", conv_ == CudaConv::cudnn ? "cuda" : "cuda-im2col",
                       conv_ == CudaConv::cudnn ? "cuDNN" : "im2col + cuBLAS", math_mode_name(math_),
                       device_, prop.name);
@@ -141,6 +142,7 @@ CudaBackend::~CudaBackend() {
   if (dnn_) cudnnDestroy(dnn_);
   if (blas_) cublasDestroy(blas_);
   if (ids_copied_) cudaEventDestroy(ids_copied_);
+  if (loss_copied_) cudaEventDestroy(loss_copied_);
   if (host_ids_) cudaFreeHost(host_ids_);
   if (host_words_) cudaFreeHost(host_words_);
   owner_.reset();  // the stream lives on while tensors of this backend do

@@ -88,6 +88,11 @@ class CudaBackend final : public Backend {
   void scale(const Tensor& x, double alpha, Tensor& y) override;
   double softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
                             Tensor& probs, int64_t* correct) override;
+  std::unique_ptr<PendingLoss> softmax_ce_forward_async(const Tensor& logits, const Tensor& labels,
+                                                        double log_eps, Tensor& probs) override;
+  // The pending loss's sums (m classes: for the message of a label out of range); or forget it.
+  LossSums loss_sums(int64_t m);
+  void forget_loss() { loss_pending_ = false; }
   void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
                            Tensor& dlogits) override;
   Tensor to_plain(const Tensor& x) override;
@@ -184,9 +189,13 @@ class CudaBackend final : public Backend {
   cudnnHandle_t dnn_ = nullptr;
   // Scratch, by role: no two roles of one op share a buffer.
   Scratch col_, colf_, tmp_, w16_, x16_, dy16_, out16_, workspace_, small_, ids_;
-  // Page-locked host words that results come back through (softmax sums, the finite flag), and
-  // the staging buffer of sample ids (dropout's, the batch's), reused once `ids_copied_` has passed.
+  // Page-locked host words that results come back through (the finite flag at 0, the loss sums
+  // at kLossWords, complete once `loss_copied_` has passed), and the staging buffer of sample ids
+  // (dropout's, the batch's), reused once `ids_copied_` has passed.
+  static constexpr size_t kLossWords = 32;
   void* host_words_ = nullptr;
+  cudaEvent_t loss_copied_ = nullptr;
+  bool loss_pending_ = false;
   int64_t* host_ids_ = nullptr;
   int64_t host_ids_cap_ = 0;
   int64_t ids_uploaded_ = 0;  // the ids in host_ids_ are on the device (ids_) too

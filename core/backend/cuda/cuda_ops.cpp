@@ -183,9 +183,31 @@ void CudaBackend::scale(const Tensor& x, double alpha, Tensor& y) {
   y.set_layout(Layout::plain);
 }
 
-double CudaBackend::softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
-                                       Tensor& probs, int64_t* correct) {
+namespace {
+class CudaPendingLoss final : public PendingLoss {
+ public:
+  CudaPendingLoss(CudaBackend& be, int64_t m) : be_(be), m_(m) {}
+  ~CudaPendingLoss() override {
+    if (!read_) be_.forget_loss();  // never read (an error in between): the next may come
+  }
+  LossSums get() override {
+    DT_CHECK(!read_, "softmax_ce_forward: the loss was read already");
+    read_ = true;
+    return be_.loss_sums(m_);
+  }
+
+ private:
+  CudaBackend& be_;
+  const int64_t m_;
+  bool read_ = false;
+};
+}  // namespace
+
+std::unique_ptr<PendingLoss> CudaBackend::softmax_ce_forward_async(const Tensor& logits,
+                                                                   const Tensor& labels,
+                                                                   double log_eps, Tensor& probs) {
   const char* op = "softmax_ce_forward";
+  DT_CHECK(!loss_pending_, "cuda backend: {}: the previous loss was not read yet", op);
   const int64_t n = rows_of(logits, op, "logits"), m = logits.numel() / n;
   const float* pz = f32(logits, op, "logits");
   const auto* pt = static_cast<const int32_t*>(device_ptr(labels, op, "labels", n, DType::i32));
@@ -197,14 +219,33 @@ double CudaBackend::softmax_ce_forward(const Tensor& logits, const Tensor& label
   auto* rows = reinterpret_cast<double*>(base + 64);
   auto* hits = reinterpret_cast<int32_t*>(base + 64 + size_t(n) * 8);
   DT_CUDA(cuda::softmax_ce_forward(pz, pt, n, m, log_eps, pp, rows, hits, out, stream()), op);
-  DT_CUDA(cudaMemcpyAsync(host_words_, out, 3 * sizeof(double), cudaMemcpyDeviceToHost, stream()), op);
-  sync(op);
+  // The sums come back while the step goes on: nothing waits here.
+  DT_CUDA(cudaMemcpyAsync(static_cast<char*>(host_words_) + kLossWords, out, 3 * sizeof(double),
+                          cudaMemcpyDeviceToHost, stream()),
+          op);
+  DT_CUDA(cudaEventRecord(loss_copied_, stream()), op);
+  loss_pending_ = true;
   probs.set_layout(Layout::plain);
-  const double* r = static_cast<const double*>(host_words_);
+  return std::make_unique<CudaPendingLoss>(*this, m);
+}
+
+LossSums CudaBackend::loss_sums(int64_t m) {
+  const char* op = "softmax_ce_forward";
+  DT_CHECK(loss_pending_, "cuda backend: {}: no loss is pending", op);
+  loss_pending_ = false;
+  enter(op);
+  DT_CUDA(cudaEventSynchronize(loss_copied_), op);
+  const auto* r = reinterpret_cast<const double*>(static_cast<char*>(host_words_) + kLossWords);
   if (r[2] != 0.0)
     fail("cuda backend: {}: the label of sample {} is outside [0, {})", op, int64_t(r[2]) - 1, m);
-  if (correct) *correct += int64_t(r[1]);
-  return r[0];
+  return {r[0], int64_t(r[1])};
+}
+
+double CudaBackend::softmax_ce_forward(const Tensor& logits, const Tensor& labels, double log_eps,
+                                       Tensor& probs, int64_t* correct) {
+  const LossSums s = softmax_ce_forward_async(logits, labels, log_eps, probs)->get();
+  if (correct) *correct += s.correct;
+  return s.loss;
 }
 
 void CudaBackend::softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
