@@ -154,6 +154,9 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   reducer_->begin_step(n);
   if (ctx) net_.backward(*ctx, dlogits_, reducer_->callback());
   reducer_->finish();
+  // A profiled step waits after every phase anyway: here through the reducer, which watches
+  // NCCL for errors and the deadline while it waits (a plain device wait would not).
+  if (opt_.profile) reducer_->settle();
   mark("gradient reduction");
   last_lr_ = lr_at_step(step_, data.labels.numel());
   if (apply_loss_scale()) {  // false: an overflow, the step is skipped on every rank alike
