@@ -316,7 +316,10 @@ class BatchNorm : public Layer {
     Tensor sums, sq, grad_sums, mean, invstd, scale, shift, k, m, r;
   };
   void state_to_device(Backend& be) override {
-    device_stats(be);
+    if (dev_.backend != &be) {
+      device_stats(be);  // allocates, and copies the host's statistics
+      return;
+    }
     be.copy(running_mean_, dev_.running_mean);
     be.copy(running_var_, dev_.running_var);
   }
