@@ -137,6 +137,7 @@ int run_bench(const BenchOptionsCli& o) {
   to.lr = cfg.optimizer().lr();
   to.loss_scale.enabled = cfg.run().math() == "fp16";
   to.augment = cfg.data().augment();  // its cost is part of a training step
+  if (cfg.distributed().exact()) to.micro_batch = cfg.distributed().micro_batch();
   StepProfile profile;
   if (o.profile) to.profile = &profile;
   Trainer trainer(to, *s.net, *s.backend, *optimizer, *s.comm);

@@ -15,11 +15,15 @@
 #include "app/checkpoint_cmds.h"
 #include "app/commands.h"
 #include "core/error.h"
+#include "core/threads.h"
 #include "distributed/consistency.h"
 #include "distributed/mpi_communicator.h"
 
 int main(int argc, char** argv) {
   using namespace deeptrain::app;
+  // Before any thread starts (MPI's, the watchdog's, OpenMP's): they inherit the mode. The
+  // config can turn it off later (run.flush_denormals; core/threads.h).
+  deeptrain::set_flush_denormals(true);
   std::unique_ptr<deeptrain::MpiRuntime> mpi;
   try {
     if (deeptrain::launched_under_mpi()) mpi = std::make_unique<deeptrain::MpiRuntime>(&argc, &argv);

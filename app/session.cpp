@@ -59,7 +59,8 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   }
   s.comm->set_gradient_sync(gradient_sync_options(dist));
   // run.threads = 0: this rank's share of its host's cores.
-  s.threads = set_cpu_threads(cfg.run().threads() > 0 ? cfg.run().threads() : default_threads(*s.comm));
+  s.threads = set_cpu_threads(cfg.run().threads() > 0 ? cfg.run().threads() : default_threads(*s.comm),
+                              cfg.run().flush_denormals());
   const auto& d = cfg.data();
   const bool cifar = d.dataset() == "cifar10";
   if (load_data && cifar)

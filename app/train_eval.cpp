@@ -57,6 +57,7 @@ TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
   t.lr_schedule = cfg.schedule().lr_schedule();
   t.epochs = cfg.schedule().epochs();
   t.augment = cfg.data().augment();
+  if (cfg.distributed().exact()) t.micro_batch = cfg.distributed().micro_batch();
   return t;
 }
 

@@ -88,7 +88,14 @@ void finalize_config(proto::ExperimentConfig& c) {
   io::validate_transfer(c.transfer());
 
   auto& r = *c.mutable_run();
-  if (r.backend().empty()) r.set_backend("cpu");
+  // Exact mode computes with the reference kernels (docs/exact_mode.md): oneDNN's weight
+  // gradients change with the thread count.
+  const bool exact = c.distributed().exact();
+  if (r.backend().empty()) r.set_backend(exact ? "cpu-ref" : "cpu");
+  if (exact && r.backend() != "cpu-ref")
+    fail_input("distributed.exact: exact mode computes with the reference kernels, whose results "
+               "do not depend on the thread count (oneDNN's weight gradients do); set run.backend: "
+               "cpu-ref or leave it unset, not '{}'", r.backend());
   if (r.backend() != "cpu" && r.backend() != "cpu-ref" && r.backend() != "cuda" &&
       r.backend() != "cuda-im2col")
     fail_input("run.backend: unknown '{}' (known: cpu, cpu-ref, cuda, cuda-im2col)", r.backend());
@@ -100,6 +107,7 @@ void finalize_config(proto::ExperimentConfig& c) {
                "in fp32", r.math());
   if (r.has_gpu() && r.gpu() < 0) fail_input("run.gpu: must be >= 0, got {}", r.gpu());
   require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
+  if (!r.has_flush_denormals()) r.set_flush_denormals(true);
   if (r.eval_batch_size() == 0) r.set_eval_batch_size(1000);
   require(r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());
 
@@ -110,6 +118,12 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (!proto::GradientCompression_IsValid(dist.compression()))
     fail_input("distributed.compression: unknown value {} (known: COMPRESSION_NONE, COMPRESSION_FP16, COMPRESSION_BF16)",
                int(dist.compression()));
+  if (dist.micro_batch() == 0) dist.set_micro_batch(10);
+  require(dist.micro_batch() > 0, "distributed.micro_batch", "must be > 0 (samples per micro-shard)",
+          dist.micro_batch());
+  if (dist.exact() && dist.compression() != proto::COMPRESSION_NONE)
+    fail_input("distributed.exact: gradients are summed in a fixed order at full precision; "
+               "distributed.compression must be COMPRESSION_NONE");
   if (dist.step_timeout_s() == 0) dist.set_step_timeout_s(600);
   if (dist.collective_timeout_s() == 0) dist.set_collective_timeout_s(300);
   require(!std::isnan(dist.step_timeout_s()), "distributed.step_timeout_s",

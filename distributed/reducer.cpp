@@ -143,6 +143,22 @@ void Reducer::finish() {
   if (!on_device) settle();
 }
 
+void Reducer::finish_exact(const MicroShards& micro) {
+  DT_CHECK(active_, "finish_exact() without begin_step()");
+  DT_CHECK(!net_.on_device(), "exact mode reduces host gradients");
+  t_finish_ = now_seconds();
+  active_ = false;
+  micro.ordered_sum(micro.grads(), net_.grads());
+  if (comm_.size() > 1) {
+    ++stats_.collectives;
+    stats_.wire_bytes += micro.grads().nbytes();
+    stats_.comm_seconds += now_seconds() - t_finish_;
+  }
+  stats_.exposed_seconds += now_seconds() - t_finish_;
+  stats_.backward_seconds += t_finish_ - t_begin_;
+  ++stats_.steps;
+}
+
 void Reducer::settle() {
   if (!settling_) return;
   settling_ = false;

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "core/micro_shards.h"
 #include "core/net.h"
 #include "distributed/communicator.h"
 
@@ -60,6 +61,10 @@ class Reducer {
   // Reduces what is left and waits (on a GPU transport: the compute stream waits); afterwards
   // the device's work sees the sum over ranks in the buffer.
   void finish();
+  // Exact mode (core/micro_shards.h): no buckets; the micro-shards' gradient rows summed in
+  // global micro-shard order (distributed/ordered_sum.h) into the flat buffer, on the host.
+  // Replaces finish(); settle() then has nothing left to do.
+  void finish_exact(const MicroShards& micro);
   // Waits on the host for what finish() left to the device (nothing else to do otherwise), and
   // accounts the step; afterwards the host may read the buffer too. Before the next begin_step.
   void settle();

@@ -6,6 +6,7 @@
 
 #include "core/data/augment.h"
 #include "core/optim/schedule.h"
+#include "distributed/ordered_sum.h"
 #include "distributed/watchdog.h"
 
 namespace deeptrain {
@@ -40,6 +41,15 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
   if (opt_.loss_scale.enabled) loss_scale_ = opt_.loss_scale.initial;
   for (const auto& l : net_.config().layer())
     if (l.has_batch_norm() && l.batch_norm().sync()) sync_batch_norm_ = true;
+  if (opt_.micro_batch > 0) {
+    if (net_.on_device() || !backend_.exact_capable())
+      fail_input("distributed.exact: exact mode runs on the reference CPU backend (cpu-ref), whose "
+                 "results do not depend on the thread count; not on '{}'", backend_.name());
+    for (const auto& l : net_.config().layer())
+      if (l.has_batch_norm() && !l.batch_norm().sync())
+        fail_input("distributed.exact: layer '{}' needs batch_norm.sync: true (statistics over a "
+                   "rank's shard would change with the rank count)", l.name());
+  }
 }
 
 void Trainer::check_replicas(const std::string& when) {
@@ -118,31 +128,44 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
                                 int64_t epoch) {
   Watchdog* watchdog = comm_.watchdog();
   if (watchdog) watchdog->step_begin(step_);
-  const ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
+  // Exact mode: this rank's run of whole micro-shards (core/micro_shards.h).
+  const bool exact = opt_.micro_batch > 0;
+  ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
+  if (exact) {
+    const MicroShardRange r = micro_shards_of_batch(n, opt_.micro_batch, comm_.rank(), comm_.size());
+    mine = {r.rows_begin, r.rows_end};
+    micro_.begin_step(n, opt_.micro_batch, r, net_.grads(),
+                      ordered_sum_over(comm_, micro_shard_count(n, opt_.micro_batch),
+                                       "exact-mode micro-shard sum"));
+  }
   const int64_t local = mine.end - mine.begin;
   StepMetrics m;
   backend_.fill_zero(net_.compute_grads());
   std::optional<StepContext> ctx;
   std::unique_ptr<PendingLoss> loss;
+  std::optional<LossSums> exact_sums;
   // Synchronised batch norm sums its statistics over the ranks inside forward and backward, so
   // then every rank runs both on every step, on an empty shard if it has no samples.
   const bool all_compute = sync_batch_norm_ && comm_.size() > 1;
+  const Tensor* logits = nullptr;
   if (local > 0 || all_compute) {
     load_batch(data, ids + mine.begin, local, /*augment=*/true, epoch);
     mark("batch");
     ctx.emplace(StepContext{backend_, true, opt_.seed, step_, ids + mine.begin});
     ctx->profile = opt_.profile;
+    if (exact) ctx->micro = &micro_;
     if (all_compute)
       ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
-    const Tensor& logits = net_.forward(*ctx, x_);
-    if (local > 0) {  // (an empty shard has no loss and an empty dlogits)
-      loss = backend_.softmax_ce_forward_async(logits, t_, opt_.log_eps, probs_);
-      // The loss is the mean over the *global* batch, so summing rank gradients averages them.
-      // With loss scaling (fp16 math) the gradients carry the factor loss_scale_ until the
-      // optimizer step divides it out again.
-      backend_.softmax_ce_backward(probs_, t_, loss_scale_ / double(n), dlogits_);
-      mark("loss");
-    }
+    logits = &net_.forward(*ctx, x_);
+  }
+  if (exact) exact_sums = exact_loss(logits, local);  // collective: every rank
+  if (local > 0) {  // (an empty shard has no loss and an empty dlogits)
+    if (!exact) loss = backend_.softmax_ce_forward_async(*logits, t_, opt_.log_eps, probs_);
+    // The loss is the mean over the *global* batch, so summing rank gradients averages them.
+    // With loss scaling (fp16 math) the gradients carry the factor loss_scale_ until the
+    // optimizer step divides it out again.
+    backend_.softmax_ce_backward(probs_, t_, loss_scale_ / double(n), dlogits_);
+    mark("loss");
   }
   // On a host backend the step's metrics are known before backward: their allreduce runs
   // alongside it. A device's are still on their way back: waiting for them here would leave the
@@ -150,10 +173,12 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   std::unique_ptr<CommRequest> metrics;
   if (backend_.device() == Device::cpu) metrics = start_metrics(loss.get(), m);
   // Buckets of gradients start their allreduce as backward completes them (a rank without
-  // samples contributes zeros, all at once in finish()).
+  // samples contributes zeros, all at once in finish()). Exact mode sums the micro-shards'
+  // gradients in their global order after backward instead.
   reducer_->begin_step(n);
-  if (ctx) net_.backward(*ctx, dlogits_, reducer_->callback());
-  reducer_->finish();
+  if (ctx) net_.backward(*ctx, dlogits_, exact ? Net::GradsReady{} : reducer_->callback());
+  if (exact) reducer_->finish_exact(micro_);
+  else reducer_->finish();
   // A profiled step waits after every phase anyway: here through the reducer, which watches
   // NCCL for errors and the deadline while it waits (a plain device wait would not).
   if (opt_.profile) reducer_->settle();
@@ -169,8 +194,8 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   reducer_->settle();  // the host waits for the gradients only now, with the step enqueued
   if (!metrics) metrics = start_metrics(loss.get(), m);
   metrics->wait();
-  m.loss_sum = metrics_.data<double>()[0];
-  m.correct = int64_t(metrics_.data<double>()[1]);
+  m.loss_sum = exact_sums ? exact_sums->loss : metrics_.data<double>()[0];
+  m.correct = exact_sums ? exact_sums->correct : int64_t(metrics_.data<double>()[1]);
   m.stop = metrics_.data<double>()[2] > 0;
   m.samples = n;
   ++step_;
@@ -190,6 +215,20 @@ std::unique_ptr<CommRequest> Trainer::start_metrics(PendingLoss* loss, StepMetri
   // of it after the same step.
   metrics_.data<double>()[2] = opt_.stop_requested && opt_.stop_requested() ? 1.0 : 0.0;
   return comm_.iallreduce_sum(metrics_, "step metrics");
+}
+
+LossSums Trainer::exact_loss(const Tensor* logits, int64_t local) {
+  Tensor parts = Tensor::zeros({micro_.count(), 2}, DType::f64), sums = Tensor::empty({2}, DType::f64);
+  if (local > 0)
+    for_each_piece(&micro_, local, [&](int64_t b, int64_t e, int64_t j) {
+      Tensor p = batch_rows(probs_, b, e);
+      int64_t correct = 0;
+      parts.data<double>()[2 * j] = backend_.softmax_ce_forward(
+          batch_rows(*logits, b, e), batch_rows(t_, b, e), opt_.log_eps, p, &correct);
+      parts.data<double>()[2 * j + 1] = double(correct);
+    });
+  micro_.ordered_sum(parts, sums);
+  return {sums.data<double>()[0], int64_t(sums.data<double>()[1])};
 }
 
 bool Trainer::apply_loss_scale() {

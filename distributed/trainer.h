@@ -98,6 +98,10 @@ struct TrainerOptions {
   // memory once and batches are gathered there (Backend::gather_samples), except augmented
   // ones: augmentation runs on the host. false: every batch is gathered on the host and copied.
   bool device_data = true;
+  // Exact mode (core/micro_shards.h, docs/exact_mode.md) when > 0: the global batch is cut into
+  // micro-shards of this many samples, and the model after every step is the same to the last
+  // bit on any number of ranks and threads. Host backends only.
+  int64_t micro_batch = 0;
 };
 
 class Trainer {
@@ -160,6 +164,9 @@ class Trainer {
   // Divides the loss scale out of the gradients; false when they overflowed (skip the step).
   // Reads the step's loss (when this rank had samples) into m and starts the metrics' allreduce.
   std::unique_ptr<CommRequest> start_metrics(PendingLoss* loss, StepMetrics& m);
+  // Exact mode: the loss and correct predictions of every micro-shard of this rank's shard
+  // (logits of `local` samples), summed in global micro-shard order over the ranks. Collective.
+  LossSums exact_loss(const Tensor* logits, int64_t local);
   bool apply_loss_scale();
   TrainerOptions opt_;
   Net& net_;
@@ -175,6 +182,7 @@ class Trainer {
   Tensor x_host_, t_host_;          // the batch gathered on the host (x_, t_ themselves on a CPU)
   Tensor lr_scale_device_;          // opt_.lr_scale in the backend's memory, for a device optimizer
   std::vector<DeviceData> device_data_;
+  MicroShards micro_;               // exact mode's micro-shards of the current step
   double loss_scale_ = 1;
   int64_t good_steps_ = 0, skipped_steps_ = 0;
 };

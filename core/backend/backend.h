@@ -70,6 +70,11 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string name() const = 0;
   virtual Device device() const = 0;
+  // Exact mode (core/micro_shards.h): ops may run concurrently from OpenMP threads on disjoint
+  // micro-shards, and an op run on one thread gives the same result whatever the process's
+  // thread count. The reference CPU backend; not oneDNN (its weight gradients change with the
+  // thread count) nor a GPU.
+  virtual bool exact_capable() const { return false; }
 
   // Ops read plain or backend-native layouts and may write backend-native ones (Tensor::layout).
   // Parameter gradients (dw, db) are overwritten, not accumulated. `dy` is scratch: a backend

@@ -2,6 +2,10 @@
 // The reference CPU backend: the book's method (im2col + OpenBLAS GEMM) and straightforward
 // loops, for f32 and f64, plain layouts only. Threads: OpenMP loops and OpenBLAS, both set by
 // set_cpu_threads() (core/threads.h).
+#include <memory>
+#include <mutex>
+#include <vector>
+
 #include "core/backend/backend.h"
 
 namespace deeptrain {
@@ -10,6 +14,7 @@ class CpuBackend : public Backend {
  public:
   std::string name() const override { return "cpu-ref"; }
   Device device() const override { return Device::cpu; }
+  bool exact_capable() const override { return true; }
 
   void conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
                       Tensor& y, bool fuse_relu) override;
@@ -35,7 +40,10 @@ class CpuBackend : public Backend {
   Tensor to_plain(const Tensor& x) override;
 
  private:
-  Tensor col_;  // im2col scratch, grown on demand and reused across steps
+  // im2col scratch per OpenMP thread (exact mode runs micro-shards concurrently), grown on
+  // demand and reused across steps.
+  std::mutex scratch_mutex_;
+  std::vector<std::unique_ptr<Tensor>> cols_;
   Tensor& scratch(int64_t elems, DType t);
 };
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include <cblas.h>
+#include <omp.h>
 
 #include "core/backend/cpu.h"
 
@@ -138,9 +139,17 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* y, T* dy,
 
 Tensor& CpuBackend::scratch(int64_t elems, DType t) {
   const int64_t bytes = elems * int64_t(dtype_size(t));
-  if (!col_.defined() || int64_t(col_.nbytes()) < bytes)
-    col_ = Tensor::empty({bytes}, DType::u8);
-  return col_;
+  Tensor* col;
+  {
+    const std::lock_guard<std::mutex> lock(scratch_mutex_);
+    const size_t i = size_t(omp_get_thread_num());
+    if (cols_.size() <= i) cols_.resize(i + 1);
+    if (!cols_[i]) cols_[i] = std::make_unique<Tensor>();
+    col = cols_[i].get();  // stable: the vector holds pointers
+  }
+  if (!col->defined() || col->numel() == 0 || int64_t(col->nbytes()) < bytes)
+    *col = Tensor::empty({bytes}, DType::u8);
+  return *col;
 }
 
 void CpuBackend::conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w,

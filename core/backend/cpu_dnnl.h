@@ -25,6 +25,7 @@ class DnnlBackend : public CpuBackend {
   DnnlBackend();
   ~DnnlBackend() override;
   std::string name() const override { return "cpu"; }
+  bool exact_capable() const override { return false; }
 
   void conv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
                       Tensor& y, bool fuse_relu) override;

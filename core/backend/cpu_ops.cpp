@@ -151,7 +151,7 @@ void CpuBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor&
 void CpuBackend::dropout_forward(const DropoutKey& key, float ratio, float scale,
                                  const Tensor& x, Tensor& y, Tensor& mask) {
   require_plain(x, "dropout_forward");
-  const int64_t n = x.dim(0), per = x.numel() / n;
+  const int64_t n = x.dim(0), per = n ? x.numel() / n : 0;  // (an empty shard: synchronised BN)
   uint8_t* pm = mask.data<uint8_t>();
   const RandomStream stream{key.seed, (uint64_t(key.step) << 16) ^ uint64_t(key.layer)};
 #pragma omp parallel for schedule(static)

@@ -35,19 +35,39 @@ class Conv2D : public Layer {
     if (!p_.no_bias()) s.push_back({"b", {geom_.k}, p_.init(), c_ * kh_ * kw_, true});
     return s;
   }
+  // Exact mode: one call per micro-shard, each with the micro-shard's own shape (pieces run
+  // concurrently: each writes only its rows, and the layouts are set once they are done).
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
-    ctx.backend.conv2d_forward(batch_geom(*in[0]), *in[0], params_[0], bias(), out, fused_relu_);
+    const Tensor x = *in[0], y = out;
+    Layout layout = out.layout();
+    for_each_piece(ctx.micro, x.dim(0), [&](int64_t b, int64_t e, int64_t j) {
+      Tensor yp = batch_rows(y, b, e);
+      ctx.backend.conv2d_forward(batch_geom(e - b), batch_rows(x, b, e), params_[0], bias(), yp,
+                                 fused_relu_);
+      if (j <= 0) layout = yp.layout();
+    });
+    out.set_layout(layout);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
-    ctx.backend.conv2d_backward(batch_geom(*in[0]), *in[0], params_[0], out, dout, fused_relu_,
-                                din[0], grads_[0], p_.no_bias() ? nullptr : &grads_[1]);
+    const Tensor x = *in[0], dy = dout, dx = din[0] ? *din[0] : Tensor();
+    Layout layout = dx.layout();
+    for_each_piece(ctx.micro, x.dim(0), [&](int64_t b, int64_t e, int64_t j) {
+      Tensor dyp = batch_rows(dy, b, e), dxp = din[0] ? batch_rows(dx, b, e) : Tensor();
+      Tensor dw = piece_grad(ctx.micro, j, grads_[0]);
+      Tensor db = p_.no_bias() ? Tensor() : piece_grad(ctx.micro, j, grads_[1]);
+      ctx.backend.conv2d_backward(batch_geom(e - b), batch_rows(x, b, e), params_[0],
+                                  batch_rows(out, b, e), dyp, fused_relu_, din[0] ? &dxp : nullptr,
+                                  dw, p_.no_bias() ? nullptr : &db);
+      if (j <= 0) layout = dxp.layout();
+    });
+    if (din[0]) din[0]->set_layout(layout);
   }
 
  private:
-  ConvGeom batch_geom(const Tensor& x) const {
+  ConvGeom batch_geom(int64_t n) const {
     ConvGeom g = geom_;
-    g.n = x.dim(0);
+    g.n = n;
     return g;
   }
   Tensor bias() const { return p_.no_bias() ? Tensor() : params_[1]; }
@@ -126,17 +146,32 @@ class Affine : public Layer {
     if (!p_.no_bias()) s.push_back({"b", {p_.out_features()}, p_.init(), d_, true});
     return s;
   }
+  // Exact mode: one call per micro-shard, each with the micro-shard's own shape.
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
     const int64_t n = in[0]->dim(0);
     x_ = ctx.backend.to_plain(*in[0]).reshape({n, d_});
-    ctx.backend.affine_forward(x_, params_[0], bias(), out, fused_relu_);
+    const Tensor y = out;
+    Layout layout = out.layout();
+    for_each_piece(ctx.micro, n, [&](int64_t b, int64_t e, int64_t j) {
+      Tensor yp = batch_rows(y, b, e);
+      ctx.backend.affine_forward(batch_rows(x_, b, e), params_[0], bias(), yp, fused_relu_);
+      if (j <= 0) layout = yp.layout();
+    });
+    out.set_layout(layout);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
+    const int64_t n = in[0]->dim(0);
     Tensor dx;
-    if (din[0]) dx = din[0]->reshape({in[0]->dim(0), d_});
-    ctx.backend.affine_backward(x_, params_[0], out, dout, fused_relu_, din[0] ? &dx : nullptr,
-                                grads_[0], p_.no_bias() ? nullptr : &grads_[1]);
+    if (din[0]) dx = din[0]->reshape({n, d_});
+    for_each_piece(ctx.micro, n, [&](int64_t b, int64_t e, int64_t j) {
+      Tensor dy = batch_rows(dout, b, e), dxp = din[0] ? batch_rows(dx, b, e) : Tensor();
+      Tensor dw = piece_grad(ctx.micro, j, grads_[0]);
+      Tensor db = p_.no_bias() ? Tensor() : piece_grad(ctx.micro, j, grads_[1]);
+      ctx.backend.affine_backward(batch_rows(x_, b, e), params_[0], batch_rows(out, b, e), dy,
+                                  fused_relu_, din[0] ? &dxp : nullptr, dw,
+                                  p_.no_bias() ? nullptr : &db);
+    });
     if (din[0]) din[0]->set_layout(Layout::plain);
   }
 

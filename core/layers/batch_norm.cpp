@@ -14,7 +14,11 @@
 // summed over all ranks, so the statistics are those of the global batch and the result does
 // not depend on the rank count. Sums run in f64, per sample and then over the samples in
 // order, so neither the thread count nor the activation's layout (plain, or a fast backend's
-// blocked nChw8c/nChw16c, which BN reads and writes as it is) changes them.
+// blocked nChw8c/nChw16c, which BN reads and writes as it is) changes them. In exact mode
+// (core/micro_shards.h) the sums over samples are taken per micro-shard and then over the
+// micro-shards in their global order (MicroShards::ordered_sum), and gamma's and beta's
+// gradients are each micro-shard's own; exact mode needs `sync` (statistics of a rank's shard
+// would change with the rank count).
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -208,7 +212,11 @@ class BatchNorm : public Layer {
   }
 
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    if (ctx.micro && !p_.sync())
+      fail_input("layer '{}': exact mode needs batch_norm.sync: true (statistics over a rank's "
+                 "shard would change with the rank count)", name_);
     if (ctx.backend.device() != Device::cpu) {  // a device backend's ops (host defaults too)
+      DT_CHECK(!ctx.micro, "layer '{}': exact mode runs on the host backends", name_);
       x_ = *in[0];
       forward_device(ctx, out);
       return;
@@ -251,18 +259,37 @@ class BatchNorm : public Layer {
   }
 
   // ---- the host path's statistics (f64; the device path has the backend's bn_* ops) ----
-  // sums: per-channel sums of x (C) and this rank's element count; summed over the ranks when
-  // synchronised. Sets the count and the means.
-  void take_means(StepContext& ctx, Tensor& sums) {
+  // out (L = C or C + 1 elements) = the sums over the batch's samples of part (one row of C
+  // per sample), and with L = C + 1 the element count (samples * S) last; over every rank's
+  // samples when synchronised, per micro-shard and then in micro-shard order in exact mode.
+  void sum_over_samples(StepContext& ctx, int64_t n, const double* part, Tensor& out) {
+    const int64_t C = channels_, L = out.numel();
+    if (!ctx.micro) {
+      double* o = out.data<double>();
+      sum_samples(n, C, part, o);
+      if (L > C) o[C] = double(n * spatial_);
+      if (synced(ctx)) ctx.allreduce_sum(out);
+      return;
+    }
+    Tensor parts = Tensor::empty({ctx.micro->count(), L}, DType::f64);
+    for_each_piece(ctx.micro, n, [&](int64_t b, int64_t e, int64_t j) {
+      double* row = parts.data<double>() + j * L;
+      sum_samples(e - b, C, part + b * C, row);
+      if (L > C) row[C] = double((e - b) * spatial_);
+    });
+    ctx.micro->ordered_sum(parts, out);
+  }
+  // sums: per-channel sums of x (C) and the element count, over the (global) batch. Sets the
+  // count and the means.
+  void take_means(Tensor& sums) {
     const int64_t C = channels_;
-    if (synced(ctx)) ctx.allreduce_sum(sums);
     const double* sd = sums.data<double>();
     count_ = sd[C];
     for (int64_t c = 0; c < C; ++c) mean_[c] = count_ > 0 ? sd[c] / count_ : 0.0;
   }
-  // sq: per-channel sums of (x - mean)^2. Sets 1/std and updates the running statistics.
-  void take_variances(StepContext& ctx, Tensor& sq) {
-    if (synced(ctx)) ctx.allreduce_sum(sq);
+  // sq: per-channel sums of (x - mean)^2 over the (global) batch. Sets 1/std and updates the
+  // running statistics.
+  void take_variances(const Tensor& sq) {
     const double* qd = sq.data<double>();
     double* rm = running_mean_.data<double>();
     double* rv = running_var_.data<double>();
@@ -279,25 +306,19 @@ class BatchNorm : public Layer {
       invstd_[c] = 1.0 / std::sqrt(running_var_.data<double>()[c] + eps_);
     }
   }
-  // sums (2C, host f64): this rank's [sum g | sum g * (x - mean)]; the second half becomes
-  // sum g * xhat (dgamma; the first is dbeta). Returns the coefficients of
-  // dx = k * g + m - r * (x - mean) per channel. In evaluation the statistics are constants:
-  // k = gamma / std, m = r = 0. In training they are the batch's:
+  // sums (2C, host f64): [sum g | sum g * xhat] over the (global) batch. Returns the
+  // coefficients of dx = k * g + m - r * (x - mean) per channel. In evaluation the statistics
+  // are constants: k = gamma / std, m = r = 0. In training they are the batch's:
   // dx = gamma / std * (g - mean(g) - xhat * mean(g * xhat)), means over the (global) batch.
   struct InputGrad {
     std::vector<double> k, m, r;
   };
-  void take_grad_sums(Tensor& sums) {
-    double* sd = sums.data<double>();
-    for (int64_t c = 0; c < channels_; ++c) sd[channels_ + c] *= invstd_[c];
-  }
   template <class G>
-  InputGrad input_grad_coefficients(StepContext& ctx, Tensor& sums, const G* gamma) {
+  InputGrad input_grad_coefficients(const Tensor& sums, const G* gamma) {
     const int64_t C = channels_;
     InputGrad q{std::vector<double>(C), std::vector<double>(C, 0.0), std::vector<double>(C, 0.0)};
     for (int64_t c = 0; c < C; ++c) q.k[c] = double(gamma[c]) * invstd_[c];
     if (!training_) return q;
-    if (synced(ctx)) ctx.allreduce_sum(sums);
     const double* sd = sums.data<double>();
     const double inv_count = count_ > 0 ? 1.0 / count_ : 0.0;
     for (int64_t c = 0; c < C; ++c) {
@@ -404,16 +425,14 @@ class BatchNorm : public Layer {
       // Sums (and the sample count) first, the centred squares second: two passes, so a
       // large mean does not swallow the variance.
       Tensor sums = Tensor::zeros({C + 1}, DType::f64);
-      double* sd = sums.data<double>();
       per_sample_.resize(size_t(a.n * C));
       sum_x<T, B>(a, x, per_sample_.data());
-      sum_samples(a.n, C, per_sample_.data(), sd);
-      sd[C] = double(a.n * a.s);
-      take_means(ctx, sums);
+      sum_over_samples(ctx, a.n, per_sample_.data(), sums);
+      take_means(sums);
       Tensor sq = Tensor::zeros({C}, DType::f64);
       sum_sq_dev<T, B>(a, x, mean_.data(), per_sample_.data());
-      sum_samples(a.n, C, per_sample_.data(), sq.data<double>());
-      take_variances(ctx, sq);
+      sum_over_samples(ctx, a.n, per_sample_.data(), sq);
+      take_variances(sq);
     } else {
       take_running_statistics();
     }
@@ -436,25 +455,31 @@ class BatchNorm : public Layer {
     const T* x = xt.data<T>();
     const T* y = fused_relu_ ? out.data<T>() : nullptr;  // the fused ReLU's mask
     const T* dy = dout.data<T>();
-    // sums: [sum g (C) | sum g * xhat (C)], this rank's, where g is the gradient reaching the
-    // normalisation (dy through the fused ReLU's mask); they are dbeta and dgamma.
-    Tensor sums = Tensor::zeros({2 * C}, DType::f64);
-    double* sd = sums.data<double>();
+    // [sum g (C) | sum g * xhat (C)] over a piece of the batch, where g is the gradient
+    // reaching the normalisation (dy through the fused ReLU's mask): the piece's dbeta and
+    // dgamma. Then over the (global) batch: the input gradient's coefficients.
     per_sample_.resize(size_t(2 * a.n * C));
     double* part_g = per_sample_.data();
     double* part_gx = part_g + a.n * C;
     sum_g_gdev<T, B>(a, x, y, mean_.data(), dy, part_g, part_gx);
-    sum_samples(a.n, C, part_g, sd);
-    sum_samples(a.n, C, part_gx, sd + C);
-    take_grad_sums(sums);
-    T* dgamma = grads_[0].data<T>();
-    T* dbeta = grads_[1].data<T>();
-    for (int64_t c = 0; c < C; ++c) {
-      dbeta[c] = T(sd[c]);
-      dgamma[c] = T(sd[C + c]);
-    }
+    const int64_t pieces = ctx.micro ? ctx.micro->count() : 1;
+    Tensor piece_sums = Tensor::empty({pieces, 2 * C}, DType::f64);
+    for_each_piece(ctx.micro, a.n, [&](int64_t b, int64_t e, int64_t j) {
+      double* sd = piece_sums.data<double>() + std::max<int64_t>(j, 0) * 2 * C;
+      sum_samples(e - b, C, part_g + b * C, sd);
+      sum_samples(e - b, C, part_gx + b * C, sd + C);
+      for (int64_t c = 0; c < C; ++c) sd[C + c] *= invstd_[c];
+      Tensor dgamma = piece_grad(ctx.micro, j, grads_[0]), dbeta = piece_grad(ctx.micro, j, grads_[1]);
+      for (int64_t c = 0; c < C; ++c) {
+        dbeta.data<T>()[c] = T(sd[c]);
+        dgamma.data<T>()[c] = T(sd[C + c]);
+      }
+    });
     if (!din) return;
-    const InputGrad q = input_grad_coefficients(ctx, sums, params_[0].data<T>());
+    Tensor sums = ctx.micro ? Tensor::empty({2 * C}, DType::f64) : piece_sums.reshape({2 * C});
+    if (ctx.micro) ctx.micro->ordered_sum(piece_sums, sums);
+    else if (training_ && synced(ctx)) ctx.allreduce_sum(sums);
+    const InputGrad q = input_grad_coefficients(sums, params_[0].data<T>());
     input_grad<T, B>(a, x, y, dy, mean_.data(), q.k.data(), q.m.data(), q.r.data(),
                      din->data<T>());
   }

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/backend/backend.h"
+#include "core/micro_shards.h"
 #include "core/step_profile.h"
 #include "proto/deeptrain.pb.h"
 
@@ -25,6 +26,10 @@ struct StepContext {
   // it the same number of times per step, so with it set every rank runs forward and
   // backward on every step.
   std::function<void(Tensor&)> allreduce_sum = {};
+  // Exact mode (core/micro_shards.h): layers compute each micro-shard of the batch on its own,
+  // write parameter gradients into the micro-shards' rows and sum over samples per micro-shard.
+  // Null: the batch is one piece.
+  MicroShards* micro = nullptr;
   // Set by `deeptrain bench --profile`: Net marks each layer's forward and backward in it.
   StepProfile* profile = nullptr;
 };
