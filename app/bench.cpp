@@ -25,7 +25,10 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
                   "vs without, alternating)")
       ->check(CLI::IsMember({"train", "infer", "augment"}));
   sub->add_option("--backend", o.backend,
-                  "cpu (fast path), cpu-ref (im2col + OpenBLAS), cuda (cuDNN) or cuda-im2col");
+                  "cpu (fast path), cpu-ref (im2col + OpenBLAS), cuda (cuDNN) or cuda-im2col "
+                  "(default: the config's)");
+  sub->add_flag("--exact", o.exact,
+                "exact mode (distributed.exact; docs/exact_mode.md), on the reference kernels");
   sub->add_option("--math", o.math, "GPU math: fp32, tf32, bf16 or fp16");
   sub->add_option("--threads", o.threads, "threads (0 = all cores)");
   sub->add_option("--steps", o.steps, "timed steps")->check(CLI::PositiveNumber);
@@ -110,7 +113,8 @@ int run_bench(const BenchOptionsCli& o) {
   proto::ExperimentConfig cfg;
   ConfigOverrides ov;
   ov.threads = o.threads;
-  ov.backend = o.backend;
+  if (!o.backend.empty()) ov.backend = o.backend;
+  if (o.exact) ov.exact = true;
   if (!o.math.empty()) ov.math = o.math;
   if (o.batch > 0) ov.batch_size = o.batch;
   cfg = o.config.empty() ? parse_config("", "(built-in deep_convnet)", ov)

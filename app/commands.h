@@ -26,6 +26,7 @@ struct CheckpointOptionsCli {
 
 struct TrainOptionsCli {
   std::string save_weights;
+  int64_t max_steps = 0;  // stop (with a checkpoint, if any) after this global step; 0: no limit
   CheckpointOptionsCli checkpoints;
 };
 
@@ -39,10 +40,11 @@ struct EvalOptionsCli {
 struct BenchOptionsCli {
   std::string config;
   std::string mode = "train";
-  std::string backend = "cpu";
+  std::string backend;  // empty: the config's
   std::string math;  // GPU math mode (empty: the config's)
   int threads = 0, steps = 50, warmup = 5, batch = 0;
   bool json = false;
+  bool exact = false;    // distributed.exact
   bool profile = false;  // per-phase medians (each phase waits for the device) instead
 };
 
@@ -64,9 +66,11 @@ int run_bench(const BenchOptionsCli& o);
 // Each runs from its subcommand's callback during parsing; errors propagate as exceptions.
 void add_plot_command(CLI::App& cli);
 void add_doctor_command(CLI::App& cli);
+void add_verify_invariance_command(CLI::App& cli);
 inline void add_run_tool_commands(CLI::App& cli) {
   add_plot_command(cli);
   add_doctor_command(cli);
+  add_verify_invariance_command(cli);
 }
 
 }  // namespace deeptrain::app

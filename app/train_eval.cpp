@@ -36,6 +36,9 @@ void add_common(CLI::App* sub, CommonOptions& c) {
   sub->add_option("--data-dir", o.data_dir, "override data.dir");
   sub->add_option("--train-limit", o.train_limit, "use only the first N training samples");
   sub->add_option("--test-limit", o.test_limit, "use only the first N test samples");
+  sub->add_flag_callback("--exact", [&o] { o.exact = true; },
+                         "exact mode (distributed.exact): the same model to the last bit on any "
+                         "number of ranks and threads (docs/exact_mode.md)");
   sub->add_flag("--json", c.json, "one JSON object per line; the last line is the summary");
   sub->add_option("--run-dir", c.run_dir,
                   "where the run's files go (default: runs/<config name>-<YYYYmmdd-HHMMSS>)");
@@ -81,6 +84,10 @@ void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o)
   sub->add_option("--save-weights", o.save_weights,
                   "write the final weights here instead of <run dir>/weights.bin");
   add_checkpoint_options(sub, o.checkpoints);
+  sub->add_option("--max-steps", o.max_steps,
+                  "stop after this global step, as a stop signal would (with a checkpoint when "
+                  "--checkpoint-dir is given)")
+      ->check(CLI::PositiveNumber);
   sub->footer(
       "Every run writes into its run directory: config.prototxt (the effective config), log.txt,\n"
       "metrics_steps.{jsonl,csv}, metrics_epochs.{jsonl,csv}, events.out.tfevents.* (TensorBoard),\n"
@@ -138,9 +145,20 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   TrainerOptions topt = trainer_options(cfg);
   if (const auto mult = io::lr_multipliers(cfg.transfer()); !mult.empty())
     topt.lr_scale = io::make_lr_scale(*s.net, mult);
-  if (!co.dir.empty()) topt.stop_requested = stop_signal_received;
+  // Polled on every rank after each step: a stop signal (with checkpoints), or --max-steps
+  // reached (the step being finished is global step + 1).
+  const Trainer* stepping = nullptr;  // the trainer below
+  const int64_t max_steps = o.max_steps;
+  auto max_steps_reached = [&stepping, max_steps] {
+    return max_steps > 0 && stepping && stepping->global_step() + 1 >= max_steps;
+  };
+  if (!co.dir.empty() || max_steps > 0)
+    topt.stop_requested = [&co, max_steps_reached] {
+      return (!co.dir.empty() && stop_signal_received()) || max_steps_reached();
+    };
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
   Trainer trainer(topt, *s.net, *s.backend, *optimizer, *s.comm);
+  stepping = &trainer;
   const GlobalSampler sampler{s.data.train.labels.numel(), cfg.schedule().batch_size(),
                               cfg.run().seed()};
   TrainCheckpoints checkpoints(co, cfg, sampler.steps_per_epoch(), s.comm->size(), s.speaks());
@@ -245,15 +263,20 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
                                        history), true);
         if (!rec) return 0;
         const std::string signal = stop_signal_name();
-        const std::string why = signal.empty() ? "a stop signal on another rank" : signal;
+        const bool at_max = max_steps > 0 && trainer.global_step() >= max_steps;
+        const std::string why = at_max            ? fmt::format("--max-steps {}", max_steps)
+                                : signal.empty() ? "a stop signal on another rank"
+                                                 : signal;
         if (common.json)
           rec->print(fmt::format("{{\"event\":\"stopped\",\"step\":{},\"signal\":\"{}\"}}",
                                  trainer.global_step(), why));
         else
-          rec->print(fmt::format("stopped by {} after global step {} (epoch {}, {} of {} steps): "
-                                 "continue with --resume auto --checkpoint-dir {}",
+          rec->print(fmt::format("stopped by {} after global step {} (epoch {}, {} of {} steps){}",
                                  why, trainer.global_step(), e + 1, progress.steps_done,
-                                 last.steps, co.dir));
+                                 last.steps,
+                                 co.dir.empty() ? std::string()
+                                                : ": continue with --resume auto --checkpoint-dir " +
+                                                      co.dir));
         return 0;
       }
     }

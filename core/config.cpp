@@ -54,6 +54,7 @@ void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
   if (o.math) c.mutable_run()->set_math(*o.math);
   if (o.train_limit) c.mutable_data()->set_train_limit(*o.train_limit);
   if (o.test_limit) c.mutable_data()->set_test_limit(*o.test_limit);
+  if (o.exact) c.mutable_distributed()->set_exact(*o.exact);
 }
 
 }  // namespace
@@ -95,7 +96,7 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (exact && r.backend() != "cpu-ref")
     fail_input("distributed.exact: exact mode computes with the reference kernels, whose results "
                "do not depend on the thread count (oneDNN's weight gradients do); set run.backend: "
-               "cpu-ref or leave it unset, not '{}'", r.backend());
+               "cpu-ref (or --backend cpu-ref) or leave it unset, not '{}'", r.backend());
   if (r.backend() != "cpu" && r.backend() != "cpu-ref" && r.backend() != "cuda" &&
       r.backend() != "cuda-im2col")
     fail_input("run.backend: unknown '{}' (known: cpu, cpu-ref, cuda, cuda-im2col)", r.backend());

@@ -15,6 +15,7 @@ struct ConfigOverrides {
   std::optional<uint64_t> seed;
   std::optional<std::string> data_dir, backend, math;
   std::optional<int> train_limit, test_limit;
+  std::optional<bool> exact;  // distributed.exact
 };
 
 // Parses `path` (errors: "<path>:<line>:<col>: <what>"), applies overrides, fills defaults and

@@ -34,19 +34,20 @@ Tensor batch_rows(const Tensor& x, int64_t b, int64_t e) {
 }
 
 void MicroShards::begin_step(int64_t n, int64_t micro, const MicroShardRange& mine,
-                             const Tensor& flat_grads, OrderedSum ordered_sum) {
+                             const Tensor& flat_grads, OrderedSum ordered_sum, bool with_grads) {
   DT_CHECK(flat_grads.dtype() == DType::f32 && flat_grads.device() == Device::cpu,
            "exact mode: the gradients must be host f32");
   DT_CHECK(mine.rows_end <= n, "micro-shards beyond the batch");
   range_ = mine;
   micro_ = micro;
   flat_ = &flat_grads;
+  ordered_sum_ = std::move(ordered_sum);
+  if (!with_grads) return;
   const Shape s{mine.count, flat_grads.numel()};
   if (grads_.shape() != s) grads_ = Tensor::empty(s, DType::f32);
   // Every parameter gets a gradient from backward; zeros keep a parameter that gets none (an
   // unused branch) at zero, as the flat buffer's fill does.
   grads_.fill_zero();
-  ordered_sum_ = std::move(ordered_sum);
 }
 
 Tensor MicroShards::grad(int64_t j, const Tensor& g) const {

@@ -42,9 +42,9 @@ class MicroShards {
   using OrderedSum = std::function<void(const Tensor& parts, Tensor& out)>;
 
   // flat_grads: the Net's flat gradient buffer (host, f32), whose layout every micro-shard's
-  // gradient row follows. The rows are zeroed.
+  // gradient row follows. The rows are zeroed; with_grads false (evaluation): there are none.
   void begin_step(int64_t n, int64_t micro, const MicroShardRange& mine, const Tensor& flat_grads,
-                  OrderedSum ordered_sum);
+                  OrderedSum ordered_sum, bool with_grads = true);
   int64_t count() const { return range_.count; }
   // Local rows [begin, end) of micro-shard j (0 <= j < count()) in this rank's batch.
   int64_t begin(int64_t j) const { return j * micro_; }

@@ -305,19 +305,42 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
   if (probabilities) *probabilities = Tensor::zeros({n, classes}, DType::f32);
   const double t0 = now_seconds();
   std::vector<int64_t> ids;
+  const bool exact = opt_.micro_batch > 0;
   for (int64_t b = 0; b < n; b += opt_.eval_batch_size) {
     const int64_t e = std::min(n, b + opt_.eval_batch_size);
-    const ShardRange mine = shard_of_batch(e - b, comm_.rank(), comm_.size());
+    // Exact mode: micro-shards, and the batch's loss summed in their order (collective).
+    ShardRange mine = shard_of_batch(e - b, comm_.rank(), comm_.size());
+    if (exact) {
+      const MicroShardRange m = micro_shards_of_batch(e - b, opt_.micro_batch, comm_.rank(), comm_.size());
+      mine = {m.rows_begin, m.rows_end};
+      micro_.begin_step(e - b, opt_.micro_batch, m, net_.grads(),
+                        ordered_sum_over(comm_, micro_shard_count(e - b, opt_.micro_batch),
+                                         "exact-mode evaluation sum"),
+                        /*with_grads=*/false);
+    }
     const int64_t local = mine.end - mine.begin;
-    if (local == 0) continue;
+    if (local == 0) {
+      if (exact) exact_loss(nullptr, 0);
+      continue;
+    }
     ids.resize(local);
     for (int64_t i = 0; i < local; ++i) ids[i] = b + mine.begin + i;
     load_batch(data, ids.data(), local);
     mark("batch");
     StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
     ctx.profile = opt_.profile;
+    if (exact) ctx.micro = &micro_;
     const Tensor& logits = net_.forward(ctx, x_);
-    r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+    if (exact) {
+      // Every rank adds the same global batch sums: counted once, on rank 0.
+      const LossSums sums = exact_loss(&logits, local);
+      if (comm_.rank() == 0) {
+        r.loss += sums.loss;
+        r.correct += sums.correct;
+      }
+    } else {
+      r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+    }
     mark("loss");
     if (probabilities) {
       const Tensor host_probs = backend_.to_host(probs_);

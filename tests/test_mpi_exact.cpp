@@ -2,7 +2,8 @@
 // number of ranks and threads. ctest runs this binary through mpiexec -n 2, -n 3 and -n 4; every
 // rank trains the same model (on the reference kernels, which exact mode uses) three ways — with the job's ranks at 1 and at 2 threads, and alone
 // (SingleProcessCommunicator, 1 thread) on the whole global batch — and compares parameters,
-// BatchNorm's running statistics, Adam's moments and the checkpoint's tensor file with ==.
+// BatchNorm's running statistics, Adam's moments, the checkpoint's tensor file and the trained
+// model's evaluation (loss, correct count, every prediction) with ==.
 //
 // The model has everything whose arithmetic could depend on the batch split: convolutions and
 // affine layers (GEMMs over the batch), synchronised BatchNorm (statistics and gradients summed
@@ -80,6 +81,9 @@ struct Run {
   std::vector<float> optim_state;    // Adam's m and v
   std::vector<double> losses;        // per step
   std::string tensors_file;          // the checkpoint's tensors.pb, byte for byte
+  double eval_loss = 0;              // evaluation of the trained model (running statistics)
+  int64_t eval_correct = 0;
+  std::vector<int32_t> predictions;
 };
 
 template <class T>
@@ -113,6 +117,7 @@ Run train_exact(Communicator& comm, int threads, const std::string& backend_name
   to.seed = 5;
   to.lr = oc.lr();
   to.micro_batch = 4;
+  to.eval_batch_size = 50;
   to.augment.set_enabled(true);
   to.augment.set_rotation_deg(10);
   to.augment.set_shift_px(2);
@@ -122,6 +127,9 @@ Run train_exact(Communicator& comm, int threads, const std::string& backend_name
   tr.train_epoch(d, 0, nullptr, [&](int64_t, int64_t, const StepMetrics& s) {
     r.losses.push_back(s.loss_sum);
   });
+  const EvalReport ev = tr.evaluate(d, &r.predictions);
+  r.eval_loss = ev.loss;
+  r.eval_correct = ev.correct;
   net.download_params();
   append<float>(r.params, net.params());
   for (const auto& layer : net.layers())
@@ -158,6 +166,9 @@ void expect_identical(const Run& a, const Run& b, const std::string& what) {
   EXPECT_EQ(0, std::memcmp(a.optim_state.data(), b.optim_state.data(),
                            a.optim_state.size() * sizeof(float)))
       << what << ": optimizer state";
+  EXPECT_EQ(a.eval_loss, b.eval_loss) << what << ": evaluation loss";
+  EXPECT_EQ(a.eval_correct, b.eval_correct) << what << ": evaluation";
+  EXPECT_EQ(a.predictions, b.predictions) << what << ": predictions";
 }
 
 void expect_exact_on_every_rank_count(const std::string& backend) {
