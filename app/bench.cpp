@@ -31,9 +31,9 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
                 "exact mode (distributed.exact; docs/exact_mode.md), on the reference kernels");
   sub->add_option("--math", o.math, "GPU math: fp32, tf32, bf16 or fp16");
   sub->add_option("--threads", o.threads, "threads (0 = all cores)");
-  sub->add_option("--steps", o.steps, "timed steps")->check(CLI::PositiveNumber);
-  sub->add_option("--warmup", o.warmup, "untimed steps first")->check(CLI::NonNegativeNumber);
-  sub->add_option("--batch", o.batch, "batch size (default: the config's)");
+  sub->add_option("--steps", o.steps, "timed steps")->check(positive_integer());
+  sub->add_option("--warmup", o.warmup, "untimed steps first")->check(nonnegative_integer());
+  sub->add_option("--batch", o.batch, "batch size (default: the config's)")->check(positive_integer());
   sub->add_flag("--json", o.json, "print one JSON line");
   sub->add_flag("--profile", o.profile,
                 "where a step's time goes: median ms of each phase (the batch, every layer's "

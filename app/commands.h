@@ -9,6 +9,27 @@
 
 namespace deeptrain::app {
 
+// Option checks whose messages say what is wanted ("--steps: must be > 0, got -3"), instead of
+// CLI11's numeric ranges ("not in range 0 to 1.797e308").
+inline CLI::Validator positive_integer() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        const long long x = std::strtoll(v.c_str(), &end, 10);
+        return end != v.c_str() && *end == '\0' && x > 0 ? "" : "must be an integer > 0, got " + v;
+      },
+      "N>0");
+}
+inline CLI::Validator nonnegative_integer() {
+  return CLI::Validator(
+      [](std::string& v) -> std::string {
+        char* end = nullptr;
+        const long long x = std::strtoll(v.c_str(), &end, 10);
+        return end != v.c_str() && *end == '\0' && x >= 0 ? "" : "must be an integer >= 0, got " + v;
+      },
+      "N>=0");
+}
+
 struct CommonOptions {
   std::string config;
   ConfigOverrides overrides;

@@ -15,7 +15,9 @@
 #include "app/checkpoint_cmds.h"
 #include "app/commands.h"
 #include "core/error.h"
+#include "core/config.h"
 #include "core/threads.h"
+#include "distributed/startup.h"
 #include "distributed/consistency.h"
 #include "distributed/mpi_communicator.h"
 
@@ -66,17 +68,58 @@ int main(int argc, char** argv) {
   add_bench_command(cli, bench);
   add_inspect_command(cli);  // these run from their CLI11 callbacks
   add_export_command(cli);
+  // Start-up: parse the command line and read the config of train and eval. Either can fail
+  // on one rank only (an unknown flag, --help, a config file missing on its host), so in a job
+  // of several ranks every rank then reports to the start-up agreement (distributed/startup.h)
+  // and all go on, or all stop with the failed rank's message, before any other collective.
+  // (Commands that run from their CLI11 callbacks, doctor, plot, inspect, export and
+  // verify-invariance, have run inside parse; they join the agreement after it.)
+  bool started = true;
+  int start_code = 0;
+  std::string start_error;
+  bool printed = false;  // this rank printed its own outcome (help, a usage error)
+  std::string command;
   try {
     cli.parse(argc, argv);
-    for (CLI::App* sub : cli.get_subcommands()) {
-      const std::string name = sub->get_name();
-      if (name == "train") return run_train(common, train);
-      if (name == "eval") return run_eval(common, eval);
-      if (name == "bench") return run_bench(bench);
-    }
+    for (CLI::App* sub : cli.get_subcommands()) command = sub->get_name();
+    if (command == "train" || command == "eval")
+      deeptrain::load_config(common.config, common.overrides);  // only to fail before the work
   } catch (const CLI::ParseError& e) {
-    if (rank != 0) return e.get_exit_code();  // every rank parses the same arguments
-    return cli.exit(e);
+    // Help and version exit 0; every other command-line error is bad input: 2.
+    started = false;
+    start_code = e.get_exit_code() == 0 ? 0 : 2;
+    start_error = start_code == 0 ? "printed its help or version instead of running"
+                                  : fmt::format("command line: {}", e.what());
+    if (rank == 0 || world == 1) {
+      cli.exit(e);
+      printed = true;
+    }
+  } catch (const deeptrain::InputError& e) {
+    started = false;
+    start_code = 2;
+    start_error = e.what();
+  } catch (const std::exception& e) {
+    started = false;
+    start_code = 1;
+    start_error = e.what();
+  }
+  if (world > 1) {
+    const deeptrain::StartupVerdict v = deeptrain::agree_on_startup(
+        started, start_code, start_error, deeptrain::startup_timeout_s());
+    if (!v.proceed) {
+      std::fflush(stdout);
+      if (rank == 0 && !(v.failed_rank == 0 && printed))
+        std::cerr << "deeptrain: error: " << v.message << "\n";
+      return v.exit_code;
+    }
+  } else if (!started) {
+    if (!printed) std::cerr << "deeptrain: error: " << start_error << "\n";
+    return start_code;
+  }
+  try {
+    if (command == "train") return run_train(common, train);
+    if (command == "eval") return run_eval(common, eval);
+    if (command == "bench") return run_bench(bench);
   } catch (const deeptrain::JobWideError& e) {
     return error_exit(2, e.what(), true);
   } catch (const deeptrain::InputError& e) {

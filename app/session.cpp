@@ -37,6 +37,25 @@ BackendOptions backend_options(const proto::RunConfig& r) {
   return o;
 }
 
+// A config that does not fit its data is the user's input error, found before any run
+// directory exists, not an op's assertion mid-run.
+void check_data_fits_model(const data::DatasetSplit& d, const Shape& input, int classes) {
+  for (const data::Dataset* set : {&d.train, &d.test}) {
+    const Shape& s = set->images.shape();
+    const Shape per_sample(std::vector<int64_t>(s.dims().begin() + 1, s.dims().end()));
+    if (per_sample != input)
+      fail_input("model.input: the model takes {} per sample, data set '{}' has {} (set "
+                 "model.input to match, or leave it unset)", input.str(), set->name,
+                 per_sample.str());
+    const int32_t* t = set->labels.data<int32_t>();
+    for (int64_t i = 0; i < set->labels.numel(); ++i)
+      if (t[i] < 0 || t[i] >= classes)
+        fail_input("model.num_classes: {}, but sample {} of data set '{}' has label {} (set "
+                   "model.num_classes to the data's class count, or leave it unset)", classes, i,
+                   set->name, t[i]);
+  }
+}
+
 }  // namespace
 
 Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
@@ -82,6 +101,7 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
               in.height() ? in.height() : (cifar ? 32 : 28),
               in.width() ? in.width() : (cifar ? 32 : 28)};
   const int classes = cfg.model().num_classes() ? cfg.model().num_classes() : 10;
+  if (load_data) check_data_fits_model(s.data, input, classes);
   s.net = std::make_unique<Net>(cfg.model(), input, classes, DType::f32);
   s.net->init_params(cfg.run().seed());
   if (s.comm->size() > 1)

@@ -46,7 +46,7 @@ void add_checkpoint_options(CLI::App* sub, CheckpointOptionsCli& o) {
   sub->add_option("--checkpoint-every", o.every,
                   "N steps, or a time: 30s, 10m, 2h (default: at the end of every epoch)");
   sub->add_option("--keep-checkpoints", o.keep, "keep the newest N checkpoints (default 3; 0: all)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(nonnegative_integer());
   sub->add_option("--resume", o.resume,
                   "auto: continue from the newest valid checkpoint in --checkpoint-dir (if any); "
                   "or a checkpoint's path");

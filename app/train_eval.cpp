@@ -25,6 +25,7 @@ void add_common(CLI::App* sub, CommonOptions& c) {
       ->required()
       ->check(CLI::ExistingFile);
   auto& o = c.overrides;
+  // An explicit 0 is checked, never taken for "not given" (finalize_config refuses it).
   sub->add_option("--epochs", o.epochs, "override schedule.epochs");
   sub->add_option("--batch-size", o.batch_size, "override schedule.batch_size (global batch)");
   sub->add_option("--lr", o.lr, "override optimizer.lr");
@@ -87,7 +88,7 @@ void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o)
   sub->add_option("--max-steps", o.max_steps,
                   "stop after this global step, as a stop signal would (with a checkpoint when "
                   "--checkpoint-dir is given)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   sub->footer(
       "Every run writes into its run directory: config.prototxt (the effective config), log.txt,\n"
       "metrics_steps.{jsonl,csv}, metrics_epochs.{jsonl,csv}, events.out.tfevents.* (TensorBoard),\n"

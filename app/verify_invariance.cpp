@@ -231,7 +231,7 @@ void add_verify_invariance_command(CLI::App& cli) {
   sub->add_option("--ranks", o->ranks, "rank counts (default 1,2,4)")->delimiter(',');
   sub->add_option("--threads", o->threads, "thread counts per rank (default 1,2)")->delimiter(',');
   sub->add_option("--steps", o->steps, "global steps each run trains (default 20)")
-      ->check(CLI::PositiveNumber);
+      ->check(positive_integer());
   sub->add_option("--mpirun", o->mpirun, "the launcher for more than one rank (Open MPI's "
                   "mpirun; default: mpirun on PATH)");
   sub->add_option("--work-dir", o->work_dir,

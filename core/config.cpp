@@ -7,7 +7,9 @@
 #include <sstream>
 
 #include <google/protobuf/io/tokenizer.h>
+#include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
+#include <google/protobuf/util/message_differencer.h>
 
 #include "core/data/augment.h"
 #include "core/error.h"
@@ -77,12 +79,12 @@ void finalize_config(proto::ExperimentConfig& c) {
 
   auto& o = *c.mutable_optimizer();
   if (o.type() == proto::OPTIMIZER_UNSET) o.set_type(proto::ADAM);
-  if (o.lr() == 0) o.set_lr(o.type() == proto::SGD ? 0.01f : 1e-3f);
+  if (!o.has_lr()) o.set_lr(o.type() == proto::SGD ? 0.01f : 1e-3f);
   require(o.lr() > 0, "optimizer.lr", "must be > 0", o.lr());
 
   auto& s = *c.mutable_schedule();
-  if (s.epochs() == 0) s.set_epochs(20);
-  if (s.batch_size() == 0) s.set_batch_size(100);
+  if (!s.has_epochs()) s.set_epochs(20);
+  if (!s.has_batch_size()) s.set_batch_size(100);
   require(s.epochs() > 0, "schedule.epochs", "must be > 0", s.epochs());
   require(s.batch_size() > 0, "schedule.batch_size", "must be > 0", s.batch_size());
   validate_lr_schedule(s.lr_schedule());
@@ -109,7 +111,7 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (r.has_gpu() && r.gpu() < 0) fail_input("run.gpu: must be >= 0, got {}", r.gpu());
   require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
   if (!r.has_flush_denormals()) r.set_flush_denormals(true);
-  if (r.eval_batch_size() == 0) r.set_eval_batch_size(1000);
+  if (!r.has_eval_batch_size()) r.set_eval_batch_size(1000);
   require(r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());
 
   auto& dist = *c.mutable_distributed();
@@ -119,7 +121,7 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (!proto::GradientCompression_IsValid(dist.compression()))
     fail_input("distributed.compression: unknown value {} (known: COMPRESSION_NONE, COMPRESSION_FP16, COMPRESSION_BF16)",
                int(dist.compression()));
-  if (dist.micro_batch() == 0) dist.set_micro_batch(10);
+  if (!dist.has_micro_batch()) dist.set_micro_batch(10);
   require(dist.micro_batch() > 0, "distributed.micro_batch", "must be > 0 (samples per micro-shard)",
           dist.micro_batch());
   if (dist.exact() && dist.compression() != proto::COMPRESSION_NONE)
@@ -161,6 +163,42 @@ std::string to_text(const google::protobuf::Message& m) {
   std::string s;
   google::protobuf::TextFormat::PrintToString(m, &s);
   return s;
+}
+
+std::vector<std::string> message_differences(const google::protobuf::Message& before,
+                                             const google::protobuf::Message& after,
+                                             const std::vector<std::string>& ignore) {
+  using google::protobuf::FieldDescriptor;
+  google::protobuf::util::MessageDifferencer d;
+  for (const std::string& path : ignore) {
+    // Walk "a.b.c" from the message type down to the field.
+    const google::protobuf::Descriptor* type = before.GetDescriptor();
+    const FieldDescriptor* field = nullptr;
+    size_t at = 0;
+    while (type) {
+      const size_t dot = path.find('.', at);
+      field = type->FindFieldByName(path.substr(at, dot == std::string::npos ? dot : dot - at));
+      DT_CHECK(field, "message_differences: no field '{}'", path);
+      if (dot == std::string::npos) break;
+      type = field->message_type();
+      at = dot + 1;
+    }
+    d.IgnoreField(field);
+  }
+  std::string report;
+  bool equal;
+  {
+    google::protobuf::io::StringOutputStream out(&report);
+    google::protobuf::util::MessageDifferencer::StreamReporter reporter(&out);
+    d.ReportDifferencesTo(&reporter);
+    equal = d.Compare(before, after);
+  }
+  std::vector<std::string> lines;
+  if (equal) return lines;
+  size_t b = 0;
+  for (size_t e; (e = report.find('\n', b)) != std::string::npos; b = e + 1)
+    if (e > b && report.compare(b, 8, "ignored:") != 0) lines.push_back(report.substr(b, e - b));
+  return lines;
 }
 
 }  // namespace deeptrain

@@ -3,6 +3,7 @@
 // field; defaults are the book's recipe (DeepConvNet, Adam lr 1e-3, batch 100, 20 epochs).
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "proto/deeptrain.pb.h"
 
@@ -26,5 +27,12 @@ proto::ExperimentConfig parse_config(const std::string& text, const std::string&
 // Fills defaults and validates in place.
 void finalize_config(proto::ExperimentConfig& cfg);
 std::string to_text(const google::protobuf::Message& m);
+
+// The differences between two messages of one type, one line each ("modified: preset:
+// \"deep_convnet\" -> \"deep_convnet_book\""), leaving out the fields named in `ignore`
+// (paths such as "schedule.epochs", relative to the messages). Empty when they agree.
+std::vector<std::string> message_differences(const google::protobuf::Message& before,
+                                             const google::protobuf::Message& after,
+                                             const std::vector<std::string>& ignore = {});
 
 }  // namespace deeptrain

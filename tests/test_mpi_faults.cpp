@@ -144,3 +144,62 @@ TEST_F(MpiFaults, ErrorOnOneRankNamesRankAndHostAndEndsAllRanks) {
   EXPECT_NE(out.find("deeptrain: error: rank 1 on "), std::string::npos) << out;
   EXPECT_NE(out.find("no_such_dir"), std::string::npos) << out;
 }
+
+// Start-up failures on one rank only (issue 16): an unknown flag, a config file missing on its
+// host, --help. Each used to make that rank return quietly while the other waited forever in its
+// first collective; the start-up agreement ends every rank at once with the failed rank's message.
+TEST_F(MpiFaults, ACommandLineThatFailsOnOneRankEndsEveryRankNamingIt) {
+  const std::string cfg = config();
+  struct Case {
+    std::vector<std::string> rank1_args;
+    int exit_code;
+    std::string want;  // in the output
+  };
+  const std::vector<Case> cases = {
+      {rank_cmd(cfg, "r1") + std::vector<std::string>{"--frob"}, 2, "--frob"},
+      {rank_cmd((dir_.path / "missing.prototxt").string(), "r1"), 2, "missing.prototxt"},
+      {rank_cmd(cfg, "r1") + std::vector<std::string>{"--epochs", "-3"}, 2, "schedule.epochs"},
+      {rank_cmd(cfg, "r1") + std::vector<std::string>{"--help"}, 0, "printed its help"},
+  };
+  for (const Case& c : cases) {
+    Job job(mpiexec(1) + rank_cmd(cfg, "r0") + std::vector<std::string>{":", "-n", "1", "-x", tag_} +
+                c.rank1_args,
+            log(), tag_env());
+    const double t0 = mpitest::now_s();
+    const auto status = job.wait_exit(60);
+    const std::string out = job.output();
+    ASSERT_TRUE(status.has_value()) << "the job hung\n" << out;
+    std::printf("[figures] start-up failure on rank 1 (%s): the job ended after %.2f s, status %d\n",
+                c.want.c_str(), job.ended_at() - t0, *status);
+    EXPECT_EQ(*status, c.exit_code) << out;
+    EXPECT_NE(out.find("deeptrain: error: rank 1 on "), std::string::npos) << out;
+    EXPECT_NE(out.find(c.want), std::string::npos) << out;
+    EXPECT_EQ(out.find("\"event\":\"epoch\""), std::string::npos) << "trained anyway:\n" << out;
+    EXPECT_LT(job.ended_at() - t0, 30.0) << out;
+  }
+}
+
+// A rank that never reaches the agreement ends the job at the deadline, named. Rank 1 is an MPI
+// program of its own that, having no start-up agreement, waits in a collective that rank 0 never
+// joins (test_mpi_comm with no test selected: its final MPI_Allreduce of the results), as a rank
+// stuck before its agreement would.
+TEST_F(MpiFaults, ARankThatNeverStartsEndsTheJobAtTheStartupDeadline) {
+  const std::string other =
+      (std::filesystem::path(DEEPTRAIN_BINARY).parent_path() / "tests" / "test_mpi_comm").string();
+  if (!std::filesystem::exists(other)) GTEST_SKIP() << "no " << other;
+  setenv("DEEPTRAIN_STARTUP_TIMEOUT_S", "3", 1);
+  const std::string cfg = config();
+  const double t0 = mpitest::now_s();
+  Job job(mpiexec(1) + std::vector<std::string>{"-x", "DEEPTRAIN_STARTUP_TIMEOUT_S"} +
+              rank_cmd(cfg, "r0") +
+              std::vector<std::string>{":", "-n", "1", "-x", tag_, other, "--gtest_filter=NoSuchTest"},
+          log(), tag_env());
+  const auto status = job.wait_exit(60);
+  unsetenv("DEEPTRAIN_STARTUP_TIMEOUT_S");
+  const std::string out = job.output();
+  ASSERT_TRUE(status.has_value()) << "the job hung\n" << out;
+  std::printf("[figures] a rank that never joined the start-up agreement: the job ended after "
+              "%.2f s (deadline 3 s), status %d\n", job.ended_at() - t0, *status);
+  EXPECT_NE(*status, 0) << out;
+  EXPECT_NE(out.find("ranks 1 did not finish starting within 3 s"), std::string::npos) << out;
+}

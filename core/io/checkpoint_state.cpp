@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/io/checkpoint.h"
+#include "core/config.h"
 #include "core/io/npz.h"
 #include "core/io/transfer.h"
 
@@ -123,6 +124,27 @@ void check_resume_compatible(const TrainingState& s, const proto::ExperimentConf
            proto::OptimizerType_Name(cfg.optimizer().type()));
   if (s.steps_per_epoch != steps_per_epoch)
     refuse("steps per epoch (data set size / batch size)", s.steps_per_epoch, steps_per_epoch);
+  // The experiment's identity: the model, the data set and its augmentation, the optimizer and
+  // its hyper-parameters, the learning-rate schedule. What may change on a resume: the number of
+  // epochs, the rate itself, where the data lives, how the run computes (run.*, distributed.*).
+  proto::ExperimentConfig saved = s.config, now = cfg;
+  for (proto::ExperimentConfig* c : {&saved, &now}) {
+    c->clear_name();
+    c->clear_run();
+    c->clear_distributed();
+    c->clear_transfer();
+  }
+  const std::vector<std::string> diffs = message_differences(
+      saved, now, {"data.dir", "data.verify_checksums", "data.test_limit", "schedule.epochs",
+                   "optimizer.lr"});
+  if (!diffs.empty()) {
+    std::string list;
+    for (const std::string& d : diffs) list += (list.empty() ? "" : "; ") + d;
+    fail_input("resume: the checkpoint was saved by another experiment (saved -> this run: {}). "
+               "Resume with the config it was saved with (`deeptrain inspect CHECKPOINT` prints "
+               "it), or start a new run from its weights: `deeptrain export CHECKPOINT --npz W.npz`, "
+               "then transfer {{ init_from: \"W.npz\" }}", list);
+  }
 }
 
 void export_npz(const TrainingState& state, const std::string& out) {

@@ -1,5 +1,7 @@
 #include "core/io/weights.h"
 
+#include "core/config.h"
+
 #include <cerrno>
 #include <cstring>
 #include <fstream>
@@ -111,6 +113,18 @@ void load_weights(const std::string& path, Net& net) {
     fail_input("{}: not a deeptrain weights file (protobuf parse failed; truncated?)", path);
   if (f.format_version() != 1)
     fail_input("{}: format_version {} is not supported (this build reads 1)", path, f.format_version());
+  // The architecture the weights were trained as (stored since format 1): tensors of the right
+  // shapes under another model (another dropout, a BatchNorm's eps, a fused ReLU) would be taken
+  // silently for this one.
+  if (f.has_model()) {
+    const std::vector<std::string> diffs = message_differences(f.model(), net.config());
+    if (!diffs.empty()) {
+      std::string list;
+      for (const std::string& d : diffs) list += (list.empty() ? "" : "; ") + d;
+      fail_input("{}: the weights belong to another model than the config's (file -> config: {})",
+                 path, list);
+    }
+  }
   std::map<std::string, const proto::TensorProto*> by_name;
   for (const auto& t : f.tensor()) by_name[t.name()] = &t;
   // The stored tensor `name` (checked), removed from by_name; the view points into f.
