@@ -80,6 +80,17 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   // run.threads = 0: this rank's share of its host's cores.
   s.threads = set_cpu_threads(cfg.run().threads() > 0 ? cfg.run().threads() : default_threads(*s.comm),
                               cfg.run().flush_denormals());
+  // More threads than cores to run on (run.threads beyond the CPU affinity, or mpirun binding a
+  // rank to one core) only makes every step slower: say so, with what to do.
+  if (const int cores = affinity_cores(); s.threads > cores)
+    std::fprintf(stderr,
+                 "deeptrain: warning: %s: %d threads on the %d core%s this process may run on (its "
+                 "CPU affinity): oversubscribed, every step slower; use run.threads: 0 (the "
+                 "affinity's share) or fewer threads%s\n",
+                 s.comm->where().c_str(), s.threads, cores, cores == 1 ? "" : "s",
+                 s.comm->size() > 1 ? ", or let mpirun bind each rank to more cores (--bind-to "
+                                      "none, or --map-by slot:PE=N)"
+                                    : "");
   const auto& d = cfg.data();
   const bool cifar = d.dataset() == "cifar10";
   if (load_data && cifar)

@@ -61,8 +61,15 @@ void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
 
 }  // namespace
 
+// Far beyond any network of the book (ResNet-1202 has about 3,600 layers); a graph of a
+// million layers would take minutes to build before anything else happened.
+constexpr int kMaxLayers = 20000;
+
 void finalize_config(proto::ExperimentConfig& c) {
   auto& m = *c.mutable_model();
+  if (m.layer_size() > kMaxLayers)
+    fail_input("model: {} layers; deeptrain builds graphs of at most {} layers", m.layer_size(),
+               kMaxLayers);
   if (m.preset().empty() && m.layer_size() == 0) m.set_preset("deep_convnet");
 
   auto& d = *c.mutable_data();

@@ -98,8 +98,9 @@ TEST(CliTechniques, EvalOfABatchNormModelReproducesTheTrainingRunsAccuracy) {
   EXPECT_GT(json_number(eval.last_line(), "test_accuracy"), 0.3);  // it learned (chance: 0.1)
 }
 
-// A weights file of 10 classes into a 5-class model is refused with the tensors named (before
-// any training step). With the head skipped (re-initialised) and conv1 frozen, a run starts
+// A weights file of 10 classes into a 12-class model (MNIST's labels 0-9 fit it; a 5-class
+// model would be refused for the data first) is refused with the tensors named (before any
+// training step). With the head skipped (re-initialised) and conv1 frozen, a run starts
 // from the file: its saved conv1 is the source's bit for bit, its head is not.
 TEST(CliTechniques, TransferInitFromIsStrictAndSkipReinitialisesTheHead) {
   if (!have_mnist()) GTEST_SKIP() << "MNIST not fetched";
@@ -111,17 +112,17 @@ TEST(CliTechniques, TransferInitFromIsStrictAndSkipReinitialisesTheHead) {
                                       " --run-dir " + (dir.path / "r0").string()))
                 .exit_code,
             0);
-  std::string five = kBnModel;
-  five.replace(five.find("out_features: 10"), 16, "out_features: 5");
-  five.replace(five.find("model {"), 7, "model { num_classes: 5");
+  std::string twelve = kBnModel;
+  twelve.replace(twelve.find("out_features: 10"), 16, "out_features: 12");
+  twelve.replace(twelve.find("model {"), 7, "model { num_classes: 12");
   const std::string strict = dir.file(
-      "strict.prototxt", config(five + "schedule { epochs: 1 batch_size: 100 }\n"
+      "strict.prototxt", config(twelve + "schedule { epochs: 1 batch_size: 100 }\n"
                                        "transfer { init_from: \"" + weights + "\" }\n"));
   const CommandResult refused = run_command(
       deeptrain_cmd("train " + strict + " --json --run-dir " + (dir.path / "r1").string()));
   EXPECT_EQ(refused.exit_code, 2) << refused.output;
   EXPECT_CONTAINS(refused.output, "transfer.init_from: " + weights);
-  EXPECT_CONTAINS(refused.output, "fc.W: source shape (1568, 10), model shape (1568, 5)");
+  EXPECT_CONTAINS(refused.output, "fc.W: source shape (1568, 10), model shape (1568, 12)");
   EXPECT_CONTAINS(refused.output, "skip: \"fc\"");
 
   const std::string tuned = (dir.path / "tuned.weights").string();

@@ -4,8 +4,10 @@
 // (Start-up failures on one rank of several: test_mpi_faults.)
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 
 #include "cli_util.h"
 
@@ -118,4 +120,27 @@ TEST(InputErrors, WeightsOfAnotherModelAreRefused) {
   const CommandResult r = run_command(deeptrain_cmd("eval " + b + " --weights " + weights));
   expect_error(r, 2, "the weights belong to another model than the config's");
   EXPECT_NE(r.output.find("mode"), std::string::npos) << r.output;
+}
+
+// Resources: more threads than the process's CPU affinity allows is said (a warning naming the
+// counts and what to do), and a graph far beyond any network is refused before it is built.
+TEST(InputErrors, OversubscribedThreadsWarnAndAbsurdGraphsAreRefused) {
+  if (!have_mnist()) GTEST_SKIP() << "MNIST not fetched (scripts/fetch_data.sh)";
+  TempDir dir;
+  const std::string cfg = dir.file("c.prototxt", small());
+  const int cores = int(std::thread::hardware_concurrency());
+  const CommandResult r = run_command(deeptrain_cmd(
+      "train " + cfg + " --threads " + std::to_string(4 * cores) + " --max-steps 1 --run-dir " +
+      (dir.path / "r").string()));
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("warning: " ), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find(std::to_string(4 * cores) + " threads on the "), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("oversubscribed"), std::string::npos) << r.output;
+  std::string layers;
+  for (int i = 0; i < 20001; ++i) layers += "layer { name: \"r" + std::to_string(i) + "\" relu {} }\n";
+  const std::string huge = dir.file("huge.prototxt", small("model { " + layers + " }"));
+  const auto t0 = std::chrono::steady_clock::now();
+  expect_error(run_command(deeptrain_cmd("train " + huge)), 2,
+               "model: 20001 layers; deeptrain builds graphs of at most 20000 layers");
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 30.0);
 }
