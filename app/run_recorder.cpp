@@ -1,5 +1,6 @@
 #include "app/run_recorder.h"
 
+#include <cstdio>
 #include <iostream>
 
 #include "core/io/atomic_file.h"
@@ -30,6 +31,25 @@ void RunRecorder::print(const std::string& line) {
 
 void RunRecorder::log(const std::string& line) { log_ << line << "\n" << std::flush; }
 
+void RunRecorder::note(const std::string& line) {
+  std::fflush(stdout);
+  std::cout << std::flush;
+  std::fprintf(stderr, "deeptrain: %s\n", line.c_str());
+  log(line);
+}
+
+template <class F>
+void RunRecorder::guarded(const std::string& file, F&& f) {
+  try {
+    f();
+  } catch (const std::exception& e) {
+    // Once per file: a full disk would otherwise repeat it at every step.
+    if (warned_.insert(file).second)
+      note(fmt::format("warning: {} not written: {}; training goes on (later failures of this "
+                       "file are not reported)", file, e.what()));
+  }
+}
+
 void RunRecorder::begin_epoch(int epoch, int epochs, int64_t steps) {
   epoch_ = epoch;
   last_step_end_ = Progress::steady_seconds();
@@ -52,13 +72,17 @@ void RunRecorder::step(int64_t global_step, int64_t step_in_epoch, const StepMet
   const double ips = seconds > 0 ? double(m.samples) / seconds : 0;
   // f32 training scales no loss; the column and tag exist so that mixed precision fills them.
   const double loss_scale = 1;
-  steps_.append({double(global_step), double(epoch_), double(step_in_epoch + 1), loss, accuracy,
-                 lr, ips, loss_scale, seconds, report::unix_time_now()});
-  events_.scalars(global_step, {{"train/loss", loss},
-                                {"train/accuracy", accuracy},
-                                {"train/learning_rate", lr},
-                                {"train/images_per_sec", ips},
-                                {"train/loss_scale", loss_scale}});
+  guarded("metrics_steps.{jsonl,csv}", [&] {
+    steps_.append({double(global_step), double(epoch_), double(step_in_epoch + 1), loss, accuracy,
+                   lr, ips, loss_scale, seconds, report::unix_time_now()});
+  });
+  guarded("the TensorBoard event file", [&] {
+    events_.scalars(global_step, {{"train/loss", loss},
+                                  {"train/accuracy", accuracy},
+                                  {"train/learning_rate", lr},
+                                  {"train/images_per_sec", ips},
+                                  {"train/loss_scale", loss_scale}});
+  });
   const double mean_loss = epoch_loss_ / double(epoch_images_);
   if (screen_) screen_->update(step_in_epoch + 1, epoch_images_, mean_loss);
   logged_->update(step_in_epoch + 1, epoch_images_, mean_loss);
@@ -67,21 +91,25 @@ void RunRecorder::step(int64_t global_step, int64_t step_in_epoch, const StepMet
 void RunRecorder::end_epoch(const EpochReport& r, double test_loss, double lr,
                             int64_t global_step) {
   if (screen_) screen_->finish();
-  epochs_.append({double(r.epoch), double(global_step), r.train_loss, r.train_accuracy, test_loss,
-                  r.test_accuracy, double(r.test_correct), double(r.test_total), lr,
-                  r.images_per_sec, r.train_seconds, report::unix_time_now()});
-  events_.scalars(global_step, {{"epoch/train_loss", r.train_loss},
-                                {"epoch/train_accuracy", r.train_accuracy},
-                                {"epoch/test_loss", test_loss},
-                                {"epoch/test_accuracy", r.test_accuracy},
-                                {"epoch/images_per_sec", r.images_per_sec},
-                                {"epoch/epoch", double(r.epoch)}});
-  events_.flush();
-  report::plot_run_dir(dir_);
+  guarded("metrics_epochs.{jsonl,csv}", [&] {
+    epochs_.append({double(r.epoch), double(global_step), r.train_loss, r.train_accuracy,
+                    test_loss, r.test_accuracy, double(r.test_correct), double(r.test_total), lr,
+                    r.images_per_sec, r.train_seconds, report::unix_time_now()});
+  });
+  guarded("the TensorBoard event file", [&] {
+    events_.scalars(global_step, {{"epoch/train_loss", r.train_loss},
+                                  {"epoch/train_accuracy", r.train_accuracy},
+                                  {"epoch/test_loss", test_loss},
+                                  {"epoch/test_accuracy", r.test_accuracy},
+                                  {"epoch/images_per_sec", r.images_per_sec},
+                                  {"epoch/epoch", double(r.epoch)}});
+    events_.flush();
+  });
+  guarded("curves.{png,svg}", [&] { report::plot_run_dir(dir_); });
 }
 
 void RunRecorder::add_past_epochs(const std::vector<proto::EpochMetrics>& history) {
-  for (const proto::EpochMetrics& h : history) {
+  for (const proto::EpochMetrics& h : history) guarded("metrics_epochs.{jsonl,csv}", [&] {
     epochs_.append({double(h.epoch()), double(h.step()), h.train_loss(), h.train_accuracy(),
                     h.test_loss(), h.test_accuracy(), double(h.test_correct()), double(h.test_total()),
                     h.learning_rate(), h.images_per_sec(), h.train_seconds(), h.wall_time()});
@@ -91,18 +119,25 @@ void RunRecorder::add_past_epochs(const std::vector<proto::EpochMetrics>& histor
                                {"epoch/test_accuracy", h.test_accuracy()},
                                {"epoch/images_per_sec", h.images_per_sec()},
                                {"epoch/epoch", double(h.epoch())}});
-  }
+  });
   if (history.empty()) return;
-  events_.flush();
-  report::plot_run_dir(dir_);
+  guarded("the TensorBoard event file", [&] { events_.flush(); });
+  guarded("curves.{png,svg}", [&] { report::plot_run_dir(dir_); });
 }
 
 std::string RunRecorder::errors(const data::Dataset& test, const std::vector<int32_t>& predictions,
                                 int64_t global_step) {
-  ErrorFigures f = write_error_figures(dir_, test, predictions);
-  events_.image(global_step, "test/misclassified", std::move(f.png), f.height, f.width);
-  events_.flush();
-  return f.table;
+  std::string table;
+  guarded("misclassified.png and confusion.csv", [&] {
+    ErrorFigures f = write_error_figures(dir_, test, predictions);
+    table = f.table;
+    guarded("the TensorBoard event file", [&] {
+      events_.image(global_step, "test/misclassified", std::move(f.png), f.height, f.width);
+      events_.flush();
+    });
+  });
+  if (table.empty()) table = report::confusion_table(report::confusion_matrix(test, predictions));
+  return table;
 }
 
 ErrorFigures write_error_figures(const std::string& dir, const data::Dataset& test,

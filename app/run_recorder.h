@@ -4,7 +4,12 @@
 // metrics_steps/metrics_epochs as JSON Lines and CSV, the TensorBoard event file, the learning
 // curves (redrawn after every epoch), and after training the misclassified-image grid and the
 // confusion matrix.
+//
+// Writing these is not what the run is for: after the start (whose failures are errors), a write
+// that fails (a full disk while the curves are redrawn) becomes a warning on stderr and in
+// log.txt, the first of each file only, and training goes on.
 #include <fstream>
+#include <set>
 #include <memory>
 #include <optional>
 #include <string>
@@ -29,6 +34,8 @@ class RunRecorder {
   void print(const std::string& line);
   // A line to log.txt only (what stdout does not show, e.g. errors main prints to stderr).
   void log(const std::string& line);
+  // "deeptrain: <line>" to stderr (so that --json's stdout stays JSON) and `line` to log.txt.
+  void note(const std::string& line);
 
   void begin_epoch(int epoch, int epochs, int64_t steps);
   // After each training step; global_step counts from 1.
@@ -38,11 +45,16 @@ class RunRecorder {
   // A resumed run: the epochs finished before its checkpoint (metrics files, TensorBoard, curves),
   // so that this run directory's curves cover the whole training.
   void add_past_epochs(const std::vector<proto::EpochMetrics>& history);
-  // misclassified.png, confusion.csv and the image summary; returns the printed matrix.
+  // misclassified.png, confusion.csv and the image summary; returns the printed matrix (also
+  // when the files could not be written).
   std::string errors(const data::Dataset& test, const std::vector<int32_t>& predictions,
                      int64_t global_step);
 
  private:
+  // Runs f, a write of `file`; a failure is a warning (see the top of this file).
+  template <class F>
+  void guarded(const std::string& file, F&& f);
+  std::set<std::string> warned_;  // files whose failure was reported
   std::string dir_;
   bool json_, tty_;
   std::ofstream log_;

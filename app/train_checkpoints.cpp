@@ -168,7 +168,13 @@ TrainCheckpoints::Saved TrainCheckpoints::save(Net& net, Optimizer& optimizer, i
   s.config = cfg_;
   s.history = history;
   s.world_size = world_size_;
-  out.path = io::save_checkpoint(o_.dir, s, o_.keep, &out.warnings);
+  try {
+    out.path = io::save_checkpoint(o_.dir, s, o_.keep, &out.warnings);
+  } catch (const std::exception& e) {
+    out.failed = e.what();
+    last_save_time_ = steady_now();  // a time interval waits a whole interval to retry
+    return out;
+  }
   out.seconds = steady_now() - t0;
   std::error_code ec;
   for (const auto& f : std::filesystem::directory_iterator(out.path, ec))

@@ -66,11 +66,16 @@ class TrainCheckpoints {
   // Writes the checkpoint of where training stands: after progress.steps_done steps of the
   // 0-based `epoch`. No-op (returns "") on ranks other than the writer. warnings: pruning
   // problems (the checkpoint itself was written).
+  // A save that fails (a full disk, a file system gone read-only) does not end the run: losing
+  // the training done so far to a checkpoint problem is worse than going on without it. `failed`
+  // says why (path stays ""), the step is not marked saved, and the next due save tries again
+  // (not the next step: a full disk would be retried, and reported, at every step).
   struct Saved {
     std::string path;
     int64_t bytes = 0;
     double seconds = 0;
     std::vector<std::string> warnings;
+    std::string failed;
   };
   Saved save(Net& net, Optimizer& optimizer, int64_t global_step, int64_t epoch,
              const EpochProgress& progress, const std::vector<proto::EpochMetrics>& history);

@@ -2,6 +2,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <iostream>
 
@@ -11,9 +12,11 @@
 #include "app/train_checkpoints.h"
 #include "core/eval/ensemble.h"
 #include "core/io/atomic_file.h"
+#include "core/io/output_paths.h"
 #include "core/io/transfer.h"
 #include "core/io/weights.h"
 #include "core/optim/optimizer.h"
+#include "distributed/mpi_communicator.h"
 #include "distributed/trainer.h"
 #include "report/run_dir.h"
 
@@ -77,6 +80,78 @@ std::string describe(const Session& s) {
       s.backend->name(), s.threads);
 }
 
+// Where rank 0 writes, checked (and its directories locked) when the run starts, before the data
+// loads: a typo or a read-only mount found after training costs the training.
+struct Outputs {
+  std::string run_dir;
+  std::string weights;  // --save-weights or run.save_weights; "" for <run dir>/weights.bin
+  std::vector<io::DirLock> locks;
+  std::vector<std::string> notes;  // stale locks taken over: printed once the run directory is up
+};
+
+bool same_directory(const std::string& a, const std::string& b) {
+  std::error_code ec;
+  return !a.empty() && !b.empty() && std::filesystem::equivalent(a, b, ec);
+}
+
+Outputs claim_outputs(const CommonOptions& common, const TrainOptionsCli& o,
+                      const proto::ExperimentConfig& cfg) {
+  Outputs out;
+  const CheckpointOptionsCli& co = o.checkpoints;
+  out.weights = !o.save_weights.empty() ? o.save_weights : cfg.run().save_weights();
+  if (!out.weights.empty())
+    io::check_writable_file(out.weights, !o.save_weights.empty() ? "--save-weights" : "run.save_weights");
+  if (!co.dir.empty()) {
+    io::check_writable_dir(co.dir, "--checkpoint-dir");
+    // Two trainers in one checkpoint directory would each resume from the other's checkpoints.
+    out.locks.emplace_back(co.dir, "checkpoint directory");
+  }
+  const bool new_dir = common.run_dir.empty() || !std::filesystem::exists(common.run_dir);
+  out.run_dir = report::create_run_dir(common.run_dir, run_name(cfg, common.config));
+  try {
+    io::check_writable_dir(out.run_dir, "run directory");
+    // One flock per directory: a second one of this process on the same file would fail.
+    if (!same_directory(out.run_dir, co.dir)) out.locks.emplace_back(out.run_dir, "run directory");
+  } catch (...) {
+    std::error_code ec;
+    if (new_dir) std::filesystem::remove(out.run_dir, ec);  // only if empty: ours, made above
+    throw;
+  }
+  for (const io::DirLock& l : out.locks)
+    if (!l.note().empty()) out.notes.push_back(l.note());
+  return out;
+}
+
+// The final weights are what the run was for: when their path fails now (the disk filled up
+// since the start), they go to the run directory, else to the temp directory, with a warning
+// saying where. Returns where they went; throws (an Error listing every attempt) only when
+// nothing could be written.
+std::string save_final_weights(Net& net, const std::string& wanted, const std::string& run_dir,
+                               const std::function<void(const std::string&)>& note) {
+  std::vector<std::string> tries = {wanted};
+  if (!same_directory(std::filesystem::path(wanted).parent_path().string(), run_dir) ||
+      std::filesystem::path(wanted).filename() != "weights.bin")
+    tries.push_back(run_dir + "/weights.bin");
+  std::error_code ec;
+  const std::filesystem::path tmp = std::filesystem::temp_directory_path(ec);
+  tries.push_back((ec ? std::filesystem::path("/tmp") : tmp) /
+                  fmt::format("deeptrain-weights-{}-{}.bin", ::getpid(), std::time(nullptr)));
+  std::string failures;
+  for (size_t i = 0; i < tries.size(); ++i) {
+    try {
+      io::save_weights(tries[i], net);
+      if (i > 0) note(fmt::format("warning: the final weights were saved to {} instead of {}", tries[i], wanted));
+      return tries[i];
+    } catch (const std::exception& e) {
+      failures += fmt::format("{}{}", failures.empty() ? "" : "; ", e.what());
+      if (i + 1 < tries.size())
+        note(fmt::format("warning: weights not saved to {}: {}; trying {}", tries[i], e.what(),
+                         tries[i + 1]));
+    }
+  }
+  fail("the final weights could not be written anywhere: {}", failures);
+}
+
 }  // namespace
 
 void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o) {
@@ -137,6 +212,10 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   check_checkpoint_options(co);
   // Installed before anything slow, so that a preemption during start-up is not fatal either.
   if (!co.dir.empty()) install_stop_signal_handlers();
+  // Only rank 0 writes (the other ranks' paths are never used), and it claims its outputs before
+  // the (slow) session; an error here ends the whole job (main).
+  Outputs outputs;
+  if (world_rank() == 0) outputs = claim_outputs(common, o, cfg);
   Session s = open_session(cfg, true);
   // Transfer learning: start from another model's tensors (every rank reads the file). A
   // resumed run then overwrites them with the checkpoint's.
@@ -165,9 +244,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   TrainCheckpoints checkpoints(co, cfg, sampler.steps_per_epoch(), s.comm->size(), s.speaks());
   std::unique_ptr<RunRecorder> rec;  // rank 0 only: the others neither print nor write
   if (s.speaks()) {
-    rec = std::make_unique<RunRecorder>(
-        report::create_run_dir(common.run_dir, run_name(cfg, common.config)), common.json,
-        isatty(fileno(stdout)));
+    rec = std::make_unique<RunRecorder>(outputs.run_dir, common.json, isatty(fileno(stdout)));
     io::write_file_atomic(rec->path("config.prototxt"), to_text(cfg));
   }
   if (rec && !common.json) {
@@ -179,11 +256,9 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   // Notes about checkpoints (resuming, fallbacks): stderr and log.txt, so that --json's stdout
   // stays JSON.
   auto note = [&](const std::string& line) {
-    if (!rec) return;
-    std::fflush(stdout);
-    std::fprintf(stderr, "deeptrain: %s\n", line.c_str());
-    rec->log(line);
+    if (rec) rec->note(line);
   };
+  for (const std::string& line : outputs.notes) note(line);
   const int epochs = cfg.schedule().epochs();
   // The rate a step used, as the float's shortest decimal (0.001, not 0.0010000000474974513)
   // for the metrics files.
@@ -192,9 +267,20 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   double total_seconds = 0;
   std::vector<int32_t> predictions;
   // The checkpoint's line: a JSON event with --json, else a line (the log only for periodic
-  // ones, which would break a progress bar).
-  auto report_save = [&](const TrainCheckpoints::Saved& c, bool on_screen) {
-    if (!rec || c.path.empty()) return;
+  // ones, which would break a progress bar). A failed save is a warning (TrainCheckpoints::save);
+  // `then` says what happens next.
+  auto report_save = [&](const TrainCheckpoints::Saved& c, bool on_screen,
+                         const char* then = "retrying at the next save") {
+    if (!rec) return;
+    if (!c.failed.empty()) {
+      note(fmt::format("warning: checkpoint at step {} not saved: {}; {}", trainer.global_step(),
+                       c.failed, then));
+      if (common.json)
+        rec->print(fmt::format("{{\"event\":\"checkpoint_failed\",\"step\":{},\"error\":\"{}\"}}",
+                               trainer.global_step(), json_escape(c.failed)));
+      return;
+    }
+    if (c.path.empty()) return;
     for (const std::string& w : c.warnings) note("warning: " + w);
     if (common.json)
       rec->print(fmt::format("{{\"event\":\"checkpoint\",\"step\":{},\"path\":\"{}\",\"bytes\":{},"
@@ -261,7 +347,8 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
         // Every rank agreed to stop after this step (a SIGTERM or SIGUSR1 on some rank).
         if (!checkpoints.saved_at(trainer.global_step()))
           report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
-                                       history), true);
+                                       history), true,
+                      "stopping without it: --resume auto continues from the one before");
         if (!rec) return 0;
         const std::string signal = stop_signal_name();
         const bool at_max = max_steps > 0 && trainer.global_step() >= max_steps;
@@ -294,22 +381,23 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
     }
     if (!checkpoints.saved_at(trainer.global_step()))
       report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), epochs - 1,
-                                   EpochProgress{sampler.steps_per_epoch()}, history), true);
+                                   EpochProgress{sampler.steps_per_epoch()}, history), true,
+                  "it was the run's last (the final weights are saved below)");
   } catch (const std::exception& e) {
     if (rec) rec->log(fmt::format("error: {}", e.what()));  // main prints it to stderr
     throw;
   }
   if (!rec) return 0;
-  std::string weights = !o.save_weights.empty() ? o.save_weights : cfg.run().save_weights();
-  if (weights.empty()) weights = rec->path("weights.bin");
-  io::save_weights(weights, *s.net);
+  const std::string weights = save_final_weights(
+      *s.net, outputs.weights.empty() ? rec->path("weights.bin") : outputs.weights, rec->dir(), note);
   const std::string confusion = rec->errors(s.data.test, predictions, trainer.global_step());
   if (common.json) {
     rec->print(fmt::format(
         "{{\"event\":\"summary\",\"epochs\":{},\"test_correct\":{},\"test_total\":{},"
-        "\"test_accuracy\":{:.6f},\"train_seconds\":{:.3f},\"peak_rss_mb\":{:.1f}}}",
+        "\"test_accuracy\":{:.6f},\"train_seconds\":{:.3f},\"peak_rss_mb\":{:.1f},"
+        "\"weights\":\"{}\"}}",
         last.epoch, last.test_correct, last.test_total, last.test_accuracy, total_seconds,
-        peak_rss_mb()));
+        peak_rss_mb(), json_escape(weights)));
     return 0;
   }
   rec->print("confusion matrix of the test set (rows: true class, columns: predicted):\n" +

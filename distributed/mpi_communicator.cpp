@@ -33,6 +33,7 @@ bool launched_under_mpi() {
 
 bool mpi_available() { return false; }
 bool mpi_active() { return false; }
+int world_rank() { return 0; }
 MpiRuntime::MpiRuntime(int*, char***) {
   fail("this deeptrain was built without MPI (install libopenmpi-dev and rebuild) but was "
        "started by an MPI launcher");
@@ -67,6 +68,12 @@ bool mpi_active() {
   MPI_Initialized(&init);
   MPI_Finalized(&fin);
   return init && !fin;
+}
+
+int world_rank() {
+  int rank = 0;
+  if (mpi_active()) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  return rank;
 }
 
 namespace {

@@ -33,6 +33,9 @@ bool launched_under_mpi();
 bool mpi_available();
 // MPI_Init has run and MPI_Finalize has not.
 bool mpi_active();
+// This process's rank in MPI_COMM_WORLD; 0 without an active MPI runtime. Needs no
+// communicator, so a command can act on rank 0 alone before its session starts.
+int world_rank();
 
 // The process's MPI runtime: MPI_Init_thread(MPI_THREAD_MULTIPLE) on construction,
 // MPI_Finalize on destruction. Unless the environment says otherwise it selects Open MPI's ring
