@@ -87,6 +87,14 @@ struct Outputs {
   std::string weights;  // --save-weights or run.save_weights; "" for <run dir>/weights.bin
   std::vector<io::DirLock> locks;
   std::vector<std::string> notes;  // stale locks taken over: printed once the run directory is up
+  bool made_run_dir = false;       // claim_outputs created it
+  // A run that fails before it starts (its data does not fit the model, say) leaves no run
+  // directory behind: the locks go, then the directory if it is still empty.
+  void discard_unused() {
+    locks.clear();
+    std::error_code ec;
+    if (made_run_dir) std::filesystem::remove(run_dir, ec);
+  }
 };
 
 bool same_directory(const std::string& a, const std::string& b) {
@@ -119,6 +127,7 @@ Outputs claim_outputs(const CommonOptions& common, const TrainOptionsCli& o,
   }
   for (const io::DirLock& l : out.locks)
     if (!l.note().empty()) out.notes.push_back(l.note());
+  out.made_run_dir = new_dir;
   return out;
 }
 
@@ -216,7 +225,14 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
   // the (slow) session; an error here ends the whole job (main).
   Outputs outputs;
   if (world_rank() == 0) outputs = claim_outputs(common, o, cfg);
-  Session s = open_session(cfg, true);
+  Session s = [&] {
+    try {
+      return open_session(cfg, true);
+    } catch (...) {
+      outputs.discard_unused();
+      throw;
+    }
+  }();
   // Transfer learning: start from another model's tensors (every rank reads the file). A
   // resumed run then overwrites them with the checkpoint's.
   std::string transfer_summary;
