@@ -71,10 +71,11 @@ int bench_augment(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg, 
   std::sort(augmented.begin(), augmented.end());
   if (!s.speaks()) return 0;
   std::printf("{\"impl\":\"deeptrain\",\"mode\":\"augment\",\"threads\":%d,\"batch\":%ld,"
-              "\"steps\":%d,\"plain_ms_median\":%.4f,\"augment_ms_median\":%.4f,"
-              "\"plain_ms_min\":%.4f,\"augment_ms_min\":%.4f}\n",
-              s.threads, long(batch), o.steps, plain[plain.size() / 2],
-              augmented[augmented.size() / 2], plain.front(), augmented.front());
+              "\"steps\":%d,\"plain_ms_median\":%s,\"augment_ms_median\":%s,"
+              "\"plain_ms_min\":%s,\"augment_ms_min\":%s}\n",
+              s.threads, long(batch), o.steps, json_num(plain[plain.size() / 2], 4).c_str(),
+              json_num(augmented[augmented.size() / 2], 4).c_str(),
+              json_num(plain.front(), 4).c_str(), json_num(augmented.front(), 4).c_str());
   return 0;
 }
 
@@ -87,13 +88,13 @@ int print_profile(const BenchOptionsCli& o, const Session& s, const StepProfile&
   if (o.json) {
     std::string phases;
     for (const auto& r : rows)
-      phases += fmt::format("{}{{\"phase\":\"{}\",\"ms\":{:.4f}}}", phases.empty() ? "" : ",",
-                            r.phase, r.median_ms);
+      phases += fmt::format("{}{{\"phase\":\"{}\",\"ms\":{}}}", phases.empty() ? "" : ",",
+                            json_escape(r.phase), json_num(r.median_ms, 4));
     std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"mode\":\"%s\",\"batch\":%ld,"
-                "\"steps\":%d,\"profile\":true,\"step_ms_median\":%.3f,\"phases_ms_total\":%.3f,"
+                "\"steps\":%d,\"profile\":true,\"step_ms_median\":%s,\"phases_ms_total\":%s,"
                 "\"phases\":[%s]}\n",
-                s.backend->name().c_str(), o.mode.c_str(), long(batch), p.steps(), step_median,
-                total, phases.c_str());
+                s.backend->name().c_str(), o.mode.c_str(), long(batch), p.steps(),
+                json_num(step_median, 3).c_str(), json_num(total, 3).c_str(), phases.c_str());
     return 0;
   }
   std::stable_sort(rows.begin(), rows.end(),
@@ -173,10 +174,12 @@ int run_bench(const BenchOptionsCli& o) {
   if (o.profile) return print_profile(o, s, profile, batch, median);
   if (o.json)
     std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"threads\":%d,\"mode\":\"%s\","
-                "\"batch\":%ld,\"steps\":%d,\"images_per_sec\":%.1f,\"step_ms_median\":%.3f,"
-                "\"step_ms_min\":%.3f,\"peak_rss_mb\":%.1f,\"augment\":%s}\n",
-                s.backend->name().c_str(), s.threads, o.mode.c_str(), long(batch), o.steps, ips,
-                median, ms.front(), peak_rss_mb(), to.augment.enabled() ? "true" : "false");
+                "\"batch\":%ld,\"steps\":%d,\"images_per_sec\":%s,\"step_ms_median\":%s,"
+                "\"step_ms_min\":%s,\"peak_rss_mb\":%s,\"augment\":%s}\n",
+                s.backend->name().c_str(), s.threads, o.mode.c_str(), long(batch), o.steps,
+                json_num(ips, 1).c_str(), json_num(median, 3).c_str(),
+                json_num(ms.front(), 3).c_str(), json_num(peak_rss_mb(), 1).c_str(),
+                to.augment.enabled() ? "true" : "false");
   else
     std::printf("%s %s%s, batch %ld, %d threads: %.1f img/s (median step %.2f ms), peak RSS %.0f MB\n",
                 s.backend->name().c_str(), o.mode.c_str(),

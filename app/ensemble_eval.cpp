@@ -50,9 +50,9 @@ int run_ensemble_eval(const CommonOptions& common, const EvalOptionsCli& o,
     best = std::max(best, r.accuracy);
     if (common.json)
       std::printf("{\"event\":\"member\",\"index\":%zu,\"weights\":\"%s\",\"test_correct\":%ld,"
-                  "\"test_total\":%ld,\"test_accuracy\":%.6f,\"test_loss\":%.6f}\n",
+                  "\"test_total\":%ld,\"test_accuracy\":%s,\"test_loss\":%s}\n",
                   k + 1, json_escape(o.weights[k]).c_str(), long(r.correct), long(r.total),
-                  r.accuracy, r.loss);
+                  json_num(r.accuracy, 6).c_str(), json_num(r.loss, 6).c_str());
     else
       std::printf("member %zu (%s): test accuracy %.4f (%ld / %ld), loss %.4f\n", k + 1,
                   o.weights[k].c_str(), r.accuracy, long(r.correct), long(r.total), r.loss);
@@ -60,8 +60,9 @@ int run_ensemble_eval(const CommonOptions& common, const EvalOptionsCli& o,
   if (common.json) {
     if (o.errors) std::printf("{\"event\":\"errors\",\"dir\":\"%s\"}\n", json_escape(dir).c_str());
     std::printf("{\"event\":\"summary\",\"members\":%zu,\"test_correct\":%ld,\"test_total\":%ld,"
-                "\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"best_member_accuracy\":%.6f}\n",
-                members.size(), long(e.correct), long(e.total), e.accuracy, e.loss, best);
+                "\"test_accuracy\":%s,\"test_loss\":%s,\"best_member_accuracy\":%s}\n",
+                members.size(), long(e.correct), long(e.total), json_num(e.accuracy, 6).c_str(),
+                json_num(e.loss, 6).c_str(), json_num(best, 6).c_str());
     return 0;
   }
   if (o.errors)

@@ -5,7 +5,7 @@
 // a plain run never touches MPI. In a job of several ranks an error on one rank is printed with
 // its rank and host and ends every rank (MPI_Abort with the exit code), so no rank waits forever
 // for a dead peer; an error that every rank raises identically (the start-up consistency check)
-// is printed once, by rank 0, and every rank exits with its code.
+// is printed once, by rank 0, and every rank exits with its code (a diverged loss too).
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -20,6 +20,7 @@
 #include "distributed/startup.h"
 #include "distributed/consistency.h"
 #include "distributed/mpi_communicator.h"
+#include "distributed/trainer.h"
 
 int main(int argc, char** argv) {
   using namespace deeptrain::app;
@@ -124,6 +125,9 @@ int main(int argc, char** argv) {
     return error_exit(2, e.what(), true);
   } catch (const deeptrain::InputError& e) {
     return error_exit(2, e.what(), false);
+  } catch (const deeptrain::TrainingDiverged& e) {
+    // Every rank's loss is the same reduced sum, so every rank throws it after the same step.
+    return error_exit(1, e.what(), true);
   } catch (const std::exception& e) {
     return error_exit(1, e.what(), false);
   }

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "core/data/cifar.h"
@@ -129,6 +130,11 @@ std::string json_escape(const std::string& s) {
     else o += c;
   }
   return o;
+}
+
+std::string json_num(double v, int decimals) {
+  if (!std::isfinite(v)) return "null";
+  return fmt::format("{:.{}f}", v, decimals);
 }
 
 double peak_rss_mb() {

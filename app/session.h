@@ -34,6 +34,10 @@ struct Session {
 // have the same model, config and data, else JobWideError on every rank). Collective.
 Session open_session(const proto::ExperimentConfig& cfg, bool load_data);
 std::string json_escape(const std::string& s);
+// A number for a JSON line, with `decimals` digits after the point; null when it is nan or inf
+// (JSON has no such tokens; printf would write "nan" or "-nan"). Every JSON number in app/
+// goes through it.
+std::string json_num(double v, int decimals);
 double peak_rss_mb();
 
 }  // namespace deeptrain::app

@@ -126,6 +126,7 @@ StartPoint TrainCheckpoints::load_and_restore(Net& net, Optimizer& optimizer, Tr
                    path, steady_now() - t0, s.global_step, s.epoch + 1, s.step_in_epoch,
                    s.steps_per_epoch, s.world_size, s.world_size == 1 ? "" : "s", world_size_));
   last_saved_step_ = s.global_step;  // it is on disk already
+  last_path_ = path;
   return start;
 }
 
@@ -147,6 +148,7 @@ TrainCheckpoints::Saved TrainCheckpoints::save(Net& net, Optimizer& optimizer, i
   Saved out;
   if (!writer_ || !enabled()) return out;
   const double t0 = steady_now();
+  check_finite_params(net, global_step, "checkpoint");
   io::TrainingState s = io::capture(net, optimizer);
   s.global_step = global_step;
   s.epoch = epoch;
@@ -180,6 +182,7 @@ TrainCheckpoints::Saved TrainCheckpoints::save(Net& net, Optimizer& optimizer, i
   for (const auto& f : std::filesystem::directory_iterator(out.path, ec))
     out.bytes += int64_t(f.file_size(ec));
   last_saved_step_ = global_step;
+  last_path_ = out.path;
   last_save_time_ = steady_now();
   return out;
 }

@@ -62,9 +62,14 @@ class TrainCheckpoints {
   // At the end of an epoch: due(), or no --checkpoint-every was given (then: every epoch).
   bool due_at_epoch_end(int64_t global_step) const;
   bool saved_at(int64_t global_step) const { return last_saved_step_ == global_step; }
+  // The newest checkpoint this run wrote or resumed from ("" when none; writer only), and its
+  // global step.
+  const std::string& last_path() const { return last_path_; }
+  int64_t last_step() const { return last_saved_step_; }
 
   // Writes the checkpoint of where training stands: after progress.steps_done steps of the
-  // 0-based `epoch`. No-op (returns "") on ranks other than the writer. warnings: pruning
+  // 0-based `epoch`. No-op (returns "") on ranks other than the writer. Throws Error, writing
+  // nothing, if a parameter is not finite (check_finite_params). warnings: pruning
   // problems (the checkpoint itself was written).
   // A save that fails (a full disk, a file system gone read-only) does not end the run: losing
   // the training done so far to a checkpoint problem is worse than going on without it. `failed`
@@ -91,6 +96,7 @@ class TrainCheckpoints {
   int world_size_;
   bool writer_;
   int64_t last_saved_step_ = -1;
+  std::string last_path_;
   double last_save_time_;  // steady seconds: start of training or the last save
 };
 

@@ -300,8 +300,8 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
     for (const std::string& w : c.warnings) note("warning: " + w);
     if (common.json)
       rec->print(fmt::format("{{\"event\":\"checkpoint\",\"step\":{},\"path\":\"{}\",\"bytes\":{},"
-                             "\"seconds\":{:.3f}}}", trainer.global_step(), json_escape(c.path),
-                             c.bytes, c.seconds));
+                             "\"seconds\":{}}}", trainer.global_step(), json_escape(c.path),
+                             c.bytes, json_num(c.seconds, 3)));
     else {
       const std::string line = fmt::format("checkpoint {} ({:.1f} MiB in {:.3f} s)", c.path,
                                            double(c.bytes) / 1048576.0, c.seconds);
@@ -342,11 +342,12 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
         if (rec) rec->end_epoch(last, ev.loss, lr(), trainer.global_step());
         if (rec && common.json)
           rec->print(fmt::format(
-              "{{\"event\":\"epoch\",\"epoch\":{},\"steps\":{},\"train_loss\":{:.6f},"
-              "\"train_accuracy\":{:.6f},\"test_accuracy\":{:.6f},\"test_correct\":{},"
-              "\"test_total\":{},\"train_seconds\":{:.3f},\"images_per_sec\":{:.1f}}}",
-              last.epoch, last.steps, last.train_loss, last.train_accuracy, last.test_accuracy,
-              last.test_correct, last.test_total, last.train_seconds, last.images_per_sec));
+              "{{\"event\":\"epoch\",\"epoch\":{},\"steps\":{},\"train_loss\":{},"
+              "\"train_accuracy\":{},\"test_accuracy\":{},\"test_correct\":{},"
+              "\"test_total\":{},\"train_seconds\":{},\"images_per_sec\":{}}}",
+              last.epoch, last.steps, json_num(last.train_loss, 6),
+              json_num(last.train_accuracy, 6), json_num(last.test_accuracy, 6), last.test_correct,
+              last.test_total, json_num(last.train_seconds, 3), json_num(last.images_per_sec, 1)));
         else if (rec)
           rec->print(fmt::format(
               "epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}  {:7.1f} img/s  "
@@ -373,7 +374,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
                                                  : signal;
         if (common.json)
           rec->print(fmt::format("{{\"event\":\"stopped\",\"step\":{},\"signal\":\"{}\"}}",
-                                 trainer.global_step(), why));
+                                 trainer.global_step(), json_escape(why)));
         else
           rec->print(fmt::format("stopped by {} after global step {} (epoch {}, {} of {} steps){}",
                                  why, trainer.global_step(), e + 1, progress.steps_done,
@@ -399,21 +400,34 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
       report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), epochs - 1,
                                    EpochProgress{sampler.steps_per_epoch()}, history), true,
                   "it was the run's last (the final weights are saved below)");
+  } catch (const TrainingDiverged& e) {
+    // Nothing is saved on this path: the checkpoints written so far stay as they are.
+    const std::string where =
+        !checkpoints.last_path().empty()
+            ? fmt::format("the last checkpoint, {} (global step {}), is kept; lower the learning "
+                          "rate before resuming from it (--resume PATH)",
+                          checkpoints.last_path(), checkpoints.last_step())
+            : std::string(co.dir.empty() ? "no checkpoint was written (no --checkpoint-dir)"
+                                         : "no checkpoint was written before it");
+    const TrainingDiverged full(fmt::format("{}; {}; no weights were saved", e.what(), where),
+                                e.global_step, e.epoch, e.loss);
+    if (rec) rec->log(fmt::format("error: {}", full.what()));  // main prints it to stderr
+    throw full;
   } catch (const std::exception& e) {
     if (rec) rec->log(fmt::format("error: {}", e.what()));  // main prints it to stderr
     throw;
   }
   if (!rec) return 0;
-  const std::string weights = save_final_weights(
-      *s.net, outputs.weights.empty() ? rec->path("weights.bin") : outputs.weights, rec->dir(), note);
+  const std::string wanted = outputs.weights.empty() ? rec->path("weights.bin") : outputs.weights;
+  check_finite_params(*s.net, trainer.global_step(), wanted);
+  const std::string weights = save_final_weights(*s.net, wanted, rec->dir(), note);
   const std::string confusion = rec->errors(s.data.test, predictions, trainer.global_step());
   if (common.json) {
     rec->print(fmt::format(
         "{{\"event\":\"summary\",\"epochs\":{},\"test_correct\":{},\"test_total\":{},"
-        "\"test_accuracy\":{:.6f},\"train_seconds\":{:.3f},\"peak_rss_mb\":{:.1f},"
-        "\"weights\":\"{}\"}}",
-        last.epoch, last.test_correct, last.test_total, last.test_accuracy, total_seconds,
-        peak_rss_mb(), json_escape(weights)));
+        "\"test_accuracy\":{},\"train_seconds\":{},\"peak_rss_mb\":{},\"weights\":\"{}\"}}",
+        last.epoch, last.test_correct, last.test_total, json_num(last.test_accuracy, 6),
+        json_num(total_seconds, 3), json_num(peak_rss_mb(), 1), json_escape(weights)));
     return 0;
   }
   rec->print("confusion matrix of the test set (rows: true class, columns: predicted):\n" +
@@ -450,8 +464,9 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
   if (common.json) {
     if (o.errors) std::printf("{\"event\":\"errors\",\"dir\":\"%s\"}\n", json_escape(dir).c_str());
     std::printf("{\"event\":\"summary\",\"test_correct\":%ld,\"test_total\":%ld,"
-                "\"test_accuracy\":%.6f,\"test_loss\":%.6f,\"images_per_sec\":%.1f}\n",
-                long(r.correct), long(r.total), r.accuracy, r.loss, r.images_per_sec);
+                "\"test_accuracy\":%s,\"test_loss\":%s,\"images_per_sec\":%s}\n",
+                long(r.correct), long(r.total), json_num(r.accuracy, 6).c_str(),
+                json_num(r.loss, 6).c_str(), json_num(r.images_per_sec, 1).c_str());
     return 0;
   }
   if (o.errors)

@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/data/augment.h"
 #include "core/optim/schedule.h"
@@ -17,6 +18,18 @@ Shape batch_shape(int64_t n, const Shape& per_sample) {
   return Shape(d);
 }
 }  // namespace
+
+void check_finite_params(Net& net, int64_t global_step, const std::string& what) {
+  net.download_params();
+  const Tensor& p = net.params();
+  DT_CHECK(p.dtype() == DType::f32, "parameters are {}", dtype_name(p.dtype()));
+  const float* v = p.data<float>();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < p.numel(); ++i) bad += !std::isfinite(v[i]);
+  if (bad)
+    fail("training diverged: {} of {} parameters are not finite after global step {}; {} not "
+         "written", bad, p.numel(), global_step, what);
+}
 
 Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& optimizer,
                  Communicator& comm)
@@ -200,6 +213,14 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   m.samples = n;
   ++step_;
   if (watchdog) watchdog->step_end();
+  // Loss scaling guards the scaled gradients; the loss itself is unscaled, so a non-finite one
+  // means the parameters this step started from already give nan or inf: every later step
+  // would too. The sum is the same on every rank, so all stop here together.
+  if (!std::isfinite(m.loss_sum))
+    throw TrainingDiverged(fmt::format("training diverged: the loss of global step {} (epoch {}) "
+                                       "is {}", step_, epoch + 1,
+                                       std::isnan(m.loss_sum) ? "nan" : fmt::format("{}", m.loss_sum)),
+                           step_, int(epoch + 1), m.loss_sum);
   return m;
 }
 

@@ -59,6 +59,24 @@ struct EvalReport {
   double loss = 0, accuracy = 0, seconds = 0, images_per_sec = 0;
 };
 
+// The global loss of a step is not finite (nan or inf): training has diverged. train_step throws
+// it on every rank alike (the loss is summed over the ranks first) after the step's metrics,
+// before any caller can save the step's parameters; the run should stop and save nothing.
+// Message: "training diverged: the loss of global step N (epoch E) is nan".
+class TrainingDiverged : public Error {
+ public:
+  TrainingDiverged(const std::string& what, int64_t global_step, int epoch, double loss)
+      : Error(what), global_step(global_step), epoch(epoch), loss(loss) {}
+  int64_t global_step;  // 1-based: the step whose loss it is
+  int epoch;            // 1-based
+  double loss;          // the global batch's loss sum
+};
+
+// Throws Error ("training diverged: K of N parameters are not finite after global step S; W
+// not written") unless every parameter is finite; downloads them from a device first. For the
+// writer of a checkpoint or weights file (W), so that nothing non-finite is ever saved.
+void check_finite_params(Net& net, int64_t global_step, const std::string& what);
+
 // Dynamic loss scaling for fp16 math: the loss (so every gradient) is multiplied by `scale`;
 // a step whose gradients overflow is skipped and the scale backs off; after growth_interval
 // good steps in a row it grows again.

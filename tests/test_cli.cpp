@@ -2,7 +2,13 @@
 // the book's weights, through the real binary.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <regex>
+#include <sstream>
+
 #include "cli_util.h"
+#include "core/io/npz.h"
+#include "hostile_util.h"
 
 namespace {
 
@@ -117,6 +123,155 @@ TEST(Weights, SaveThenEvalGivesTheSameAccuracyAndCorruptionIsRefused) {
   EXPECT_EQ(bad.exit_code, 2) << bad.output;
   EXPECT_NE(bad.output.find("fc8.b"), std::string::npos) << bad.output;
   EXPECT_NE(bad.output.find("CRC-32"), std::string::npos) << bad.output;
+}
+
+// ---- runs that must stop, and JSON that must stay JSON ----
+
+// A tiny MNIST-shaped data set of plain IDX files: pixel k of sample i is (i * 7 + k) % 256,
+// label i % 10.
+void write_tiny_mnist(const std::filesystem::path& dir, uint32_t n_train, uint32_t n_test) {
+  std::filesystem::create_directories(dir);
+  auto idx = [](const std::filesystem::path& p, std::vector<uint32_t> dims, bool images) {
+    std::string b = {0, 0, 8, char(dims.size())};
+    uint64_t n = 1;
+    for (uint32_t d : dims) {
+      for (int s = 24; s >= 0; s -= 8) b += char((d >> s) & 0xFF);
+      n *= d;
+    }
+    for (uint64_t i = 0; i < n; ++i)
+      b += images ? char((i / 784 * 7 + i % 784) % 256) : char(i % 10);
+    std::ofstream(p, std::ios::binary) << b;
+  };
+  idx(dir / "train-images-idx3-ubyte", {n_train, 28, 28}, true);
+  idx(dir / "train-labels-idx1-ubyte", {n_train}, false);
+  idx(dir / "t10k-images-idx3-ubyte", {n_test, 28, 28}, true);
+  idx(dir / "t10k-labels-idx1-ubyte", {n_test}, false);
+}
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
+
+// The lines of `output` that are JSON objects, and those of them holding a bare nan or inf
+// where a value goes (what printf writes for a non-finite double; JSON has no such token).
+std::vector<std::string> json_lines(const std::string& output) {
+  std::vector<std::string> lines;
+  std::istringstream in(output);
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty() && line[0] == '{') lines.push_back(line);
+  return lines;
+}
+bool has_non_finite_token(const std::string& line) {
+  static const std::regex bad(R"([:,\[]\s*[-+]?(nan|inf)\b)", std::regex::icase);
+  return std::regex_search(line, bad);
+}
+
+TEST(Divergence, NonFiniteLossStopsTheRunAndSavesNothing) {
+  if (!have_mnist()) GTEST_SKIP() << "MNIST not in " << kMnist << " (scripts/fetch_data.sh)";
+  TempDir d;
+  const std::string cfg =
+      d.file("c.prototxt", "data { dir: '" + kMnist + "' train_limit: 500 test_limit: 100 }\n");
+  const std::string run = (d.path / "run").string(), ck = (d.path / "ck").string();
+  // Adam at lr 1e30: step 1 is finite, its update is not sane, step 2's loss is nan.
+  CommandResult r = run_command(deeptrain_cmd(
+      "train " + cfg + " --epochs 2 --batch-size 100 --lr 1e30 --json --run-dir " + run +
+      " --checkpoint-dir " + ck + " --checkpoint-every 1"));
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  // (nan here; inf would be as much a divergence, on a CPU that rounds otherwise)
+  const std::regex stopped("deeptrain: error: training diverged: the loss of global step 2 "
+                           "\\(epoch 1\\) is -?(nan|inf); the last checkpoint, " + ck +
+                           "/ckpt-0000000001 \\(global step 1\\), is kept");
+  EXPECT_TRUE(std::regex_search(r.output, stopped)) << r.output;
+  EXPECT_NE(r.output.find("no weights were saved"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(run + "/weights.bin"));
+  EXPECT_FALSE(std::filesystem::exists(ck + "/ckpt-0000000002")) << "a checkpoint of the nan step";
+  EXPECT_NE(read_file(run + "/log.txt").find("training diverged"), std::string::npos);
+  // The checkpoint saved before is whole and valid.
+  CommandResult inspect = run_command(deeptrain_cmd("inspect " + ck + " --verify"));
+  EXPECT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("ckpt-0000000001"), std::string::npos) << inspect.output;
+  // What --json printed before the stop is still JSON.
+  ASSERT_FALSE(json_lines(r.output).empty()) << r.output;
+  for (const std::string& line : json_lines(r.output)) EXPECT_FALSE(has_non_finite_token(line)) << line;
+}
+
+TEST(Divergence, NonFiniteMetricsAreJsonNull) {
+  // Weights whose last layer is nan: the test loss is nan, which --json writes as null.
+  TempDir d;
+  write_tiny_mnist(d.path / "mnist", 4, 20);
+  const std::string cfg =
+      d.file("c.prototxt", "data { dir: '" + (d.path / "mnist").string() + "' }\n");
+  auto arrays = deeptrain::io::read_npz(std::string(DEEPTRAIN_REFERENCE_DIR) +
+                                        "/book_deep_convnet_params.npz");
+  std::vector<std::pair<std::string, deeptrain::Tensor>> out(arrays.begin(), arrays.end());
+  for (auto& [name, t] : out)
+    if (name == "W8") std::fill_n(t.data<double>(), t.numel(), std::nan(""));
+  const std::string npz = (d.path / "nan.npz").string();
+  deeptrain::io::write_npz(npz, out);
+  CommandResult r = run_command(deeptrain_cmd("eval " + cfg + " --json --init-from " + npz));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.last_line().find("\"test_loss\":null"), std::string::npos) << r.output;
+  EXPECT_EQ(json_number(r.last_line(), "test_total"), 20);
+  for (const std::string& line : json_lines(r.output)) EXPECT_FALSE(has_non_finite_token(line)) << line;
+}
+
+TEST(DataErrors, EmptyTestSetIsRefusedBeforeTraining) {
+  TempDir d;
+  write_tiny_mnist(d.path / "mnist", 20, 0);
+  const std::string cfg =
+      d.file("c.prototxt", "data { dir: '" + (d.path / "mnist").string() + "' }\n");
+  CommandResult r = run_command(deeptrain_cmd("train " + cfg + " --epochs 1 --json --run-dir " +
+                                              (d.path / "run").string()));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find((d.path / "mnist" / "t10k-images-idx3-ubyte").string() +
+                          ": holds no images"), std::string::npos) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(d.path / "run" / "weights.bin"));
+}
+
+// The issue's archive through the real binary: 3 GiB of deflated zeros in 3 MB, honestly
+// declared. Refused (exit 2, the file named) before inflating, so the process stays small.
+TEST(DataErrors, HostileNpzIsRefusedQuicklyAndSmall) {
+  TempDir d;
+  write_tiny_mnist(d.path / "mnist", 4, 4);
+  const std::string cfg =
+      d.file("c.prototxt", "data { dir: '" + (d.path / "mnist").string() + "' }\n");
+  const std::string header = std::string("\x93NUMPY\x01\x00", 8) + char(118) + '\0' +
+                             "{'descr': '<f4', 'fortran_order': False, 'shape': (3, 256, 1024, 1024), }";
+  std::string npy = header;
+  npy.resize(10 + 118 - 1, ' ');
+  npy += '\n';
+  uint32_t crc = 0;
+  const std::string stream = hostile::raw_deflate_then_zeros(npy, 3072, &crc);
+  const uint64_t size = npy.size() + (uint64_t(3) << 30);
+  std::string zip;
+  auto put = [&zip](uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) zip += char((v >> (8 * i)) & 0xFF);
+  };
+  const std::string name = "W1.npy";
+  put(0x04034b50, 4), put(20, 2), put(0, 2), put(8, 2), put(0, 2), put(0x21, 2), put(crc, 4);
+  put(stream.size(), 4), put(size, 4), put(name.size(), 2), put(0, 2);
+  zip += name + stream;
+  const size_t cd_at = zip.size();
+  put(0x02014b50, 4), put(20, 2), put(20, 2), put(0, 2), put(8, 2), put(0, 2), put(0x21, 2);
+  put(crc, 4), put(stream.size(), 4), put(size, 4), put(name.size(), 2), put(0, 2), put(0, 2);
+  put(0, 2), put(0, 2), put(0, 4), put(0, 4);
+  zip += name;
+  const size_t cd_size = zip.size() - cd_at;
+  put(0x06054b50, 4), put(0, 2), put(0, 2), put(1, 2), put(1, 2), put(cd_size, 4), put(cd_at, 4);
+  put(0, 2);
+  const std::string bomb = d.file("bomb.npz", zip);
+  const bool timed = std::filesystem::exists("/usr/bin/time");
+  CommandResult r = run_command((timed ? "/usr/bin/time -f 'maxrss_kb=%M' " : "") +
+                                deeptrain_cmd("eval " + cfg + " --init-from " + bomb));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find(bomb + ": member 'W1.npy' declares"), std::string::npos) << r.output;
+  if (timed) {
+    const size_t at = r.output.find("maxrss_kb=");
+    ASSERT_NE(at, std::string::npos) << r.output;
+    // An unbounded read holds the 3 GiB member; the bounded one, the binary and a 3 MB file.
+    EXPECT_LT(std::stoll(r.output.substr(at + 10)), 1 << 20) << r.output;
+  }
 }
 
 // The book's trained weights, imported from its .npz (dropout folded), evaluated on the full

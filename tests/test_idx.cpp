@@ -11,6 +11,7 @@
 #include "core/data/dataset.h"
 #include "core/data/idx.h"
 #include "core/data/sha256.h"
+#include "hostile_util.h"
 
 #ifndef DEEPTRAIN_DATA_DIR
 #define DEEPTRAIN_DATA_DIR "data"
@@ -165,6 +166,51 @@ TEST_F(IdxTest, CorruptAndTruncatedGzip) {
   write_plain(bad, flipped);
   msg = input_error([&] { read_idx(bad); });
   EXPECT_NE(msg.find(bad + ": corrupted gzip file"), std::string::npos) << msg;
+}
+
+// A gzip'ed label file whose header promises 10 labels and whose stream then yields 2 GiB of
+// zeros (a 2 MB, well-formed .gz): inflation stops right after the promised bytes.
+TEST_F(IdxTest, GzipStreamLongerThanItsHeaderIsStoppedAtOnce) {
+  const std::vector<uint8_t> head = idx_bytes(0x08, {10}, std::vector<uint8_t>(10, 1));
+  const std::string gz = hostile::gzip_then_zeros(std::string(head.begin(), head.end()), 2048);
+  ASSERT_LT(gz.size(), 4u << 20);
+  write_plain(dir / "t10k-labels-idx1-ubyte.gz", std::vector<uint8_t>(gz.begin(), gz.end()));
+  const std::string path = (dir / "t10k-labels-idx1-ubyte.gz").string();
+  std::string msg;
+  const int64_t grew_kb = hostile::peak_growth_kb([&] { msg = input_error([&] { read_idx(path); }); });
+  EXPECT_NE(msg.find(path + ": trailing data: header says 10 items (18 bytes), the decompressed "
+                            "stream holds more"), std::string::npos) << msg;
+  // Far below the 2 GiB an unbounded inflation reaches, far above the few MB a bounded one
+  // costs (the file itself).
+  EXPECT_LT(grew_kb, 64 * 1024) << "peak memory grew by " << grew_kb << " kB";
+
+  // The same through the data set loader: the file is named, and nothing blows up either.
+  write_dataset(4, 10);
+  fs::remove(dir / "t10k-labels-idx1-ubyte");
+  msg = input_error([&] { load_dataset("mnist", dir.string(), false); });
+  EXPECT_NE(msg.find(path + ": trailing data"), std::string::npos) << msg;
+}
+
+TEST_F(IdxTest, AbsurdDimsAreRefusedBeforeReading) {
+  const std::string limit = std::to_string(kMaxIdxBytes);
+  std::string path = (dir / "huge").string();
+  write_plain(path, idx_bytes(0x08, {0xFFFFFFFF, 0xFFFFFFFF, 0xFFFFFFFF}, {}));  // overflows
+  std::string msg = input_error([&] { read_idx(path); });
+  EXPECT_NE(msg.find(path + ": header dims 4294967295 x ... claim more than " + limit +
+                     " bytes"), std::string::npos) << msg;
+  // No overflow, just over 4 GiB; gzip'ed, so the streaming reader refuses it from the header.
+  path = (dir / "big.gz").string();
+  write_gz(path, idx_bytes(0x08, {100000, 28, 2000}, {1, 2, 3}));
+  msg = input_error([&] { read_idx(path); });
+  EXPECT_NE(msg.find(path + ": header dims 100000 x 28 x 2000 claim more than " + limit + " bytes"),
+            std::string::npos) << msg;
+}
+
+TEST_F(IdxTest, EmptySetIsAnInputError) {
+  write_dataset(4, 0);  // a test set of 0 images and 0 labels
+  std::string msg = input_error([&] { load_dataset("mnist", dir.string(), false); });
+  EXPECT_NE(msg.find((dir / "t10k-images-idx3-ubyte").string() + ": holds no images"),
+            std::string::npos) << msg;
 }
 
 TEST_F(IdxTest, LoadsTinyDatasetPlainAndGzip) {

@@ -4,6 +4,7 @@
 
 #include "error_util.h"
 #include <unistd.h>
+#include <zlib.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -13,6 +14,7 @@
 
 #include "core/io/atomic_file.h"
 #include "core/io/npz.h"
+#include "hostile_util.h"
 
 namespace fs = std::filesystem;
 using namespace deeptrain;
@@ -296,6 +298,94 @@ TEST_F(NpzTest, NumpyWrittenArraysWeRefuse) {
   EXPECT_CONTAINS(msg, file("f.npz") + ": member 'w.npy': fortran_order arrays unsupported");
   msg = error_of([&] { read_npz(file("b.npz")); });
   EXPECT_CONTAINS(msg, file("b.npz") + ": member 'w.npy': big-endian dtype '>f8' unsupported");
+}
+
+// ---- hostile archives: bounded memory ----
+
+// A zip of one member by hand (classic records, no zip64), for archives no writer would make:
+// `data` as stored, the central directory declaring `crc` and `size`.
+std::string zip_one(const std::string& name, uint16_t method, uint32_t crc, uint32_t size,
+                    const std::string& data) {
+  auto put = [](std::string& o, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; ++i) o += static_cast<char>((v >> (8 * i)) & 0xFF);
+  };
+  std::string z;
+  put(z, 0x04034b50, 4), put(z, 20, 2), put(z, 0, 2), put(z, method, 2), put(z, 0, 2);
+  put(z, 0x21, 2), put(z, crc, 4), put(z, data.size(), 4), put(z, size, 4);
+  put(z, name.size(), 2), put(z, 0, 2);
+  z += name + data;
+  const size_t cd_at = z.size();
+  put(z, 0x02014b50, 4), put(z, 20, 2), put(z, 20, 2), put(z, 0, 2), put(z, method, 2);
+  put(z, 0, 2), put(z, 0x21, 2), put(z, crc, 4), put(z, data.size(), 4), put(z, size, 4);
+  put(z, name.size(), 2), put(z, 0, 2), put(z, 0, 2), put(z, 0, 2), put(z, 0, 2), put(z, 0, 4);
+  put(z, 0, 4);
+  z += name;
+  const size_t cd_size = z.size() - cd_at;
+  put(z, 0x06054b50, 4), put(z, 0, 2), put(z, 0, 2), put(z, 1, 2), put(z, 1, 2);
+  put(z, cd_size, 4), put(z, cd_at, 4), put(z, 0, 2);
+  return z;
+}
+
+uint32_t crc_of(const std::string& s) {
+  return uint32_t(crc32(0, reinterpret_cast<const Bytef*>(s.data()), uInt(s.size())));
+}
+
+// Far below the gigabytes each hostile archive below would cost if read without bounds, and far
+// above what reading one costs when bounded (a few MB: the file itself).
+constexpr int64_t kBoundedKb = 64 * 1024;
+
+TEST_F(NpzTest, MemberInflatingBeyondItsDeclaredSizeIsStoppedAtOnce) {
+  // The central directory and the .npy header agree on 4 floats; the deflate stream goes on
+  // with 2 GiB of zeros (a 2 MB file).
+  const std::string w =
+      npy("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", std::string(16, '\0'));
+  uint32_t stream_crc = 0;
+  const std::string stream = hostile::raw_deflate_then_zeros(w, 2048, &stream_crc);
+  ASSERT_LT(stream.size(), 4u << 20);
+  write_bytes(file("bomb.npz"), zip_one("w.npy", 8, crc_of(w), uint32_t(w.size()), stream));
+  std::string msg;
+  const int64_t grew_kb = hostile::peak_growth_kb([&] { msg = error_of([&] { read_npz(file("bomb.npz")); }); });
+  EXPECT_CONTAINS(msg, file("bomb.npz") + ": member 'w.npy': decompresses to more than the " +
+                           std::to_string(w.size()) + " bytes the central directory says");
+  EXPECT_LT(grew_kb, kBoundedKb) << "peak memory grew by " << grew_kb << " kB";
+  // The same member, ending where it should, reads.
+  uint32_t crc = 0;
+  write_bytes(file("ok.npz"), zip_one("w.npy", 8, crc_of(w), uint32_t(w.size()),
+                                      hostile::raw_deflate_then_zeros(w, 0, &crc)));
+  EXPECT_EQ(crc, crc_of(w));
+  EXPECT_EQ(read_npz(file("ok.npz")).at("w").shape(), Shape({4}));
+}
+
+TEST_F(NpzTest, HugeDeclaredSizesAreRefusedBeforeInflating) {
+  // The archive: 3 GiB of zeros, the directory and the .npy header both honest about
+  // it, in 3 MB. Over the 1 GiB limit: refused before anything is inflated.
+  const std::string header =
+      npy("{'descr': '<f4', 'fortran_order': False, 'shape': (3, 256, 1024, 1024), }", "");
+  uint32_t crc = 0;
+  const std::string stream = hostile::raw_deflate_then_zeros(header, 3072, &crc);
+  const uint64_t size = header.size() + (uint64_t(3) << 30);
+  write_bytes(file("big.npz"), zip_one("x.npy", 8, crc, uint32_t(size), stream));
+  std::string msg;
+  const int64_t grew_kb = hostile::peak_growth_kb([&] { msg = error_of([&] { read_npz(file("big.npz")); }); });
+  EXPECT_CONTAINS(msg, file("big.npz") + ": member 'x.npy' declares " + std::to_string(size) +
+                           " bytes uncompressed, which takes the archive over the limit of " +
+                           std::to_string(kNpzMaxBytes) + " bytes");
+  EXPECT_LT(grew_kb, kBoundedKb) << "peak memory grew by " << grew_kb << " kB";
+
+  // A .npy header that claims a huge shape for a small member: it must agree with the
+  // directory's size before anything is allocated for it.
+  const std::string lie = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (1000000, 1000000), }",
+                              std::string(16, '\0'));
+  write_bytes(file("lie.npz"), zip_one("w.npy", 0, crc_of(lie), uint32_t(lie.size()), lie));
+  EXPECT_CONTAINS(error_of([&] { read_npz(file("lie.npz")); }),
+                  file("lie.npz") + ": member 'w.npy': header says shape (1000000, 1000000) '<f4' "
+                                    "(4000000000000 bytes) but the central directory gives the "
+                                    "member 16 bytes of data");
+
+  // The limit is the caller's: the book's 1 MB archive under a 1000-byte one.
+  const std::string book = kReference + "/book_deep_convnet_params.npz";
+  EXPECT_CONTAINS(error_of([&] { read_npz(book, 1000); }), ", over the limit of 1000 bytes");
+  EXPECT_EQ(read_npz(book, 2 << 20).size(), 16u);
 }
 
 // ---- .npy headers ----

@@ -100,6 +100,10 @@ Dataset load_split(const DatasetSpec& spec, const std::string& dir, const FileSp
     fail_input("{}: images are {}x{}, {} images are {}x{}", images_path, images.dims[1],
                images.dims[2], spec.name, spec.height, spec.width);
   const int64_t count = images.dims[0];
+  // An empty set would train no step or report 0/0 as its accuracy: refused before training.
+  if (count == 0)
+    fail_input("{}: holds no images (dims {} x {} x {}): a data set needs at least one sample",
+               images_path, count, images.dims[1], images.dims[2]);
   if (labels.dims[0] != count)
     fail_input("{} has {} images but {} has {} labels", images_path, count, labels_path,
                labels.dims[0]);

@@ -202,12 +202,21 @@ struct Member {
   uint64_t local_header_offset = 0;
 };
 
-std::vector<uint8_t> read_whole_file(const std::string& path) {
+// The whole archive is held in memory: a file over max_bytes (the limit on the members' declared
+// sizes too) is refused before it is read.
+std::vector<uint8_t> read_whole_file(const std::string& path, uint64_t max_bytes) {
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail_input("cannot open '{}': {}", path, std::strerror(errno));
   std::vector<uint8_t> bytes;
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && st.st_size > 0) bytes.reserve(static_cast<size_t>(st.st_size));
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) {
+    if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+      ::close(fd);
+      fail_input("{}: {} bytes, over the limit of {} bytes for a .npz archive (read_npz's "
+                 "max_bytes)", path, st.st_size, max_bytes);
+    }
+    bytes.reserve(static_cast<size_t>(st.st_size));
+  }
   uint8_t chunk[1 << 16];
   for (;;) {
     ssize_t n = ::read(fd, chunk, sizeof chunk);
@@ -311,43 +320,92 @@ std::vector<Member> read_central_directory(const std::vector<uint8_t>& file,
   return members;
 }
 
-// Raw deflate (no zlib header), as zip stores it. zlib counts in 32-bit units, so large members
-// are fed and drained in pieces.
-std::vector<uint8_t> inflate_member(const uint8_t* src, size_t n, size_t expected,
-                                    const std::string& what) {
-  // Deflate expands at most 1032:1; a larger size is a corrupt directory, not a reason to
-  // allocate terabytes.
-  if (expected / 1032 > n + 1)
-    fail_input("{}: corrupt archive ({} compressed bytes cannot hold {} bytes)", what, n, expected);
-  std::vector<uint8_t> out(expected + 1);  // one spare byte reveals data longer than promised
-  z_stream zs{};
-  if (inflateInit2(&zs, -15) != Z_OK) fail("{}: zlib inflateInit2 failed", what);
-  const size_t piece = UINT_MAX;
-  int ret = Z_OK;
-  do {
-    zs.next_in = const_cast<uint8_t*>(src) + zs.total_in;
-    zs.avail_in = static_cast<uInt>(std::min(n - zs.total_in, piece));
-    zs.next_out = out.data() + zs.total_out;
-    zs.avail_out = static_cast<uInt>(std::min(out.size() - zs.total_out, piece));
-    ret = inflate(&zs, Z_NO_FLUSH);
-  } while (ret == Z_OK);  // Z_OK: progress was made; no progress gives Z_BUF_ERROR
-  const size_t produced = zs.total_out;
-  const bool input_used_up = zs.total_in == n;
-  const std::string zlib_msg = zs.msg ? zs.msg : "zlib error";
-  inflateEnd(&zs);
+// A member's bytes in order, never more than the central directory's size: stored members are
+// read from the file's bytes, deflated ones (raw deflate, no zlib header, as zip stores it)
+// inflated piece by piece straight into the caller's buffer. Nothing is allocated here, so a
+// member that inflates to gigabytes costs no memory: reading stops at the first byte too many.
+// zlib counts in 32-bit units, so large pieces are fed and drained in parts.
+class MemberReader {
+ public:
+  MemberReader(const uint8_t* src, const Member& m, const std::string& what)
+      : src_(src), m_(m), what_(what), deflate_(m.method == kMethodDeflate) {
+    if (deflate_ && inflateInit2(&zs_, -15) != Z_OK) fail("{}: zlib inflateInit2 failed", what);
+  }
+  ~MemberReader() {
+    if (deflate_) inflateEnd(&zs_);
+  }
+  MemberReader(const MemberReader&) = delete;
+  MemberReader& operator=(const MemberReader&) = delete;
 
-  if (produced > expected)
-    fail_input("{}: decompresses to more than the {} bytes the central directory says", what,
-               expected);
-  if (ret == Z_BUF_ERROR && input_used_up)
-    fail_input("{}: corrupt deflate data (the compressed data ends early)", what);
-  if (ret != Z_STREAM_END) fail_input("{}: corrupt deflate data ({})", what, zlib_msg);
-  if (produced != expected)
-    fail_input("{}: decompresses to {} bytes, but the central directory says {}", what, produced,
-               expected);
-  out.resize(expected);
-  return out;
-}
+  uint64_t left() const { return m_.size - done_; }
+
+  // The next n bytes (n <= left()) into dst. Throws when the data ends first or is corrupt.
+  void read(uint8_t* dst, size_t n) {
+    DT_CHECK(n <= left(), "{}: reading {} bytes, {} left", what_, n, left());
+    if (!deflate_) {
+      std::memcpy(dst, src_ + done_, n);
+    } else {
+      for (size_t got = 0; got < n;) {
+        const size_t produced = inflate_some(dst + got, std::min<size_t>(n - got, UINT_MAX));
+        if (produced == 0 && ended_)
+          fail_input("{}: decompresses to {} bytes, but the central directory says {}", what_,
+                     done_ + got, m_.size);
+        got += produced;
+      }
+    }
+    crc_ = static_cast<uint32_t>(crc32_z(crc_, dst, n));
+    done_ += n;
+  }
+
+  // After the last byte the central directory promises: the member must end here (one spare
+  // byte of output reveals data longer than promised), and its CRC-32 must match.
+  void finish() {
+    DT_CHECK(left() == 0, "{}: {} bytes left unread", what_, left());
+    if (deflate_) {
+      uint8_t spare;
+      while (!ended_)
+        if (inflate_some(&spare, 1) != 0)
+          fail_input("{}: decompresses to more than the {} bytes the central directory says",
+                     what_, m_.size);
+    }
+    if (crc_ != m_.crc)
+      fail_input(
+          "{}: CRC-32 mismatch (archive says {:08x}, data gives {:08x}): the file is corrupt",
+          what_, m_.crc, crc_);
+  }
+
+ private:
+  // One inflate call into dst (n <= UINT_MAX); returns the bytes produced. Sets ended_ at the
+  // end of the deflate stream; throws on corrupt or cut data.
+  size_t inflate_some(uint8_t* dst, size_t n) {
+    if (ended_) return 0;
+    zs_.next_in = const_cast<uint8_t*>(src_) + in_pos_;
+    zs_.avail_in = static_cast<uInt>(std::min<uint64_t>(m_.compressed_size - in_pos_, UINT_MAX));
+    zs_.next_out = dst;
+    zs_.avail_out = static_cast<uInt>(n);
+    const uInt in_before = zs_.avail_in;
+    const int ret = inflate(&zs_, Z_NO_FLUSH);
+    in_pos_ += in_before - zs_.avail_in;
+    const size_t produced = n - zs_.avail_out;
+    if (ret == Z_STREAM_END) {
+      ended_ = true;
+    } else if (ret == Z_BUF_ERROR && in_pos_ == m_.compressed_size) {
+      fail_input("{}: corrupt deflate data (the compressed data ends early)", what_);
+    } else if ((ret != Z_OK && ret != Z_BUF_ERROR) || (produced == 0 && in_before == zs_.avail_in)) {
+      fail_input("{}: corrupt deflate data ({})", what_, zs_.msg ? zs_.msg : zError(ret));
+    }
+    return produced;
+  }
+
+  const uint8_t* src_;
+  const Member& m_;
+  const std::string& what_;
+  const bool deflate_;
+  z_stream zs_{};
+  uint64_t in_pos_ = 0, done_ = 0;
+  bool ended_ = false;
+  uint32_t crc_ = 0;
+};
 
 // ---------------------------------------------------------------------------------------------
 // Writing: stored members, always with zip64 fields (as numpy does), dated 1980-01-01 so the
@@ -437,46 +495,71 @@ void append_end_records(std::string& zip, uint64_t entries, uint64_t cd_offset, 
 
 // -----------------------------------------------------------------------------------------------
 
-Tensor parse_npy(const void* data, size_t n, const std::string& what) {
-  const uint8_t* p = static_cast<const uint8_t*>(data);
-  if (n < 10 || std::string_view(reinterpret_cast<const char*>(p), 6) != kNpyMagic)
+namespace {
+
+// Where a .npy's header text starts and how long it is, from its first 10 bytes (12 for
+// versions 2.0 and 3.0; p holds them when `total`, the .npy's size, is that large).
+struct NpyPrefix {
+  size_t prefix = 0, header_len = 0;
+};
+NpyPrefix npy_prefix(const uint8_t* p, uint64_t total, const std::string& what) {
+  if (total < 10 || std::string_view(reinterpret_cast<const char*>(p), 6) != kNpyMagic)
     fail_input("{}: not a .npy array (no \\x93NUMPY magic)", what);
   const int major = p[6], minor = p[7];
-  size_t prefix = 0, header_len = 0;
+  NpyPrefix r;
   if (major == 1) {
-    prefix = 10;
-    header_len = get16(p + 8);
+    r.prefix = 10;
+    r.header_len = get16(p + 8);
   } else if (major == 2 || major == 3) {
-    if (n < 12) fail_input("{}: truncated .npy header", what);
-    prefix = 12;
-    header_len = get32(p + 8);
+    if (total < 12) fail_input("{}: truncated .npy header", what);
+    r.prefix = 12;
+    r.header_len = get32(p + 8);
   } else {
     fail_input("{}: .npy format version {}.{} unsupported (supported: 1.0, 2.0, 3.0)", what, major,
                minor);
   }
-  if (header_len > n - prefix)
-    fail_input("{}: truncated .npy header ({} bytes promised, {} present)", what, header_len,
-               n - prefix);
-  std::string_view text(reinterpret_cast<const char*>(p + prefix), header_len);
-  NpyHeader h = NpyHeaderParser(text, what).parse();
+  if (r.header_len > total - r.prefix)
+    fail_input("{}: truncated .npy header ({} bytes promised, {} present)", what, r.header_len,
+               total - r.prefix);
+  return r;
+}
+
+// What the header text describes: the array's shape and dtype and the bytes of its data, the
+// product computed without overflow. Nothing is allocated for it.
+struct NpyLayout {
+  NpyHeader h;
+  DType dtype;
+  uint64_t data_bytes = 0;
+};
+NpyLayout npy_layout(std::string_view text, const std::string& what) {
+  NpyLayout l;
+  l.h = NpyHeaderParser(text, what).parse();
   // Column-major data differs from row-major only if two or more dimensions exceed 1.
   const auto long_dims =
-      std::count_if(h.shape.begin(), h.shape.end(), [](int64_t d) { return d > 1; });
-  if (h.fortran_order && long_dims > 1)
+      std::count_if(l.h.shape.begin(), l.h.shape.end(), [](int64_t d) { return d > 1; });
+  if (l.h.fortran_order && long_dims > 1)
     fail_input("{}: fortran_order arrays unsupported (save np.ascontiguousarray(a) instead)", what);
-  const DType dtype = dtype_from_descr(h.descr, what);
+  l.dtype = dtype_from_descr(l.h.descr, what);
+  l.data_bytes = dtype_size(l.dtype);
+  for (int64_t d : l.h.shape)
+    if (__builtin_mul_overflow(l.data_bytes, static_cast<uint64_t>(d), &l.data_bytes))
+      fail_input("{}: shape {} is too large", what, numpy_shape(l.h.shape));
+  return l;
+}
 
-  const size_t data_bytes = n - prefix - header_len;
-  uint64_t expected = dtype_size(dtype);
-  for (int64_t d : h.shape)
-    if (__builtin_mul_overflow(expected, static_cast<uint64_t>(d), &expected))
-      fail_input("{}: shape {} is too large", what, numpy_shape(h.shape));
-  if (expected != data_bytes)
+}  // namespace
+
+Tensor parse_npy(const void* data, size_t n, const std::string& what) {
+  const uint8_t* p = static_cast<const uint8_t*>(data);
+  const NpyPrefix np = npy_prefix(p, n, what);
+  const NpyLayout l =
+      npy_layout(std::string_view(reinterpret_cast<const char*>(p + np.prefix), np.header_len), what);
+  const size_t data_bytes = n - np.prefix - np.header_len;
+  if (l.data_bytes != data_bytes)
     fail_input("{}: header says shape {} '{}' ({} bytes) but the data has {} bytes", what,
-               numpy_shape(h.shape), h.descr, expected, data_bytes);
-
-  Tensor t = Tensor::empty(Shape(h.shape), dtype);
-  if (data_bytes) std::memcpy(t.raw(), p + prefix + header_len, data_bytes);
+               numpy_shape(l.h.shape), l.h.descr, l.data_bytes, data_bytes);
+  Tensor t = Tensor::empty(Shape(l.h.shape), l.dtype);
+  if (data_bytes) std::memcpy(t.raw(), p + np.prefix + np.header_len, data_bytes);
   return t;
 }
 
@@ -517,10 +600,21 @@ std::string format_npy(const Tensor& t, const std::string& what) {
   return out;
 }
 
-std::map<std::string, Tensor> read_npz(const std::string& path) {
-  const std::vector<uint8_t> file = read_whole_file(path);
+std::map<std::string, Tensor> read_npz(const std::string& path, uint64_t max_bytes) {
+  const std::vector<uint8_t> file = read_whole_file(path, max_bytes);
+  const std::vector<Member> members = read_central_directory(file, path);
+  // The sizes the directory declares, against the limit, before anything is inflated: a few
+  // megabytes of deflated zeros can claim gigabytes.
+  uint64_t declared = 0;
+  for (const Member& m : members) {
+    if (m.size > max_bytes - declared)
+      fail_input("{}: member '{}' declares {} bytes uncompressed, which takes the archive over "
+                 "the limit of {} bytes (read_npz's max_bytes); refused before inflating",
+                 path, m.name, m.size, max_bytes);
+    declared += m.size;
+  }
   std::map<std::string, Tensor> arrays;
-  for (const Member& m : read_central_directory(file, path)) {
+  for (const Member& m : members) {
     const std::string what = fmt::format("{}: member '{}'", path, m.name);
     if (m.name.size() < 4 || m.name.compare(m.name.size() - 4, 4, ".npy") != 0)
       fail_input("{}: not a .npy array (a .npz holds only NAME.npy members)", what);
@@ -537,12 +631,11 @@ std::map<std::string, Tensor> read_npz(const std::string& path) {
     if (data_at > file.size() || file.size() - data_at < m.compressed_size)
       fail_input("{}: data truncated ({} bytes at offset {}, the file has {})", what,
                  m.compressed_size, data_at, file.size());
-
-    const uint8_t* data = &file[0] + data_at;
-    std::vector<uint8_t> inflated;
     if (m.method == kMethodDeflate) {
-      inflated = inflate_member(data, m.compressed_size, m.size, what);
-      data = inflated.data();
+      // Deflate expands at most 1032:1; a larger size is a corrupt directory.
+      if (m.size / 1032 > m.compressed_size + 1)
+        fail_input("{}: corrupt archive ({} compressed bytes cannot hold {} bytes)", what,
+                   m.compressed_size, m.size);
     } else if (m.method != kMethodStored) {
       fail_input("{}: unsupported compression method {} (supported: 0 stored, 8 deflate)", what,
                  m.method);
@@ -550,12 +643,29 @@ std::map<std::string, Tensor> read_npz(const std::string& path) {
       fail_input("{}: stored member with compressed size {} != size {}", what, m.compressed_size,
                  m.size);
     }
-    const uint32_t crc = static_cast<uint32_t>(crc32_z(0, data, m.size));
-    if (crc != m.crc)
-      fail_input(
-          "{}: CRC-32 mismatch (archive says {:08x}, data gives {:08x}): the file is corrupt", what,
-          m.crc, crc);
-    arrays.emplace(key, parse_npy(data, m.size, what));
+
+    // The .npy header first; its shape must account for exactly the bytes the directory
+    // declares before the tensor is allocated, and the data is then inflated straight into it.
+    MemberReader r(&file[data_at], m, what);
+    uint8_t start[12];
+    r.read(start, static_cast<size_t>(std::min<uint64_t>(m.size, 10)));
+    if (m.size >= 12 && (start[6] == 2 || start[6] == 3)) r.read(start + 10, 2);
+    const NpyPrefix np = npy_prefix(start, m.size, what);
+    std::string text;
+    while (text.size() < np.header_len) {  // in pieces: the promise is checked as bytes come
+      const size_t old = text.size(), piece = std::min<size_t>(np.header_len - old, 1 << 16);
+      text.resize(old + piece);
+      r.read(reinterpret_cast<uint8_t*>(&text[old]), piece);
+    }
+    const NpyLayout l = npy_layout(text, what);
+    if (l.data_bytes != r.left())
+      fail_input("{}: header says shape {} '{}' ({} bytes) but the central directory gives the "
+                 "member {} bytes of data",
+                 what, numpy_shape(l.h.shape), l.h.descr, l.data_bytes, r.left());
+    Tensor t = Tensor::empty(Shape(l.h.shape), l.dtype);
+    if (l.data_bytes) r.read(static_cast<uint8_t*>(t.raw()), l.data_bytes);
+    r.finish();
+    arrays.emplace(key, std::move(t));
   }
   return arrays;
 }
