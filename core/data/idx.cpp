@@ -153,10 +153,10 @@ std::vector<uint8_t> read_file_content(const std::string& path, bool* was_gzip) 
 }
 
 IdxArray parse_idx(const std::string& path, std::vector<uint8_t> content, bool gzipped) {
-  const char* has = gzipped ? "the decompressed file" : "the file";
+  const char* has = gzipped ? "decompressed file has" : "file has";
   const size_t size = content.size();
   if (size < 4)
-    fail_input("{}: truncated: not even an IDX magic number ({} has {} bytes)", path, has, size);
+    fail_input("{}: truncated: not even an IDX magic number ({} {} bytes)", path, has, size);
   check_idx_magic(path, content.data());
   const int ndims = content[3];
   const size_t header = 4 + 4 * size_t(ndims);
