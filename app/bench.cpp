@@ -30,7 +30,8 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
   sub->add_flag("--exact", o.exact,
                 "exact mode (distributed.exact; docs/exact_mode.md), on the reference kernels");
   sub->add_option("--math", o.math, "GPU math: fp32, tf32, bf16 or fp16");
-  sub->add_option("--threads", o.threads, "threads (0 = all cores)");
+  sub->add_option("--threads", o.threads, "threads (0 = all cores; default: the config's)")
+      ->each([&o](const std::string&) { o.threads_given = true; });
   sub->add_option("--steps", o.steps, "timed steps")->check(positive_integer());
   sub->add_option("--warmup", o.warmup, "untimed steps first")->check(nonnegative_integer());
   sub->add_option("--batch", o.batch, "batch size (default: the config's)")->check(positive_integer());
@@ -113,7 +114,7 @@ int print_profile(const BenchOptionsCli& o, const Session& s, const StepProfile&
 int run_bench(const BenchOptionsCli& o) {
   proto::ExperimentConfig cfg;
   ConfigOverrides ov;
-  ov.threads = o.threads;
+  if (o.threads_given) ov.threads = o.threads;
   if (!o.backend.empty()) ov.backend = o.backend;
   if (o.exact) ov.exact = true;
   if (!o.math.empty()) ov.math = o.math;

@@ -64,6 +64,7 @@ struct BenchOptionsCli {
   std::string backend;  // empty: the config's
   std::string math;  // GPU math mode (empty: the config's)
   int threads = 0, steps = 50, warmup = 5, batch = 0;
+  bool threads_given = false;  // --threads overrides the config's run.threads only when given
   bool json = false;
   bool exact = false;    // distributed.exact
   bool profile = false;  // per-phase medians (each phase waits for the device) instead

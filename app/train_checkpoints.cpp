@@ -144,7 +144,8 @@ bool TrainCheckpoints::due_at_epoch_end(int64_t global_step) const {
 
 TrainCheckpoints::Saved TrainCheckpoints::save(Net& net, Optimizer& optimizer, int64_t global_step,
                                                int64_t epoch, const EpochProgress& progress,
-                                               const std::vector<proto::EpochMetrics>& history) {
+                                               const std::vector<proto::EpochMetrics>& history,
+                                               double learning_rate) {
   Saved out;
   if (!writer_ || !enabled()) return out;
   const double t0 = steady_now();
@@ -164,8 +165,7 @@ TrainCheckpoints::Saved TrainCheckpoints::save(Net& net, Optimizer& optimizer, i
   }
   s.steps_per_epoch = steps_per_epoch_;
   s.seed = cfg_.run().seed();
-  // Constant (the trainer runs at optimizer.lr), as its shortest decimal: 0.001, not 0.0010000000474974513.
-  s.learning_rate = std::stod(fmt::format("{}", cfg_.optimizer().lr()));
+  s.learning_rate = learning_rate;
   s.total_steps = int64_t(cfg_.schedule().epochs()) * steps_per_epoch_;
   s.config = cfg_;
   s.history = history;

@@ -82,8 +82,11 @@ class TrainCheckpoints {
     std::vector<std::string> warnings;
     std::string failed;
   };
+  // learning_rate: the rate the last step ran at (Trainer::last_lr(); the schedule's, not
+  // optimizer.lr).
   Saved save(Net& net, Optimizer& optimizer, int64_t global_step, int64_t epoch,
-             const EpochProgress& progress, const std::vector<proto::EpochMetrics>& history);
+             const EpochProgress& progress, const std::vector<proto::EpochMetrics>& history,
+             double learning_rate);
 
  private:
   // resume() but the check across ranks.

@@ -326,7 +326,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
             // checkpoint's history holds that epoch; a stop saves below too.
             if (step + 1 < steps && !m.stop && checkpoints.due(trainer.global_step()))
               report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
-                                           history), false);
+                                           history, lr()), false);
           },
           &progress);
       const bool complete = progress.steps_done == last.steps;
@@ -357,14 +357,14 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
         // (The end of training saves after the loop.)
         if (!last.stop && e + 1 < epochs && checkpoints.due_at_epoch_end(trainer.global_step()))
           report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
-                                       history), false);
+                                       history, lr()), false);
       }
       // A stop after the last step of training just lets the run finish.
       if (last.stop && !(complete && e + 1 == epochs)) {
         // Every rank agreed to stop after this step (a SIGTERM or SIGUSR1 on some rank).
         if (!checkpoints.saved_at(trainer.global_step()))
           report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), e, progress,
-                                       history), true,
+                                       history, lr()), true,
                       "stopping without it: --resume auto continues from the one before");
         if (!rec) return 0;
         const std::string signal = stop_signal_name();
@@ -398,7 +398,7 @@ int run_train(const CommonOptions& common, const TrainOptionsCli& o) {
     }
     if (!checkpoints.saved_at(trainer.global_step()))
       report_save(checkpoints.save(*s.net, *optimizer, trainer.global_step(), epochs - 1,
-                                   EpochProgress{sampler.steps_per_epoch()}, history), true,
+                                   EpochProgress{sampler.steps_per_epoch()}, history, lr()), true,
                   "it was the run's last (the final weights are saved below)");
   } catch (const TrainingDiverged& e) {
     // Nothing is saved on this path: the checkpoints written so far stay as they are.

@@ -78,6 +78,18 @@ TEST(Help, EveryCommandHasHelpWithExamples) {
 }
 
 // bench --profile: one phase per layer and direction, plus the step's own phases, each timed.
+// bench --config takes the config's backend and threads unless the command line gives them.
+TEST(Bench, TheConfigsBackendAndThreadsHoldUnlessOverridden) {
+  TempDir dir;
+  const std::string cfg = dir.file("b.prototxt", "run { backend: \"cpu-ref\" threads: 1 }\n");
+  CommandResult r = run_command(deeptrain_cmd("bench --config " + cfg + " --steps 2 --warmup 0 --batch 4"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cpu-ref train, batch 4, 1 threads"), std::string::npos) << r.output;
+  r = run_command(deeptrain_cmd("bench --config " + cfg + " --steps 2 --warmup 0 --batch 4 --threads 2 --backend cpu"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("cpu train, batch 4, 2 threads"), std::string::npos) << r.output;
+}
+
 TEST(Bench, ProfileTimesEveryLayerForwardAndBackward) {
   CommandResult r = run_command(deeptrain_cmd(
       "bench --profile --json --steps 3 --warmup 1 --threads 1 --batch 8"));

@@ -74,6 +74,13 @@ TEST(CliTechniques, StepMetricsShowTheScheduledRate) {
   ASSERT_EQ(steps.size(), 6u);
   for (size_t s = 0; s < 6; ++s)
     EXPECT_NEAR(json_number(steps[s], "learning_rate"), s < 3 ? 0.1 : 0.01, 1e-9) << steps[s];
+  // The checkpoint records the rate the last step ran at (0.01), not optimizer.lr (0.1).
+  const std::string ckpt = (dir.path / "ckpt").string();
+  ASSERT_EQ(run_command(deeptrain_cmd("train " + cfg + " --checkpoint-dir " + ckpt + " --run-dir " +
+                                      (dir.path / "run2").string())).exit_code, 0);
+  const CommandResult inspect = run_command(deeptrain_cmd("inspect " + ckpt + "/ckpt-0000000006"));
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.output;
+  EXPECT_NE(inspect.output.find("last lr 0.01\n"), std::string::npos) << inspect.output;
 }
 
 // The running statistics travel in the weights file: `eval` reproduces the training run's
