@@ -136,14 +136,8 @@ int run_bench(const BenchOptionsCli& o) {
 
   if (o.mode == "augment") return bench_augment(o, cfg, s, d);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
-  TrainerOptions to;
-  to.batch_size = batch;
+  TrainerOptions to = trainer_options(cfg);  // augmentation included: its cost is part of a step
   to.eval_batch_size = batch;
-  to.seed = cfg.run().seed();
-  to.lr = cfg.optimizer().lr();
-  to.loss_scale.enabled = cfg.run().math() == "fp16";
-  to.augment = cfg.data().augment();  // its cost is part of a training step
-  if (cfg.distributed().exact()) to.micro_batch = cfg.distributed().micro_batch();
   StepProfile profile;
   if (o.profile) to.profile = &profile;
   Trainer trainer(to, *s.net, *s.backend, *optimizer, *s.comm);

@@ -18,10 +18,7 @@ namespace deeptrain::app {
 
 int run_ensemble_eval(const CommonOptions& common, const EvalOptionsCli& o,
                       const proto::ExperimentConfig& cfg, Session& s) {
-  TrainerOptions topt;
-  topt.batch_size = cfg.schedule().batch_size();
-  topt.eval_batch_size = cfg.run().eval_batch_size();
-  topt.seed = cfg.run().seed();
+  const TrainerOptions topt = trainer_options(cfg);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params());
   Trainer trainer(topt, *s.net, *s.backend, *optimizer, *s.comm);
   std::vector<Tensor> member_probabilities;

@@ -121,6 +121,20 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   return s;
 }
 
+TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
+  TrainerOptions t;
+  t.batch_size = cfg.schedule().batch_size();
+  t.eval_batch_size = cfg.run().eval_batch_size();
+  t.seed = cfg.run().seed();
+  t.lr = cfg.optimizer().lr();
+  t.loss_scale.enabled = cfg.run().math() == "fp16";  // f16 gradients underflow without it
+  t.lr_schedule = cfg.schedule().lr_schedule();
+  t.epochs = cfg.schedule().epochs();
+  t.augment = cfg.data().augment();
+  if (cfg.distributed().exact()) t.micro_batch = cfg.distributed().micro_batch();
+  return t;
+}
+
 std::string json_escape(const std::string& s) {
   std::string o;
   for (char c : s) {

@@ -8,6 +8,7 @@
 #include "core/data/dataset.h"
 #include "core/net.h"
 #include "distributed/communicator.h"
+#include "distributed/trainer.h"
 #include "distributed/watchdog.h"
 
 namespace deeptrain::app {
@@ -33,6 +34,9 @@ struct Session {
 // gradient-sync options of cfg.distributed, and the start-up consistency check (every rank must
 // have the same model, config and data, else JobWideError on every rank). Collective.
 Session open_session(const proto::ExperimentConfig& cfg, bool load_data);
+// The trainer's options as the config gives them (batch sizes, seed, rate and its schedule,
+// epochs, augmentation, loss scaling, exact mode): the one place they are read from a config.
+TrainerOptions trainer_options(const proto::ExperimentConfig& cfg);
 std::string json_escape(const std::string& s);
 // A number for a JSON line, with `decimals` digits after the point; null when it is nan or inf
 // (JSON has no such tokens; printf would write "nan" or "-nan"). Every JSON number in app/

@@ -54,20 +54,6 @@ std::string run_name(const proto::ExperimentConfig& cfg, const std::string& conf
   return std::filesystem::path(config_path).stem().string();
 }
 
-TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
-  TrainerOptions t;
-  t.batch_size = cfg.schedule().batch_size();
-  t.eval_batch_size = cfg.run().eval_batch_size();
-  t.seed = cfg.run().seed();
-  t.lr = cfg.optimizer().lr();
-  t.loss_scale.enabled = cfg.run().math() == "fp16";  // f16 gradients underflow without it
-  t.lr_schedule = cfg.schedule().lr_schedule();
-  t.epochs = cfg.schedule().epochs();
-  t.augment = cfg.data().augment();
-  if (cfg.distributed().exact()) t.micro_batch = cfg.distributed().micro_batch();
-  return t;
-}
-
 std::string describe(const Session& s) {
   const auto& c = s.cfg;
   return fmt::format(

@@ -7,7 +7,7 @@
 // non-blocking ones followed by wait(). Non-blocking calls return at once; the tensor must stay
 // alive and untouched until wait() returns. An implementation may progress them on its own
 // thread (MpiCommunicator does, so communication overlaps computation), or on a device stream
-// (a NCCL implementation would enqueue on a communication stream and wait() on an event).
+// (NcclCommunicator, distributed/nccl_communicator.h, enqueues on a communication stream and waits on an event).
 //
 // Sum reductions accept f32, f64, i32, i64 and the 16-bit wire formats f16 and bf16 (summed
 // element by element in f32 and rounded back to nearest even, as NCCL does); broadcast and

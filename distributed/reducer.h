@@ -33,7 +33,7 @@ struct ReducerStats {
   int64_t wire_bytes = 0;       // bytes handed to allreduce by this rank, summed over steps
   double comm_seconds = 0;      // union over steps of the times gradient allreduces were in flight
   double exposed_seconds = 0;   // time the step waited in finish() and settle() after backward
-  double backward_seconds = 0;  // from begin_backward() to finish()
+  double backward_seconds = 0;  // from begin_step() to finish()
   // The share of communication time that ran while backward was still computing.
   double hidden_fraction() const {
     return comm_seconds > 0 ? std::max(0.0, 1.0 - exposed_seconds / comm_seconds) : 0.0;
