@@ -1,6 +1,6 @@
 // The benchmark scripts run: PyTorch's peer (bench/pytorch_deepconvnet.py) and the side-by-side
 // comparison (bench/train_throughput.sh), in a few steps each. Not timings (those live in
-// bench/): a check that the commands the README quotes still work. A change for the GPU had
+// bench/): a check that the commands docs/results.md quotes still work. A change for the GPU had
 // broken the CPU peer on Debian's PyTorch 1.13 unnoticed. Skipped where PyTorch is not
 // installed (scripts/setup.sh --with-torch installs it).
 #include <gtest/gtest.h>

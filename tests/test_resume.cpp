@@ -404,7 +404,7 @@ void stop_and_resume(int ranks, const std::string& tag,
 
 TEST_F(Resume, SigusrToMpiexecCheckpointsAndExitsZeroThenResumesToTheSameWeights) {
   need_mpiexec();
-  // Open MPI's mpiexec forwards SIGUSR1 to every rank (SIGTERM it does not: see README).
+  // Open MPI's mpiexec forwards SIGUSR1 to every rank (SIGTERM it does not: see docs/checkpoints.md).
   stop_and_resume(2, "DT_RESUME_TAG=" + tag_, [](Job& job) { ASSERT_EQ(kill(job.pid(), SIGUSR1), 0); },
                   "SIGUSR1");
 }

@@ -682,7 +682,7 @@ TEST(Cli, HelpOfNewCommandsHasExamples) {
   EXPECT_NE(r.output.find("tensorboard --logdir runs"), std::string::npos) << r.output;
 }
 
-// Each error message the README documents, for its bad input (exit code 2).
+// Each error message docs/runs.md and docs/configs.md document, for its bad input (exit code 2).
 TEST(Cli, DocumentedErrors) {
   TempDir d;
   fs::create_directories(d.path / "empty");
