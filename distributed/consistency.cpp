@@ -1,5 +1,7 @@
 #include "distributed/consistency.h"
 
+#include "core/checksum.h"
+
 #include <algorithm>
 #include <cstring>
 #include <map>
@@ -46,16 +48,7 @@ void flatten(const google::protobuf::Message& m, const std::string& prefix, Fing
   }
 }
 
-std::string crc_of(const Tensor& t) {
-  uLong c = crc32(0L, Z_NULL, 0);
-  const auto* p = static_cast<const Bytef*>(t.raw());
-  for (size_t done = 0, n = t.nbytes(); done < n;) {  // crc32 takes uInt lengths
-    const size_t k = std::min<size_t>(n - done, size_t(1) << 30);
-    c = crc32(c, p + done, uInt(k));
-    done += k;
-  }
-  return fmt::format("{:08x}", c);
-}
+std::string crc_of(const Tensor& t) { return fmt::format("{:08x}", crc32_of(t.raw(), t.nbytes())); }
 
 std::string rank_list(const std::vector<int>& ranks, const std::vector<std::string>& hosts) {
   std::string s;

@@ -1,10 +1,9 @@
 #include "distributed/trainer.h"
 
-#include <zlib.h>
-
 #include <algorithm>
 #include <cmath>
 
+#include "core/checksum.h"
 #include "core/data/augment.h"
 #include "core/optim/schedule.h"
 #include "distributed/ordered_sum.h"
@@ -69,7 +68,7 @@ void Trainer::check_replicas(const std::string& when) {
   net_.download_params();
   if (comm_.size() == 1) return;
   const Tensor& p = net_.params();
-  const uLong crc = crc32(crc32(0L, Z_NULL, 0), static_cast<const Bytef*>(p.raw()), uInt(p.nbytes()));
+  const uint32_t crc = crc32_of(p.raw(), p.nbytes());
   Tensor mine = Tensor::empty({1}, DType::i64), all = Tensor::empty({comm_.size()}, DType::i64);
   mine.data<int64_t>()[0] = int64_t(crc);
   comm_.allgather(mine, all, "replica check");

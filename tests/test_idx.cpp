@@ -10,7 +10,7 @@
 
 #include "core/data/dataset.h"
 #include "core/data/idx.h"
-#include "core/data/sha256.h"
+#include "core/checksum.h"
 #include "hostile_util.h"
 
 #ifndef DEEPTRAIN_DATA_DIR
@@ -97,10 +97,18 @@ class IdxTest : public ::testing::Test {
   fs::path dir;
 };
 
-TEST(Sha256, KnownVector) {
+// core/checksum.h, the project's one CRC-32 and one SHA-256: known answers, and the streaming
+// SHA-256 equal to the one-shot one across update boundaries.
+TEST(Checksums, KnownVectorsAndStreamingEqualsOneShot) {
   const char* abc = "abc";
-  EXPECT_EQ(sha256_hex(reinterpret_cast<const uint8_t*>(abc), 3),
+  EXPECT_EQ(deeptrain::sha256_hex(abc, 3),
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(deeptrain::crc32_of("123456789", 9), 0xCBF43926u);  // the CRC-32 check value
+  std::string text(100000, '\0');
+  for (size_t i = 0; i < text.size(); ++i) text[i] = char(i * 131 % 251);
+  deeptrain::Sha256 streamed;
+  for (size_t at = 0; at < text.size(); at += 777) streamed.update(text.data() + at, std::min<size_t>(777, text.size() - at));
+  EXPECT_EQ(streamed.hex(), deeptrain::sha256_hex(text.data(), text.size()));
 }
 
 TEST_F(IdxTest, ReadsPlainFile) {
@@ -277,7 +285,7 @@ TEST_F(IdxTest, GatherBatchNormalisesLikeNumpy) {
 TEST_F(IdxTest, ChecksumMismatchDetected) {
   write_dataset(2, 2);
   std::vector<uint8_t> content = slurp(dir / "train-images-idx3-ubyte");
-  std::string actual = sha256_hex(content.data(), content.size());
+  std::string actual = deeptrain::sha256_hex(content.data(), content.size());
   std::string msg = input_error([&] { load_dataset("mnist", dir.string(), true); });
   EXPECT_NE(msg.find("train-images-idx3-ubyte: SHA-256 mismatch"), std::string::npos) << msg;
   EXPECT_NE(msg.find("ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db"),

@@ -6,7 +6,7 @@
 #include <filesystem>
 
 #include "core/data/idx.h"
-#include "core/data/sha256.h"
+#include "core/checksum.h"
 #include "core/error.h"
 
 namespace deeptrain::data {

@@ -3,6 +3,8 @@
 // The model side (capture, restore, export) is in checkpoint_state.cpp.
 #include "core/io/checkpoint.h"
 
+#include "core/checksum.h"
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -21,8 +23,6 @@
 #include <sstream>
 
 #include <google/protobuf/text_format.h>
-#include <openssl/evp.h>
-#include <zlib.h>
 
 namespace deeptrain::io {
 namespace fs = std::filesystem;
@@ -43,30 +43,6 @@ std::function<void(const char*)>& phase_hook() {
 void phase(const char* name) {
   if (phase_hook()) phase_hook()(name);
 }
-
-uint32_t crc_of(const void* p, size_t n) {
-  return static_cast<uint32_t>(crc32_z(0, static_cast<const Bytef*>(p), n));
-}
-
-class Sha256 {
- public:
-  Sha256() : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
-    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) fail("SHA-256: OpenSSL init failed");
-  }
-  void update(const void* p, size_t n) { EVP_DigestUpdate(ctx_.get(), p, n); }
-  void update(const std::string& s) { update(s.data(), s.size()); }
-  std::string hex() {
-    unsigned char d[EVP_MAX_MD_SIZE];
-    unsigned int n = 0;
-    EVP_DigestFinal_ex(ctx_.get(), d, &n);
-    std::string out;
-    for (unsigned i = 0; i < n; ++i) out += fmt::format("{:02x}", d[i]);
-    return out;
-  }
-
- private:
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
-};
 
 proto::DType to_proto(DType t) {
   switch (t) {
@@ -190,7 +166,7 @@ proto::TensorFile write_tensors(const std::string& path, const TrainingState& s,
       chunk.set_index(uint32_t(index));
       chunk.set_offset(off);
       chunk.set_data(data + off, size_t(len));
-      chunk.set_crc32(crc_of(chunk.data().data(), chunk.data().size()));
+      chunk.set_crc32(crc32_of(chunk.data().data(), chunk.data().size()));
       e.add_chunk_crc32(chunk.crc32());
       if (!chunk.SerializeToString(&body)) fail("{}: cannot serialise tensor '{}'", path, nt.name);
       const std::string prefix = varint(body.size());
@@ -243,7 +219,7 @@ void write_manifest(const std::string& path, const proto::CheckpointManifest& m)
   f.set_magic(kMagic);
   f.set_format_version(kFormatVersion);
   if (!m.SerializeToString(f.mutable_manifest())) fail("{}: cannot serialise the manifest", path);
-  f.set_manifest_crc32(crc_of(f.manifest().data(), f.manifest().size()));
+  f.set_manifest_crc32(crc32_of(f.manifest().data(), f.manifest().size()));
   OutFile out(path);
   out.write(f.SerializeAsString());
   out.sync_and_close();
@@ -407,7 +383,7 @@ proto::CheckpointManifest read_manifest_file(const std::string& path) {
   if (f.format_version() != kFormatVersion)
     fail_input("{}: format_version {} is not supported (this build reads {})", path,
                f.format_version(), kFormatVersion);
-  if (crc_of(f.manifest().data(), f.manifest().size()) != f.manifest_crc32())
+  if (crc32_of(f.manifest().data(), f.manifest().size()) != f.manifest_crc32())
     fail_input("{}: fails its CRC-32 check (truncated or corrupt)", path);
   proto::CheckpointManifest m;
   if (!m.ParseFromString(f.manifest())) fail_input("{}: the manifest does not parse (corrupt)", path);
@@ -482,7 +458,7 @@ std::vector<NamedTensor> read_tensors(const std::string& path, const proto::Chec
         fail_input("{}: the record does not match the manifest (it says tensor '{}' chunk {}, {} bytes "
                    "at offset {}; expected {} bytes at offset {}) (corrupt)", where, chunk.tensor(),
                    chunk.index(), chunk.data().size(), chunk.offset(), len, offset);
-      const uint32_t crc = crc_of(chunk.data().data(), chunk.data().size());
+      const uint32_t crc = crc32_of(chunk.data().data(), chunk.data().size());
       if (crc != chunk.crc32() || crc != e.chunk_crc32(index)) fail_input("{} fails its CRC-32 check", where);
       std::memcpy(static_cast<char*>(t.raw()) + offset, chunk.data().data(), size_t(len));
     }

@@ -1,5 +1,7 @@
 #include "core/io/transfer.h"
 
+#include "core/checksum.h"
+
 #include <fnmatch.h>
 #include <zlib.h>
 
@@ -129,7 +131,7 @@ std::map<std::string, Tensor> read_weight_tensors(const std::string& path) {
   std::map<std::string, Tensor> out;
   for (const proto::TensorProto& t : f.tensor()) {
     const std::string& data = t.data();
-    if (uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(data.data()), uInt(data.size()))) != t.crc32())
+    if (crc32_of(data) != t.crc32())
       fail_input("{}: tensor '{}' fails its CRC-32 check", path, t.name());
     if (t.dtype() != proto::F32 && t.dtype() != proto::F64)
       fail_input("{}: tensor '{}' is not f32 or f64", path, t.name());

@@ -1,5 +1,6 @@
 #include "core/io/weights.h"
 
+#include "core/checksum.h"
 #include "core/config.h"
 
 #include <cerrno>
@@ -7,7 +8,6 @@
 #include <fstream>
 #include <sstream>
 
-#include <zlib.h>
 
 #include "core/io/atomic_file.h"
 #include "core/io/npz.h"
@@ -16,9 +16,6 @@
 namespace deeptrain::io {
 namespace {
 
-uint32_t crc_of(const std::string& bytes) {
-  return uint32_t(crc32(0L, reinterpret_cast<const Bytef*>(bytes.data()), uInt(bytes.size())));
-}
 
 std::string read_all(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -90,7 +87,7 @@ void save_weights(const std::string& path, Net& net) {
     for (int64_t d : e.shape.dims()) t->add_shape(d);
     t->set_dtype(v.dtype() == DType::f64 ? proto::F64 : proto::F32);
     t->set_data(std::string(static_cast<const char*>(v.raw()), v.nbytes()));
-    t->set_crc32(crc_of(t->data()));
+    t->set_crc32(crc32_of(t->data()));
   }
   // Layer state (BatchNorm's running statistics, f64): evaluation needs it as much as the
   // parameters.
@@ -100,7 +97,7 @@ void save_weights(const std::string& path, Net& net) {
     for (int64_t d : v->shape().dims()) t->add_shape(d);
     t->set_dtype(v->dtype() == DType::f64 ? proto::F64 : proto::F32);
     t->set_data(std::string(static_cast<const char*>(v->raw()), v->nbytes()));
-    t->set_crc32(crc_of(t->data()));
+    t->set_crc32(crc32_of(t->data()));
   }
   std::string bytes;
   if (!f.SerializeToString(&bytes)) fail("{}: cannot serialise the weights", path);
@@ -133,7 +130,7 @@ void load_weights(const std::string& path, Net& net) {
     if (it == by_name.end())
       fail_input("{}: no tensor '{}' (the model needs it{})", path, name, what);
     const proto::TensorProto& t = *it->second;
-    if (crc_of(t.data()) != t.crc32()) fail_input("{}: tensor '{}' fails its CRC-32 check", path, name);
+    if (crc32_of(t.data()) != t.crc32()) fail_input("{}: tensor '{}' fails its CRC-32 check", path, name);
     const DType dt = t.dtype() == proto::F64 ? DType::f64 : DType::f32;
     Shape s(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
     if (int64_t(t.data().size()) != s.numel() * int64_t(dtype_size(dt)))
