@@ -1,6 +1,7 @@
 // The command line as a user meets it: config errors, missing data, weights round trips and
 // the book's weights, through the real binary.
 #include <gtest/gtest.h>
+#include "reference_data.h"
 
 #include <cmath>
 #include <regex>
@@ -209,6 +210,7 @@ TEST(Divergence, NonFiniteLossStopsTheRunAndSavesNothing) {
 }
 
 TEST(Divergence, NonFiniteMetricsAreJsonNull) {
+  SKIP_WITHOUT_REFERENCE_DATA();
   // Weights whose last layer is nan: the test loss is nan, which --json writes as null.
   TempDir d;
   write_tiny_mnist(d.path / "mnist", 4, 20);
@@ -289,6 +291,7 @@ TEST(DataErrors, HostileNpzIsRefusedQuicklyAndSmall) {
 // The book's trained weights, imported from its .npz (dropout folded), evaluated on the full
 // test set, against the book's own forward pass in NumPy (tests/book_reference_eval.py).
 TEST(BookWeights, FullTestSetMatchesTheBooksOwnCode) {
+  SKIP_WITHOUT_REFERENCE_DATA();
   if (!have_mnist()) GTEST_SKIP() << "MNIST not in " << kMnist;
   const std::string params = std::string(DEEPTRAIN_REFERENCE_DIR) + "/book_deep_convnet_params.npz";
   CommandResult numpy = run_command("/usr/bin/python3 " DEEPTRAIN_SOURCE_DIR "/tests/book_reference_eval.py " +

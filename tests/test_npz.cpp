@@ -1,6 +1,7 @@
 // .npz import/export: the book's reference archives, a np.savez_compressed fixture, round trips
 // (checked by numpy itself when it is installed), every error message, and atomic file writes.
 #include <gtest/gtest.h>
+#include "reference_data.h"
 
 #include "error_util.h"
 #include <unistd.h>
@@ -85,6 +86,7 @@ class NpzTest : public ::testing::Test {
 // ---- the shared reference archives (values from numpy.load) ----
 
 TEST(NpzReference, BookParams) {
+  SKIP_WITHOUT_REFERENCE_DATA();
   auto p = read_npz(kReference + "/book_deep_convnet_params.npz");
   ASSERT_EQ(p.size(), 16u);
   for (int i = 1; i <= 8; ++i) {
@@ -105,6 +107,7 @@ TEST(NpzReference, BookParams) {
 }
 
 TEST(NpzReference, Batch100) {
+  SKIP_WITHOUT_REFERENCE_DATA();
   auto b = read_npz(kReference + "/deep_convnet_batch100.npz");
   const Tensor& x = b.at("x");
   EXPECT_EQ(x.dtype(), DType::f32);
@@ -252,6 +255,7 @@ TEST_F(NpzTest, TruncatedFile) {
 }
 
 TEST_F(NpzTest, TruncatedCentralDirectory) {
+  SKIP_WITHOUT_REFERENCE_DATA();
   // The book's archive has a classic end record; cut 100 bytes out of the central directory.
   std::string bytes = read_bytes(kReference + "/book_deep_convnet_params.npz");
   bytes.erase(bytes.size() - 22 - 100, 100);
@@ -357,6 +361,7 @@ TEST_F(NpzTest, MemberInflatingBeyondItsDeclaredSizeIsStoppedAtOnce) {
 }
 
 TEST_F(NpzTest, HugeDeclaredSizesAreRefusedBeforeInflating) {
+  SKIP_WITHOUT_REFERENCE_DATA();
   // The archive: 3 GiB of zeros, the directory and the .npy header both honest about
   // it, in 3 MB. Over the 1 GiB limit: refused before anything is inflated.
   const std::string header =

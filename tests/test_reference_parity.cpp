@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include <gtest/gtest.h>
+#include "reference_data.h"
 
 #include "core/backend/backend.h"
 #include "core/io/npz.h"
@@ -85,6 +86,7 @@ struct Case {
 class ReferenceParity : public ::testing::TestWithParam<Case> {};
 
 TEST_P(ReferenceParity, LogitsLossAndAllGradients) {
+  SKIP_WITHOUT_REFERENCE_DATA();
   const Case c = GetParam();
   auto ref = io::read_npz(std::string(DEEPTRAIN_REFERENCE_DIR) + "/" + c.file);
   std::unique_ptr<Backend> backend;
