@@ -9,26 +9,20 @@
 
 namespace deeptrain::app {
 
-// Option checks whose messages say what is wanted ("--steps: must be > 0, got -3"), instead of
-// CLI11's numeric ranges ("not in range 0 to 1.797e308").
-inline CLI::Validator positive_integer() {
+// An option's check whose message says what is wanted ("--steps: must be an integer > 0, got
+// -3"), instead of CLI11's numeric ranges ("not in range 0 to 1.797e308").
+inline CLI::Validator integer_at_least(long long min) {
   return CLI::Validator(
-      [](std::string& v) -> std::string {
+      [min](std::string& v) -> std::string {
         char* end = nullptr;
         const long long x = std::strtoll(v.c_str(), &end, 10);
-        return end != v.c_str() && *end == '\0' && x > 0 ? "" : "must be an integer > 0, got " + v;
+        if (end != v.c_str() && *end == '\0' && x >= min) return "";
+        return (min == 1 ? "must be an integer > 0, got " : "must be an integer >= " + std::to_string(min) + ", got ") + v;
       },
-      "N>0");
+      "N>=" + std::to_string(min));
 }
-inline CLI::Validator nonnegative_integer() {
-  return CLI::Validator(
-      [](std::string& v) -> std::string {
-        char* end = nullptr;
-        const long long x = std::strtoll(v.c_str(), &end, 10);
-        return end != v.c_str() && *end == '\0' && x >= 0 ? "" : "must be an integer >= 0, got " + v;
-      },
-      "N>=0");
-}
+inline CLI::Validator positive_integer() { return integer_at_least(1); }
+inline CLI::Validator nonnegative_integer() { return integer_at_least(0); }
 
 struct CommonOptions {
   std::string config;

@@ -143,13 +143,19 @@ void run_verify(const VerifyOptions& o) {
   const proto::ExperimentConfig cfg = load_config(o.config, ov);
   const bool exact = cfg.distributed().exact();
   const std::string self = self_binary();
+  // Without --work-dir the runs go to a temporary directory, removed on every way out.
+  struct TempDir {
+    std::string path;
+    ~TempDir() {
+      std::error_code ec;
+      if (!path.empty()) fs::remove_all(path, ec);
+    }
+  } temp;
   std::string work = o.work_dir;
-  std::unique_ptr<void, std::function<void(void*)>> cleanup;
   if (work.empty()) {
     char tmpl[] = "/tmp/deeptrain-verify-XXXXXX";
     if (!mkdtemp(tmpl)) fail("verify-invariance: cannot create a temporary directory: {}", std::strerror(errno));
-    work = tmpl;
-    cleanup = {tmpl, [work](void*) { std::error_code ec; fs::remove_all(work, ec); }};
+    work = temp.path = tmpl;
   }
   fs::create_directories(work);
   std::printf("verify-invariance: %s, %ld steps, %s; ranks %s x threads %s; runs in %s\n",

@@ -34,6 +34,7 @@
 #include "distributed/mpi_communicator.h"
 #include "distributed/ordered_sum.h"
 #include "distributed/trainer.h"
+#include "synthetic_squares.h"
 
 using namespace deeptrain;
 
@@ -54,25 +55,7 @@ const char* kModel = R"(
   layer { name: "fc2" affine { out_features: 10 } })";
 
 data::Dataset synthetic(int64_t n) {
-  data::Dataset d;
-  d.name = "synthetic";
-  d.num_classes = 10;
-  d.images = Tensor::empty({n, 1, 28, 28}, DType::u8);
-  d.labels = Tensor::empty({n}, DType::i32);
-  const RandomStream rs{4242, 0xE4AC};
-  for (int64_t i = 0; i < n; ++i) {
-    const int label = int(rs.block(uint64_t(i), 1)[0] % 10);
-    d.labels.data<int32_t>()[i] = label;
-    uint8_t* img = d.images.data<uint8_t>() + i * 784;
-    const int y0 = 2 + 6 * (label / 4), x0 = 2 + 6 * (label % 4);
-    for (int p = 0; p < 784; ++p) {
-      const int y = p / 28, x = p % 28;
-      const bool on = y >= y0 && y < y0 + 8 && x >= x0 && x < x0 + 8;
-      img[p] = uint8_t(on ? 180 + rs.block(uint64_t(i * 784 + p))[0] % 76
-                          : rs.block(uint64_t(i * 784 + p))[0] % 60);
-    }
-  }
-  return d;
+  return testing_util::synthetic_squares(n, {4242, 0xE4AC, 180, 76, 60});
 }
 
 struct Run {

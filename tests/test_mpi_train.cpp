@@ -37,6 +37,7 @@
 #include "core/threads.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/trainer.h"
+#include "synthetic_squares.h"
 #include "host_device_backend.h"
 
 using namespace deeptrain;
@@ -45,25 +46,7 @@ namespace {
 
 
 data::Dataset synthetic(int64_t n) {
-  data::Dataset d;
-  d.name = "synthetic";
-  d.num_classes = 10;
-  d.images = Tensor::empty({n, 1, 28, 28}, DType::u8);
-  d.labels = Tensor::empty({n}, DType::i32);
-  const RandomStream rs{12345, 0xDA7A};
-  for (int64_t i = 0; i < n; ++i) {
-    const int label = int(rs.block(uint64_t(i), 1)[0] % 10);
-    d.labels.data<int32_t>()[i] = label;
-    uint8_t* img = d.images.data<uint8_t>() + i * 784;
-    const int y0 = 2 + 6 * (label / 4), x0 = 2 + 6 * (label % 4) ;
-    for (int p = 0; p < 784; ++p) {
-      const int y = p / 28, x = p % 28;
-      const bool on = y >= y0 && y < y0 + 8 && x >= x0 && x < x0 + 8;
-      img[p] = uint8_t(on ? 200 + rs.block(uint64_t(i * 784 + p))[0] % 56
-                          : rs.block(uint64_t(i * 784 + p))[0] % 40);
-    }
-  }
-  return d;
+  return testing_util::synthetic_squares(n, {12345, 0xDA7A, 200, 56, 40});
 }
 
 struct Result {
