@@ -24,10 +24,7 @@ int run_ensemble_eval(const CommonOptions& common, const EvalOptionsCli& o,
   std::vector<Tensor> member_probabilities;
   std::vector<EvalReport> members;
   for (const std::string& path : o.weights) {
-    io::load_weights(path, *s.net);  // every rank loads the same file
-    // Into the host buffers: a device computing with its own copy (made when the trainer was
-    // built) must get this member's weights, or every member scores the first's.
-    s.net->upload_params();
+    io::load_weights(path, *s.net);  // every rank loads the same file; the Net syncs a device
     Tensor p;
     members.push_back(trainer.evaluate(s.data.test, nullptr, &p));
     member_probabilities.push_back(p);

@@ -99,12 +99,12 @@ Net::Net(const proto::ModelConfig& model, Shape input, int num_classes, DType dt
       entries_.push_back({layers_[i]->name() + "." + s.suffix, s.shape, total, int(i), s});
       total += s.shape.numel();
     }
-  params_ = Tensor::zeros({total}, dtype_);
+  params_ = SyncedTensor(Tensor::zeros({total}, dtype_));
   grads_ = Tensor::zeros({total}, dtype_);
-  bind_layers(params_, grads_);
+  bind_layers(params_.host(), grads_);
 }
 
-void Net::bind_layers(Tensor& params, Tensor& grads) {
+void Net::bind_layers(const Tensor& params, const Tensor& grads) {
   for (size_t i = 0; i < layers_.size(); ++i) {
     std::vector<Tensor> p, g;
     for (const ParamEntry& e : entries_)
@@ -130,26 +130,52 @@ void Net::place_on(Backend& backend) {
                  "max_pool, relu, affine, dropout, batch_norm, add, concat, global_avg_pool)",
                  l->name(), l->type(), backend.name());
   device_ = &backend;
-  device_params_ = backend.empty(params_.shape(), dtype_);
-  device_grads_ = backend.zeros(grads_.shape(), dtype_);
-  upload_params();
-  bind_layers(device_params_, device_grads_);
+  params_.place_on(backend);
+  grads_ = backend.zeros(grads_.shape(), dtype_);
+  // The layers compute with views of the device copy; forward() keeps it current.
+  bind_layers(params_.compute(), grads_);
   for (Blob& b : blobs_) b.value_store = b.grad_store = Tensor();  // reallocated on the device
   accum_ = Tensor();
   batch_ = -1;
 }
 
-void Net::upload_params() {
-  if (!device_) return;
-  device_->copy(params_, device_params_);
-  for (auto& l : layers_) l->state_to_device(*device_);
+std::vector<std::pair<std::string, const Tensor*>> Net::state() const {
+  state_to_host(/*write=*/false);
+  std::vector<std::pair<std::string, const Tensor*>> out;
+  for (auto& [name, t] : layer_state()) out.push_back({name, t});
+  return out;
 }
 
-void Net::download_params() {
+std::vector<std::pair<std::string, Tensor*>> Net::mutable_state() {
+  state_to_host(/*write=*/true);
+  return layer_state();
+}
+
+std::vector<std::pair<std::string, Tensor*>> Net::layer_state() const {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  for (const auto& layer : layers_)
+    for (auto& [suffix, t] : layer->state()) out.push_back({layer->name() + "." + suffix, t});
+  return out;
+}
+
+void Net::state_to_host(bool write) const {
   if (!device_) return;
-  device_->copy(device_params_, params_);
-  for (auto& l : layers_) l->state_to_host(*device_);
-  device_->synchronize();
+  auto download = [this] {
+    for (const auto& l : layers_) l->state_to_host(*device_);
+    device_->synchronize();
+  };
+  if (write) state_head_.write_host(download);
+  else state_head_.read_host(download);
+}
+
+void Net::state_to_device(bool write) {
+  if (!device_) return;
+  auto upload = [this] {
+    for (const auto& l : layers_) l->state_to_device(*device_);
+    device_->synchronize();  // as SyncedTensor's upload: the host copies may be written next
+  };
+  if (write) state_head_.write_device(upload);
+  else state_head_.read_device(upload);
 }
 
 const ParamEntry& Net::param(const std::string& name) const {
@@ -160,7 +186,7 @@ const ParamEntry& Net::param(const std::string& name) const {
 
 void Net::init_params(uint64_t seed) {
   for (const ParamEntry& e : entries_) {
-    Tensor v = param_view(e);
+    Tensor v = mutable_param_view(e);
     if (e.spec.is_bias) { v.fill_zero(); continue; }
     if (e.spec.constant) {  // e.g. BatchNorm's gamma = 1
       for (int64_t i = 0; i < v.numel(); ++i) {
@@ -201,6 +227,10 @@ const Tensor& Net::forward(StepContext& ctx, const Tensor& x) {
     fail_input("input batch {} does not match the model's input {} per sample", x.shape().str(),
                input_.str());
   prepare_blobs(x.dim(0));
+  if (device_) {
+    params_.compute();  // the layers' views of the device copy: the host's values, if newer
+    state_to_device(/*write=*/ctx.training);  // training updates the running statistics
+  }
   input_value_ = x;
   std::vector<Tensor*> in;
   for (size_t i = 0; i < nodes_.size(); ++i) {

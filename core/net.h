@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/layers/layer.h"
+#include "core/synced_tensor.h"
 
 namespace deeptrain {
 
@@ -29,13 +30,34 @@ class Net {
   const std::vector<std::unique_ptr<Layer>>& layers() const { return layers_; }
   const std::vector<ParamEntry>& param_entries() const { return entries_; }
   const ParamEntry& param(const std::string& name) const;  // throws naming the parameter
-  Tensor& params() { return params_; }                      // flat, (num_params)
-  Tensor& grads() { return grads_; }
-  Tensor param_view(const ParamEntry& e) { return params_.slice_flat(e.offset, e.shape); }
-  int64_t num_params() const { return params_.numel(); }
+  int64_t num_params() const { return grads_.numel(); }  // (the parameters' layout)
   DType dtype() const { return dtype_; }
   Shape input_shape() const { return input_; }
   int num_classes() const { return num_classes_; }
+
+  // ---- parameters and layer state: one owner ----
+  // The parameters have a host copy and, once the net is placed on a device, a device copy;
+  // the Net knows which is current and copies when a reader needs the other (SyncedTensor).
+  // Host readers and writers (initialisation, weight files, checkpoints, transfer, replica
+  // checks, tests) use params()/mutable_params() and never move anything: forward() takes
+  // the host's values to the device if they are newer, and params() brings the device's back.
+  // A write goes through mutable_*() just before it (see core/synced_tensor.h).
+  const Tensor& params() const { return params_.host(); }  // flat, (num_params), current
+  Tensor& mutable_params() { return params_.mutable_host(); }
+  Tensor param_view(const ParamEntry& e) const { return params().slice_flat(e.offset, e.shape); }
+  Tensor mutable_param_view(const ParamEntry& e) {
+    return mutable_params().slice_flat(e.offset, e.shape);
+  }
+  // Layer state (BatchNorm's running statistics) by "<layer>.<suffix>", host copies, current:
+  // the same contract, through the layers' state_to_device()/state_to_host().
+  std::vector<std::pair<std::string, const Tensor*>> state() const;  // to read
+  std::vector<std::pair<std::string, Tensor*>> mutable_state();       // to write
+  // The step's side. The optimizer updates mutable_compute_params() in place (the host copy is
+  // then stale). Gradients have one copy, where they are computed (device memory on a device):
+  // they are reduced and consumed there; the rare host reader (tests, gradient checks) copies
+  // them with Backend::to_host().
+  Tensor& mutable_compute_params() { return params_.mutable_compute(); }
+  Tensor& compute_grads() { return grads_; }
 
   // He / Xavier normal weights and zero biases, drawn from (seed, parameter name).
   void init_params(uint64_t seed);
@@ -48,20 +70,12 @@ class Net {
   using GradsReady = std::function<void(int64_t begin, int64_t end)>;
   void backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_ready = {});
 
-  // Computing on a device (a GPU backend): the parameters and gradients get copies in the
-  // backend's memory, the layers are bound to those, and activations are allocated there.
-  // params() and grads() stay the host buffers that initialisation, weight files and
-  // checkpoints read and write; upload_params() and download_params() move the values between
-  // the two. A no-op for host backends. Fails naming the first layer the device cannot run.
+  // Computing on a device (a GPU backend): the parameters get a copy in the backend's memory,
+  // the gradients and activations live there, and the layers are bound to those. A no-op for
+  // host backends. Fails naming the first layer the device cannot run.
   void place_on(Backend& backend);
   bool on_device() const { return device_ != nullptr; }
   Backend* device_backend() const { return device_; }  // null on the host
-  // The buffers the step computes with: the device copies, or params()/grads() on the host.
-  Tensor& compute_params() { return device_ ? device_params_ : params_; }
-  Tensor& compute_grads() { return device_ ? device_grads_ : grads_; }
-  // Both move the layers' state() too (BatchNorm's running statistics).
-  void upload_params();    // params() -> the device (after initialising, loading, a broadcast)
-  void download_params();  // the device -> params() (before saving or comparing replicas)
 
   // One line per layer: name, type, output shape, parameter count (for logs and fingerprints).
   std::string summary() const;
@@ -79,7 +93,11 @@ class Net {
     bool absorbed = false;     // a ReLU fused into its producer: nothing to run
   };
   void prepare_blobs(int64_t n);
-  void bind_layers(Tensor& params, Tensor& grads);
+  void bind_layers(const Tensor& params, const Tensor& grads);
+  // The layers' state to the host (download) or the device (upload), when it is stale there.
+  void state_to_host(bool write) const;
+  void state_to_device(bool write);
+  std::vector<std::pair<std::string, Tensor*>> layer_state() const;  // as it is, no move
   Tensor alloc(const Shape& s) { return device_ ? device_->empty(s, dtype_) : Tensor::empty(s, dtype_); }
 
   proto::ModelConfig config_;
@@ -90,9 +108,10 @@ class Net {
   std::vector<Node> nodes_;
   std::vector<Blob> blobs_;
   std::vector<ParamEntry> entries_;
-  Tensor params_, grads_;
+  SyncedTensor params_;
+  Tensor grads_;                      // in the compute memory
+  mutable SyncHead state_head_;       // which copy of the layers' state() is current
   Backend* device_ = nullptr;         // set by place_on() for a device backend
-  Tensor device_params_, device_grads_;
   Tensor input_value_;         // the last forward's input
   Tensor accum_;               // scratch for a gradient that several consumers add to
   int64_t batch_ = -1;

@@ -34,7 +34,8 @@ std::vector<std::pair<int64_t, int64_t>> plan_buckets(
 
 Reducer::Reducer(Communicator& comm, Net& net, const GradientSyncOptions& opt)
     : comm_(comm), net_(net), opt_(opt) {
-  DT_CHECK(net.grads().dtype() == DType::f32, "gradients are {}", dtype_name(net.grads().dtype()));
+  DT_CHECK(net.compute_grads().dtype() == DType::f32, "gradients are {}",
+           dtype_name(net.compute_grads().dtype()));
   // Each layer's parameter range, in reverse layer order, with the layer's name.
   std::map<int, std::pair<int64_t, int64_t>> by_layer;
   for (const ParamEntry& p : net.param_entries()) {
@@ -148,7 +149,7 @@ void Reducer::finish_exact(const MicroShards& micro) {
   DT_CHECK(!net_.on_device(), "exact mode reduces host gradients");
   t_finish_ = now_seconds();
   active_ = false;
-  micro.ordered_sum(micro.grads(), net_.grads());
+  micro.ordered_sum(micro.grads(), net_.compute_grads());
   if (comm_.size() > 1) {
     ++stats_.collectives;
     stats_.wire_bytes += micro.grads().nbytes();
@@ -171,7 +172,7 @@ void Reducer::settle() {
       iv.emplace_back(pending_[b]->started_at(), pending_[b]->finished_at());
       if (compress_) {
         const int64_t n = buckets_[b].end - buckets_[b].begin;
-        float* dst = net_.grads().data<float>() + buckets_[b].begin;
+        float* dst = net_.compute_grads().data<float>() + buckets_[b].begin;
         const auto* src = static_cast<const uint16_t*>(wire_.raw()) + buckets_[b].begin;
         bool finite = true;
         if (opt_.compression == WireCompression::f16) {

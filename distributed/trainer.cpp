@@ -18,8 +18,7 @@ Shape batch_shape(int64_t n, const Shape& per_sample) {
 }
 }  // namespace
 
-void check_finite_params(Net& net, int64_t global_step, const std::string& what) {
-  net.download_params();
+void check_finite_params(const Net& net, int64_t global_step, const std::string& what) {
   const Tensor& p = net.params();
   DT_CHECK(p.dtype() == DType::f32, "parameters are {}", dtype_name(p.dtype()));
   const float* v = p.data<float>();
@@ -41,9 +40,8 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
   DT_CHECK(opt_.epochs > 0, "epochs {}", opt_.epochs);
   last_lr_ = opt_.lr;
   // Every rank starts from rank 0's parameters (host memory: MPI never sees device pointers).
-  comm_.broadcast(net_.params(), 0, "initial parameters");
+  comm_.broadcast(net_.mutable_params(), 0, "initial parameters");
   net_.place_on(backend_);
-  net_.upload_params();
   if (opt_.lr_scale.raw() && net_.on_device()) {
     lr_scale_device_ = backend_.empty(opt_.lr_scale.shape(), DType::f32);
     backend_.copy(opt_.lr_scale, lr_scale_device_);
@@ -65,7 +63,6 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
 }
 
 void Trainer::check_replicas(const std::string& when) {
-  net_.download_params();
   if (comm_.size() == 1) return;
   const Tensor& p = net_.params();
   const uint32_t crc = crc32_of(p.raw(), p.nbytes());
@@ -146,7 +143,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   if (exact) {
     const MicroShardRange r = micro_shards_of_batch(n, opt_.micro_batch, comm_.rank(), comm_.size());
     mine = {r.rows_begin, r.rows_end};
-    micro_.begin_step(n, opt_.micro_batch, r, net_.grads(),
+    micro_.begin_step(n, opt_.micro_batch, r, net_.compute_grads(),
                       ordered_sum_over(comm_, micro_shard_count(n, opt_.micro_batch),
                                        "exact-mode micro-shard sum"));
   }
@@ -200,7 +197,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
     const Tensor* lr_scale = !opt_.lr_scale.raw()       ? nullptr
                              : lr_scale_device_.raw() ? &lr_scale_device_
                                                       : &opt_.lr_scale;
-    optimizer_.step(net_.compute_params(), net_.compute_grads(), float(last_lr_), lr_scale);
+    optimizer_.step(net_.mutable_compute_params(), net_.compute_grads(), float(last_lr_), lr_scale);
   }
   mark("optimizer");
   reducer_->settle();  // the host waits for the gradients only now, with the step enqueued
@@ -333,7 +330,7 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     if (exact) {
       const MicroShardRange m = micro_shards_of_batch(e - b, opt_.micro_batch, comm_.rank(), comm_.size());
       mine = {m.rows_begin, m.rows_end};
-      micro_.begin_step(e - b, opt_.micro_batch, m, net_.grads(),
+      micro_.begin_step(e - b, opt_.micro_batch, m, net_.compute_grads(),
                         ordered_sum_over(comm_, micro_shard_count(e - b, opt_.micro_batch),
                                          "exact-mode evaluation sum"),
                         /*with_grads=*/false);

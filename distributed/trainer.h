@@ -73,9 +73,9 @@ class TrainingDiverged : public Error {
 };
 
 // Throws Error ("training diverged: K of N parameters are not finite after global step S; W
-// not written") unless every parameter is finite; downloads them from a device first. For the
-// writer of a checkpoint or weights file (W), so that nothing non-finite is ever saved.
-void check_finite_params(Net& net, int64_t global_step, const std::string& what);
+// not written") unless every parameter is finite (the current values, wherever the step left
+// them). For the writer of a checkpoint or weights file (W), so that nothing non-finite is ever saved.
+void check_finite_params(const Net& net, int64_t global_step, const std::string& what);
 
 // Dynamic loss scaling for fp16 math: the loss (so every gradient) is multiplied by `scale`;
 // a step whose gradients overflow is skipped and the scale backs off; after growth_interval

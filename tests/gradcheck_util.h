@@ -61,7 +61,7 @@ inline int check_net_params(Net& net, const Tensor& analytic, const std::functio
   for (const ParamEntry& e : net.param_entries()) {
     const int64_t count = e.shape.numel(), stride = std::max<int64_t>(1, count / per_tensor);
     for (int64_t i = 0; i < count; i += stride, ++checked) {
-      double& v = net.params().data<double>()[e.offset + i];
+      double& v = net.mutable_params().data<double>()[e.offset + i];  // host nets only
       const double saved = v;
       v = saved + h;
       const double up = loss();

@@ -66,11 +66,11 @@ Model make_model(const std::string& preset, proto::OptimizerType type, uint64_t 
 
 // Optimizer steps [first, first + count) with gradients drawn from (step, element).
 void synthetic_steps(Model& m, int64_t first, int64_t count) {
-  Tensor& g = m.net->grads();
+  Tensor& g = m.net->compute_grads();
   for (int64_t s = first; s < first + count; ++s) {
     const RandomStream rs{1234, uint64_t(s)};
     for (int64_t i = 0; i < g.numel(); ++i) g.data<float>()[i] = float(0.01 * rs.normal(uint64_t(i)));
-    m.opt->step(m.net->params(), g, 1e-3f);
+    m.opt->step(m.net->mutable_compute_params(), g, 1e-3f);
   }
 }
 

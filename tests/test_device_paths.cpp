@@ -1,7 +1,7 @@
 // The trainer's device paths, run on machines without a GPU. HostDeviceBackend
 // (host_device_backend.h) is the reference CPU backend that calls itself a device: Net and
-// Trainer then take every path they take for a GPU (parameter and gradient copies, uploads and
-// downloads, the data sets copied once and batches gathered by Backend::gather_samples,
+// Trainer then take every path they take for a GPU (parameter copies the Net keeps current,
+// gradients in device memory, the data sets copied once and batches gathered by Backend::gather_samples,
 // lr_scale copied to the device), while every op still runs on the host. A GPU run checks the
 // ops themselves (test_backend_ops_gpu, test_gpu_layers, test_gpu_train); this checks the
 // orchestration around them, in CI, bit for bit against the host path.
@@ -61,8 +61,8 @@ TrainRun train(Backend& be, const data::Dataset& train, const data::Dataset& tes
       "(test)", {});
   Net net(cfg.model(), {1, 28, 28}, 10, DType::f32);
   net.init_params(7);
-  // The host optimizer updates compute_params() in place (host memory here); a GPU's fused
-  // update is checked against it by GpuOptimizer (test_backend_ops_gpu).
+  // The host optimizer updates mutable_compute_params() in place (host memory here); a GPU's
+  // fused update is checked against it by GpuOptimizer (test_backend_ops_gpu).
   auto opt = make_optimizer(cfg.optimizer(), net.num_params(), nullptr);
   TrainerOptions to;
   to.batch_size = 32;
@@ -92,7 +92,6 @@ TrainRun train(Backend& be, const data::Dataset& train, const data::Dataset& tes
       r.losses.push_back(m.loss_sum);
     });
   r.eval = trainer.evaluate(test, &r.predictions, &r.probabilities);
-  net.download_params();
   r.params = net.params().clone();
   return r;
 }
@@ -193,8 +192,7 @@ TEST(DevicePaths, DeeperLayersDevicePathsMatchTheHostLayers) {
     });
     losses.push_back(l);
     evals.push_back(trainer.evaluate(te));
-    for (const auto& layer : net.layers())
-      for (auto& [suffix, t] : layer->state()) running.push_back(t->clone());
+    for (auto& [name, t] : net.state()) running.push_back(t->clone());
   }
   ASSERT_EQ(losses[0].size(), 3u);
   for (size_t s = 0; s < 3; ++s)
@@ -210,10 +208,10 @@ TEST(DevicePaths, DeeperLayersDevicePathsMatchTheHostLayers) {
           << "running statistic " << k << " [" << i << "]";
 }
 
-// A checkpoint of a device run holds the device's parameters (downloaded at the capture), and
-// a resumed device run continues bit for bit: a checkpoint after step 2 of 3 in epoch 1 (from
-// the step callback, where the app saves --checkpoint-every's checkpoints: before the epoch's
-// end downloads anything), a fresh net (other initial weights) restored from the file, the
+// A checkpoint of a device run holds the device's parameters (the capture reads them through
+// the Net), and a resumed device run continues bit for bit: a checkpoint after step 2 of 3 in
+// epoch 1 (from the step callback, where the app saves --checkpoint-every's checkpoints: before
+// the epoch's end reads anything back), a fresh net (other initial weights) restored from the file, the
 // rest == 2 epochs straight (Adam, cosine rate, dropout: all keyed by the global step).
 struct Rig {
   HostDeviceBackend be;
@@ -239,16 +237,13 @@ struct Rig {
     to.lr_schedule = cfg.schedule().lr_schedule();
     trainer = std::make_unique<Trainer>(to, net, be, *opt, comm);
   }
-  Tensor params() {
-    net.download_params();
-    return net.params().clone();
-  }
+  Tensor params() { return net.params().clone(); }
 };
 
 // The run of `graph` (null: DeepConvNet) on side x side images of `classes` classes: two epochs
 // straight, and again with a checkpoint after step 2 of epoch 1 restored into a fresh net.
-// Returns both runs' parameters and layer state (BatchNorm's running statistics), downloaded at
-// the end.
+// Returns both runs' parameters and layer state (BatchNorm's running statistics), as the host
+// reads them at the end.
 struct ResumePair {
   std::vector<Tensor> straight, resumed;
 };
@@ -257,8 +252,7 @@ ResumePair resume_through_device_copy(const proto::ModelConfig* graph, int64_t s
   const data::Dataset tr = synthetic(96, 21, side, classes);
   auto result = [](Rig& r) {
     std::vector<Tensor> out{r.params()};
-    for (const auto& layer : r.net.layers())
-      for (auto& [suffix, t] : layer->state()) out.push_back(t->clone());
+    for (auto& [name, t] : r.net.state()) out.push_back(t->clone());
     return out;
   };
   ResumePair p;
@@ -313,7 +307,7 @@ TEST(DevicePaths, ResumeThroughTheDeviceCopyIsBitExact) {
 }
 
 // BatchNorm's running statistics live on the device while the net trains there: the mid-epoch
-// checkpoint must hold the device's (downloaded at the capture), the restore must put them back
+// checkpoint must hold the device's (read back at the capture), the restore must put them back
 // on the device, and the end of the run must bring them home, bit for bit.
 TEST(DevicePaths, BatchNormStateTravelsThroughTheDeviceCopyBitExact) {
   const proto::ModelConfig graph = testing_util::wide_graph();

@@ -98,12 +98,12 @@ TEST_P(ExampleConfig, BuildsAndTrainsAFewSteps) {
         backend->softmax_ce_forward(net.forward(ctx, x), t, 1e-7, probs, nullptr) / double(n);
     EXPECT_TRUE(std::isfinite(loss)) << GetParam() << " step " << step;
     backend->softmax_ce_backward(probs, t, 1.0 / double(n), dlogits);
-    net.grads().fill_zero();
+    net.compute_grads().fill_zero();
     net.backward(ctx, dlogits);
     const double lr = lr_at(cfg.schedule().lr_schedule(), cfg.optimizer().lr(), step,
                             steps_per_epoch, total_steps);
     ASSERT_TRUE(lr > 0 && std::isfinite(lr)) << GetParam() << " step " << step;
-    optimizer->step(net.params(), net.grads(), float(lr));
+    optimizer->step(net.mutable_compute_params(), net.compute_grads(), float(lr));
   }
   const double after = loss_at_step0();
   EXPECT_TRUE(std::isfinite(after)) << GetParam();

@@ -88,7 +88,7 @@ Pass run_layer(Backend& be, const char* cfg, bool fused_relu, bool training,
   p.y = be.to_host(y);
   for (Tensor& t : dxt) p.dx.push_back(be.to_host(t));
   for (Tensor& t : grads) p.dparams.push_back(be.to_host(t));
-  layer->state_to_host(be);  // what Net::download_params does
+  layer->state_to_host(be);  // what Net does before the host reads a device-trained state
   be.synchronize();
   for (auto& [name, t] : layer->state()) p.state.push_back(t->clone());
   return p;

@@ -64,7 +64,6 @@ TrainRun train_steps(Backend& backend, Communicator& comm, int steps, bool loss_
     for (int64_t i = 0; i < 100; ++i) ids[i] = (s * 100 + i) % 6000;
     r.losses.push_back(trainer.train_step(mnist.train, ids.data(), 100).loss_sum / 100.0);
   }
-  net.download_params();
   r.params = net.params().clone();
   r.skipped = trainer.skipped_steps();
   r.loss_scale = trainer.loss_scale();

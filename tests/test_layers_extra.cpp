@@ -403,9 +403,9 @@ void check_net(Net& net, const Shape& input, int64_t n) {
   };
   loss();
   backend->softmax_ce_backward(probs, t, 1.0 / double(n), dlogits);
-  net.grads().fill_zero();
+  net.compute_grads().fill_zero();
   net.backward(ctx, dlogits);
-  const Tensor analytic = net.grads().clone();
+  const Tensor analytic = net.compute_grads().clone();
   // A spread of up to 16 elements of every parameter tensor (all of them take seconds).
   check_net_params(net, analytic, loss, 16);
 }

@@ -142,7 +142,7 @@ TEST(MpiComm, ReducerSumsEveryBucketInAnyGranularity) {
       o.bucket_bytes = bucket_bytes;
       o.compression = wc;
       Reducer red(c, net, o);
-      float* g = net.grads().data<float>();
+      float* g = net.compute_grads().data<float>();
       const int64_t np = net.num_params();
       for (int64_t k = 0; k < np; ++k) g[k] = 0.001f * float((k % 17) - 8) * float(c.rank() + 1);
       red.begin_step(100);

@@ -113,10 +113,8 @@ Run train_exact(Communicator& comm, int threads, const std::string& backend_name
   const EvalReport ev = tr.evaluate(d, &r.predictions);
   r.eval_loss = ev.loss;
   r.eval_correct = ev.correct;
-  net.download_params();
   append<float>(r.params, net.params());
-  for (const auto& layer : net.layers())
-    for (auto& [name, t] : layer->state()) append<double>(r.bn_state, *t);
+  for (auto& [name, t] : net.state()) append<double>(r.bn_state, *t);
   io::TrainingState st = io::capture(net, *opt);
   for (const io::NamedTensor& t : st.tensors)
     if (t.name.rfind("optim/", 0) == 0) append<float>(r.optim_state, t.tensor);

@@ -145,8 +145,7 @@ struct GradientProbe {
     trainer->set_global_step(0);
     trainer->train_step(d, ids.data(), int64_t(ids.size()));
     Tensor g = backend->to_host(net->compute_grads());
-    net->params().copy_from(initial);
-    net->upload_params();
+    net->mutable_params().copy_from(initial);
     return std::vector<double>(g.data<float>(), g.data<float>() + g.numel());
   }
 };
@@ -366,7 +365,7 @@ TEST(MpiTrain, ReplicaCheckNamesADivergedRank) {
   auto opt = make_optimizer(oc, net.num_params());
   Trainer tr(TrainerOptions{}, net, *backend, *opt, c);
   EXPECT_NO_THROW(tr.check_replicas("at start"));
-  if (c.rank() == c.size() - 1) net.params().data<float>()[3] += 1e-3f;
+  if (c.rank() == c.size() - 1) net.mutable_params().data<float>()[3] += 1e-3f;
   try {
     tr.check_replicas("after the test's change");
     FAIL() << "no error";

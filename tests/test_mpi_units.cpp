@@ -122,10 +122,10 @@ TEST(Buckets, ReducerWithOneRankDoesNothing) {
   o.compression = WireCompression::f16;
   Reducer red(one, net, o);
   EXPECT_FALSE(bool(red.callback()));
-  net.grads().data<float>()[5] = 1.2345f;
+  net.compute_grads().data<float>()[5] = 1.2345f;
   red.begin_step(100);
   red.finish();
-  EXPECT_EQ(net.grads().data<float>()[5], 1.2345f);  // not even rounded through f16
+  EXPECT_EQ(net.compute_grads().data<float>()[5], 1.2345f);  // not even rounded through f16
   EXPECT_EQ(red.stats().collectives, 0);
   EXPECT_THROW(red.finish(), Error);  // finish twice
 }

@@ -256,8 +256,8 @@ TEST(BatchNormWeights, EvaluationAfterLoadingEqualsEvaluationBeforeSaving) {
   Trainer trainer(to, net, *backend, *opt, one);
   for (int e = 0; e < 3; ++e) trainer.train_epoch(train, e, nullptr);
   // Training moved the running statistics away from their start (mean 0, variance 1).
-  Tensor* mean = nullptr;
-  for (auto& [name, t] : io::named_state(net))
+  const Tensor* mean = nullptr;
+  for (auto& [name, t] : net.state())
     if (name == "bn1.running_mean") mean = t;
   ASSERT_NE(mean, nullptr);
   EXPECT_NE(mean->data<double>()[0], 0.0);
@@ -269,7 +269,7 @@ TEST(BatchNormWeights, EvaluationAfterLoadingEqualsEvaluationBeforeSaving) {
     Net other(model(kBnNet), {1, 28, 28}, 10, DType::f32);
     other.init_params(99);
     if (load) io::load_weights(path, other);
-    else other.params().copy_from(net.params());  // parameters only: fresh statistics
+    else other.mutable_params().copy_from(net.params());  // parameters only: fresh statistics
     auto o2 = make_optimizer(oc, other.num_params());
     Trainer t2(to, other, *backend, *o2, one);
     return t2.evaluate(test);

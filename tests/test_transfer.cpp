@@ -47,7 +47,7 @@ std::vector<float> values(Net& net, const std::string& name) {
 }
 
 Tensor* state(Net& net, const std::string& name) {
-  for (auto& [n, t] : io::named_state(net))
+  for (auto& [n, t] : net.mutable_state())
     if (n == name) return t;
   return nullptr;
 }
@@ -57,7 +57,7 @@ Tensor* state(Net& net, const std::string& name) {
 std::map<std::string, Tensor> tensors_of(Net& net) {
   std::map<std::string, Tensor> m;
   for (const ParamEntry& e : net.param_entries()) m[e.name] = net.param_view(e).clone();
-  for (auto& [name, t] : io::named_state(net)) m[name] = t->clone();
+  for (auto& [name, t] : net.state()) m[name] = t->clone();
   return m;
 }
 
@@ -182,8 +182,8 @@ TEST(Transfer, FrozenParametersAreBitIdenticalAfterOptimizerSteps) {
     const RandomStream rs{4, 4};
     for (int step = 0; step < 5; ++step) {
       for (int64_t i = 0; i < net.num_params(); ++i)
-        net.grads().data<float>()[i] = float(rs.normal(uint64_t(step * 100000 + i)));
-      opt->step(net.params(), net.grads(), 0.01f, &scale);
+        net.compute_grads().data<float>()[i] = float(rs.normal(uint64_t(step * 100000 + i)));
+      opt->step(net.mutable_compute_params(), net.compute_grads(), 0.01f, &scale);
     }
     for (const ParamEntry& e : net.param_entries()) {
       int64_t moved = 0;
@@ -204,9 +204,9 @@ TEST(Transfer, FrozenParametersAreBitIdenticalAfterOptimizerSteps) {
   auto opt = make_optimizer(oc, net.num_params());
   const ParamEntry& b = net.param("fc.b");
   const float p0 = net.params().data<float>()[b.offset];
-  net.grads().fill_zero();
-  net.grads().data<float>()[b.offset] = 1.0f;
-  opt->step(net.params(), net.grads(), 0.1f, &scale);
+  net.compute_grads().fill_zero();
+  net.compute_grads().data<float>()[b.offset] = 1.0f;
+  opt->step(net.mutable_compute_params(), net.compute_grads(), 0.1f, &scale);
   EXPECT_FLOAT_EQ(net.params().data<float>()[b.offset], p0 - 0.05f);
 }
 

@@ -9,19 +9,23 @@
 #include "core/io/checkpoint.h"
 #include "core/config.h"
 #include "core/io/npz.h"
-#include "core/io/transfer.h"
 
 namespace deeptrain::io {
 namespace {
 
 // Every tensor a checkpoint of (net, optimizer) holds, as views of the live buffers, in the
-// order they are saved: parameters (layer order), layer state, optimizer state. The parameters
-// are the Net's host buffer; optimizer state on a GPU is named by its device tensor here
-// (device_of() tells which), and moved through host copies by capture() and restore_into().
-std::vector<NamedTensor> tensors_of(Net& net, Optimizer& optimizer) {
+// order they are saved: parameters (layer order), layer state, optimizer state. The net's are
+// its current host copies, to read or (for_writing) to overwrite; optimizer state on a GPU is
+// named by its device tensor here (device_of() tells which), and moved through host copies by
+// capture() and restore_into().
+std::vector<NamedTensor> tensors_of(Net& net, Optimizer& optimizer, bool for_writing) {
   std::vector<NamedTensor> out;
-  for (const ParamEntry& e : net.param_entries()) out.push_back({"param/" + e.name, net.param_view(e)});
-  for (auto& [name, t] : named_state(net)) out.push_back({"state/" + name, *t});
+  for (const ParamEntry& e : net.param_entries())
+    out.push_back({"param/" + e.name, for_writing ? net.mutable_param_view(e) : net.param_view(e)});
+  if (for_writing)
+    for (auto& [name, t] : net.mutable_state()) out.push_back({"state/" + name, *t});
+  else
+    for (auto& [name, t] : net.state()) out.push_back({"state/" + name, *t});
   for (auto& [slot, t] : optimizer.state()) out.push_back({"optim/" + slot, *t});
   return out;
 }
@@ -56,8 +60,7 @@ void check_layout(const TrainingState& s, const Net& net) {
 
 TrainingState capture(Net& net, Optimizer& optimizer) {
   TrainingState s;
-  net.download_params();  // the device's parameters into the host buffer (no-op on a CPU)
-  s.tensors = tensors_of(net, optimizer);
+  s.tensors = tensors_of(net, optimizer, /*for_writing=*/false);
   for (NamedTensor& t : s.tensors)
     if (t.tensor.device() != Device::cpu) t.tensor = device_of(net, t).to_host(t.tensor);
   for (const ParamEntry& e : net.param_entries()) {
@@ -78,7 +81,7 @@ void restore_into(const TrainingState& state, Net& net, Optimizer& optimizer) {
     if (!saved.emplace(t.name, &t.tensor).second)
       fail_input("checkpoint: tensor '{}' appears twice (corrupt)", t.name);
   check_layout(state, net);
-  std::vector<NamedTensor> targets = tensors_of(net, optimizer);
+  const std::vector<NamedTensor> targets = tensors_of(net, optimizer, /*for_writing=*/false);
   const std::string which = fmt::format("checkpoint of optimizer '{}', this one is '{}'",
                                         state.optimizer, optimizer.name());
   // Check everything first, so a refused checkpoint leaves net and optimizer untouched.
@@ -100,11 +103,11 @@ void restore_into(const TrainingState& state, Net& net, Optimizer& optimizer) {
       if (std::none_of(targets.begin(), targets.end(), [&](auto& x) { return x.name == t.name; }))
         fail_input("checkpoint: tensor '{}' has no place in this run ({})", t.name,
                    t.name.starts_with("optim/") ? which : "a checkpoint of another model");
-  for (NamedTensor& t : targets) {
+  for (NamedTensor& t : tensors_of(net, optimizer, /*for_writing=*/true)) {
     if (t.tensor.device() == Device::cpu) t.tensor.copy_from(*saved.at(t.name));
     else device_of(net, t).copy(*saved.at(t.name), t.tensor);
   }
-  net.upload_params();  // and the host buffer's parameters to the device (no-op on a CPU)
+  // The optimizer's device copies read `state`'s host tensors: done before they may go.
   if (net.device_backend()) net.device_backend()->synchronize();
   optimizer.set_steps_taken(state.optimizer_steps);
 }

@@ -45,13 +45,6 @@ bool selects(const std::string& pattern, const std::string& tensor_name) {
   return dot != std::string::npos && glob_match(pattern, tensor_name.substr(0, dot));
 }
 
-std::vector<std::pair<std::string, Tensor*>> named_state(Net& net) {
-  std::vector<std::pair<std::string, Tensor*>> out;
-  for (const auto& layer : net.layers())
-    for (auto& [suffix, t] : layer->state()) out.push_back({layer->name() + "." + suffix, t});
-  return out;
-}
-
 std::string TransferReport::summary() const {
   std::string s = fmt::format("copied {} tensors, skipped {}, {} unused in the source",
                               copied.size(), skipped.size(), unused.size());
@@ -63,10 +56,12 @@ int init_from_weights(Net& target, const std::map<std::string, Tensor>& source,
                       const std::vector<std::string>& skip_patterns, TransferReport* report) {
   TransferReport local;
   TransferReport& r = report ? *report : local;
-  // Every tensor the target can take: its parameters (views into the flat buffer) and state.
+  // Every tensor the target can take: its parameters (views into the host copy, to write) and
+  // state.
   std::vector<std::pair<std::string, Tensor>> slots;
-  for (const ParamEntry& e : target.param_entries()) slots.push_back({e.name, target.param_view(e)});
-  for (auto& [name, t] : named_state(target)) slots.push_back({name, *t});
+  for (const ParamEntry& e : target.param_entries())
+    slots.push_back({e.name, target.mutable_param_view(e)});
+  for (auto& [name, t] : target.mutable_state()) slots.push_back({name, *t});
   std::map<std::string, bool> used;
   int copied = 0;
   for (auto& [name, dst] : slots) {

@@ -18,10 +18,6 @@ bool glob_match(const std::string& pattern, const std::string& name);
 // they match its full name or its layer's name: "conv1" and "conv1.*" both select conv1.W.
 bool selects(const std::string& pattern, const std::string& tensor_name);
 
-// The layers' state tensors (BatchNorm's running statistics) as "<layer>.<suffix>", in layer
-// order: what a weights file or checkpoint must save besides the parameters.
-std::vector<std::pair<std::string, Tensor*>> named_state(Net& net);
-
 struct TransferReport {
   std::vector<std::string> copied;   // target names
   std::vector<std::string> skipped;  // "name: why" (a skip pattern, a shape, absent in source)

@@ -11,7 +11,6 @@
 
 #include "core/io/atomic_file.h"
 #include "core/io/npz.h"
-#include "core/io/transfer.h"
 
 namespace deeptrain::io {
 namespace {
@@ -27,7 +26,7 @@ std::string read_all(const std::string& path) {
 
 // Multiplies a parameter (f32 or f64) by s.
 void scale_param(Net& net, const std::string& name, double s) {
-  Tensor v = net.param_view(net.param(name));
+  Tensor v = net.mutable_param_view(net.param(name));
   for (int64_t i = 0; i < v.numel(); ++i) {
     if (v.dtype() == DType::f64) v.data<double>()[i] *= s;
     else v.data<float>()[i] = float(v.data<float>()[i] * s);
@@ -67,7 +66,7 @@ void fold_book_dropout(Net& net) {
 void assign(Net& net, const ParamEntry& e, const Tensor& src, const std::string& origin) {
   if (src.shape() != e.shape)
     fail_input("{}: has shape {}, the model's {} is {}", origin, src.shape().str(), e.name, e.shape.str());
-  Tensor v = net.param_view(e);
+  Tensor v = net.mutable_param_view(e);
   if (src.dtype() == v.dtype()) v.copy_from(src);
   else if (src.dtype() == DType::f32 || src.dtype() == DType::f64) v.copy_from(src.to(v.dtype()));
   else fail_input("{}: '{}' is {}, expected a float array", origin, e.name, dtype_name(src.dtype()));
@@ -75,7 +74,7 @@ void assign(Net& net, const ParamEntry& e, const Tensor& src, const std::string&
 
 }  // namespace
 
-void save_weights(const std::string& path, Net& net) {
+void save_weights(const std::string& path, const Net& net) {
   proto::WeightsFile f;
   f.set_format_version(1);
   f.set_producer("deeptrain " DEEPTRAIN_VERSION);
@@ -91,7 +90,7 @@ void save_weights(const std::string& path, Net& net) {
   }
   // Layer state (BatchNorm's running statistics, f64): evaluation needs it as much as the
   // parameters.
-  for (auto& [name, v] : named_state(net)) {
+  for (auto& [name, v] : net.state()) {
     proto::TensorProto* t = f.add_tensor();
     t->set_name(name);
     for (int64_t d : v->shape().dims()) t->add_shape(d);
@@ -140,7 +139,7 @@ void load_weights(const std::string& path, Net& net) {
     return Tensor::view(const_cast<char*>(t.data().data()), s, dt);
   };
   for (const ParamEntry& e : net.param_entries()) assign(net, e, take(e.name, ""), path);
-  for (auto& [name, dst] : named_state(net)) {
+  for (auto& [name, dst] : net.mutable_state()) {
     const Tensor src = take(name, ": a running statistic evaluation uses; a file written "
                                   "before weights files kept them lacks it");
     if (src.shape() != dst->shape())
@@ -170,7 +169,7 @@ int import_npz(const std::string& path, Net& net, NpzDropout dropout) {
     ++imported;
   }
   // Layer state by our names ("bn1.running_mean"), as `deeptrain export` writes it.
-  for (auto& [name, dst] : named_state(net)) {
+  for (auto& [name, dst] : net.mutable_state()) {
     auto it = arrays.find(name);
     if (it == arrays.end())
       fail_input("{}: no array '{}' (the model's running statistic; `deeptrain export` writes "

@@ -8,7 +8,7 @@
 
 namespace deeptrain::io {
 
-void save_weights(const std::string& path, Net& net);
+void save_weights(const std::string& path, const Net& net);
 // Loads parameters and layer state by name; names, shapes and checksums must match (errors name
 // the tensor), so evaluation after loading equals evaluation before saving.
 void load_weights(const std::string& path, Net& net);

@@ -358,8 +358,8 @@ class BatchNorm : public Layer {
       *t = be.empty({C}, DType::f64);
     dev_.grad_sums = be.empty({2 * C}, DType::f64);
     dev_.backend = &be;
-    // First use without Net::upload_params (a net computing on a device it was not placed on):
-    // the host's statistics are the current ones.
+    // First use (the Net's first state_to_device, or a net computing on a device it was not
+    // placed on): the host's statistics are the current ones.
     be.copy(running_mean_, dev_.running_mean);
     be.copy(running_var_, dev_.running_var);
     return dev_;

@@ -65,9 +65,10 @@ class Layer {
   // by suffix: "<layer>.<suffix>" is saved with the weights. Not parameters: no gradient,
   // never seen by an optimizer or a reducer. Always f64, whatever the net's dtype.
   virtual std::vector<std::pair<std::string, Tensor*>> state() { return {}; }
-  // A layer computing on a device keeps a copy of its state there (no readback per step);
-  // Net::upload_params() and download_params() move it, with the parameters: state() (the
-  // host tensors) is current after download_params(), the device's after upload_params().
+  // A layer computing on a device keeps a copy of its state there (no readback per step), and
+  // state() returns the host tensors as they are. The Net owns which copy is current and calls
+  // these when a reader needs the other: read and write state through Net::state() and
+  // Net::mutable_state(), not through a layer.
   virtual void state_to_device(Backend&) {}
   virtual void state_to_host(Backend&) {}
 
