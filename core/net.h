@@ -52,7 +52,7 @@ class Net {
   // backend's memory, the layers are bound to those, and activations are allocated there.
   // params() and grads() stay the host buffers that initialisation, weight files and
   // checkpoints read and write; upload_params() and download_params() move the values between
-  // the two. A no-op for host backends. Fails naming the first layer the device cannot run.
+  // the two. A no-op for host backends.
   void place_on(Backend& backend);
   bool on_device() const { return device_ != nullptr; }
   Backend* device_backend() const { return device_; }  // null on the host

@@ -1,15 +1,10 @@
 // Global average pooling and the two joins of a layer graph: the residual add (ResNet's skip
-// connections) and the channel concatenation (Inception's branches). Plain loops, f32 and f64;
-// the add and the pooling read blocked activations as they are (extra_layers.h).
-#include <cstring>
-#include <type_traits>
-
+// connections) and the channel concatenation (Inception's branches), each through its backend
+// ops (plane_mean, add, copy_rows; the CPU backends' read blocked activations as they are).
 #include "core/layers/extra_layers.h"
 
 namespace deeptrain {
 namespace {
-
-constexpr int64_t kParallelMin = int64_t{1} << 14;  // elements below which threads cost more
 
 // (C, H, W) -> (C): y[n, c] = mean of x[n, c, :, :].
 class GlobalAvgPool : public Layer {
@@ -19,66 +14,16 @@ class GlobalAvgPool : public Layer {
   Shape setup(const std::vector<Shape>& in) override {
     if (in.size() != 1 || in[0].rank() != 3)
       fail_input("layer '{}': global_avg_pool expects one (C, H, W) input per sample", name_);
-    c_ = in[0][0];
-    hw_ = in[0][1] * in[0][2];
-    return {c_};
+    return {in[0][0]};
   }
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
-    const Tensor& x = *in[0];
-    if (ctx.backend.device() != Device::cpu) return ctx.backend.plane_mean(x, out);
-    if (x.dtype() == DType::f64) forward_impl<double>(ctx, x, out);
-    else forward_impl<float>(ctx, x, out);
-    out.set_layout(Layout::plain);
+    ctx.backend.plane_mean(*in[0], out);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
-    if (!din[0]) return;
-    if (ctx.backend.device() != Device::cpu) return ctx.backend.plane_mean_backward(dout, *din[0]);
     // dx takes the input's layout, as the layer before wrote it (blocked or plain).
-    const int block = layout_block(in[0]->layout());
-    const Tensor dy = ctx.backend.to_plain(dout);
-    if (dy.dtype() == DType::f64) backward_impl<double>(dy, block, *din[0]);
-    else backward_impl<float>(dy, block, *din[0]);
-    din[0]->set_layout(in[0]->layout());
+    if (din[0]) ctx.backend.plane_mean_backward(dout, in[0]->layout(), *din[0]);
   }
-
- private:
-  // Plain inputs go plane by plane; blocked ones (f32 only) a block of B channels at a time,
-  // each channel's sum in the same order (position by position) as the plain loop.
-  template <class T>
-  void forward_impl(StepContext& ctx, const Tensor& x, Tensor& out) const {
-    const int block = layout_block(x.layout());
-    if (block != 1 && !std::is_same_v<T, float>) {
-      forward_impl<T>(ctx, ctx.backend.to_plain(x), out);
-      return;
-    }
-    const int64_t n = x.dim(0), hw = hw_, cb_count = c_ / block;
-    const T* xd = x.data<T>();
-    T* y = out.data<T>();
-#pragma omp parallel for schedule(static) if (n * c_ * hw >= kParallelMin)
-    for (int64_t p = 0; p < n * cb_count; ++p) {
-      const int64_t i = p / cb_count, c0 = (p % cb_count) * block;
-      for (int l = 0; l < block; ++l) {
-        double acc = 0;
-        for (int64_t s = 0; s < hw; ++s) acc += double(xd[(p * hw + s) * block + l]);
-        y[i * c_ + c0 + l] = T(acc / double(hw));
-      }
-    }
-  }
-  template <class T>
-  void backward_impl(const Tensor& dy, int block, Tensor& dx) const {
-    const int64_t n = dy.dim(0), hw = hw_, cb_count = c_ / block;
-    const T* g = dy.data<T>();
-    T* d = dx.data<T>();
-#pragma omp parallel for schedule(static) if (n * c_ * hw >= kParallelMin)
-    for (int64_t p = 0; p < n * cb_count; ++p) {
-      const int64_t i = p / cb_count, c0 = (p % cb_count) * block;
-      for (int64_t s = 0; s < hw; ++s)
-        for (int l = 0; l < block; ++l)
-          d[(p * hw + s) * block + l] = T(double(g[i * c_ + c0 + l]) / double(hw));
-    }
-  }
-  int64_t c_ = 0, hw_ = 0;
 };
 
 // y = x_0 + x_1 + ... (in input order), optionally followed by a fused ReLU (a residual
@@ -104,42 +49,33 @@ class Add : public Layer {
     for (Tensor* t : in) one_layout = one_layout && t->layout() == in[0]->layout();
     std::vector<Tensor> xs;
     for (Tensor* t : in) xs.push_back(one_layout ? *t : ctx.backend.to_plain(*t));
-    if (ctx.backend.device() != Device::cpu) return forward_device(ctx.backend, xs, out);
-    if (out.dtype() == DType::f64) forward_impl<double>(xs, out);
-    else forward_impl<float>(xs, out);
-    out.set_layout(xs[0].layout());
+    ctx.backend.add(xs, fused_relu_, out);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
+    Backend& be = ctx.backend;
     // The fused ReLU's mask reads y, so y and dy must share a layout; each dx takes dy's.
     const bool one_layout = !fused_relu_ || out.layout() == dout.layout();
-    const Tensor y = one_layout ? out : ctx.backend.to_plain(out);
-    const Tensor dy = one_layout ? dout : ctx.backend.to_plain(dout);
-    if (ctx.backend.device() != Device::cpu) return backward_device(ctx.backend, y, dy, din);
-    if (dy.dtype() == DType::f64) backward_impl<double>(y, dy, din);
-    else backward_impl<float>(y, dy, din);
+    const Tensor y = one_layout ? out : be.to_plain(out);
+    const Tensor dy = one_layout ? dout : be.to_plain(dout);
+    for (size_t k = 0; k < din.size(); ++k) {
+      const int times = times_given(din, k);
+      if (times == 0) continue;
+      Tensor& dx = *din[k];
+      // times * dy, where y > 0 when the ReLU is fused.
+      if (times > 1) {
+        be.scale(dy, double(times), dx);
+        if (fused_relu_) be.relu_backward(y, dx, dx);
+      } else if (fused_relu_) {
+        be.relu_backward(y, dy, dx);
+      } else if (dx.raw() != dy.raw()) {
+        be.copy(dy, dx);
+      }
+      dx.set_layout(dy.layout());
+    }
   }
 
  private:
-  template <class T>
-  void forward_impl(const std::vector<Tensor>& xs, Tensor& out) const {
-    const int64_t n = out.numel();
-    std::vector<const T*> x;
-    for (const Tensor& t : xs) x.push_back(t.data<T>());
-    T* y = out.data<T>();
-    // Two inputs (every residual block) get a loop of their own that GCC vectorises.
-    if (x.size() == 2 && fused_relu_) add2<T, true>(x[0], x[1], n, y);
-    else if (x.size() == 2) add2<T, false>(x[0], x[1], n, y);
-    else {
-      const bool relu = fused_relu_;
-#pragma omp parallel for schedule(static) if (n >= kParallelMin)
-      for (int64_t i = 0; i < n; ++i) {
-        T v = x[0][i];
-        for (size_t k = 1; k < x.size(); ++k) v += x[k][i];
-        y[i] = relu && !(v > T(0)) ? T(0) : v;
-      }
-    }
-  }
   // How many times gradient tensor din[k] is given (the same layer added to itself, x + x,
   // arrives as one tensor given twice): 0 when it is null or an earlier k gave it already.
   static int times_given(const std::vector<Tensor*>& din, size_t k) {
@@ -150,56 +86,6 @@ class Add : public Layer {
       times += din[j] == din[k];
     }
     return times;
-  }
-
-  // The device: y = x0, y += x1, ... (the host loop's order), then the ReLU in place.
-  void forward_device(Backend& be, const std::vector<Tensor>& xs, Tensor& out) const {
-    be.copy(xs[0], out);
-    for (size_t k = 1; k < xs.size(); ++k) be.accumulate(out, xs[k]);
-    if (fused_relu_) be.relu_forward(out, out);
-  }
-  void backward_device(Backend& be, const Tensor& y, const Tensor& dy,
-                       const std::vector<Tensor*>& din) const {
-    for (size_t k = 0; k < din.size(); ++k) {
-      const int times = times_given(din, k);
-      if (times == 0) continue;
-      Tensor& dx = *din[k];
-      // times * (y > 0 ? dy : 0), as the host computes it (relu_masked(m * g, y)).
-      if (times > 1) be.scale(dy, double(times), dx);
-      else if (dx.raw() != dy.raw()) be.copy(dy, dx);
-      if (fused_relu_) be.relu_backward(y, dx, dx);
-    }
-  }
-
-  template <class T, bool kRelu>
-  static void add2(const T* __restrict a, const T* __restrict b, int64_t n, T* __restrict y) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
-    for (int64_t i = 0; i < n; ++i) {
-      const T v = a[i] + b[i];
-      y[i] = kRelu ? (v > T(0) ? v : T(0)) : v;
-    }
-  }
-  template <class T>
-  void backward_impl(const Tensor& out, const Tensor& dy, const std::vector<Tensor*>& din) const {
-    const int64_t n = dy.numel();
-    const T* y = out.data<T>();
-    const T* g = dy.data<T>();
-    for (size_t k = 0; k < din.size(); ++k) {
-      const int times = times_given(din, k);
-      if (times == 0) continue;
-      T* dx = din[k]->data<T>();
-      const T m = T(times);
-      if (fused_relu_) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
-        for (int64_t i = 0; i < n; ++i) dx[i] = relu_masked(T(m * g[i]), y[i]);
-      } else if (times > 1) {
-#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
-        for (int64_t i = 0; i < n; ++i) dx[i] = m * g[i];
-      } else if (dx != g) {
-        std::memcpy(dx, g, size_t(n) * sizeof(T));
-      }
-      din[k]->set_layout(dy.layout());
-    }
   }
 };
 
@@ -269,15 +155,6 @@ class Concat : public Layer {
 };
 
 }  // namespace
-
-int layout_block(Layout l) {
-  switch (l) {
-    case Layout::plain: return 1;
-    case Layout::nChw8c: return 8;
-    case Layout::nChw16c: return 16;
-  }
-  fail("layout_block: unknown layout {}", int(l));
-}
 
 std::unique_ptr<Layer> make_global_avg_pool(const proto::LayerConfig& cfg, int index) {
   return std::make_unique<GlobalAvgPool>(cfg.name(), index);
