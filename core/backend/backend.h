@@ -136,7 +136,7 @@ class Backend {
   // A plain-layout copy (or x itself when it is already plain).
   virtual Tensor to_plain(const Tensor& x) = 0;
 
-  // ---- the deeper nets' layers (core/layers/batch_norm.cpp, merge_layers.cpp) ----
+  // ---- the deeper nets' layers (core/layers/batch_norm.cpp, add.cpp, concat.cpp, ...) ----
   // Activations are viewed as (n, C, S) with per-channel f64 vectors (C), all in this
   // backend's memory. Outputs take x's layout. Sums over (n, s) run in f64 in a fixed order
   // that neither the thread count nor the layout changes; CpuBackend sums each sample's

@@ -24,7 +24,7 @@
 #include <cstdint>
 #include <cstdlib>
 
-#include "core/layers/extra_layers.h"
+#include "core/layers/kinds.h"
 
 namespace deeptrain {
 namespace {
