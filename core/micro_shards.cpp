@@ -39,6 +39,7 @@ void MicroShards::begin_step(int64_t n, int64_t micro, const MicroShardRange& mi
            "exact mode: the gradients must be host f32");
   DT_CHECK(mine.rows_end <= n, "micro-shards beyond the batch");
   range_ = mine;
+  rows_ = n;
   micro_ = micro;
   flat_ = &flat_grads;
   ordered_sum_ = std::move(ordered_sum);

@@ -46,6 +46,8 @@ class MicroShards {
   void begin_step(int64_t n, int64_t micro, const MicroShardRange& mine, const Tensor& flat_grads,
                   OrderedSum ordered_sum, bool with_grads = true);
   int64_t count() const { return range_.count; }
+  // The rows of the global batch, every rank's micro-shards together.
+  int64_t global_rows() const { return rows_; }
   // Local rows [begin, end) of micro-shard j (0 <= j < count()) in this rank's batch.
   int64_t begin(int64_t j) const { return j * micro_; }
   int64_t end(int64_t j) const { return std::min((j + 1) * micro_, range_.rows_end - range_.rows_begin); }
@@ -58,7 +60,7 @@ class MicroShards {
 
  private:
   MicroShardRange range_;
-  int64_t micro_ = 0;
+  int64_t rows_ = 0, micro_ = 0;
   const Tensor* flat_ = nullptr;
   Tensor grads_;
   OrderedSum ordered_sum_;

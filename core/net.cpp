@@ -1,6 +1,5 @@
 #include "core/net.h"
 
-#include <algorithm>
 #include <cmath>
 
 #include "core/random.h"
@@ -119,16 +118,6 @@ void Net::bind_layers(const Tensor& params, const Tensor& grads) {
 void Net::place_on(Backend& backend) {
   if (backend.device() == Device::cpu || device_ == &backend) return;
   DT_CHECK(device_ == nullptr, "the net is already placed on another device");
-  // The layers whose every op goes through the backend; the others compute on the host.
-  static const char* const kDeviceLayers[] = {"conv",       "max_pool", "relu",
-                                               "affine",     "dropout",  "batch_norm",
-                                               "add",        "concat",   "global_avg_pool"};
-  for (const auto& l : layers_)
-    if (std::none_of(std::begin(kDeviceLayers), std::end(kDeviceLayers),
-                     [&](const char* t) { return std::string(l->type()) == t; }))
-      fail_input("layer '{}' ({}) has no implementation on backend '{}' yet (GPU layers: conv, "
-                 "max_pool, relu, affine, dropout, batch_norm, add, concat, global_avg_pool)",
-                 l->name(), l->type(), backend.name());
   device_ = &backend;
   params_.place_on(backend);
   grads_ = backend.zeros(grads_.shape(), dtype_);

@@ -72,7 +72,7 @@ class Net {
 
   // Computing on a device (a GPU backend): the parameters get a copy in the backend's memory,
   // the gradients and activations live there, and the layers are bound to those. A no-op for
-  // host backends. Fails naming the first layer the device cannot run.
+  // host backends.
   void place_on(Backend& backend);
   bool on_device() const { return device_ != nullptr; }
   Backend* device_backend() const { return device_; }  // null on the host

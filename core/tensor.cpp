@@ -37,6 +37,15 @@ const char* layout_name(Layout l) {
   return "?";
 }
 
+int layout_block(Layout l) {
+  switch (l) {
+    case Layout::plain: return 1;
+    case Layout::nChw8c: return 8;
+    case Layout::nChw16c: return 16;
+  }
+  fail("layout_block: unknown layout {}", int(l));
+}
+
 int64_t Shape::numel() const {
   int64_t n = 1;
   for (int64_t d : dims_) n *= d;

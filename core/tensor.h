@@ -21,6 +21,9 @@ enum class Layout : uint8_t { plain, nChw8c, nChw16c };
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);
 const char* layout_name(Layout l);
+// The channel block B of a 4-d activation's layout: element (n, c, s) of an (N, C, S = H*W)
+// activation lives at ((n * C/B + c/B) * S + s) * B + c % B. Plain is B = 1.
+int layout_block(Layout l);
 
 template <class T> constexpr DType dtype_of();
 template <> constexpr DType dtype_of<float>() { return DType::f32; }

@@ -2,8 +2,8 @@
 // HostDeviceBackend: the reference CPU backend calling itself a device. Net, Trainer and the
 // layers then take every path they take for a GPU (parameter, gradient and state copies, data
 // sets copied once and batches gathered by Backend::gather_samples, BatchNorm's statistics kept
-// "on the device") while every op runs on the host through the backend ops' host defaults, so
-// CI checks that orchestration without a GPU (tests/test_device_paths.cpp, test_mpi_train).
+// "on the device") while every op runs on the host as CpuBackend's own ops, so CI checks that
+// orchestration without a GPU (tests/test_device_paths.cpp, test_mpi_train).
 #include <string>
 
 #include "core/backend/cpu.h"

@@ -422,7 +422,7 @@ TEST(GpuElementwise, ReluScaleAccumulateAreExact) {
     EXPECT_TRUE(equal("relu_forward", host(be, y), y_ref));
     EXPECT_TRUE(equal("relu_backward", host(be, dx), dx_ref));
     EXPECT_TRUE(equal("scale", host(be, sc), s_ref));
-    // accumulate: the host default on the reference.
+    // accumulate: CpuBackend's, the reference.
     Tensor acc_ref = x.clone();
     ref.accumulate(acc_ref, dy);
     Tensor acc = upload(be, x);

@@ -11,7 +11,7 @@
 #include "net_cases.h"
 
 #include "core/backend/backend.h"
-#include "core/layers/extra_layers.h"
+#include "core/layers/kinds.h"
 
 using namespace deeptrain;
 using namespace deeptrain::testing_util;

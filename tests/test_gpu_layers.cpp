@@ -127,10 +127,10 @@ TEST(GpuLayers, BatchNormMatchesTheHost) {
   expect_gpu_matches_host(*gpu, R"(name: "bn" batch_norm {})", true, true, {xl}, {0}, dyl, 1e-5);
 }
 
-// BatchNorm's statistics ops (kept on the device: no readback per step) against the host
-// defaults on the same f64 inputs. Both round each f64 operation once, but the host compiler may
+// BatchNorm's statistics ops (kept on the device: no readback per step) against CpuBackend's
+// on the same f64 inputs. Both round each f64 operation once, but the host compiler may
 // contract a multiply-add (the running averages): 1e-14 relative.
-TEST(GpuLayers, BatchNormStatisticsOpsMatchTheHostDefaults) {
+TEST(GpuLayers, BatchNormStatisticsOpsMatchTheReference) {
   REQUIRE_GPU_BACKEND(gpu);
   auto ref = make_backend("cpu-ref");
   const int64_t C = 37;

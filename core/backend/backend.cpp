@@ -1,7 +1,6 @@
 #include "core/backend/backend.h"
 
 #include <cmath>
-#include <cstring>
 
 #include "core/data/dataset.h"
 
@@ -41,39 +40,10 @@ void on_host_floats(const Tensor& t, const char* op, F&& f) {
 }
 }  // namespace
 
-void Backend::accumulate(Tensor& acc, const Tensor& x) {
-  DT_CHECK(acc.dtype() == x.dtype() && acc.numel() == x.numel() && acc.layout() == x.layout(),
-           "accumulate: {} {} {} += {} {} {}", dtype_name(acc.dtype()), layout_name(acc.layout()),
-           acc.shape().str(), dtype_name(x.dtype()), layout_name(x.layout()), x.shape().str());
-  DT_CHECK(acc.device() == Device::cpu && x.device() == Device::cpu, "accumulate: needs host tensors");
-  // Elementwise, so any layout will do as long as both share it.
-  auto add = [n = acc.numel()]<class T>(T* a, const T* b) {
-    for (int64_t i = 0; i < n; ++i) a[i] += b[i];
-  };
-  if (acc.dtype() == DType::f32) add(acc.data<float>(), x.data<float>());
-  else if (acc.dtype() == DType::f64) add(acc.data<double>(), x.data<double>());
-  else fail("accumulate: {} tensors are not supported", dtype_name(acc.dtype()));
-}
-
 ChannelView channel_view(const Tensor& x, int64_t C, const char* op, const char* who) {
   if (x.shape().rank() < 2 || x.dim(0) <= 0 || C <= 0 || x.numel() % (x.dim(0) * C) != 0)
     fail("{}{}: x {} does not split into {} channels per sample", who, op, x.shape().str(), C);
   return {x.dim(0), C, x.numel() / (x.dim(0) * C)};
-}
-
-void Backend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
-                        int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) {
-  DT_CHECK(src.dtype() == dst.dtype() && src.device() == Device::cpu && dst.device() == Device::cpu,
-           "copy_rows: {} -> {} on the host", dtype_name(src.dtype()), dtype_name(dst.dtype()));
-  DT_CHECK(rows == 0 || (src_offset + (rows - 1) * src_stride + row_len <= src.numel() &&
-                         dst_offset + (rows - 1) * dst_stride + row_len <= dst.numel()),
-           "copy_rows: {} rows of {} out of range", rows, row_len);
-  const size_t elem = dtype_size(src.dtype());
-  const char* s = static_cast<const char*>(src.raw());
-  char* d = static_cast<char*>(dst.raw());
-  for (int64_t i = 0; i < rows; ++i)
-    std::memcpy(d + (dst_offset + i * dst_stride) * elem, s + (src_offset + i * src_stride) * elem,
-                size_t(row_len) * elem);
 }
 
 namespace {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -111,7 +112,8 @@ class Backend {
                                Tensor& y, Tensor& mask) = 0;
   virtual void dropout_backward(float scale, const Tensor& mask, const Tensor& dy,
                                 Tensor& dx) = 0;
-  // y = alpha * x (the book's dropout at evaluation time).
+  // y = alpha * x, elementwise: y takes x's layout (the book's dropout at evaluation time; the
+  // gradient of an input an add takes twice).
   virtual void scale(const Tensor& x, double alpha, Tensor& y) = 0;
 
   // Softmax cross-entropy: loss_i = -log(p_i[t_i] + log_eps); the book uses log_eps = 1e-7 so a
@@ -134,30 +136,32 @@ class Backend {
   // A plain-layout copy (or x itself when it is already plain).
   virtual Tensor to_plain(const Tensor& x) = 0;
 
-  // ---- the deeper nets' layers on a device (core/layers/batch_norm.cpp, merge_layers.cpp) ----
-  // Host backends leave BatchNorm and global average pooling to the layers' own loops (which
-  // also read blocked layouts); a device backend implements these ops, on plain f32 activations
-  // viewed as (n, C, S) with per-channel f64 vectors (C), all in its memory. Sums over (n, s)
-  // run in f64 in a fixed order. The defaults compute the same formulas on plain host tensors
-  // (core/backend/host_layer_ops.cpp): the layers' device paths run on the host with them.
+  // ---- the deeper nets' layers (core/layers/batch_norm.cpp, add.cpp, concat.cpp, ...) ----
+  // Activations are viewed as (n, C, S) with per-channel f64 vectors (C), all in this
+  // backend's memory. Outputs take x's layout. Sums over (n, s) run in f64 in a fixed order
+  // that neither the thread count nor the layout changes; CpuBackend sums each sample's
+  // positions, then the samples in order, so a micro-shard's sums (exact mode) are those of its
+  // samples alone. CpuBackend also reads and writes blocked f32 activations (nChw8c, nChw16c)
+  // as they are, and takes f64 activations with f64 gamma and beta (gradient checks); CUDA
+  // takes plain f32.
   // sums[c] = sum of x, or of (x - mean[c])^2 when mean is given.
-  virtual void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums);
+  virtual void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) = 0;
   // y = (x - mean[c]) * scale[c] + shift[c], then max(0, .) when relu.
   virtual void bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale,
-                        const Tensor& shift, bool relu, Tensor& y);
+                        const Tensor& shift, bool relu, Tensor& y) = 0;
   // g = dy, or dy where y > 0 when relu_y (a fused ReLU's output) is given; sums (2C) =
   // [sum of g | sum of g * (x - mean[c])].
   virtual void bn_grad_sums(const Tensor& x, const Tensor* relu_y, const Tensor& dy,
-                            const Tensor& mean, Tensor& sums);
+                            const Tensor& mean, Tensor& sums) = 0;
   // dx = k[c] * g + m[c] - r[c] * (x - mean[c]), g as in bn_grad_sums.
   virtual void bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor& dy,
                              const Tensor& mean, const Tensor& k, const Tensor& m,
-                             const Tensor& r, Tensor& dx);
-  // BatchNorm's per-channel statistics from those sums, by the host layer's formulas, so that
-  // a device keeps them in its memory (no readback per step). All f64 (C) but gamma and beta
-  // (the layer's f32 parameters) and dgamma, dbeta (its f32 gradients).
+                             const Tensor& r, Tensor& dx) = 0;
+  // BatchNorm's per-channel statistics from those sums, so that a device keeps them in its
+  // memory (no readback per step). All f64 (C) but gamma and beta (the layer's parameters, of
+  // the net's dtype) and dgamma, dbeta (its gradients, the same).
   // mean = sums / count (0 when count is 0).
-  virtual void bn_mean(const Tensor& sums, double count, Tensor& mean);
+  virtual void bn_mean(const Tensor& sums, double count, Tensor& mean) = 0;
   // Training (sq: the sums of (x - mean)^2): var = sq / count (0 when count is 0), and
   // running = momentum * running + (1 - momentum) * (mean, var). Evaluation (sq null):
   // mean = running_mean, var = running_var. Then invstd = 1 / sqrt(var + eps),
@@ -165,24 +169,32 @@ class Backend {
   virtual void bn_normalizer(const Tensor* sq, double count, double eps, double momentum,
                              const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
                              Tensor& running_var, Tensor& mean, Tensor& invstd, Tensor& scale,
-                             Tensor& shift);
+                             Tensor& shift) = 0;
   // sums (2C, bn_grad_sums'): the second half is scaled by invstd into sum of g * xhat; then
   // dbeta = sums[c], dgamma = sums[C + c].
-  virtual void bn_param_grads(Tensor& sums, const Tensor& invstd, Tensor& dgamma, Tensor& dbeta);
+  virtual void bn_param_grads(Tensor& sums, const Tensor& invstd, Tensor& dgamma,
+                              Tensor& dbeta) = 0;
   // bn_input_grad's coefficients from those (scaled) sums: k = gamma * invstd; in training
   // m = -k * sums[c] / count and r = k * invstd * sums[C + c] / count, in evaluation m = r = 0.
   virtual void bn_input_coefficients(const Tensor& sums, const Tensor& invstd,
                                      const Tensor& gamma, double count, bool training, Tensor& k,
-                                     Tensor& m, Tensor& r);
-  // Global average pooling of x (n, C, H, W) -> y (n, C): each plane's f64 sum / (H * W);
-  // backward: every element of a plane gets dy / (H * W).
-  virtual void plane_mean(const Tensor& x, Tensor& y);
-  virtual void plane_mean_backward(const Tensor& dy, Tensor& dx);
+                                     Tensor& m, Tensor& r) = 0;
+  // Global average pooling of x (n, C, H, W) -> y (n, C), plain: each plane's f64 sum, in
+  // position order, / (H * W). Backward: every element of a plane gets dy / (H * W), dx
+  // written in `layout` (the forward input's).
+  virtual void plane_mean(const Tensor& x, Tensor& y) = 0;
+  virtual void plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx) = 0;
+  // y = xs[0] + xs[1] + ... (added in that order), then max(0, .) when relu: elementwise over
+  // inputs of one dtype, numel and layout, which y takes (the residual add).
+  virtual void add(const std::vector<Tensor>& xs, bool relu, Tensor& y) = 0;
   // rows times: dst[dst_offset + i * dst_stride + j] = src[src_offset + i * src_stride + j] for
   // j < row_len (elements; equal dtypes; both in this backend's memory): the channel blocks of
-  // a concat. Host backends: memcpy.
+  // a concat.
   virtual void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
-                         int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows);
+                         int64_t dst_offset, int64_t dst_stride, int64_t row_len,
+                         int64_t rows) = 0;
+  // acc += x, with equal dtype, numel and layout (a gradient that several layers add to).
+  virtual void accumulate(Tensor& acc, const Tensor& x) = 0;
 
   // ---- input batches from a data set kept in this backend's memory ----
   // x (f32, (n, C, H, W)) = images[ids[i]] as pixel / 255.0f (data::gather_batch's arithmetic,
@@ -212,8 +224,6 @@ class Backend {
   virtual void synchronize() {}
   // A plain host copy of x, complete on return (for evaluation, checkpoints and tests).
   virtual Tensor to_host(const Tensor& x) { return to_plain(x).clone(); }
-  // acc += x, with equal dtype, numel and layout (a gradient that several layers add to).
-  virtual void accumulate(Tensor& acc, const Tensor& x);
   // x *= alpha; returns whether every element of the result is finite (loss scaling's check).
   virtual bool scale_and_check_finite(Tensor& x, double alpha);
   // The fused optimizer update over the flat buffers (device backends; the host update lives in

@@ -1,6 +1,7 @@
 #pragma once
 // The reference CPU backend: the book's method (im2col + OpenBLAS GEMM) and straightforward
-// loops, for f32 and f64, plain layouts only. Threads: OpenMP loops and OpenBLAS, both set by
+// loops, for f32 and f64, plain layouts; the elementwise ops and the deeper nets' layer ops
+// (BatchNorm, add, global average pooling) also read the blocked layouts DnnlBackend writes. Threads: OpenMP loops and OpenBLAS, both set by
 // set_cpu_threads() (core/threads.h).
 #include <memory>
 #include <mutex>
@@ -38,6 +39,30 @@ class CpuBackend : public Backend {
   void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
                            Tensor& dlogits) override;
   Tensor to_plain(const Tensor& x) override;
+
+  // The deeper nets' layers, on plain and blocked layouts (cpu_bn.cpp, cpu_graph_ops.cpp).
+  void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) override;
+  void bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale, const Tensor& shift,
+                bool relu, Tensor& y) override;
+  void bn_grad_sums(const Tensor& x, const Tensor* relu_y, const Tensor& dy, const Tensor& mean,
+                    Tensor& sums) override;
+  void bn_input_grad(const Tensor& x, const Tensor* relu_y, const Tensor& dy, const Tensor& mean,
+                     const Tensor& k, const Tensor& m, const Tensor& r, Tensor& dx) override;
+  void bn_mean(const Tensor& sums, double count, Tensor& mean) override;
+  void bn_normalizer(const Tensor* sq, double count, double eps, double momentum,
+                     const Tensor& gamma, const Tensor& beta, Tensor& running_mean,
+                     Tensor& running_var, Tensor& mean, Tensor& invstd, Tensor& scale,
+                     Tensor& shift) override;
+  void bn_param_grads(Tensor& sums, const Tensor& invstd, Tensor& dgamma, Tensor& dbeta) override;
+  void bn_input_coefficients(const Tensor& sums, const Tensor& invstd, const Tensor& gamma,
+                             double count, bool training, Tensor& k, Tensor& m,
+                             Tensor& r) override;
+  void plane_mean(const Tensor& x, Tensor& y) override;
+  void plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx) override;
+  void add(const std::vector<Tensor>& xs, bool relu, Tensor& y) override;
+  void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
+                 int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) override;
+  void accumulate(Tensor& acc, const Tensor& x) override;
 
  private:
   // im2col scratch per OpenMP thread (exact mode runs micro-shards concurrently), grown on

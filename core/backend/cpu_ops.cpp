@@ -184,14 +184,13 @@ void CpuBackend::dropout_backward(float scale, const Tensor& mask, const Tensor&
 }
 
 void CpuBackend::scale(const Tensor& x, double alpha, Tensor& y) {
-  require_plain(x, "scale");
   dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const T a = T(alpha);
     for (int64_t i = 0; i < x.numel(); ++i) py[i] = px[i] * a;
   });
-  y.set_layout(Layout::plain);
+  y.set_layout(x.layout());  // elementwise: any layout
 }
 
 double CpuBackend::softmax_ce_forward(const Tensor& logits, const Tensor& labels,

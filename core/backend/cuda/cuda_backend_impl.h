@@ -115,7 +115,8 @@ class CudaBackend final : public Backend {
                              double count, bool training, Tensor& k, Tensor& m,
                              Tensor& r) override;
   void plane_mean(const Tensor& x, Tensor& y) override;
-  void plane_mean_backward(const Tensor& dy, Tensor& dx) override;
+  void plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx) override;
+  void add(const std::vector<Tensor>& xs, bool relu, Tensor& y) override;
   void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
                  int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) override;
   void gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids, int64_t n,

@@ -99,7 +99,7 @@ cudaError_t bn_input_grad(const float* x, const float* relu_y, const float* dy, 
                           const double* k, const double* m, const double* r, float* dx, int64_t n,
                           int64_t C, int64_t S, cudaStream_t st);
 // BatchNorm's per-channel statistics (C channels, f64; gamma, beta, dgamma, dbeta f32), one
-// thread per channel, by the formulas of Backend's host defaults (core/backend/backend.h).
+// thread per channel, by the formulas of CpuBackend's (core/backend/cpu_bn.cpp).
 cudaError_t bn_mean(const double* sums, double count, double* mean, int64_t C, cudaStream_t st);
 // sq null: evaluation (mean = running mean, var = running var).
 cudaError_t bn_normalizer(const double* sq, double count, double eps, double momentum,

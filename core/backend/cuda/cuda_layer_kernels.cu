@@ -9,7 +9,7 @@
 namespace deeptrain::cuda {
 namespace {
 
-// d where y > 0, else 0 (the host's relu_masked: NaN and infinite d included).
+// d where y > 0, else 0 (CpuBackend's relu_masked, cpu_bn.cpp: NaN and infinite d included).
 __device__ __forceinline__ float masked(float d, float y) { return y > 0.0f ? d : 0.0f; }
 
 // Channel c's sum of x, or of (x - mean[c])^2 when mean is set.
@@ -59,8 +59,8 @@ __global__ void bn_input_grad_kernel(const float* x, const float* relu_y, const 
   }
 }
 
-// BatchNorm's statistics: the host defaults' formulas with every f64 operation rounded on its
-// own (__dmul_rn and friends: no contracted multiply-adds), as the host writes them.
+// BatchNorm's statistics: CpuBackend's formulas (cpu_bn.cpp) with every f64 operation rounded
+// on its own (__dmul_rn and friends: no contracted multiply-adds), as the host writes them.
 __global__ void bn_mean_kernel(const double* sums, double count, double* mean, int64_t C) {
   DT_GRID_LOOP(c, C) mean[c] = count > 0 ? __ddiv_rn(sums[c], count) : 0.0;
 }

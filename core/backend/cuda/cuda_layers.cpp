@@ -1,6 +1,6 @@
 // CudaBackend's ops for the deeper nets' layers: BatchNorm's per-channel sums, statistics and
-// elementwise maps (all in device memory: no readback per step), global average pooling, and
-// the strided row copies of a concat. Operands are checked before anything is enqueued; the
+// elementwise maps (all in device memory: no readback per step), global average pooling, the
+// residual add and the strided row copies of a concat. Operands are checked before anything is enqueued; the
 // kernels are in cuda_layer_kernels.cu.
 #include "core/backend/cuda/cuda_backend_impl.h"
 #include "core/error.h"
@@ -152,16 +152,27 @@ void CudaBackend::plane_mean(const Tensor& x, Tensor& y) {
   y.set_layout(Layout::plain);
 }
 
-void CudaBackend::plane_mean_backward(const Tensor& dy, Tensor& dx) {
+void CudaBackend::plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx) {
   const char* op = "plane_mean_backward";
   if (dx.shape().rank() != 4)
     fail("cuda backend: {}: dx {} is not (n, C, H, W)", op, dx.shape().str());
+  if (layout != Layout::plain)
+    fail("cuda backend: {}: a {} dx (this backend writes plain layouts)", op, layout_name(layout));
   const int64_t planes = dx.dim(0) * dx.dim(1), hw = dx.dim(2) * dx.dim(3);
   const float* pdy = f32(dy, op, "dy", planes);
   float* pdx = f32(dx, op, "dx");
   enter(op);
   DT_CUDA(cuda::plane_mean_backward(pdy, pdx, planes, hw, stream()), op);
   dx.set_layout(Layout::plain);
+}
+
+// y = x0, y += x1, ... (CpuBackend's order of additions), then the ReLU in place.
+void CudaBackend::add(const std::vector<Tensor>& xs, bool relu, Tensor& y) {
+  if (xs.empty()) fail("cuda backend: add: no inputs");
+  copy(xs[0], y);
+  for (size_t k = 1; k < xs.size(); ++k) accumulate(y, xs[k]);
+  if (relu) relu_forward(y, y);
+  y.set_layout(Layout::plain);
 }
 
 void CudaBackend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
