@@ -11,16 +11,15 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <map>
 #include <memory>
-#include <sstream>
 
 #include <CLI/CLI.hpp>
 
 #include "app/commands.h"
 #include "core/config.h"
 #include "core/io/checkpoint.h"
+#include "core/io/read_file.h"
 
 namespace deeptrain::app {
 namespace {
@@ -43,13 +42,6 @@ std::string self_binary() {
   const fs::path p = fs::read_symlink("/proc/self/exe", ec);
   if (ec) fail("verify-invariance: cannot find this program's path (/proc/self/exe): {}", ec.message());
   return p.string();
-}
-
-std::string read_all(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 std::string tail(const std::string& text, size_t lines) {
@@ -78,11 +70,16 @@ void run_logged(const std::vector<std::string>& argv, const std::string& log) {
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::string cmd;
+    std::string cmd, log_tail;
     for (const std::string& a : argv) cmd += (cmd.empty() ? "" : " ") + a;
+    try {
+      log_tail = tail(io::read_file(log), 15);
+    } catch (const Error& e) {  // the command could not even open its log: say so instead
+      log_tail = e.what();
+    }
     fail("verify-invariance: `{}` failed ({}); the end of {}:\n{}", cmd,
          WIFEXITED(status) ? fmt::format("exit {}", WEXITSTATUS(status)) : "killed by a signal",
-         log, tail(read_all(log), 15));
+         log, log_tail);
   }
 }
 
@@ -122,7 +119,7 @@ Diff compare(const io::TrainingState& ref, const io::TrainingState& run, const s
     kind = std::max(kind, m);
   }
   d.tensors_file_identical =
-      read_all(ref_dir + "/tensors.pb") == read_all(run_dir + "/tensors.pb");
+      io::read_file(ref_dir + "/tensors.pb") == io::read_file(run_dir + "/tensors.pb");
   return d;
 }
 

@@ -1,9 +1,6 @@
 #include "core/config.h"
 
-#include <cerrno>
 #include <cmath>
-#include <cstring>
-#include <fstream>
 #include <sstream>
 
 #include <google/protobuf/io/tokenizer.h>
@@ -13,6 +10,7 @@
 
 #include "core/data/augment.h"
 #include "core/error.h"
+#include "core/io/read_file.h"
 #include "core/io/transfer.h"
 #include "core/optim/schedule.h"
 
@@ -159,11 +157,13 @@ proto::ExperimentConfig parse_config(const std::string& text, const std::string&
 }
 
 proto::ExperimentConfig load_config(const std::string& path, const ConfigOverrides& o) {
-  std::ifstream in(path);
-  if (!in) fail_input("{}: cannot open config file: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_config(ss.str(), path, o);
+  std::string text;
+  try {
+    text = io::read_file(path);
+  } catch (const InputError& e) {
+    fail_input("cannot read the config file: {}", e.what());
+  }
+  return parse_config(text, path, o);
 }
 
 std::string to_text(const google::protobuf::Message& m) {

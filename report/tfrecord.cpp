@@ -2,10 +2,9 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
-#include <iterator>
 
 #include "core/error.h"
+#include "core/io/read_file.h"
 #include "report/crc32c.h"
 
 namespace deeptrain::report {
@@ -74,10 +73,7 @@ std::vector<std::string> parse_tfrecords(std::string_view bytes, const std::stri
 }
 
 std::vector<std::string> read_tfrecords(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_input("{}: cannot open: {}", path, std::strerror(errno));
-  const std::string bytes{std::istreambuf_iterator<char>(in), {}};
-  return parse_tfrecords(bytes, path);
+  return parse_tfrecords(io::read_file(path), path);
 }
 
 }  // namespace deeptrain::report

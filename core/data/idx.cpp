@@ -1,16 +1,14 @@
 #include "core/data/idx.h"
 
-#include <sys/stat.h>
 #include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <climits>
-#include <cstdio>
 #include <cstring>
 #include <memory>
 
 #include "core/error.h"
+#include "core/io/read_file.h"
 
 namespace deeptrain::data {
 namespace {
@@ -54,21 +52,9 @@ size_t idx_dims(const std::string& path, const uint8_t* p, std::vector<int64_t>&
 }
 
 std::vector<uint8_t> read_raw(const std::string& path, bool* gz) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), std::fclose);
-  if (!f) fail_input("{}: cannot open: {}", path, std::strerror(errno));
-  struct stat st {};
   // Neither a plain file over the limit nor a gzip'ed one (which is never larger than what it
   // holds, give or take its headers) can be a valid IDX file: refused before reading.
-  if (::fstat(fileno(f.get()), &st) == 0 && uint64_t(st.st_size) > kMaxIdxBytes)
-    fail_input("{}: {} bytes, over the limit of {} bytes for an IDX file", path, st.st_size,
-               kMaxIdxBytes);
-  std::vector<uint8_t> out;
-  if (st.st_size > 0) out.reserve(size_t(st.st_size));
-  uint8_t chunk[1 << 16];
-  size_t n;
-  while ((n = std::fread(chunk, 1, sizeof chunk, f.get())) > 0)
-    out.insert(out.end(), chunk, chunk + n);
-  if (std::ferror(f.get())) fail_input("{}: read error: {}", path, std::strerror(errno));
+  std::vector<uint8_t> out = io::read_file_bytes(path, kMaxIdxBytes, "an IDX file");
   *gz = has_gzip_magic(out);
   return out;
 }

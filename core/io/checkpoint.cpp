@@ -4,6 +4,7 @@
 #include "core/io/checkpoint.h"
 
 #include "core/checksum.h"
+#include "core/io/read_file.h"
 
 #include <fcntl.h>
 #include <signal.h>
@@ -17,7 +18,6 @@
 #include <cstring>
 #include <ctime>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -366,14 +366,6 @@ CheckpointPaths paths_of(const std::string& path) {
   if (!fs::exists(p.manifest))
     fail_input("{}: incomplete checkpoint: no {} (its save did not finish)", dir, kManifestFile);
   return p;
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_input("{}: cannot open: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 proto::CheckpointManifest read_manifest_file(const std::string& path) {

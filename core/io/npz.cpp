@@ -417,18 +417,25 @@ constexpr uint16_t kUtf8NameFlag = 1 << 11;    // names are UTF-8, not code page
 constexpr uint16_t kDosDate1980 = 1 << 5 | 1;  // 1980-01-01; the time field is 00:00
 constexpr uint32_t kUnixFileMode644 = 0100644u << 16;
 
+// The fields that a local and a central header share, from "version needed" to the extra
+// field's length: stored, UTF-8 names, 1980-01-01, sizes in the zip64 extra field.
+void put_shared_header_fields(std::string& out, const std::string& name, uint32_t crc,
+                              uint16_t extra_length) {
+  put16(out, kZip64Version);
+  put16(out, kUtf8NameFlag);
+  put16(out, kMethodStored);
+  put16(out, 0);  // time 00:00
+  put16(out, kDosDate1980);
+  put32(out, crc);
+  put32(out, kZip64Marker);  // compressed size
+  put32(out, kZip64Marker);  // size
+  put16(out, static_cast<uint16_t>(name.size()));
+  put16(out, extra_length);
+}
+
 void append_local_header(std::string& zip, const std::string& name, uint32_t crc, uint64_t size) {
   put32(zip, kLocalHeaderSig);
-  put16(zip, kZip64Version);
-  put16(zip, kUtf8NameFlag);
-  put16(zip, kMethodStored);
-  put16(zip, 0);
-  put16(zip, kDosDate1980);
-  put32(zip, crc);
-  put32(zip, kZip64Marker);  // compressed size
-  put32(zip, kZip64Marker);  // size
-  put16(zip, static_cast<uint16_t>(name.size()));
-  put16(zip, 4 + 16);  // extra field length
+  put_shared_header_fields(zip, name, crc, 4 + 16);
   zip += name;
   put16(zip, kZip64ExtraId);
   put16(zip, 16);
@@ -440,16 +447,7 @@ void append_central_header(std::string& cd, const std::string& name, uint32_t cr
                            uint64_t local_header_offset) {
   put32(cd, kCentralHeaderSig);
   put16(cd, kMadeByUnix);
-  put16(cd, kZip64Version);
-  put16(cd, kUtf8NameFlag);
-  put16(cd, kMethodStored);
-  put16(cd, 0);
-  put16(cd, kDosDate1980);
-  put32(cd, crc);
-  put32(cd, kZip64Marker);  // compressed size
-  put32(cd, kZip64Marker);  // size
-  put16(cd, static_cast<uint16_t>(name.size()));
-  put16(cd, 4 + 24);  // extra field length
+  put_shared_header_fields(cd, name, crc, 4 + 24);
   put16(cd, 0);       // comment length
   put16(cd, 0);       // disk number
   put16(cd, 0);       // internal attributes

@@ -1,18 +1,13 @@
 #include "core/io/transfer.h"
 
-#include "core/checksum.h"
-
 #include <fnmatch.h>
 #include <zlib.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cmath>
 #include <cstring>
-#include <fstream>
-#include <sstream>
 
-#include "core/io/npz.h"
+#include "core/io/weights.h"
 
 namespace deeptrain::io {
 namespace {
@@ -112,34 +107,6 @@ TransferReport apply_init_from(Net& net, const proto::TransferConfig& cfg) {
              "them freshly initialised (e.g. a new head for another class count), add to the "
              "transfer section: {}",
              path, report.unmatched.size(), what, hint);
-}
-
-std::map<std::string, Tensor> read_weight_tensors(const std::string& path) {
-  if (path.size() >= 4 && path.compare(path.size() - 4, 4, ".npz") == 0) return read_npz(path);
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_input("{}: cannot open: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  proto::WeightsFile f;
-  if (!f.ParseFromString(ss.str()))
-    fail_input("{}: not a deeptrain weights file (protobuf parse failed; truncated?)", path);
-  std::map<std::string, Tensor> out;
-  for (const proto::TensorProto& t : f.tensor()) {
-    const std::string& data = t.data();
-    if (crc32_of(data) != t.crc32())
-      fail_input("{}: tensor '{}' fails its CRC-32 check", path, t.name());
-    if (t.dtype() != proto::F32 && t.dtype() != proto::F64)
-      fail_input("{}: tensor '{}' is not f32 or f64", path, t.name());
-    const DType dt = t.dtype() == proto::F64 ? DType::f64 : DType::f32;
-    Shape s(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
-    if (int64_t(data.size()) != s.numel() * int64_t(dtype_size(dt)))
-      fail_input("{}: tensor '{}' holds {} bytes, its shape {} needs {}", path, t.name(),
-                 data.size(), s.str(), s.numel() * dtype_size(dt));
-    Tensor v = Tensor::empty(s, dt);
-    if (!data.empty()) std::memcpy(v.raw(), data.data(), data.size());
-    out[t.name()] = v;
-  }
-  return out;
 }
 
 Tensor make_lr_scale(const Net& net, const std::vector<std::pair<std::string, float>>& multipliers) {

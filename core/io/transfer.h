@@ -34,16 +34,13 @@ int init_from_weights(Net& target, const std::map<std::string, Tensor>& source,
                       const std::vector<std::string>& skip_patterns,
                       TransferReport* report = nullptr);
 
-// transfer.init_from: reads the file (read_weight_tensors) and copies it into `net` with the
-// skip patterns of `cfg` (what they select keeps its fresh initialisation: a replaced head).
+// transfer.init_from: reads the file (read_weight_tensors, core/io/weights.h) and copies it
+// into `net` with the skip patterns of `cfg` (what they select keeps its fresh initialisation:
+// a replaced head).
 // Strict: a tensor of the model that the file lacks, or holds with another shape, is an
 // InputError naming the file, each such tensor and the skip pattern that would keep it fresh.
 // Source tensors the model has no place for are only reported (TransferReport::unused).
 TransferReport apply_init_from(Net& net, const proto::TransferConfig& cfg);
-
-// Reads every tensor of a deeptrain weights file, or of an .npz (by extension), by name.
-// Checks each weights-file tensor's CRC-32; throws InputError naming the file and tensor.
-std::map<std::string, Tensor> read_weight_tensors(const std::string& path);
 
 // The per-element learning-rate scale (f32, net.num_params()): 1, except for parameters a
 // pattern selects (see selects()), which take that pattern's multiplier; the last matching

@@ -1,28 +1,17 @@
 #include "core/io/weights.h"
 
+#include <cstring>
+
 #include "core/checksum.h"
 #include "core/config.h"
-
-#include <cerrno>
-#include <cstring>
-#include <fstream>
-#include <sstream>
-
-
 #include "core/io/atomic_file.h"
 #include "core/io/npz.h"
+#include "core/io/read_file.h"
+#include "core/io/transfer.h"
 
 namespace deeptrain::io {
 namespace {
 
-
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail_input("{}: cannot open: {}", path, std::strerror(errno));
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // Multiplies a parameter (f32 or f64) by s.
 void scale_param(Net& net, const std::string& name, double s) {
@@ -103,17 +92,44 @@ void save_weights(const std::string& path, const Net& net) {
   write_file_atomic(path, bytes);
 }
 
-void load_weights(const std::string& path, Net& net) {
+WeightsFileContents read_weights_file(const std::string& path) {
   proto::WeightsFile f;
-  if (!f.ParseFromString(read_all(path)))
+  if (!f.ParseFromString(read_file(path)))
     fail_input("{}: not a deeptrain weights file (protobuf parse failed; truncated?)", path);
   if (f.format_version() != 1)
     fail_input("{}: format_version {} is not supported (this build reads 1)", path, f.format_version());
+  WeightsFileContents out;
+  if (f.has_model()) out.model = f.model();
+  for (const proto::TensorProto& t : f.tensor()) {
+    const std::string& data = t.data();
+    if (crc32_of(data) != t.crc32())
+      fail_input("{}: tensor '{}' fails its CRC-32 check", path, t.name());
+    if (t.dtype() != proto::F32 && t.dtype() != proto::F64)
+      fail_input("{}: tensor '{}' is not f32 or f64", path, t.name());
+    const DType dt = t.dtype() == proto::F64 ? DType::f64 : DType::f32;
+    Shape s(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
+    if (int64_t(data.size()) != s.numel() * int64_t(dtype_size(dt)))
+      fail_input("{}: tensor '{}' holds {} bytes, its shape {} needs {}", path, t.name(),
+                 data.size(), s.str(), s.numel() * dtype_size(dt));
+    Tensor v = Tensor::empty(s, dt);
+    if (!data.empty()) std::memcpy(v.raw(), data.data(), data.size());
+    out.tensors[t.name()] = v;
+  }
+  return out;
+}
+
+std::map<std::string, Tensor> read_weight_tensors(const std::string& path) {
+  if (path.ends_with(".npz")) return read_npz(path);
+  return read_weights_file(path).tensors;
+}
+
+void load_weights(const std::string& path, Net& net) {
+  WeightsFileContents f = read_weights_file(path);
   // The architecture the weights were trained as (stored since format 1): tensors of the right
   // shapes under another model (another dropout, a BatchNorm's eps, a fused ReLU) would be taken
   // silently for this one.
-  if (f.has_model()) {
-    const std::vector<std::string> diffs = message_differences(f.model(), net.config());
+  if (f.model) {
+    const std::vector<std::string> diffs = message_differences(*f.model, net.config());
     if (!diffs.empty()) {
       std::string list;
       for (const std::string& d : diffs) list += (list.empty() ? "" : "; ") + d;
@@ -121,22 +137,14 @@ void load_weights(const std::string& path, Net& net) {
                  path, list);
     }
   }
-  std::map<std::string, const proto::TensorProto*> by_name;
-  for (const auto& t : f.tensor()) by_name[t.name()] = &t;
-  // The stored tensor `name` (checked), removed from by_name; the view points into f.
+  // The stored tensor `name`, removed from f.tensors so that what is left over is known.
   auto take = [&](const std::string& name, const char* what) {
-    auto it = by_name.find(name);
-    if (it == by_name.end())
+    auto it = f.tensors.find(name);
+    if (it == f.tensors.end())
       fail_input("{}: no tensor '{}' (the model needs it{})", path, name, what);
-    const proto::TensorProto& t = *it->second;
-    if (crc32_of(t.data()) != t.crc32()) fail_input("{}: tensor '{}' fails its CRC-32 check", path, name);
-    const DType dt = t.dtype() == proto::F64 ? DType::f64 : DType::f32;
-    Shape s(std::vector<int64_t>(t.shape().begin(), t.shape().end()));
-    if (int64_t(t.data().size()) != s.numel() * int64_t(dtype_size(dt)))
-      fail_input("{}: tensor '{}' holds {} bytes, its shape {} needs {}", path, name,
-                 t.data().size(), s.str(), s.numel() * dtype_size(dt));
-    by_name.erase(it);
-    return Tensor::view(const_cast<char*>(t.data().data()), s, dt);
+    const Tensor t = it->second;
+    f.tensors.erase(it);
+    return t;
   };
   for (const ParamEntry& e : net.param_entries()) assign(net, e, take(e.name, ""), path);
   for (auto& [name, dst] : net.mutable_state()) {
@@ -148,8 +156,8 @@ void load_weights(const std::string& path, Net& net) {
     if (src.dtype() == dst->dtype()) dst->copy_from(src);
     else dst->copy_from(src.to(dst->dtype()));
   }
-  if (!by_name.empty())
-    fail_input("{}: tensor '{}' is not a parameter of this model", path, by_name.begin()->first);
+  if (!f.tensors.empty())
+    fail_input("{}: tensor '{}' is not a parameter of this model", path, f.tensors.begin()->first);
 }
 
 int import_npz(const std::string& path, Net& net, NpzDropout dropout) {

@@ -2,11 +2,24 @@
 // Weights files (a WeightsFile protobuf: the model description and one tensor per parameter
 // and per layer state tensor, e.g. "bn1.running_mean", each with a CRC-32) and import of the
 // book's NumPy .npz weights.
+#include <map>
+#include <optional>
 #include <string>
 
 #include "core/net.h"
 
 namespace deeptrain::io {
+
+// The one reader of weights files. Checks the format version and, for each tensor, its CRC-32,
+// its dtype (f32 or f64) and its size against its shape; throws InputError naming the file and
+// the tensor.
+struct WeightsFileContents {
+  std::optional<proto::ModelConfig> model;  // the architecture the weights were trained as
+  std::map<std::string, Tensor> tensors;    // parameters and layer state, by name
+};
+WeightsFileContents read_weights_file(const std::string& path);
+// Every tensor of a weights file (read_weights_file) or of an .npz (by extension), by name.
+std::map<std::string, Tensor> read_weight_tensors(const std::string& path);
 
 void save_weights(const std::string& path, const Net& net);
 // Loads parameters and layer state by name; names, shapes and checksums must match (errors name
