@@ -2,9 +2,9 @@
 // side-by-side comparison in bench/train_throughput.sh.
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 
 #include "app/commands.h"
+#include "app/output.h"
 #include "app/session.h"
 #include "core/data/augment.h"
 #include "core/optim/optimizer.h"
@@ -25,11 +25,10 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
                   "vs without, alternating)")
       ->check(CLI::IsMember({"train", "infer", "augment"}));
   sub->add_option("--backend", o.backend,
-                  "cpu (fast path), cpu-ref (im2col + OpenBLAS), cuda (cuDNN) or cuda-im2col "
-                  "(default: the config's)");
+                  fmt::format("{} (default: the config's)", backend_words()));
   sub->add_flag("--exact", o.exact,
                 "exact mode (distributed.exact; docs/exact_mode.md), on the reference kernels");
-  sub->add_option("--math", o.math, "GPU math: fp32, tf32, bf16 or fp16");
+  sub->add_option("--math", o.math, fmt::format("GPU math: {} (default: the config's)", math_words()));
   sub->add_option("--threads", o.threads, "threads (0 = all cores; default: the config's)")
       ->each([&o](const std::string&) { o.threads_given = true; });
   sub->add_option("--steps", o.steps, "timed steps")->check(positive_integer());
@@ -71,12 +70,17 @@ int bench_augment(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg, 
   std::sort(plain.begin(), plain.end());
   std::sort(augmented.begin(), augmented.end());
   if (!s.speaks()) return 0;
-  std::printf("{\"impl\":\"deeptrain\",\"mode\":\"augment\",\"threads\":%d,\"batch\":%ld,"
-              "\"steps\":%d,\"plain_ms_median\":%s,\"augment_ms_median\":%s,"
-              "\"plain_ms_min\":%s,\"augment_ms_min\":%s}\n",
-              s.threads, long(batch), o.steps, json_num(plain[plain.size() / 2], 4).c_str(),
-              json_num(augmented[augmented.size() / 2], 4).c_str(),
-              json_num(plain.front(), 4).c_str(), json_num(augmented.front(), 4).c_str());
+  // Always JSON (bench/train_throughput.sh reads it).
+  Output(true).event({{"impl", "deeptrain"},
+                      {"mode", "augment"},
+                      {"threads", s.threads},
+                      {"batch", batch},
+                      {"steps", o.steps},
+                      {"plain_ms_median", rounded(plain[plain.size() / 2], 4)},
+                      {"augment_ms_median", rounded(augmented[augmented.size() / 2], 4)},
+                      {"plain_ms_min", rounded(plain.front(), 4)},
+                      {"augment_ms_min", rounded(augmented.front(), 4)}},
+                     "");
   return 0;
 }
 
@@ -87,25 +91,29 @@ int print_profile(const BenchOptionsCli& o, const Session& s, const StepProfile&
   double total = 0;
   for (const auto& r : rows) total += r.median_ms;
   if (o.json) {
-    std::string phases;
-    for (const auto& r : rows)
-      phases += fmt::format("{}{{\"phase\":\"{}\",\"ms\":{}}}", phases.empty() ? "" : ",",
-                            json_escape(r.phase), json_num(r.median_ms, 4));
-    std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"mode\":\"%s\",\"batch\":%ld,"
-                "\"steps\":%d,\"profile\":true,\"step_ms_median\":%s,\"phases_ms_total\":%s,"
-                "\"phases\":[%s]}\n",
-                s.backend->name().c_str(), o.mode.c_str(), long(batch), p.steps(),
-                json_num(step_median, 3).c_str(), json_num(total, 3).c_str(), phases.c_str());
+    Json phases = Json::array();
+    for (const auto& r : rows) phases.push_back({{"phase", r.phase}, {"ms", rounded(r.median_ms, 4)}});
+    Output(true).event({{"impl", "deeptrain"},
+                        {"backend", s.backend->name()},
+                        {"mode", o.mode},
+                        {"batch", batch},
+                        {"steps", p.steps()},
+                        {"profile", true},
+                        {"step_ms_median", rounded(step_median, 3)},
+                        {"phases_ms_total", rounded(total, 3)},
+                        {"phases", phases}},
+                       "");
     return 0;
   }
   std::stable_sort(rows.begin(), rows.end(),
                    [](const auto& a, const auto& b) { return a.median_ms > b.median_ms; });
-  std::printf("%s %s, batch %ld, %d steps, each phase waited for: median step %.3f ms\n",
-              s.backend->name().c_str(), o.mode.c_str(), long(batch), p.steps(), step_median);
-  std::printf("%-28s %10s %7s\n", "phase", "median ms", "share");
+  Output out(false);
+  out.text(fmt::format("{} {}, batch {}, {} steps, each phase waited for: median step {:.3f} ms",
+                       s.backend->name(), o.mode, batch, p.steps(), step_median));
+  out.text(fmt::format("{:<28} {:>10} {:>7}", "phase", "median ms", "share"));
   for (const auto& r : rows)
-    std::printf("%-28s %10.4f %6.1f%%\n", r.phase.c_str(), r.median_ms,
-                total > 0 ? 100.0 * r.median_ms / total : 0.0);
+    out.text(fmt::format("{:<28} {:10.4f} {:6.1f}%", r.phase, r.median_ms,
+                         total > 0 ? 100.0 * r.median_ms / total : 0.0));
   return 0;
 }
 
@@ -167,19 +175,23 @@ int run_bench(const BenchOptionsCli& o) {
   const double ips = double(batch) * 1000.0 / median;
   if (!s.speaks()) return 0;  // under mpirun, rank 0 reports
   if (o.profile) return print_profile(o, s, profile, batch, median);
-  if (o.json)
-    std::printf("{\"impl\":\"deeptrain\",\"backend\":\"%s\",\"threads\":%d,\"mode\":\"%s\","
-                "\"batch\":%ld,\"steps\":%d,\"images_per_sec\":%s,\"step_ms_median\":%s,"
-                "\"step_ms_min\":%s,\"peak_rss_mb\":%s,\"augment\":%s}\n",
-                s.backend->name().c_str(), s.threads, o.mode.c_str(), long(batch), o.steps,
-                json_num(ips, 1).c_str(), json_num(median, 3).c_str(),
-                json_num(ms.front(), 3).c_str(), json_num(peak_rss_mb(), 1).c_str(),
-                to.augment.enabled() ? "true" : "false");
-  else
-    std::printf("%s %s%s, batch %ld, %d threads: %.1f img/s (median step %.2f ms), peak RSS %.0f MB\n",
-                s.backend->name().c_str(), o.mode.c_str(),
-                to.augment.enabled() && o.mode == "train" ? " with augmentation" : "",
-                long(batch), s.threads, ips, median, peak_rss_mb());
+  Output(o.json).event(
+      {{"impl", "deeptrain"},
+       {"backend", s.backend->name()},
+       {"threads", s.threads},
+       {"mode", o.mode},
+       {"batch", batch},
+       {"steps", o.steps},
+       {"images_per_sec", rounded(ips, 1)},
+       {"step_ms_median", rounded(median, 3)},
+       {"step_ms_min", rounded(ms.front(), 3)},
+       {"peak_rss_mb", rounded(peak_rss_mb(), 1)},
+       {"augment", to.augment.enabled()}},
+      fmt::format("{} {}{}, batch {}, {} threads: {:.1f} img/s (median step {:.2f} ms), peak RSS "
+                  "{:.0f} MB",
+                  s.backend->name(), o.mode,
+                  to.augment.enabled() && o.mode == "train" ? " with augmentation" : "", batch,
+                  s.threads, ips, median, peak_rss_mb()));
   return 0;
 }
 

@@ -141,7 +141,7 @@ int run_doctor(const DoctorOptions& o) {
   std::string out = fmt::format("deeptrain {} doctor{}\n\n", DEEPTRAIN_VERSION,
                                 o.config.empty() ? "" : " for " + o.config);
   out += mpi_section() + "\n" + gpu_section() + "\n" + cpu_section(threads) + "\n";
-  out += fmt::format("backend: {} (run.backend)\n\n", cfg.run().backend());
+  out += fmt::format("backend: {} (run.backend)\n\n", backend_word(cfg.run().backend()));
   out += "data\n";
   const auto& d = cfg.data();
   if (d.dataset() == "cifar10")  // binary batches: checked when a run reads them

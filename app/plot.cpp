@@ -28,8 +28,8 @@ void add_plot_command(CLI::App& cli) {
               "curves.png and curves.svg in its run directory");
   sub->add_option("run_dir", o->run_dir, "a run directory written by `deeptrain train`")
       ->required();
-  sub->add_option("--width", o->width, "image width in pixels (default 1200)");
-  sub->add_option("--height", o->height, "image height in pixels (default 480)");
+  sub->add_option("--width", o->width, "image width in pixels")->capture_default_str();
+  sub->add_option("--height", o->height, "image height in pixels")->capture_default_str();
   sub->footer(
       "Examples:\n"
       "  deeptrain plot runs/deep_convnet_mnist-20240501-120000\n"

@@ -3,6 +3,7 @@
 #include <cstdio>
 #include <iostream>
 
+#include "app/session.h"
 #include "core/io/atomic_file.h"
 #include "report/learning_curves.h"
 #include "report/misclassified.h"
@@ -12,7 +13,7 @@ namespace deeptrain::app {
 using report::Progress;
 
 RunRecorder::RunRecorder(std::string dir, bool json, bool tty)
-    : dir_(std::move(dir)), json_(json), tty_(tty), log_(dir_ + "/log.txt"),
+    : dir_(std::move(dir)), json_(json), tty_(tty), log_(dir_ + "/log.txt"), out_(json),
       steps_(dir_ + "/metrics_steps",
              {"step", "epoch", "epoch_step", "loss", "accuracy", "learning_rate",
               "images_per_sec", "loss_scale", "seconds", "wall_time"}),
@@ -22,20 +23,66 @@ RunRecorder::RunRecorder(std::string dir, bool json, bool tty)
                "train_seconds", "wall_time"}),
       events_(dir_) {
   if (!log_) fail("{}/log.txt: cannot create", dir_);
+  out_.set_log(&log_);
 }
 
-void RunRecorder::print(const std::string& line) {
-  std::cout << line << "\n" << std::flush;
-  log(line);
+void RunRecorder::started(const std::vector<std::string>& lines) {
+  for (const std::string& l : lines) out_.text(l);
 }
 
-void RunRecorder::log(const std::string& line) { log_ << line << "\n" << std::flush; }
+void RunRecorder::resumed(int64_t global_step, const std::string& checkpoint) {
+  // In text, the note about resuming (stderr) says it.
+  out_.event({{"event", "resumed"}, {"step", global_step}, {"checkpoint", checkpoint}}, "");
+}
 
-void RunRecorder::note(const std::string& line) {
-  std::fflush(stdout);
-  std::cout << std::flush;
-  std::fprintf(stderr, "deeptrain: %s\n", line.c_str());
-  log(line);
+void RunRecorder::checkpoint(int64_t global_step, const TrainCheckpoints::Saved& c,
+                             bool on_screen, const char* then) {
+  if (!c.failed.empty()) {
+    note(fmt::format("warning: checkpoint at step {} not saved: {}; {}", global_step, c.failed,
+                     then));
+    out_.event({{"event", "checkpoint_failed"}, {"step", global_step}, {"error", c.failed}}, "");
+    return;
+  }
+  if (c.path.empty()) return;
+  for (const std::string& w : c.warnings) note("warning: " + w);
+  out_.event({{"event", "checkpoint"},
+              {"step", global_step},
+              {"path", c.path},
+              {"bytes", c.bytes},
+              {"seconds", rounded(c.seconds, 3)}},
+             fmt::format("checkpoint {} ({:.1f} MiB in {:.3f} s)", c.path,
+                         double(c.bytes) / 1048576.0, c.seconds),
+             on_screen);
+}
+
+void RunRecorder::stopped(int64_t global_step, const std::string& why, const std::string& text) {
+  out_.event({{"event", "stopped"}, {"step", global_step}, {"signal", why}}, text);
+}
+
+void RunRecorder::diverged(const TrainingDiverged& e) {
+  out_.event({{"event", "diverged"},
+              {"step", e.global_step},
+              {"epoch", e.epoch},
+              {"loss", e.loss},
+              {"error", e.what()}},
+             "");
+  log(fmt::format("error: {}", e.what()));  // main prints it to stderr
+}
+
+void RunRecorder::summary(const Summary& s) {
+  out_.event({{"event", "summary"},
+              {"epochs", s.epochs},
+              {"test_correct", s.test_correct},
+              {"test_total", s.test_total},
+              {"test_accuracy", rounded(s.test_accuracy, 6)},
+              {"train_seconds", rounded(s.train_seconds, 3)},
+              {"peak_rss_mb", rounded(peak_rss_mb(), 1)},
+              {"weights", s.weights}},
+             fmt::format("confusion matrix of the test set (rows: true class, columns: "
+                         "predicted):\n{}\nfinal test accuracy {:.4f} ({} / {}), weights saved "
+                         "to {}\ncurves, misclassified images and TensorBoard events in {}",
+                         s.confusion.substr(0, s.confusion.size() - 1), s.test_accuracy,
+                         s.test_correct, s.test_total, s.weights, dir_));
 }
 
 template <class F>
@@ -88,9 +135,23 @@ void RunRecorder::step(int64_t global_step, int64_t step_in_epoch, const StepMet
   logged_->update(step_in_epoch + 1, epoch_images_, mean_loss);
 }
 
-void RunRecorder::end_epoch(const EpochReport& r, double test_loss, double lr,
+void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, double lr,
                             int64_t global_step) {
   if (screen_) screen_->finish();
+  out_.event({{"event", "epoch"},
+              {"epoch", r.epoch},
+              {"steps", r.steps},
+              {"train_loss", rounded(r.train_loss, 6)},
+              {"train_accuracy", rounded(r.train_accuracy, 6)},
+              {"test_accuracy", rounded(r.test_accuracy, 6)},
+              {"test_correct", r.test_correct},
+              {"test_total", r.test_total},
+              {"train_seconds", rounded(r.train_seconds, 3)},
+              {"images_per_sec", rounded(r.images_per_sec, 1)}},
+             fmt::format("epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}  "
+                         "{:7.1f} img/s  {:.1f} s",
+                         r.epoch, epochs, r.train_loss, r.train_accuracy, r.test_accuracy,
+                         r.images_per_sec, r.train_seconds));
   guarded("metrics_epochs.{jsonl,csv}", [&] {
     epochs_.append({double(r.epoch), double(global_step), r.train_loss, r.train_accuracy,
                     test_loss, r.test_accuracy, double(r.test_correct), double(r.test_total), lr,

@@ -1,6 +1,7 @@
 #pragma once
 // What a training run shows while it runs and leaves in its run directory (rank 0 only):
-// the progress bar or lines, log.txt (every printed line, plus plain progress lines),
+// every line of stdout (text, or with --json one JSON event per line, through an Output), the
+// progress bar or lines, log.txt (every printed line, plus plain progress lines),
 // metrics_steps/metrics_epochs as JSON Lines and CSV, the TensorBoard event file, the learning
 // curves (redrawn after every epoch), and after training the misclassified-image grid and the
 // confusion matrix.
@@ -15,6 +16,8 @@
 #include <string>
 #include <vector>
 
+#include "app/output.h"
+#include "app/train_checkpoints.h"
 #include "distributed/trainer.h"
 #include "proto/checkpoint.pb.h"
 #include "report/event_file.h"
@@ -30,18 +33,38 @@ class RunRecorder {
   const std::string& dir() const { return dir_; }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
 
-  // A line to stdout and log.txt.
-  void print(const std::string& line);
-  // A line to log.txt only (what stdout does not show, e.g. errors main prints to stderr).
-  void log(const std::string& line);
+  // The run's stdout (and log.txt): its events are the methods below; other lines through it.
+  Output& out() { return out_; }
   // "deeptrain: <line>" to stderr (so that --json's stdout stays JSON) and `line` to log.txt.
-  void note(const std::string& line);
+  void note(const std::string& line) { out_.note(line); }
+  // A line to log.txt only (what stdout does not show, e.g. errors main prints to stderr).
+  void log(const std::string& line) { out_.log(line); }
+
+  // The events of a run, each a text line or a JSON object (--json).
+  // The run's description (text only; --json's lines are events).
+  void started(const std::vector<std::string>& lines);
+  void resumed(int64_t global_step, const std::string& checkpoint);
+  // A checkpoint written, or not (c.failed): a warning then, and `then` says what happens
+  // next. on_screen = false: the text line goes to log.txt only (it would break a progress bar).
+  void checkpoint(int64_t global_step, const TrainCheckpoints::Saved& c, bool on_screen,
+                  const char* then);
+  void stopped(int64_t global_step, const std::string& why, const std::string& text);
+  // The loss turned non-finite (JSON only: main prints the error on stderr).
+  void diverged(const TrainingDiverged& e);
+  struct Summary {
+    int epochs = 0;  // finished
+    int64_t test_correct = 0, test_total = 0;
+    double test_accuracy = 0, train_seconds = 0;
+    std::string weights, confusion;  // where the weights went; the confusion matrix as text
+  };
+  void summary(const Summary& s);
 
   void begin_epoch(int epoch, int epochs, int64_t steps);
   // After each training step; global_step counts from 1.
   void step(int64_t global_step, int64_t step_in_epoch, const StepMetrics& m, double lr);
-  // After the epoch's evaluation: metrics files, TensorBoard, curves, the epoch's line.
-  void end_epoch(const EpochReport& r, double test_loss, double lr, int64_t global_step);
+  // After the epoch's evaluation: metrics files, TensorBoard, curves, the epoch's event.
+  void end_epoch(const EpochReport& r, int epochs, double test_loss, double lr,
+                 int64_t global_step);
   // A resumed run: the epochs finished before its checkpoint (metrics files, TensorBoard, curves),
   // so that this run directory's curves cover the whole training.
   void add_past_epochs(const std::vector<proto::EpochMetrics>& history);
@@ -58,6 +81,7 @@ class RunRecorder {
   std::string dir_;
   bool json_, tty_;
   std::ofstream log_;
+  Output out_;
   report::MetricsFiles steps_, epochs_;
   report::EventFileWriter events_;
   std::optional<report::Progress> screen_, logged_;

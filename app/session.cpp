@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <filesystem>
 
 #include "core/data/cifar.h"
 #include "core/threads.h"
@@ -30,10 +31,7 @@ GradientSyncOptions gradient_sync_options(const proto::DistributedConfig& d) {
 
 BackendOptions backend_options(const proto::RunConfig& r) {
   BackendOptions o;
-  o.math = r.math() == "tf32"   ? MathMode::tf32
-           : r.math() == "bf16" ? MathMode::bf16
-           : r.math() == "fp16" ? MathMode::fp16
-                                : MathMode::fp32;
+  o.math = math_mode(r.math());
   o.device = r.has_gpu() ? r.gpu() : -1;
   return o;
 }
@@ -127,7 +125,7 @@ TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
   t.eval_batch_size = cfg.run().eval_batch_size();
   t.seed = cfg.run().seed();
   t.lr = cfg.optimizer().lr();
-  t.loss_scale.enabled = cfg.run().math() == "fp16";  // f16 gradients underflow without it
+  t.loss_scale.enabled = cfg.run().math() == proto::MATH_FP16;  // f16 gradients underflow without it
   t.lr_schedule = cfg.schedule().lr_schedule();
   t.epochs = cfg.schedule().epochs();
   t.augment = cfg.data().augment();
@@ -135,20 +133,9 @@ TrainerOptions trainer_options(const proto::ExperimentConfig& cfg) {
   return t;
 }
 
-std::string json_escape(const std::string& s) {
-  std::string o;
-  for (char c : s) {
-    if (c == '"' || c == '\\') o += '\\', o += c;
-    else if (c == '\n') o += "\\n";
-    else if (static_cast<unsigned char>(c) < 0x20) o += fmt::format("\\u{:04x}", int(c));
-    else o += c;
-  }
-  return o;
-}
-
-std::string json_num(double v, int decimals) {
-  if (!std::isfinite(v)) return "null";
-  return fmt::format("{:.{}f}", v, decimals);
+std::string run_name(const proto::ExperimentConfig& cfg, const std::string& config_path) {
+  if (!cfg.name().empty()) return cfg.name();
+  return std::filesystem::path(config_path).stem().string();
 }
 
 double peak_rss_mb() {

@@ -37,11 +37,8 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data);
 // The trainer's options as the config gives them (batch sizes, seed, rate and its schedule,
 // epochs, augmentation, loss scaling, exact mode): the one place they are read from a config.
 TrainerOptions trainer_options(const proto::ExperimentConfig& cfg);
-std::string json_escape(const std::string& s);
-// A number for a JSON line, with `decimals` digits after the point; null when it is nan or inf
-// (JSON has no such tokens; printf would write "nan" or "-nan"). Every JSON number in app/
-// goes through it.
-std::string json_num(double v, int decimals);
+// The config's name, else its file name without extension: names the default run directory.
+std::string run_name(const proto::ExperimentConfig& cfg, const std::string& config_path);
 double peak_rss_mb();
 
 }  // namespace deeptrain::app

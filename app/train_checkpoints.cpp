@@ -45,7 +45,8 @@ void add_checkpoint_options(CLI::App* sub, CheckpointOptionsCli& o) {
                   "and on SIGTERM or SIGUSR1 (then exit 0)");
   sub->add_option("--checkpoint-every", o.every,
                   "N steps, or a time: 30s, 10m, 2h (default: at the end of every epoch)");
-  sub->add_option("--keep-checkpoints", o.keep, "keep the newest N checkpoints (default 3; 0: all)")
+  sub->add_option("--keep-checkpoints", o.keep, "keep the newest N checkpoints (0: all)")
+      ->capture_default_str()
       ->check(nonnegative_integer());
   sub->add_option("--resume", o.resume,
                   "auto: continue from the newest valid checkpoint in --checkpoint-dir (if any); "

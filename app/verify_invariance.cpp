@@ -135,7 +135,7 @@ void run_verify(const VerifyOptions& o) {
   ConfigOverrides ov = o.overrides;
   if (!o.default_path) {
     ov.exact = true;
-    ov.backend = "cpu-ref";
+    ov.backend = backend_word(config_defaults::kExactBackend);
   }
   const proto::ExperimentConfig cfg = load_config(o.config, ov);
   const bool exact = cfg.distributed().exact();
@@ -181,7 +181,8 @@ void run_verify(const VerifyOptions& o) {
             std::string("--threads"), std::to_string(t), std::string("--checkpoint-dir"), dir + "/ckpt",
             std::string("--run-dir"), dir + "/run", std::string("--json")})
         argv.push_back(a);
-      if (exact) argv.insert(argv.end(), {"--exact", "--backend", "cpu-ref"});
+      if (exact)
+        argv.insert(argv.end(), {"--exact", "--backend", backend_word(config_defaults::kExactBackend)});
       if (o.overrides.data_dir) argv.insert(argv.end(), {"--data-dir", *o.overrides.data_dir});
       if (o.overrides.train_limit)
         argv.insert(argv.end(), {"--train-limit", std::to_string(*o.overrides.train_limit)});
@@ -231,9 +232,12 @@ void add_verify_invariance_command(CLI::App& cli) {
   sub->add_option("config", o->config, "experiment config (protobuf text format)")
       ->required()
       ->check(CLI::ExistingFile);
-  sub->add_option("--ranks", o->ranks, "rank counts (default 1,2,4)")->delimiter(',');
-  sub->add_option("--threads", o->threads, "thread counts per rank (default 1,2)")->delimiter(',');
-  sub->add_option("--steps", o->steps, "global steps each run trains (default 20)")
+  sub->add_option("--ranks", o->ranks, "rank counts")->delimiter(',')->capture_default_str();
+  sub->add_option("--threads", o->threads, "thread counts per rank")
+      ->delimiter(',')
+      ->capture_default_str();
+  sub->add_option("--steps", o->steps, "global steps each run trains")
+      ->capture_default_str()
       ->check(positive_integer());
   sub->add_option("--mpirun", o->mpirun, "the launcher for more than one rank (Open MPI's "
                   "mpirun; default: mpirun on PATH)");

@@ -1,12 +1,16 @@
 #include "core/config.h"
 
 #include <cmath>
+#include <cstring>
+#include <regex>
 #include <sstream>
 
 #include <google/protobuf/io/tokenizer.h>
 #include <google/protobuf/io/zero_copy_stream_impl_lite.h>
 #include <google/protobuf/text_format.h>
 #include <google/protobuf/util/message_differencer.h>
+
+#include <tuple>
 
 #include "core/data/augment.h"
 #include "core/error.h"
@@ -16,6 +20,8 @@
 
 namespace deeptrain {
 namespace {
+
+std::string schema1_hint(const std::string& line);
 
 // Formats parse errors as "file:line:col: what", followed by the offending line and a caret,
 // so a type error ("Expected integer") shows which field it is about.
@@ -28,8 +34,10 @@ class CollectErrors : public google::protobuf::io::ErrorCollector {
   void AddError(int line, int column, const std::string& message) override {
     if (!text_.empty()) text_ += "\n";
     text_ += fmt::format("{}:{}:{}: {}", origin_, line + 1, column + 1, message);
-    if (line >= 0 && line < int(lines_.size()))
+    if (line >= 0 && line < int(lines_.size())) {
       text_ += fmt::format("\n  {}\n  {}^", lines_[line], std::string(std::max(column, 0), ' '));
+      text_ += schema1_hint(lines_[line]);
+    }
   }
   const std::string& text() const { return text_; }
 
@@ -37,6 +45,26 @@ class CollectErrors : public google::protobuf::io::ErrorCollector {
   std::string origin_, text_;
   std::vector<std::string> lines_;
 };
+
+// Schema 1 wrote run.backend and run.math as strings (backend: "cpu-ref"); they are enums now.
+// A line of that form gets, after protobuf's own message, what to write instead.
+std::string schema1_hint(const std::string& line) {
+  static const std::regex old(R"(\b(backend|math)\s*:\s*["']([^"']*)["'])");
+  std::smatch m;
+  if (!std::regex_search(line, m, old)) return "";
+  const bool backend = m[1] == "backend";
+  const std::string word = m[2];
+  std::string name;
+  try {
+    name = backend ? proto::Backend_Name(backend_from_word(word, "run.backend"))
+                   : proto::MathMode_Name(math_from_word(word, "run.math"));
+  } catch (const InputError&) {
+    name = backend ? "BACKEND_CPU" : "MATH_FP32";
+  }
+  return fmt::format("\nrun.{0} is a name, not a string, since config schema 2: write `{0}: {1}` "
+                     "instead of `{0}: \"{2}\"` (the --{0} flag still takes {3})",
+                     m[1].str(), name, word, backend ? backend_words() : math_words());
+}
 
 template <class T>
 void require(bool ok, const char* field, const char* rule, T value) {
@@ -50,14 +78,78 @@ void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
   if (o.lr) c.mutable_optimizer()->set_lr(*o.lr);
   if (o.seed) c.mutable_run()->set_seed(*o.seed);
   if (o.data_dir) c.mutable_data()->set_dir(*o.data_dir);
-  if (o.backend) c.mutable_run()->set_backend(*o.backend);
-  if (o.math) c.mutable_run()->set_math(*o.math);
+  if (o.backend) c.mutable_run()->set_backend(backend_from_word(*o.backend, "--backend"));
+  if (o.math) c.mutable_run()->set_math(math_from_word(*o.math, "--math"));
   if (o.train_limit) c.mutable_data()->set_train_limit(*o.train_limit);
   if (o.test_limit) c.mutable_data()->set_test_limit(*o.test_limit);
   if (o.exact) c.mutable_distributed()->set_exact(*o.exact);
 }
 
+// The word of an enum value: its name without the prefix, lower case, '-' for '_'
+// (BACKEND_CPU_REF -> cpu-ref).
+std::string word_of(const google::protobuf::EnumValueDescriptor* v, const std::string& prefix) {
+  std::string w = v->name().substr(prefix.size());
+  for (char& ch : w) ch = ch == '_' ? '-' : char(std::tolower(static_cast<unsigned char>(ch)));
+  return w;
+}
+
+// The known words of an enum (all values but the UNSET one), comma-separated.
+std::string words_of(const google::protobuf::EnumDescriptor* e, const std::string& prefix) {
+  std::string out;
+  for (int i = 1; i < e->value_count(); ++i)
+    out += (out.empty() ? "" : ", ") + word_of(e->value(i), prefix);
+  return out;
+}
+
+int value_of_word(const google::protobuf::EnumDescriptor* e, const std::string& prefix,
+                  const std::string& word, const std::string& what) {
+  for (int i = 1; i < e->value_count(); ++i)
+    if (word == word_of(e->value(i), prefix) || word == e->value(i)->name())
+      return e->value(i)->number();
+  fail_input("{}: unknown '{}' (known: {})", what, word, words_of(e, prefix));
+}
+
+std::string word_of_value(const google::protobuf::EnumDescriptor* e, const std::string& prefix,
+                          int value) {
+  const google::protobuf::EnumValueDescriptor* v = e->FindValueByNumber(value);
+  DT_CHECK(v && value != 0, "{}: no word for value {}", e->name(), value);
+  return word_of(v, prefix);
+}
+
 }  // namespace
+
+std::string backend_word(proto::Backend b) {
+  return word_of_value(proto::Backend_descriptor(), "BACKEND_", b);
+}
+std::string math_word(proto::MathMode m) {
+  return word_of_value(proto::MathMode_descriptor(), "MATH_", m);
+}
+proto::Backend backend_from_word(const std::string& word, const std::string& what) {
+  return proto::Backend(value_of_word(proto::Backend_descriptor(), "BACKEND_", word, what));
+}
+proto::MathMode math_from_word(const std::string& word, const std::string& what) {
+  return proto::MathMode(value_of_word(proto::MathMode_descriptor(), "MATH_", word, what));
+}
+std::string backend_words() { return words_of(proto::Backend_descriptor(), "BACKEND_"); }
+std::string math_words() { return words_of(proto::MathMode_descriptor(), "MATH_"); }
+
+void upgrade_config(proto::ExperimentConfig& c) {
+  auto& r = *c.mutable_run();
+  if (!r.schema1_backend().empty()) {
+    if (r.backend() != proto::BACKEND_UNSET)
+      fail_input("run: both backend ({}) and schema 1's backend string '{}' are set",
+                 proto::Backend_Name(r.backend()), r.schema1_backend());
+    r.set_backend(backend_from_word(r.schema1_backend(), "run.backend (schema 1)"));
+    r.clear_schema1_backend();
+  }
+  if (!r.schema1_math().empty()) {
+    if (r.math() != proto::MATH_UNSET)
+      fail_input("run: both math ({}) and schema 1's math string '{}' are set",
+                 proto::MathMode_Name(r.math()), r.schema1_math());
+    r.set_math(math_from_word(r.schema1_math(), "run.math (schema 1)"));
+    r.clear_schema1_math();
+  }
+}
 
 // Far beyond any network of the book (ResNet-1202 has about 3,600 layers); a graph of a
 // million layers would take minutes to build before anything else happened.
@@ -68,10 +160,10 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (m.layer_size() > kMaxLayers)
     fail_input("model: {} layers; deeptrain builds graphs of at most {} layers", m.layer_size(),
                kMaxLayers);
-  if (m.preset().empty() && m.layer_size() == 0) m.set_preset("deep_convnet");
+  if (m.preset().empty() && m.layer_size() == 0) m.set_preset(config_defaults::kPreset);
 
   auto& d = *c.mutable_data();
-  if (d.dataset().empty()) d.set_dataset("mnist");
+  if (d.dataset().empty()) d.set_dataset(config_defaults::kDataset);
   if (d.dataset() != "mnist" && d.dataset() != "fashion_mnist" && d.dataset() != "cifar10")
     fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist, cifar10)", d.dataset());
   if (d.dir().empty()) d.set_dir("data/" + d.dataset());
@@ -83,13 +175,13 @@ void finalize_config(proto::ExperimentConfig& c) {
   require(d.test_limit() >= 0, "data.test_limit", "must be >= 0", d.test_limit());
 
   auto& o = *c.mutable_optimizer();
-  if (o.type() == proto::OPTIMIZER_UNSET) o.set_type(proto::ADAM);
-  if (!o.has_lr()) o.set_lr(o.type() == proto::SGD ? 0.01f : 1e-3f);
+  if (o.type() == proto::OPTIMIZER_UNSET) o.set_type(config_defaults::kOptimizer);
+  if (!o.has_lr()) o.set_lr(o.type() == proto::SGD ? config_defaults::kLrSgd : config_defaults::kLr);
   require(o.lr() > 0, "optimizer.lr", "must be > 0", o.lr());
 
   auto& s = *c.mutable_schedule();
-  if (!s.has_epochs()) s.set_epochs(20);
-  if (!s.has_batch_size()) s.set_batch_size(100);
+  if (!s.has_epochs()) s.set_epochs(config_defaults::kEpochs);
+  if (!s.has_batch_size()) s.set_batch_size(config_defaults::kBatchSize);
   require(s.epochs() > 0, "schedule.epochs", "must be > 0", s.epochs());
   require(s.batch_size() > 0, "schedule.batch_size", "must be > 0", s.batch_size());
   validate_lr_schedule(s.lr_schedule());
@@ -99,41 +191,45 @@ void finalize_config(proto::ExperimentConfig& c) {
   // Exact mode computes with the reference kernels (docs/exact_mode.md): oneDNN's weight
   // gradients change with the thread count.
   const bool exact = c.distributed().exact();
-  if (r.backend().empty()) r.set_backend(exact ? "cpu-ref" : "cpu");
-  if (exact && r.backend() != "cpu-ref")
+  if (r.backend() == proto::BACKEND_UNSET)
+    r.set_backend(exact ? config_defaults::kExactBackend : config_defaults::kBackend);
+  if (!proto::Backend_IsValid(r.backend()))
+    fail_input("run.backend: unknown value {} (known: {})", int(r.backend()), backend_words());
+  if (exact && r.backend() != config_defaults::kExactBackend)
     fail_input("distributed.exact: exact mode computes with the reference kernels, whose results "
                "do not depend on the thread count (oneDNN's weight gradients do); set run.backend: "
-               "cpu-ref (or --backend cpu-ref) or leave it unset, not '{}'", r.backend());
-  if (r.backend() != "cpu" && r.backend() != "cpu-ref" && r.backend() != "cuda" &&
-      r.backend() != "cuda-im2col")
-    fail_input("run.backend: unknown '{}' (known: cpu, cpu-ref, cuda, cuda-im2col)", r.backend());
-  if (r.math().empty()) r.set_math("fp32");
-  if (r.math() != "fp32" && r.math() != "tf32" && r.math() != "bf16" && r.math() != "fp16")
-    fail_input("run.math: unknown '{}' (known: fp32, tf32, bf16, fp16)", r.math());
-  if (r.math() != "fp32" && r.backend().rfind("cuda", 0) != 0)
-    fail_input("run.math: '{}' needs a GPU backend (run.backend: cuda); the CPU backends compute "
-               "in fp32", r.math());
+               "{} (or --backend {}) or leave it unset, not {}",
+               proto::Backend_Name(config_defaults::kExactBackend),
+               backend_word(config_defaults::kExactBackend), proto::Backend_Name(r.backend()));
+  if (r.math() == proto::MATH_UNSET) r.set_math(config_defaults::kMath);
+  if (!proto::MathMode_IsValid(r.math()))
+    fail_input("run.math: unknown value {} (known: {})", int(r.math()), math_words());
+  const bool gpu = r.backend() == proto::BACKEND_CUDA || r.backend() == proto::BACKEND_CUDA_IM2COL;
+  if (r.math() != proto::MATH_FP32 && !gpu)
+    fail_input("run.math: {} needs a GPU backend (run.backend: BACKEND_CUDA); the CPU backends "
+               "compute in fp32", proto::MathMode_Name(r.math()));
   if (r.has_gpu() && r.gpu() < 0) fail_input("run.gpu: must be >= 0, got {}", r.gpu());
   require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
-  if (!r.has_flush_denormals()) r.set_flush_denormals(true);
-  if (!r.has_eval_batch_size()) r.set_eval_batch_size(1000);
+  if (!r.has_flush_denormals()) r.set_flush_denormals(config_defaults::kFlushDenormals);
+  if (!r.has_eval_batch_size()) r.set_eval_batch_size(config_defaults::kEvalBatchSize);
   require(r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());
 
   auto& dist = *c.mutable_distributed();
-  if (dist.bucket_mb() == 0) dist.set_bucket_mb(0.1f);
+  if (dist.bucket_mb() == 0) dist.set_bucket_mb(config_defaults::kBucketMiB);
   require(std::isfinite(dist.bucket_mb()) && dist.bucket_mb() > 0 && dist.bucket_mb() <= 1024,
           "distributed.bucket_mb", "must be in (0, 1024] MiB", dist.bucket_mb());
   if (!proto::GradientCompression_IsValid(dist.compression()))
     fail_input("distributed.compression: unknown value {} (known: COMPRESSION_NONE, COMPRESSION_FP16, COMPRESSION_BF16)",
                int(dist.compression()));
-  if (!dist.has_micro_batch()) dist.set_micro_batch(10);
+  if (!dist.has_micro_batch()) dist.set_micro_batch(config_defaults::kMicroBatch);
   require(dist.micro_batch() > 0, "distributed.micro_batch", "must be > 0 (samples per micro-shard)",
           dist.micro_batch());
   if (dist.exact() && dist.compression() != proto::COMPRESSION_NONE)
     fail_input("distributed.exact: gradients are summed in a fixed order at full precision; "
                "distributed.compression must be COMPRESSION_NONE");
-  if (dist.step_timeout_s() == 0) dist.set_step_timeout_s(600);
-  if (dist.collective_timeout_s() == 0) dist.set_collective_timeout_s(300);
+  if (dist.step_timeout_s() == 0) dist.set_step_timeout_s(config_defaults::kStepTimeoutS);
+  if (dist.collective_timeout_s() == 0)
+    dist.set_collective_timeout_s(config_defaults::kCollectiveTimeoutS);
   require(!std::isnan(dist.step_timeout_s()), "distributed.step_timeout_s",
           "must be a number of seconds (negative: no deadline)", dist.step_timeout_s());
   require(!std::isnan(dist.collective_timeout_s()), "distributed.collective_timeout_s",
@@ -147,6 +243,14 @@ proto::ExperimentConfig parse_config(const std::string& text, const std::string&
   CollectErrors errors(origin, text);
   parser.RecordErrorsTo(&errors);
   if (!parser.ParseFromString(text, &c)) fail_input("{}", errors.text());
+  // Schema 1's string fields exist for the checkpoints that carry them (upgrade_config), not
+  // for new text.
+  for (const auto& [set, field, now] :
+       {std::tuple{!c.run().schema1_backend().empty(), "schema1_backend", "backend: BACKEND_CPU"},
+        std::tuple{!c.run().schema1_math().empty(), "schema1_math", "math: MATH_FP32"}})
+    if (set)
+      fail_input("{}: run.{}: the field of old checkpoints' configs; write e.g. `{}`", origin,
+                 field, now);
   apply(c, o);
   try {
     finalize_config(c);

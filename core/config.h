@@ -9,12 +9,52 @@
 
 namespace deeptrain {
 
+// The defaults finalize_config fills in where a config leaves a field unset: each stated once,
+// here (proto3 has no [default = ...]). Help texts, TrainerOptions and GradientSyncOptions read
+// them from here (tests/test_config_schema.cpp); the proto's comments repeat them for readers.
+namespace config_defaults {
+inline constexpr const char* kPreset = "deep_convnet";
+inline constexpr const char* kDataset = "mnist";
+inline constexpr proto::OptimizerType kOptimizer = proto::ADAM;
+inline constexpr float kLrSgd = 0.01f;  // optimizer.lr of SGD
+inline constexpr float kLr = 1e-3f;     // optimizer.lr of every other optimizer
+inline constexpr int kEpochs = 20;
+inline constexpr int kBatchSize = 100;
+inline constexpr int kEvalBatchSize = 1000;
+inline constexpr proto::Backend kBackend = proto::BACKEND_CPU;
+inline constexpr proto::Backend kExactBackend = proto::BACKEND_CPU_REF;  // distributed.exact
+inline constexpr proto::MathMode kMath = proto::MATH_FP32;
+inline constexpr bool kFlushDenormals = true;
+inline constexpr float kBucketMiB = 0.1f;  // distributed.bucket_mb
+inline constexpr float kStepTimeoutS = 600;
+inline constexpr float kCollectiveTimeoutS = 300;
+inline constexpr int kMicroBatch = 10;
+}  // namespace config_defaults
+
+// The words of the backends and math modes on the command line and in messages ("cpu-ref",
+// "tf32"): the enum value's name without its prefix, in lower case with '-' for '_'. One table
+// (core/config.cpp); the factory and every message read it.
+std::string backend_word(proto::Backend b);
+std::string math_word(proto::MathMode m);
+// The value of a word; an InputError naming `what` (e.g. "--backend") and the known words
+// otherwise. Also takes the enum's own name ("BACKEND_CPU_REF").
+proto::Backend backend_from_word(const std::string& word, const std::string& what);
+proto::MathMode math_from_word(const std::string& word, const std::string& what);
+std::string backend_words();  // "cpu, cpu-ref, cuda, cuda-im2col"
+std::string math_words();     // "fp32, tf32, bf16, fp16"
+
+// A config of schema 1 (run.backend and run.math as strings; the config a checkpoint written
+// then embeds) in today's terms: the strings move into the enums. InputError when a word is
+// unknown or both forms are set.
+void upgrade_config(proto::ExperimentConfig& c);
+
 // Command-line overrides of the common fields (applied before validation).
 struct ConfigOverrides {
   std::optional<int> epochs, batch_size, threads;
   std::optional<float> lr;
   std::optional<uint64_t> seed;
-  std::optional<std::string> data_dir, backend, math;
+  std::optional<std::string> data_dir;
+  std::optional<std::string> backend, math;  // the words: "cpu-ref", "tf32"
   std::optional<int> train_limit, test_limit;
   std::optional<bool> exact;  // distributed.exact
 };

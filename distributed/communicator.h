@@ -17,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "core/config.h"
 #include "core/tensor.h"
 
 namespace deeptrain {
@@ -46,7 +47,9 @@ class CommRequest {
 // TrainerOptions says otherwise.
 enum class WireCompression : uint8_t { none, f16, bf16 };
 struct GradientSyncOptions {
-  int64_t bucket_bytes = 100 * 1024;  // bucket size cap (reverse layer order); 0 = one bucket
+  // Bucket size cap (reverse layer order); 0 = one bucket. Default: the config's
+  // (distributed.bucket_mb's default, core/config.h).
+  int64_t bucket_bytes = int64_t(double(config_defaults::kBucketMiB) * 1024.0 * 1024.0);
   WireCompression compression = WireCompression::none;
   bool overlap = true;  // false: one allreduce of the whole buffer after backward (reference)
 };

@@ -31,7 +31,12 @@ void check_finite_params(const Net& net, int64_t global_step, const std::string&
 
 Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& optimizer,
                  Communicator& comm)
-    : opt_(opt), net_(net), backend_(backend), optimizer_(optimizer), comm_(comm) {
+    : Trainer(std::move(opt), net, backend, comm) {
+  optimizer_ = &optimizer;
+}
+
+Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Communicator& comm)
+    : opt_(opt), net_(net), backend_(backend), optimizer_(nullptr), comm_(comm) {
   DT_CHECK(net.dtype() == DType::f32, "training runs in f32");
   DT_CHECK(!opt_.lr_scale.raw() || (opt_.lr_scale.numel() == net.num_params() &&
                                      opt_.lr_scale.dtype() == DType::f32),
@@ -135,6 +140,7 @@ double Trainer::lr_at_step(int64_t step, int64_t num_train_samples) const {
 
 StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t n,
                                 int64_t epoch) {
+  DT_CHECK(optimizer_, "train_step on an evaluation-only Trainer (built without an optimizer)");
   Watchdog* watchdog = comm_.watchdog();
   if (watchdog) watchdog->step_begin(step_);
   // Exact mode: this rank's run of whole micro-shards (core/micro_shards.h).
@@ -197,7 +203,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
     const Tensor* lr_scale = !opt_.lr_scale.raw()       ? nullptr
                              : lr_scale_device_.raw() ? &lr_scale_device_
                                                       : &opt_.lr_scale;
-    optimizer_.step(net_.mutable_compute_params(), net_.compute_grads(), float(last_lr_), lr_scale);
+    optimizer_->step(net_.mutable_compute_params(), net_.compute_grads(), float(last_lr_), lr_scale);
   }
   mark("optimizer");
   reducer_->settle();  // the host waits for the gradients only now, with the step enqueued

@@ -86,11 +86,13 @@ struct LossScaleOptions {
   int64_t growth_interval = 2000;
 };
 
+// The app builds these from the config (app/session.h: trainer_options); the defaults are the
+// config's (core/config.h), for tests and tools that build a Trainer directly.
 struct TrainerOptions {
-  int64_t batch_size = 100;     // global
-  int64_t eval_batch_size = 1000;
+  int64_t batch_size = config_defaults::kBatchSize;  // global
+  int64_t eval_batch_size = config_defaults::kEvalBatchSize;
   uint64_t seed = 0;
-  float lr = 1e-3f;             // the base rate the schedule scales
+  float lr = config_defaults::kLr;  // the base rate the schedule scales
   // The rate of global step s: lr_at(lr_schedule, lr, s, steps per epoch, epochs * steps per
   // epoch), with steps per epoch = ceil(training samples / batch_size). A pure function of the
   // step, so neither the rank count nor resuming changes it. Default: constant.
@@ -126,6 +128,9 @@ class Trainer {
  public:
   Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& optimizer,
           Communicator& comm);
+  // Evaluation only (eval, ensembles): no optimizer; evaluate() works, train_step() and
+  // train_epoch() are programming errors.
+  Trainer(TrainerOptions opt, Net& net, Backend& backend, Communicator& comm);
 
   // One training step on the global batch `ids` (all ranks pass the same ids) of epoch
   // `epoch` (0-based; it keys the augmentation), at the scheduled rate of global_step().
@@ -189,7 +194,7 @@ class Trainer {
   TrainerOptions opt_;
   Net& net_;
   Backend& backend_;
-  Optimizer& optimizer_;
+  Optimizer* optimizer_;  // null: evaluation only
   Communicator& comm_;
   std::unique_ptr<Reducer> reducer_;
   bool sync_batch_norm_ = false;    // the net has a batch norm with statistics over all ranks

@@ -6,13 +6,15 @@
 #include <cstring>
 #include <sstream>
 
+#include <nlohmann/json.hpp>
+
 #include "core/error.h"
 
 namespace deeptrain::report {
 
-std::string format_number(double v, bool for_json) {
-  if (std::isnan(v)) return for_json ? "null" : "nan";
-  if (std::isinf(v)) return for_json ? "null" : (v > 0 ? "inf" : "-inf");
+std::string format_number(double v) {
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
   return fmt::format("{}", v);
 }
 
@@ -27,12 +29,19 @@ MetricsFiles::MetricsFiles(const std::string& base, std::vector<std::string> col
 
 void MetricsFiles::append(const std::vector<double>& row) {
   DT_CHECK(row.size() == columns_.size(), "{} values for {} columns", row.size(), columns_.size());
-  std::string json = "{", csv;
+  nlohmann::ordered_json json = nlohmann::ordered_json::object();
+  std::string csv;
   for (size_t i = 0; i < row.size(); ++i) {
-    json += fmt::format("{}\"{}\":{}", i ? "," : "", columns_[i], format_number(row[i], true));
-    csv += fmt::format("{}{}", i ? "," : "", format_number(row[i], false));
+    // A whole number (a step, a count) as an integer ("step":6, not 6.0); NaN and infinities
+    // are written as null (JSON has neither).
+    const double v = row[i];
+    if (std::isfinite(v) && v == std::trunc(v) && std::fabs(v) < 9007199254740992.0)
+      json[columns_[i]] = int64_t(v);
+    else
+      json[columns_[i]] = v;
+    csv += fmt::format("{}{}", i ? "," : "", format_number(v));
   }
-  jsonl_ << json << "}\n" << std::flush;
+  jsonl_ << json.dump() << "\n" << std::flush;
   csv_ << csv << "\n" << std::flush;
   if (!jsonl_ || !csv_) fail("{}.jsonl/.csv: write failed: {}", base_, std::strerror(errno));
 }

@@ -8,9 +8,10 @@
 
 namespace deeptrain::report {
 
-// Shortest text that reads back as the same double ("3", "0.25", "1e-07"); JSON has no NaN or
-// infinity, so those are "null" when for_json and "nan"/"inf"/"-inf" otherwise.
-std::string format_number(double v, bool for_json);
+// A CSV cell: the shortest text that reads back as the same double ("3", "0.25", "1e-07"),
+// "nan", "inf" or "-inf". (The .jsonl rows are written by nlohmann::json: NaN and infinities
+// there are null, JSON having neither.)
+std::string format_number(double v);
 
 class MetricsFiles {
  public:

@@ -7,9 +7,9 @@ set -euo pipefail
 # ocl-icd-opencl-dev: oneDNN's CMake package (find_package(dnnl)) asks for OpenCL, the GPU
 # runtime Debian builds it with, though deeptrain uses only its CPU engine.
 PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libprotobuf-dev
-  libopenblas-openmp-dev protobuf-compiler libgtest-dev libcli11-dev libfmt-dev zlib1g-dev libssl-dev libdnnl-dev
-  ocl-icd-opencl-dev libopenmpi-dev openmpi-bin libpng-dev npm nodejs dataset-fashion-mnist python3-numpy
-  shellcheck)
+  libopenblas-openmp-dev protobuf-compiler libgtest-dev libcli11-dev libfmt-dev nlohmann-json3-dev zlib1g-dev
+  libssl-dev libdnnl-dev ocl-icd-opencl-dev libopenmpi-dev openmpi-bin libpng-dev npm nodejs dataset-fashion-mnist
+  python3-numpy shellcheck)
 
 for arg in "$@"; do
   case "$arg" in

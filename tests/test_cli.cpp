@@ -82,7 +82,7 @@ TEST(Help, EveryCommandHasHelpWithExamples) {
 // bench --config takes the config's backend and threads unless the command line gives them.
 TEST(Bench, TheConfigsBackendAndThreadsHoldUnlessOverridden) {
   TempDir dir;
-  const std::string cfg = dir.file("b.prototxt", "run { backend: \"cpu-ref\" threads: 1 }\n");
+  const std::string cfg = dir.file("b.prototxt", "run { backend: BACKEND_CPU_REF threads: 1 }\n");
   CommandResult r = run_command(deeptrain_cmd("bench --config " + cfg + " --steps 2 --warmup 0 --batch 4"));
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("cpu-ref train, batch 4, 1 threads"), std::string::npos) << r.output;

@@ -76,7 +76,7 @@ TEST_F(MpiCluster, DeepConvNetOnThreeHostsMatchesOneProcess) {
                                         // The reference backend: rank count changes only the
                                         // summation order there (the fast path also picks
                                         // other kernels for other batch shapes).
-                                        "run { seed: 3 threads: 1 backend: \"cpu-ref\" }\n");
+                                        "run { seed: 3 threads: 1 backend: BACKEND_CPU_REF }\n");
   const std::string w3 = (dir_.path / "three.weights").string(), w1 = (dir_.path / "one.weights").string();
   Job job(mpirun({DEEPTRAIN_BINARY, "train", cfg, "--json", "--run-dir",
                   (dir_.path / "r3").string(), "--save-weights", w3}),

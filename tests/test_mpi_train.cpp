@@ -282,7 +282,7 @@ TEST(MpiTrain, BucketedOverlappedEqualsOneAllreduceAfterBackward) {
   EXPECT_GT(small.stats.collectives, dflt.stats.collectives);
   const double d1 = max_abs_diff(dflt.params, ref.params), d2 = max_abs_diff(small.params, ref.params);
   if (c.rank() == 0)
-    std::printf("[figures] %d ranks: bucketed (100 KiB) vs one allreduce: max diff %.3g; 1 KiB "
+    std::printf("[figures] %d ranks: bucketed (default 0.1 MiB) vs one allreduce: max diff %.3g; 1 KiB "
                 "buckets: %.3g\n", c.size(), d1, d2);
   // On 2 ranks every element is a + b, whatever the bucketing: bit-identical. On more, MPI's
   // algorithm (a ring's chunks depend on the message size) may add the terms in another order;

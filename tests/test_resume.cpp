@@ -26,6 +26,7 @@
 #include <sstream>
 #include <thread>
 
+#include "core/config.h"
 #include "cli_util.h"
 #include "core/io/checkpoint.h"
 #include "error_util.h"
@@ -77,7 +78,9 @@ std::string config(const std::string& backend) {
                         "train_limit: 400 test_limit: 100 }\n"
                         "optimizer { type: ADAM lr: 0.001 }\n"
                         "schedule { epochs: " << kEpochs << " batch_size: 40 }\n"
-                        "run { seed: 3 threads: 1 backend: \"" << backend << "\" }\n";
+                        "run { seed: 3 threads: 1 backend: "
+                     << deeptrain::proto::Backend_Name(deeptrain::backend_from_word(backend, "test"))
+                     << " }\n";
   return p.string();
 }
 

@@ -5,6 +5,7 @@
 // ensemble's scoring of averaged probabilities.
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
@@ -335,3 +336,34 @@ TEST(Ensemble, ScoresTheMeanOfTheMembersProbabilities) {
 }
 
 }  // namespace
+
+// Evaluation (eval, ensembles) builds a Trainer without an optimizer: it scores exactly as a
+// training Trainer does on the same parameters, and refuses to train.
+TEST(EvaluationOnly, ScoresAsATrainingTrainerAndRefusesToTrain) {
+  const data::Dataset d = blobs(50);
+  auto backend = make_backend("cpu-ref");
+  SingleProcessCommunicator one;
+  Net net(model(kConvNet), {1, 28, 28}, 10, DType::f32);
+  net.init_params(5);
+  TrainerOptions to;
+  to.batch_size = 10;
+  std::vector<int32_t> predicted, predicted_ref;
+  Tensor p, p_ref;
+  Trainer evaluator(to, net, *backend, one);
+  const EvalReport r = evaluator.evaluate(d, &predicted, &p);
+  proto::OptimizerConfig adam;
+  adam.set_type(proto::ADAM);
+  adam.set_lr(1e-3f);
+  auto opt = make_optimizer(adam, net.num_params());
+  Trainer trainer(to, net, *backend, *opt, one);
+  const EvalReport ref = trainer.evaluate(d, &predicted_ref, &p_ref);
+  EXPECT_EQ(r.correct, ref.correct);
+  EXPECT_EQ(r.loss, ref.loss);
+  EXPECT_EQ(predicted, predicted_ref);
+  ASSERT_EQ(p.nbytes(), p_ref.nbytes());
+  EXPECT_EQ(std::memcmp(p.raw(), p_ref.raw(), p.nbytes()), 0);
+  std::vector<int64_t> ids(10);
+  for (int64_t i = 0; i < 10; ++i) ids[i] = i;
+  EXPECT_CONTAINS(error_of<Error>([&] { evaluator.train_step(d, ids.data(), 10); }),
+                  "evaluation-only Trainer");
+}

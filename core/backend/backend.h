@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "proto/deeptrain.pb.h"
 
 namespace deeptrain {
 
@@ -245,11 +246,19 @@ struct BackendOptions {
   int device = -1;  // the GPU index (-1: chosen from the rank's local rank, see gpu_device.h)
 };
 
-// "cpu" (the fast path where built: oneDNN), "cpu-ref" (im2col + OpenBLAS, the book's method),
-// "cuda" (cuDNN convolutions) and "cuda-im2col" (im2col + cuBLAS, the book's method on the GPU)
-// where built with CUDA. A GPU backend on a machine without a usable GPU is an InputError that
-// says why.
-std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opt = {});
+// The backends of proto::Backend (proto/deeptrain.proto): BACKEND_CPU (the fast path where
+// built: oneDNN), BACKEND_CPU_REF (im2col + OpenBLAS, the book's method), BACKEND_CUDA (cuDNN
+// convolutions) and BACKEND_CUDA_IM2COL (im2col + cuBLAS, the book's method on the GPU) where
+// built with CUDA. A GPU backend on a machine without a usable GPU is an InputError that says
+// why.
+std::unique_ptr<Backend> make_backend(proto::Backend kind, const BackendOptions& opt = {});
+// The same by its word ("cpu-ref"; core/config.h: backend_word), for tests and tools.
+std::unique_ptr<Backend> make_backend(const std::string& word, const BackendOptions& opt = {});
+inline std::unique_ptr<Backend> make_backend(const char* word, const BackendOptions& opt = {}) {
+  return make_backend(std::string(word), opt);
+}
+MathMode math_mode(proto::MathMode m);
+// "fp32", "tf32", ...: the words of proto::MathMode (core/config.h: math_word).
 const char* math_mode_name(MathMode m);
 
 }  // namespace deeptrain

@@ -1,4 +1,5 @@
 #include "core/backend/backend.h"
+#include "core/config.h"
 #include "core/backend/cpu.h"
 #if defined(DEEPTRAIN_HAVE_DNNL) && __has_include("core/backend/cpu_dnnl.h")
 #include "core/backend/cpu_dnnl.h"
@@ -10,24 +11,40 @@
 
 namespace deeptrain {
 
-std::unique_ptr<Backend> make_backend(const std::string& name, const BackendOptions& opt) {
-  if (name == "cpu-ref") return std::make_unique<CpuBackend>();
-  if (name == "cpu") {
+MathMode math_mode(proto::MathMode m) {
+  switch (m) {
+    case proto::MATH_UNSET:
+    case proto::MATH_FP32: return MathMode::fp32;
+    case proto::MATH_TF32: return MathMode::tf32;
+    case proto::MATH_BF16: return MathMode::bf16;
+    case proto::MATH_FP16: return MathMode::fp16;
+    default: fail_input("run.math: unknown value {} (known: {})", int(m), math_words());
+  }
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& word, const BackendOptions& opt) {
+  return make_backend(backend_from_word(word, "backend"), opt);
+}
+
+std::unique_ptr<Backend> make_backend(proto::Backend kind, const BackendOptions& opt) {
+  const std::string name = backend_word(kind);
+  if (kind == proto::BACKEND_CPU_REF) return std::make_unique<CpuBackend>();
+  if (kind == proto::BACKEND_CPU) {
 #ifdef DEEPTRAIN_FAST_CPU
     return std::make_unique<DnnlBackend>();
 #else
     return std::make_unique<CpuBackend>();  // built without oneDNN: the reference is the CPU path
 #endif
   }
-  if (name == "cuda" || name == "cuda-im2col") {
+  if (kind == proto::BACKEND_CUDA || kind == proto::BACKEND_CUDA_IM2COL) {
 #ifdef DEEPTRAIN_HAVE_CUDA
-    return make_cuda_backend(name == "cuda" ? CudaConv::cudnn : CudaConv::im2col, opt);
+    return make_cuda_backend(kind == proto::BACKEND_CUDA ? CudaConv::cudnn : CudaConv::im2col, opt);
 #else
     fail_input("backend '{}': this deeptrain was built without CUDA (configure with "
                "-DDEEPTRAIN_CUDA=ON on a machine with the CUDA toolkit)", name);
 #endif
   }
-  fail_input("unknown backend '{}' (known: cpu, cpu-ref, cuda, cuda-im2col)", name);
+  fail_input("unknown backend '{}' (known: {})", name, backend_words());
 }
 
 }  // namespace deeptrain

@@ -1,6 +1,7 @@
 // Checkpoint files: writing a checkpoint directory atomically, reading it back with every
 // checksum checked, finding the newest good one, pruning old ones, describing one.
 // The model side (capture, restore, export) is in checkpoint_state.cpp.
+#include "core/config.h"
 #include "core/io/checkpoint.h"
 
 #include "core/checksum.h"
@@ -479,6 +480,7 @@ TrainingState state_of(const proto::CheckpointManifest& m) {
   s.partial_epoch = m.partial_epoch();
   s.param_layout.assign(m.param_layout().begin(), m.param_layout().end());
   s.config = m.config();
+  upgrade_config(s.config);  // a checkpoint of config schema 1: run.backend/math were strings
   s.model = m.model();
   s.history.assign(m.history().begin(), m.history().end());
   s.world_size = m.world_size_at_save();
