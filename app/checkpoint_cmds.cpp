@@ -6,7 +6,9 @@
 #include <memory>
 #include <vector>
 
+#include "app/onnx_cmds.h"
 #include "core/io/checkpoint.h"
+#include "core/error.h"
 
 namespace deeptrain::app {
 namespace {
@@ -28,6 +30,13 @@ void run_inspect(const InspectOptions& o) {
 }
 
 void run_export(const ExportOptions& o) {
+  if (!o.onnx.empty() || !o.weights.empty()) {
+    if (o.onnx.empty() || o.weights.empty() || !o.npz.empty())
+      fail_input("export: ONNX takes a config, --weights W and --onnx OUT.onnx (not --npz)");
+    run_export_onnx({o.path, o.weights, o.onnx, o.softmax, o.json});
+    return;
+  }
+  if (o.npz.empty()) fail_input("export: give --npz OUT.npz (a checkpoint) or --onnx OUT.onnx");
   const std::string path = checkpoint_at(o.path);
   const io::TrainingState s = io::load_checkpoint(path);
   io::export_npz(s, o.npz);
@@ -61,10 +70,16 @@ void add_export_command(CLI::App& cli) {
   sub->add_option("checkpoint", o->path,
                   "a checkpoint (DIR/ckpt-0000000400), or a --checkpoint-dir for its newest valid one")
       ->required();
-  sub->add_option("--npz", o->npz, "the .npz to write")->required();
+  sub->add_option("--npz", o->npz, "the .npz to write");
+  sub->add_option("--onnx", o->onnx, "write an ONNX model instead (docs/onnx.md); the positional "
+                                     "argument is then a config, with --weights");
+  sub->add_option("--weights", o->weights, "with --onnx: the weights file of the config's model");
+  sub->add_flag("--softmax", o->softmax, "with --onnx: end with Softmax (output 'probabilities')");
+  sub->add_flag("--json", o->json, "with --onnx: one JSON object per line");
   sub->footer(
       "Examples:\n"
       "  deeptrain export runs/dcn/checkpoints --npz dcn.npz\n"
+      "  deeptrain export examples/deep_convnet_mnist.prototxt --weights dcn.weights --onnx dcn.onnx\n"
       "  python3 -c \"import numpy as np; print(np.load('dcn.npz')['conv1.W'].shape)\"");
   sub->callback([o] { run_export(*o); });
 }

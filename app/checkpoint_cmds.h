@@ -15,6 +15,8 @@ struct InspectOptions {
 struct ExportOptions {
   std::string path;     // as InspectOptions::path
   std::string npz;      // output .npz
+  std::string onnx, weights;  // ONNX instead: path is then a config, with its weights file
+  bool softmax = false, json = false;
 };
 
 // Each runs from its subcommand's callback during parsing (as `plot` does); errors propagate
