@@ -4,6 +4,8 @@
 #   usage: scripts/install_deps.sh [--with-torch]   (--with-torch: PyTorch for the benchmark)
 set -euo pipefail
 
+# libonnx-dev: the ONNX schema (onnx.proto) compiled into the build; python3-onnx: the ONNX
+# checker in tests/onnx/.
 # ocl-icd-opencl-dev: oneDNN's CMake package (find_package(dnnl)) asks for OpenCL, the GPU
 # runtime Debian builds it with, though deeptrain uses only its CPU engine.
 PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libprotobuf-dev

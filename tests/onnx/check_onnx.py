@@ -24,6 +24,7 @@ import sys
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 
 U = 2.0 ** -24
 N_IMAGES = 1000  # the first 1000 MNIST test images (two cores: ResNet-20 on 10000 takes minutes)
@@ -142,16 +143,117 @@ def main():
     print(f"test_onnx_{a.what}: passed")
 
 
+def torch_models():
+    """DeepConvNet (the book's, as the deep_convnet preset) and ResNet-20 built in PyTorch."""
+    import torch
+    from torch import nn
+
+    def conv(i, o, s=1, bias=True):
+        return nn.Conv2d(i, o, 3, s, 1, bias=bias)
+
+    dcn = nn.Sequential(
+        conv(1, 16), nn.ReLU(), conv(16, 16), nn.ReLU(), nn.MaxPool2d(2),
+        conv(16, 32), nn.ReLU(), nn.Conv2d(32, 32, 3, 1, 2), nn.ReLU(), nn.MaxPool2d(2),
+        conv(32, 64), nn.ReLU(), conv(64, 64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 4 * 4, 50), nn.ReLU(), nn.Dropout(0.5), nn.Linear(50, 10),
+        nn.Dropout(0.5))
+
+    class Block(nn.Module):
+        def __init__(self, i, o, s):
+            super().__init__()
+            self.c1, self.b1 = conv(i, o, s, False), nn.BatchNorm2d(o)
+            self.c2, self.b2 = conv(o, o, 1, False), nn.BatchNorm2d(o)
+            self.proj = (nn.Sequential(nn.Conv2d(i, o, 1, s, bias=False), nn.BatchNorm2d(o))
+                         if s != 1 or i != o else None)
+
+        def forward(self, x):
+            y = self.b2(self.c2(torch.relu(self.b1(self.c1(x)))))
+            return torch.relu(y + (self.proj(x) if self.proj is not None else x))
+
+    layers = [conv(1, 16, 1, False), nn.BatchNorm2d(16), nn.ReLU()]
+    for i, o, s in [(16, 16, 1), (16, 32, 2), (32, 64, 2)]:
+        layers += [Block(i, o, s), Block(o, o, 1), Block(o, o, 1)]
+    resnet = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+    g = torch.Generator().manual_seed(7)
+    for m in resnet.modules():  # running statistics away from (0, 1), as after training
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
+            m.running_var.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.weight.data.copy_(0.5 + torch.rand(m.num_features, generator=g))
+            m.bias.data.copy_(0.1 * torch.randn(m.num_features, generator=g))
+    return {'dcn': dcn.eval(), 'resnet20': resnet.eval()}
+
+
 def test_import(c):
-    sys.exit('not yet')
+    import torch
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.load(c.images))
+    for tag, net in torch_models().items():
+        model = c.path(tag + '.torch.onnx')
+        torch.onnx.export(net, x[:1], model, opset_version=13, input_names=['input'],
+                          output_names=['logits'], dynamic_axes={'input': {0: 'batch'}})
+        with torch.no_grad():
+            ref = net(x).numpy()
+        cfg, w = c.path(tag + '.prototxt'), c.path(tag + '.weights')
+        run([c.a.deeptrain, 'import-onnx', model, '--out', cfg, '--weights', w])
+        got = c.dt_logits(cfg, w, tag)
+        tol, d, k = tolerance(model, ref)
+        compare(f"{tag}: deeptrain (imported) vs PyTorch {torch.__version__}", got, ref, tol,
+                f"(D={d}, K_max={k})")
+        # The imported model evaluates through the CLI too.
+        run([c.a.deeptrain, 'eval', cfg, '--weights', w, '--test-limit', '100',
+             '--data-dir', c.data_dir('mnist')])
 
 
 def test_roundtrip(c):
-    sys.exit('not yet')
+    for config, tag in EXPORT_MODELS:
+        w = c.train(config, tag)
+        cfg = os.path.join(c.a.source, config)
+        model, cfg2, w2 = c.path(tag + '.onnx'), c.path(tag + '.prototxt'), c.path(tag + '.2.weights')
+        run([c.a.deeptrain, 'export', cfg, '--weights', w, '--onnx', model])
+        run([c.a.deeptrain, 'import-onnx', model, '--out', cfg2, '--weights', w2])
+        a, b = c.dt_logits(cfg, w, tag), c.dt_logits(cfg2, w2, tag + '.2')
+        print(f"{tag}: export -> import: logits bit-identical: {np.array_equal(a, b)}")
+        if not np.array_equal(a, b):
+            sys.exit(f"FAILED: {tag}: max difference {np.abs(a - b).max()}")
 
 
 def test_errors(c):
-    sys.exit('not yet')
+    import torch
+    w = c.train(EXPORT_MODELS[0][0], 'dcn')
+    good = c.path('good.onnx')
+    run([c.a.deeptrain, 'export', os.path.join(c.a.source, EXPORT_MODELS[0][0]), '--weights', w,
+         '--onnx', good])
+    data = open(good, 'rb').read()
+    cases = {}
+    cases['truncated.onnx'] = (data[:len(data) // 2], 'not an ONNX model')
+    cases['text.onnx'] = (b'name: "not a model"\n' * 10, 'not an ONNX model')
+    m = onnx.load(good)
+    m.opset_import[0].version = 99
+    cases['opset99.onnx'] = (m.SerializeToString(), 'opset 99')
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 26 * 26, 10), torch.nn.Sigmoid())
+    torch.onnx.export(net.eval(), torch.zeros(1, 1, 28, 28), c.path('tanh.onnx'), opset_version=13)
+    cases['tanh.onnx'] = (open(c.path('tanh.onnx'), 'rb').read(), 'Tanh (node')
+    m = onnx.load(good)
+    for t in m.graph.initializer:
+        if t.name == 'conv1.W':
+            t.CopyFrom(onnx.numpy_helper.from_array(
+                onnx.numpy_helper.to_array(t).astype(np.float16), 'conv1.W'))
+    cases['fp16.onnx'] = (m.SerializeToString(), "tensor 'conv1.W': dtype FLOAT16")
+    for name, (blob, want) in cases.items():
+        path = c.path(name)
+        open(path, 'wb').write(blob)
+        out, wts = c.path(name + '.prototxt'), c.path(name + '.weights')
+        r = run([c.a.deeptrain, 'import-onnx', path, '--out', out, '--weights', wts], ok=False)
+        msg = (r.stdout + r.stderr).strip()
+        print(f"{name}: exit {r.returncode}: {msg}")
+        if r.returncode != 2 or want not in msg or path not in msg:
+            sys.exit(f"FAILED: {name}: wanted exit 2 and '{want}'")
+        if 'Tanh' in want and 'Sigmoid (node' not in msg:
+            sys.exit("FAILED: every unsupported operator must be listed")
+        if os.path.exists(out) or os.path.exists(wts):
+            sys.exit(f"FAILED: {name}: something was written")
 
 
 if __name__ == '__main__':
