@@ -31,9 +31,11 @@ void run_inspect(const InspectOptions& o) {
 
 void run_export(const ExportOptions& o) {
   if (!o.onnx.empty() || !o.weights.empty()) {
-    if (o.onnx.empty() || o.weights.empty() || !o.npz.empty())
-      fail_input("export: ONNX takes a config, --weights W and --onnx OUT.onnx (not --npz)");
-    run_export_onnx({o.path, o.weights, o.onnx, o.softmax, o.json});
+    if (o.onnx.empty() || !o.npz.empty())
+      fail_input("export: ONNX takes a config with --weights W, or a checkpoint, and --onnx "
+                 "OUT.onnx (not --npz)");
+    if (!o.weights.empty()) run_export_onnx({o.path, o.weights, "", o.onnx, o.softmax, o.json});
+    else run_export_onnx({"", "", checkpoint_at(o.path), o.onnx, o.softmax, o.json});
     return;
   }
   if (o.npz.empty()) fail_input("export: give --npz OUT.npz (a checkpoint) or --onnx OUT.onnx");
@@ -71,15 +73,17 @@ void add_export_command(CLI::App& cli) {
                   "a checkpoint (DIR/ckpt-0000000400), or a --checkpoint-dir for its newest valid one")
       ->required();
   sub->add_option("--npz", o->npz, "the .npz to write");
-  sub->add_option("--onnx", o->onnx, "write an ONNX model instead (docs/onnx.md); the positional "
-                                     "argument is then a config, with --weights");
-  sub->add_option("--weights", o->weights, "with --onnx: the weights file of the config's model");
+  sub->add_option("--onnx", o->onnx, "write an ONNX model instead (docs/onnx.md) of the checkpoint, "
+                                     "or of a config given with --weights");
+  sub->add_option("--weights", o->weights, "with --onnx: the positional argument is a config, and "
+                                           "this its weights file");
   sub->add_flag("--softmax", o->softmax, "with --onnx: end with Softmax (output 'probabilities')");
   sub->add_flag("--json", o->json, "with --onnx: one JSON object per line");
   sub->footer(
       "Examples:\n"
       "  deeptrain export runs/dcn/checkpoints --npz dcn.npz\n"
       "  deeptrain export examples/deep_convnet_mnist.prototxt --weights dcn.weights --onnx dcn.onnx\n"
+      "  deeptrain export runs/dcn/checkpoints --onnx dcn.onnx\n"
       "  python3 -c \"import numpy as np; print(np.load('dcn.npz')['conv1.W'].shape)\"");
   sub->callback([o] { run_export(*o); });
 }

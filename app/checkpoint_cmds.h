@@ -1,6 +1,7 @@
 #pragma once
 // `deeptrain inspect CKPT` and `deeptrain export CKPT --npz OUT`: what a checkpoint holds, and
-// its weights for users who continue elsewhere (NumPy). Neither builds a model.
+// its weights for users who continue elsewhere (NumPy). Neither builds a model; `export --onnx`
+// (app/onnx_cmds.h) does, from a checkpoint or a config with its weights.
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -15,7 +16,7 @@ struct InspectOptions {
 struct ExportOptions {
   std::string path;     // as InspectOptions::path
   std::string npz;      // output .npz
-  std::string onnx, weights;  // ONNX instead: path is then a config, with its weights file
+  std::string onnx, weights;  // ONNX instead, of the checkpoint or (with weights) of a config
   bool softmax = false, json = false;
 };
 

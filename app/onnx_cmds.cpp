@@ -8,15 +8,46 @@
 #include "app/session.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/io/checkpoint.h"
 #include "core/io/onnx.h"
 #include "core/io/weights.h"
 
 namespace deeptrain::app {
+namespace {
+
+// A checkpoint's parameters ("param/conv1.W") and layer state ("state/bn1.running_mean") into
+// net, every one checked (present, shape, dtype) before any is copied: a checkpoint of another
+// model is refused naming the tensor.
+void load_checkpoint_tensors(const io::TrainingState& st, const std::string& path, Net& net) {
+  std::map<std::string, const Tensor*> saved;
+  for (const io::NamedTensor& t : st.tensors) saved.emplace(t.name, &t.tensor);
+  auto find = [&](const std::string& name, const Shape& shape, DType dtype) {
+    auto it = saved.find(name);
+    if (it == saved.end()) fail_input("{}: no tensor '{}' (the model needs it)", path, name);
+    if (it->second->shape() != shape || it->second->dtype() != dtype)
+      fail_input("{}: tensor '{}' is {}, the model's is {}", path, name, it->second->shape().str(),
+                 shape.str());
+    return it->second;
+  };
+  std::vector<std::pair<Tensor, const Tensor*>> copies;
+  for (const ParamEntry& e : net.param_entries())
+    copies.emplace_back(net.mutable_param_view(e), find("param/" + e.name, e.shape, DType::f32));
+  for (auto& [name, t] : net.mutable_state())
+    copies.emplace_back(*t, find("state/" + name, t->shape(), t->dtype()));
+  for (auto& [dst, src] : copies) dst.copy_from(*src);
+}
+
+}  // namespace
 
 void run_export_onnx(const OnnxExportCli& o) {
-  proto::ExperimentConfig cfg = load_config(o.config);
+  const bool from_checkpoint = !o.checkpoint.empty();
+  io::TrainingState st;
+  if (from_checkpoint) st = io::load_checkpoint(o.checkpoint);
+  // A checkpoint carries the config of its run, so that it alone describes the model.
+  proto::ExperimentConfig cfg = from_checkpoint ? st.config : load_config(o.config);
   Session s = open_session(cfg, /*load_data=*/false);
-  io::load_weights(o.weights, *s.net);
+  if (from_checkpoint) load_checkpoint_tensors(st, o.checkpoint, *s.net);
+  else io::load_weights(o.weights, *s.net);
   io::OnnxExportOptions eo;
   eo.softmax = o.softmax;
   const std::string& ds = cfg.data().dataset();

@@ -7,7 +7,9 @@
 namespace deeptrain::app {
 
 struct OnnxExportCli {
-  std::string config, weights, onnx;
+  // Either a config with its weights file, or a checkpoint (a resolved ckpt-* path: its config
+  // and tensors are used; config and weights stay empty).
+  std::string config, weights, checkpoint, onnx;
   bool softmax = false;  // end the graph with Softmax ("probabilities")
   bool json = false;
 };

@@ -7,6 +7,8 @@
   roundtrip  export then import: the same logits bit for bit (float32)
   errors     truncated / non-ONNX files, an unknown opset, unsupported operators: exit 2 naming
              the node, nothing written
+  checkpoint export from a checkpoint: the graph of the weights file saved at the same step,
+             another step's differs; a damaged or missing checkpoint: exit 2, nothing written
 
 Tolerance (float32, u = 2**-24): each dot product of length K computed in another order than
 the reference's differs by at most about K*u*sum|w*x| (Higham's gamma_K, first order); over D
@@ -80,20 +82,29 @@ class Ctx:
     def path(self, name):
         return os.path.join(self.a.work, name)
 
-    def train(self, config, tag):
+    def first_images(self, n):
+        """An .npy of the first n of the test images."""
+        if n == N_IMAGES:
+            return self.images
+        path = self.path(f'images{n}.npy')
+        if not os.path.exists(path):
+            np.save(path, np.load(self.images)[:n])
+        return path
+
+    def train(self, config, tag, extra=()):
         """Weights from a few training steps (BatchNorm statistics move off their start)."""
         w = self.path(tag + '.weights')
         run([self.a.deeptrain, 'train', os.path.join(self.a.source, config), '--epochs', '1',
              '--train-limit', '300', '--test-limit', '100', '--save-weights', w,
-             '--run-dir', self.path(tag + '.run'), '--data-dir', self.data_dir(config)])
+             '--run-dir', self.path(tag + '.run'), '--data-dir', self.data_dir(config), *extra])
         return w
 
     def data_dir(self, config):
         return os.path.join(self.a.data, 'fashion_mnist' if 'fashion' in config else 'mnist')
 
-    def dt_logits(self, config, weights, tag):
+    def dt_logits(self, config, weights, tag, images=None):
         out = self.path(tag + '.dt.npy')
-        run([self.a.dt_logits, config, weights, self.images, out])
+        run([self.a.dt_logits, config, weights, images or self.images, out])
         return np.load(out)
 
     def ort(self, model, images, tag):
@@ -104,12 +115,18 @@ class Ctx:
         return np.load(out)
 
 
-EXPORT_MODELS = [('examples/deep_convnet_mnist.prototxt', 'dcn'),
-                 ('examples/resnet20_fashion_mnist.prototxt', 'resnet20')]
+# (config, tag, test images): every example architecture. VGG and GoogLeNet are the slowest
+# per image on two cores, so they are checked on fewer images; each still has every layer kind
+# it uses (BatchNorm, Concat of four branches, padded stride-1 MaxPool) exercised per image.
+EXPORT_MODELS = [('examples/deep_convnet_mnist.prototxt', 'dcn', N_IMAGES),
+                 ('examples/resnet20_fashion_mnist.prototxt', 'resnet20', N_IMAGES),
+                 ('examples/vgg_mnist.prototxt', 'vgg', 300),
+                 ('examples/googlenet_mnist.prototxt', 'googlenet', 300)]
 
 
 def test_export(c):
-    for config, tag in EXPORT_MODELS:
+    for config, tag, n in EXPORT_MODELS:
+        images = c.first_images(n)
         w = c.train(config, tag)
         model = c.path(tag + '.onnx')
         cfg = os.path.join(c.a.source, config)
@@ -121,8 +138,8 @@ def test_export(c):
         meta = {p.key: p.value for p in m.metadata_props}
         for k in ('deeptrain_version', 'deeptrain_config', 'input_normalization', 'class_names'):
             assert meta.get(k), f"metadata {k} missing"
-        ref = c.dt_logits(cfg, w, tag)
-        got = c.ort(model, c.images, tag)
+        ref = c.dt_logits(cfg, w, tag, images)
+        got = c.ort(model, images, tag)
         tol, d, k = tolerance(model, ref)
         compare(f"{tag}: ONNX Runtime vs deeptrain", got, ref, tol, f"(D={d}, K_max={k})")
         # Another batch size through the same model: the batch dimension is dynamic.
@@ -133,13 +150,13 @@ def test_export(c):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument('what', choices=['export', 'import', 'roundtrip', 'errors'])
+    p.add_argument('what', choices=['export', 'import', 'roundtrip', 'errors', 'checkpoint'])
     for opt in ('deeptrain', 'dt-logits', 'source', 'data', 'tools', 'work'):
         p.add_argument('--' + opt, required=True)
     a = p.parse_args()
     c = Ctx(a)
     {'export': test_export, 'import': test_import, 'roundtrip': test_roundtrip,
-     'errors': test_errors}[a.what](c)
+     'errors': test_errors, 'checkpoint': test_checkpoint}[a.what](c)
     print(f"test_onnx_{a.what}: passed")
 
 
@@ -206,13 +223,14 @@ def test_import(c):
 
 
 def test_roundtrip(c):
-    for config, tag in EXPORT_MODELS:
+    for config, tag, n in EXPORT_MODELS:
+        images = c.first_images(n)
         w = c.train(config, tag)
         cfg = os.path.join(c.a.source, config)
         model, cfg2, w2 = c.path(tag + '.onnx'), c.path(tag + '.prototxt'), c.path(tag + '.2.weights')
         run([c.a.deeptrain, 'export', cfg, '--weights', w, '--onnx', model])
         run([c.a.deeptrain, 'import-onnx', model, '--out', cfg2, '--weights', w2])
-        a, b = c.dt_logits(cfg, w, tag), c.dt_logits(cfg2, w2, tag + '.2')
+        a, b = c.dt_logits(cfg, w, tag, images), c.dt_logits(cfg2, w2, tag + '.2', images)
         print(f"{tag}: export -> import: logits bit-identical: {np.array_equal(a, b)}")
         if not np.array_equal(a, b):
             sys.exit(f"FAILED: {tag}: max difference {np.abs(a - b).max()}")
@@ -254,6 +272,47 @@ def test_errors(c):
             sys.exit("FAILED: every unsupported operator must be listed")
         if os.path.exists(out) or os.path.exists(wts):
             sys.exit(f"FAILED: {name}: something was written")
+
+
+def test_checkpoint(c):
+    """`export CKPT --onnx`: the model of the weights file saved at the same step."""
+    config = EXPORT_MODELS[1][0]  # ResNet-20: parameters and BatchNorm running statistics
+    ckdir = c.path('ckpt')
+    # 300 images, batch 100: steps 1..3; checkpoints at step 2 and at the end (step 3), when
+    # the weights file is written too.
+    w = c.train(config, 'resnet20', ['--checkpoint-dir', ckdir, '--checkpoint-every', '2',
+                                     '--keep-checkpoints', '0'])
+    assert sorted(os.listdir(ckdir)) == ['ckpt-0000000002', 'ckpt-0000000003'], os.listdir(ckdir)
+    ref = c.path('weights.onnx')
+    run([c.a.deeptrain, 'export', os.path.join(c.a.source, config), '--weights', w, '--onnx', ref])
+    graph = onnx.load(ref).graph
+    for src, tag, same in [(ckdir, 'newest', True), (os.path.join(ckdir, 'ckpt-0000000003'), 'step3', True),
+                           (os.path.join(ckdir, 'ckpt-0000000002'), 'step2', False)]:
+        out = c.path(tag + '.onnx')
+        run([c.a.deeptrain, 'export', src, '--onnx', out])
+        m = onnx.load(out)
+        onnx.checker.check_model(m, full_check=True)
+        meta = {p.key: p.value for p in m.metadata_props}
+        assert 'resnet20' in meta['deeptrain_config'], "the checkpoint's config in the metadata"
+        # The whole graph: nodes, names, shapes and every initializer's bytes.
+        print(f"{tag}: graph equals the weights file's: {m.graph == graph} (expected {same})")
+        if (m.graph == graph) != same:
+            sys.exit(f"FAILED: export of {src} vs export of {w}")
+    # A damaged checkpoint and a directory without one: exit 2 naming the path, nothing written.
+    bad = c.path('damaged')
+    shutil.copytree(os.path.join(ckdir, 'ckpt-0000000003'), os.path.join(bad, 'ckpt-0000000003'))
+    tensors = os.path.join(bad, 'ckpt-0000000003', 'tensors.pb')
+    blob = bytearray(open(tensors, 'rb').read())
+    blob[len(blob) // 2] ^= 0xFF
+    open(tensors, 'wb').write(bytes(blob))
+    for src in (os.path.join(bad, 'ckpt-0000000003'), c.path('run_without_checkpoints')):
+        os.makedirs(src, exist_ok=True)
+        out = c.path('bad.onnx')
+        r = run([c.a.deeptrain, 'export', src, '--onnx', out], ok=False)
+        msg = (r.stdout + r.stderr).strip()
+        print(f"{src}: exit {r.returncode}: {msg}")
+        if r.returncode != 2 or src not in msg or os.path.exists(out):
+            sys.exit(f"FAILED: {src}: wanted exit 2 naming it, nothing written")
 
 
 if __name__ == '__main__':
