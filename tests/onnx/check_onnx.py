@@ -7,6 +7,8 @@
   roundtrip  export then import: the same logits bit for bit (float32)
   errors     truncated / non-ONNX files, an unknown opset, unsupported operators: exit 2 naming
              the node, nothing written
+  finetune   a PyTorch-trained model, imported, trained on by deeptrain (transfer.init_from): the
+             first step's loss is PyTorch's on that batch, and the loss falls
   checkpoint export from a checkpoint: the graph of the weights file saved at the same step,
              another step's differs; a damaged or missing checkpoint: exit 2, nothing written
 
@@ -150,13 +152,15 @@ def test_export(c):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument('what', choices=['export', 'import', 'roundtrip', 'errors', 'checkpoint'])
+    p.add_argument('what', choices=['export', 'import', 'roundtrip', 'errors', 'checkpoint',
+                                      'finetune'])
     for opt in ('deeptrain', 'dt-logits', 'source', 'data', 'tools', 'work'):
         p.add_argument('--' + opt, required=True)
     a = p.parse_args()
     c = Ctx(a)
     {'export': test_export, 'import': test_import, 'roundtrip': test_roundtrip,
-     'errors': test_errors, 'checkpoint': test_checkpoint}[a.what](c)
+     'errors': test_errors, 'checkpoint': test_checkpoint,
+     'finetune': test_finetune}[a.what](c)
     print(f"test_onnx_{a.what}: passed")
 
 
@@ -272,6 +276,84 @@ def test_errors(c):
             sys.exit("FAILED: every unsupported operator must be listed")
         if os.path.exists(out) or os.path.exists(wts):
             sys.exit(f"FAILED: {name}: something was written")
+
+
+def mnist_train(data, first, n):
+    d = os.path.join(data, 'mnist')
+    x = np.fromfile(os.path.join(d, 'train-images-idx3-ubyte'), dtype=np.uint8)[16:]
+    y = np.fromfile(os.path.join(d, 'train-labels-idx1-ubyte'), dtype=np.uint8)[8:]
+    x = x[first * 784:(first + n) * 784].reshape(n, 1, 28, 28).astype(np.float32) / np.float32(255)
+    return x, y[first:first + n].astype(np.int64)
+
+
+def test_finetune(c):
+    """Transfer learning from PyTorch: train there, export, import, go on training here."""
+    import torch
+    torch.manual_seed(0)
+    net = torch_models()['resnet20']
+    # Trained a little in PyTorch (on training images 100..1099), so that its loss on the batch
+    # below is far from a fresh initialisation's (ln 10 = 2.30): a deeptrain run that did not
+    # start from the imported weights could not match it. (The DeepConvNet, with the book's two
+    # dropouts, barely moves in so few steps; ResNet-20's BatchNorm makes it quick.)
+    x, y = (torch.from_numpy(a) for a in mnist_train(c.a.data, 100, 1000))
+    opt = torch.optim.Adam(net.parameters(), 3e-3)
+    net.train()
+    for i in range(0, 1000, 50):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x[i:i + 50]), y[i:i + 50]).backward()
+        opt.step()
+    # Running statistics of the trained weights (a cumulative average over the same images),
+    # not the lagging momentum averages of the few steps.
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.reset_running_stats()
+                m.momentum = None
+        for i in range(0, 1000, 100):
+            net(x[i:i + 100])
+    net.eval()
+    model, cfg, w = (c.path('resnet20.torch.onnx'), c.path('resnet20.prototxt'),
+                     c.path('resnet20.weights'))
+    torch.onnx.export(net, x[:1], model, opset_version=13, input_names=['input'],
+                      output_names=['logits'], dynamic_axes={'input': {0: 'batch'}})
+    run([c.a.deeptrain, 'import-onnx', model, '--out', cfg, '--weights', w])
+    # The first 100 training images as one full batch, every step: without BatchNorm (PyTorch
+    # folds it into the convolutions in an eval-mode export) the training forward pass is the
+    # evaluation one, so
+    # step 1's loss is PyTorch's mean cross-entropy on these 100 images, whatever their order.
+    xb, yb = (torch.from_numpy(a) for a in mnist_train(c.a.data, 0, 100))
+    with torch.no_grad():
+        logits = net(xb)
+        ref = float(torch.nn.functional.cross_entropy(logits.double(), yb))
+        ref_acc = float((logits.argmax(1) == yb).double().mean())
+    # Plain SGD at a small rate: the folded BatchNorms leave an unnormalised 20-layer net, on
+    # which larger steps (SGD 0.01, Adam 0.001) overshoot and the loss jumps.
+    ft = c.path('finetune.prototxt')
+    with open(ft, 'w') as f:
+        f.write(open(cfg).read() + f'''
+optimizer {{ type: SGD lr: 0.001 }}
+schedule {{ epochs: 8 batch_size: 100 }}
+transfer {{ init_from: "{w}" }}
+run {{ seed: 1 threads: 0 backend: BACKEND_CPU }}
+''')
+    rd = c.path('finetune.run')
+    run([c.a.deeptrain, 'train', ft, '--train-limit', '100', '--test-limit', '100',
+         '--run-dir', rd, '--data-dir', c.data_dir('mnist')])
+    import json
+    steps = [json.loads(l) for l in open(os.path.join(rd, 'metrics_steps.jsonl'))]
+    losses = [s['loss'] for s in steps]
+    # Mean cross-entropy moves by at most 2 max|logit difference| (its gradient in the logits,
+    # p - onehot, has L1 norm <= 2), the logits by the export test's bound; plus the float32
+    # rounding of a mean of 100 terms.
+    tol_logits, _, _ = tolerance(model, logits.numpy())
+    tol = 2 * tol_logits + 100 * U * max(1.0, ref)
+    print(f"finetune: step 1 loss {losses[0]:.7f}, PyTorch's on that batch {ref:.7f} "
+          f"(difference {abs(losses[0] - ref):.3g}, tolerance {tol:.3g}); accuracy "
+          f"{steps[0]['accuracy']} vs {ref_acc}; losses {[round(l, 4) for l in losses]}")
+    if len(losses) != 8 or abs(losses[0] - ref) > tol:
+        sys.exit("FAILED: the first step does not start from the imported model")
+    if not all(b < a for a, b in zip(losses, losses[1:])):
+        sys.exit("FAILED: the loss does not fall while fine-tuning the imported model")
 
 
 def test_checkpoint(c):
