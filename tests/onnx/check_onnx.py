@@ -148,6 +148,46 @@ def test_export(c):
         few = c.path(tag + '.few.npy')
         np.save(few, np.load(c.images)[:7])
         assert np.array_equal(c.ort(model, few, tag + '.few').shape, (7, 10))
+        if tag == 'dcn':
+            check_docs_node_example(c, got)
+
+
+def write_grey_png(path, img):
+    """An 8-bit greyscale PNG (zlib and CRC-32 from the standard library)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (struct.pack('>I', len(data)) + kind + data
+                + struct.pack('>I', zlib.crc32(kind + data) & 0xFFFFFFFF))
+    h, w = img.shape
+    rows = b''.join(b'\0' + img[r].tobytes() for r in range(h))  # filter 0 per row
+    open(path, 'wb').write(b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', w, h, 8, 0, 0, 0, 0))
+                           + chunk(b'IDAT', zlib.compress(rows))
+                           + chunk(b'IEND', b''))
+
+
+def check_docs_node_example(c, ort_logits):
+    """docs/onnx.md's Node deployment example, run as written on PNGs of test images (in the
+    work directory, next to the dcn.onnx it loads): the class ONNX Runtime gave them here."""
+    doc = open(os.path.join(c.a.source, 'docs', 'onnx.md')).read()
+    js = doc.split('```js\n', 1)[1].split('```', 1)[0]
+    script = c.path('classify.js')
+    open(script, 'w').write(js)
+    raw = np.fromfile(os.path.join(c.a.data, 'mnist', 't10k-images-idx3-ubyte'), dtype=np.uint8)
+    env = dict(os.environ, NODE_PATH=os.path.join(c.a.tools, 'node_modules'))
+    # Up to three images that ONNX Runtime puts in different classes (the few training steps
+    # leave the model favouring some), so that a wrong pixel layout would show.
+    cls = np.argmax(ort_logits, 1)
+    for i in [int(np.nonzero(cls == k)[0][0]) for k in np.unique(cls)[:3]]:
+        png = c.path(f'digit{i}.png')
+        write_grey_png(png, raw[16 + i * 784:16 + (i + 1) * 784].reshape(28, 28))
+        r = subprocess.run(['node', script, png], capture_output=True, text=True, env=env,
+                           cwd=c.a.work)
+        want = f"class {int(np.argmax(ort_logits[i]))}"
+        print(f"docs/onnx.md Node example on {png}: {r.stdout.strip()} (expected {want})")
+        if r.returncode != 0 or r.stdout.strip() != want:
+            sys.exit(f"FAILED: docs/onnx.md's Node example: {r.stdout}{r.stderr}")
 
 
 def main():
