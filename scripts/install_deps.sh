@@ -9,7 +9,7 @@ set -euo pipefail
 PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libprotobuf-dev
   libopenblas-openmp-dev protobuf-compiler libgtest-dev libcli11-dev libfmt-dev nlohmann-json3-dev zlib1g-dev
   libssl-dev libdnnl-dev ocl-icd-opencl-dev libopenmpi-dev openmpi-bin libpng-dev npm nodejs dataset-fashion-mnist
-  python3-numpy shellcheck)
+  python3-numpy shellcheck libjpeg62-turbo-dev)
 
 for arg in "$@"; do
   case "$arg" in
