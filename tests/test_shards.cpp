@@ -306,6 +306,18 @@ TEST(Shards, BrokenPacksAreRefusedNamingTheFile) {
     o.verify_checksums = true;
     EXPECT_NE(open_err(d, o).find((d / "shard-00000.tar").string() + ": SHA-256 mismatch"), std::string::npos);
   }
+  {  // doctor describes a config's packs, and names what is wrong with a broken one
+    fs::create_directories(dir.path / "doc");
+    fs::copy(p, dir.path / "doc" / "train", fs::copy_options::recursive);
+    fs::copy(dir.path / "version", dir.path / "doc" / "test", fs::copy_options::recursive);
+    const std::string cfg = (dir.path / "doc.prototxt").string();
+    write_bytes(cfg, "data { dataset: \"shards\" dir: \"" + (dir.path / "doc").string() + "\" }\n");
+    const CommandResult r = run_command(deeptrain_cmd("doctor " + cfg));
+    EXPECT_NE(r.output.find("train: 30 samples of 10 classes in " + std::to_string(m.shards_size()) +
+                            " shards, 1x8x6"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("test: unusable: "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("packing format version 7"), std::string::npos) << r.output;
+  }
   {  // images of another channel count than the model takes
     const fs::path rgb = small_pack(dir.path / "rgb", 4, 3, 2);
     data::ShardReadOptions o;

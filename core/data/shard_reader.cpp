@@ -233,4 +233,17 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
   return d;
 }
 
+std::string describe_pack(const std::string& dir) {
+  try {
+    const proto::ShardManifest m = read_manifest(dir);
+    open_shards(dir, ShardReadOptions{0, 0, false, {}});  // the indexes and shard sizes
+    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{} (format {})\n", dir,
+                       m.num_samples(), m.class_names_size(), m.shards_size(),
+                       m.shards_size() == 1 ? "" : "s", m.channels(), m.height(), m.width(),
+                       m.format_version());
+  } catch (const InputError& e) {
+    return fmt::format("{}: unusable: {}\n", dir, e.what());
+  }
+}
+
 }  // namespace deeptrain::data

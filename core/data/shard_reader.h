@@ -28,4 +28,8 @@ struct ShardReadOptions {
 // 4096: ...". limit > 0 keeps the first `limit` samples.
 Dataset open_shards(const std::string& dir, const ShardReadOptions& options, int64_t limit = 0);
 
+// What `deeptrain doctor` prints for a pack: samples, classes, shards, shape; or why it cannot
+// be opened (never throws for a bad pack).
+std::string describe_pack(const std::string& dir);
+
 }  // namespace deeptrain::data
