@@ -71,8 +71,9 @@ class ShardSource final : public SampleSource {
       return;
     }
     std::unique_lock<std::mutex> lock(mu_);
-    for (int64_t i = 0; i < n; ++i)
-      if (slots_.emplace(ids[i], Slot{}).second) queue_.push_back(ids[i]);
+    // Ahead of anything announced: the batch due now is what the training thread waits for.
+    for (int64_t i = n - 1; i >= 0; --i)
+      if (slots_.emplace(ids[i], Slot{}).second) queue_.push_front(ids[i]);
     cv_.notify_all();
     std::string error;
     for (int64_t i = 0; i < n; ++i) {
