@@ -8,6 +8,7 @@
 #include <cblas.h>
 
 #include <cstdlib>
+#include <filesystem>
 #include <memory>
 #include <thread>
 
@@ -18,6 +19,7 @@
 #include "app/commands.h"
 #include "app/gpu_probe.h"
 #include "core/data/dataset.h"
+#include "core/data/shard_reader.h"
 #include "core/threads.h"
 #include "report/event_file.h"
 
@@ -146,6 +148,9 @@ int run_doctor(const DoctorOptions& o) {
   const auto& d = cfg.data();
   if (d.dataset() == "cifar10")  // binary batches: checked when a run reads them
     out += indent(fmt::format("cifar10: binary batches in {} (not checked here)\n", d.dir()));
+  else if (d.dataset() == "shards")
+    for (const char* split : {"train", "test"})
+      out += indent(data::describe_pack((std::filesystem::path(d.dir()) / split).string()));
   else
     out += indent(data::describe_files(d.dataset(), d.dir()));
   if (o.config.empty() && !o.overrides.data_dir)  // no config: both data sets of the book

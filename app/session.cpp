@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "core/data/cifar.h"
+#include "core/data/shard_reader.h"
 #include "core/threads.h"
 #include "distributed/consistency.h"
 #include "distributed/mpi_communicator.h"
@@ -40,8 +41,7 @@ BackendOptions backend_options(const proto::RunConfig& r) {
 // directory exists, not an op's assertion mid-run.
 void check_data_fits_model(const data::DatasetSplit& d, const Shape& input, int classes) {
   for (const data::Dataset* set : {&d.train, &d.test}) {
-    const Shape& s = set->images.shape();
-    const Shape per_sample(std::vector<int64_t>(s.dims().begin() + 1, s.dims().end()));
+    const Shape per_sample = set->sample_shape();
     if (per_sample != input)
       fail_input("model.input: the model takes {} per sample, data set '{}' has {} (set "
                  "model.input to match, or leave it unset)", input.str(), set->name,
@@ -92,7 +92,18 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
                                     : "");
   const auto& d = cfg.data();
   const bool cifar = d.dataset() == "cifar10";
-  if (load_data && cifar)
+  const auto& in = cfg.model().input();
+  if (load_data && d.dataset() == "shards") {
+    data::ShardReadOptions o;
+    o.threads = d.data_threads();
+    o.prefetch_batches = d.prefetch_batches();
+    o.verify_checksums = d.verify_checksums();
+    // model.input, when set, is the shape every sample must have; else the pack's.
+    if (in.channels() && in.height() && in.width()) o.expected = Shape{in.channels(), in.height(), in.width()};
+    namespace fs = std::filesystem;
+    s.data.train = data::open_shards((fs::path(d.dir()) / "train").string(), o, d.train_limit());
+    s.data.test = data::open_shards((fs::path(d.dir()) / "test").string(), o, d.test_limit());
+  } else if (load_data && cifar)
     s.data = data::load_cifar10(d.dir(), d.train_limit(), d.test_limit());
   else if (load_data)
     s.data = data::load_dataset(d.dataset(), d.dir(), d.verify_checksums(), d.train_limit(),
@@ -106,11 +117,15 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
 #endif
   // MNIST and Fashion-MNIST: 1 x 28 x 28, CIFAR-10: 3 x 32 x 32; 10 classes; unless the
   // config says otherwise.
-  const auto& in = cfg.model().input();
-  Shape input{in.channels() ? in.channels() : (cifar ? 3 : 1),
-              in.height() ? in.height() : (cifar ? 32 : 28),
-              in.width() ? in.width() : (cifar ? 32 : 28)};
-  const int classes = cfg.model().num_classes() ? cfg.model().num_classes() : 10;
+  // A pack's shape and class count, unless the config says otherwise.
+  const bool shards = load_data && d.dataset() == "shards";
+  const Shape packed = shards ? s.data.train.sample_shape() : Shape{};
+  Shape input{in.channels() ? in.channels() : (shards ? packed[0] : cifar ? 3 : 1),
+              in.height() ? in.height() : (shards ? packed[1] : cifar ? 32 : 28),
+              in.width() ? in.width() : (shards ? packed[2] : cifar ? 32 : 28)};
+  const int classes = cfg.model().num_classes() ? cfg.model().num_classes()
+                      : shards                  ? s.data.train.num_classes
+                                                : 10;
   if (load_data) check_data_fits_model(s.data, input, classes);
   s.net = std::make_unique<Net>(cfg.model(), input, classes, DType::f32);
   s.net->init_params(cfg.run().seed());

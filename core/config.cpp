@@ -164,8 +164,16 @@ void finalize_config(proto::ExperimentConfig& c) {
 
   auto& d = *c.mutable_data();
   if (d.dataset().empty()) d.set_dataset(config_defaults::kDataset);
-  if (d.dataset() != "mnist" && d.dataset() != "fashion_mnist" && d.dataset() != "cifar10")
-    fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist, cifar10)", d.dataset());
+  if (d.dataset() != "mnist" && d.dataset() != "fashion_mnist" && d.dataset() != "cifar10" &&
+      d.dataset() != "shards")
+    fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist, cifar10, shards)",
+               d.dataset());
+  if (!d.has_data_threads()) d.set_data_threads(config_defaults::kDataThreads);
+  if (!d.has_prefetch_batches()) d.set_prefetch_batches(config_defaults::kPrefetchBatches);
+  require(d.data_threads() >= 0 && d.data_threads() <= 256, "data.data_threads",
+          "must be in [0, 256]", d.data_threads());
+  require(d.prefetch_batches() >= 0 && d.prefetch_batches() <= 64, "data.prefetch_batches",
+          "must be in [0, 64]", d.prefetch_batches());
   if (d.dir().empty()) d.set_dir("data/" + d.dataset());
   if (d.dataset() == "cifar10" && d.verify_checksums())
     fail_input("data.verify_checksums: not available for cifar10 (its binary batches have no "

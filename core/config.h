@@ -15,6 +15,7 @@ namespace deeptrain {
 namespace config_defaults {
 inline constexpr const char* kPreset = "deep_convnet";
 inline constexpr const char* kDataset = "mnist";
+inline constexpr int kDataThreads = 2, kPrefetchBatches = 2;  // data.dataset: shards
 inline constexpr proto::OptimizerType kOptimizer = proto::ADAM;
 inline constexpr float kLrSgd = 0.01f;  // optimizer.lr of SGD
 inline constexpr float kLr = 1e-3f;     // optimizer.lr of every other optimizer

@@ -133,7 +133,8 @@ Fingerprint job_fingerprint(const proto::ExperimentConfig& cfg, const Net& net,
       const std::string name = d == &data->train ? "train" : "test";
       f.add("data " + name + " samples", std::to_string(d->labels.numel()));
       f.add("data " + name + " labels crc32", crc_of(d->labels));
-      f.add("data " + name + " images crc32", crc_of(d->images));
+      if (d->source) f.add("data " + name + " images", d->source->fingerprint());
+      else f.add("data " + name + " images crc32", crc_of(d->images));
     }
   }
   return f;

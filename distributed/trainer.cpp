@@ -101,7 +101,7 @@ void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, boo
                          int epoch) {
   ensure_batch(n, data);
   const bool augmented = augment && opt_.augment.enabled();
-  if (net_.on_device() && opt_.device_data && !augmented) {
+  if (net_.on_device() && opt_.device_data && !augmented && !data.source) {
     const DeviceData& d = device_copy(data);
     backend_.gather_samples(d.images, d.labels, ids, n, x_, t_);
     return;
@@ -131,6 +131,14 @@ const Trainer::DeviceData& Trainer::device_copy(const Dataset& data) {
   return device_data_.back();
 }
 
+ShardRange Trainer::rows_of_batch(int64_t n) const {
+  if (opt_.micro_batch > 0) {
+    const MicroShardRange r = micro_shards_of_batch(n, opt_.micro_batch, comm_.rank(), comm_.size());
+    return {r.rows_begin, r.rows_end};
+  }
+  return shard_of_batch(n, comm_.rank(), comm_.size());
+}
+
 double Trainer::lr_at_step(int64_t step, int64_t num_train_samples) const {
   const int64_t steps_per_epoch =
       GlobalSampler{num_train_samples, opt_.batch_size, opt_.seed}.steps_per_epoch();
@@ -145,10 +153,9 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   if (watchdog) watchdog->step_begin(step_);
   // Exact mode: this rank's run of whole micro-shards (core/micro_shards.h).
   const bool exact = opt_.micro_batch > 0;
-  ShardRange mine = shard_of_batch(n, comm_.rank(), comm_.size());
+  ShardRange mine = rows_of_batch(n);
   if (exact) {
     const MicroShardRange r = micro_shards_of_batch(n, opt_.micro_batch, comm_.rank(), comm_.size());
-    mine = {r.rows_begin, r.rows_end};
     micro_.begin_step(n, opt_.micro_batch, r, net_.compute_grads(),
                       ordered_sum_over(comm_, micro_shard_count(n, opt_.micro_batch),
                                        "exact-mode micro-shard sum"));
@@ -288,8 +295,18 @@ EpochReport Trainer::train_epoch(
   DT_CHECK(p.steps_done >= 0 && p.steps_done <= r.steps, "epoch {}: starts after step {} of {}",
            epoch + 1, p.steps_done, r.steps);
   const double t0 = now_seconds(), seconds_before = p.train_seconds;
+  // A streamed data set decodes this rank's samples of the next steps in its data threads
+  // while the current step computes; the ids are known from the epoch's order.
+  const int depth = data.source ? data.source->prefetch_depth() : 0;
+  int64_t announced = p.steps_done;  // steps before this one were announced
   while (p.steps_done < r.steps && !r.stop) {
     const int64_t s = p.steps_done;
+    for (; announced < std::min(r.steps, s + 1 + depth) && depth > 0; ++announced) {
+      if (announced == s) continue;  // read now anyway
+      const int64_t ab = sampler.batch_begin(announced), ae = sampler.batch_end(announced);
+      const ShardRange mine = rows_of_batch(ae - ab);
+      data.source->prefetch(order.data() + ab + mine.begin, mine.end - mine.begin);
+    }
     const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
     StepMetrics m = train_step(data, order.data() + b, e - b, epoch);
     p.loss_sum += m.loss_sum;

@@ -172,6 +172,9 @@ class Trainer {
     if (opt_.profile) opt_.profile->mark(backend_, phase);
   }
   void ensure_batch(int64_t n, const Dataset& data);
+  // The rows of a global batch of n samples that this rank computes (exact mode: its run of
+  // whole micro-shards).
+  ShardRange rows_of_batch(int64_t n) const;
   // The samples `ids` into x_ and t_ (on the backend's device).
   // With augment, training's batches: augmented as opt_.augment says, keyed by (seed, epoch,
   // global sample id), never by the position in this rank's shard.

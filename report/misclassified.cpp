@@ -11,8 +11,8 @@ constexpr int kZoom = 3, kColumns = 5, kPad = 8, kCaptionScale = 2;
 
 Raster misclassified_grid(const data::Dataset& data, const std::vector<int32_t>& predictions,
                           int max_images) {
-  const Tensor& images = data.images;
-  const int64_t n = images.dim(0), channels = images.dim(1), h = images.dim(2), w = images.dim(3);
+  const Shape shape = data.sample_shape();
+  const int64_t n = data.size(), channels = shape[0], h = shape[1], w = shape[2];
   DT_CHECK(int64_t(predictions.size()) == n, "{} predictions for {} samples", predictions.size(), n);
   const int32_t* labels = data.labels.data<int32_t>();
   std::vector<int64_t> wrong;
@@ -28,12 +28,12 @@ Raster misclassified_grid(const data::Dataset& data, const std::vector<int32_t>&
   const int width = std::max(columns * cell_w + kPad, Raster::text_width(title, kCaptionScale) + 2 * kPad);
   Raster r(width, title_h + (wrong.empty() ? 0 : rows * cell_h), kWhite);
   r.text(kPad, kPad, title, kBlack, kCaptionScale);
-  const uint8_t* pixels = images.data<uint8_t>();
+  const data::BatchPixels pixels(data, wrong.data(), int64_t(wrong.size()));  // a streamed set too
   for (size_t k = 0; k < wrong.size(); ++k) {
     const int64_t i = wrong[k];
     const int x0 = kPad + int(k % kColumns) * cell_w, y0 = title_h + int(k / kColumns) * cell_h;
     r.text(x0, y0, fmt::format("{}/{}", labels[i], predictions[i]), Rgb{200, 30, 30}, kCaptionScale);
-    const uint8_t* img = pixels + i * channels * h * w;
+    const uint8_t* img = pixels.at(int64_t(k));
     for (int64_t y = 0; y < h; ++y)
       for (int64_t x = 0; x < w; ++x) {
         // Dark ink on white, as the book shows digits (matplotlib's gray_r).

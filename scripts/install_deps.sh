@@ -11,7 +11,7 @@ set -euo pipefail
 PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libprotobuf-dev
   libopenblas-openmp-dev protobuf-compiler libgtest-dev libcli11-dev libfmt-dev nlohmann-json3-dev zlib1g-dev
   libssl-dev libdnnl-dev ocl-icd-opencl-dev libopenmpi-dev openmpi-bin libpng-dev npm nodejs dataset-fashion-mnist
-  python3-numpy shellcheck libonnx-dev python3-onnx)
+  python3-numpy shellcheck libonnx-dev python3-onnx libjpeg62-turbo-dev)
 
 for arg in "$@"; do
   case "$arg" in

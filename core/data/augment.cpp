@@ -106,23 +106,20 @@ void augment_sample(const uint8_t* in, int c, int h, int w, const AugmentParams&
 void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch,
                             uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t) {
   if (!cfg.enabled()) return gather_batch(d, ids, n, x, t);
-  const int64_t count = d.images.dim(0);
-  const int c = int(d.images.dim(1)), h = int(d.images.dim(2)), w = int(d.images.dim(3));
+  const Shape shape = d.sample_shape();
+  const int c = int(shape[0]), h = int(shape[1]), w = int(shape[2]);
   const int64_t sample = int64_t(c) * h * w;
   DT_CHECK(x.numel() == n * sample && t.numel() == n,
            "gather_batch_augmented: x {} / t {} do not fit {} samples of {}", x.shape().str(),
-           t.shape().str(), n, d.images.shape().str());
-  for (int64_t i = 0; i < n; ++i)  // checked here: nothing may throw inside the parallel loop
-    DT_CHECK(ids[i] >= 0 && ids[i] < count, "gather_batch_augmented: sample id {} out of range "
-             "[0, {})", ids[i], count);
-  const uint8_t* src = d.images.data<uint8_t>();
+           t.shape().str(), n, shape.str());
+  const BatchPixels pixels(d, ids, n);  // checks the ids: nothing may throw in the parallel loop
   const int32_t* labels = d.labels.data<int32_t>();
   float* xd = x.data<float>();
   int32_t* td = t.data<int32_t>();
 #pragma omp parallel for schedule(dynamic, 4)
   for (int64_t i = 0; i < n; ++i) {
     const AugmentParams p = draw_augment(cfg, seed, epoch, ids[i]);
-    augment_sample(src + ids[i] * sample, c, h, w, p, xd + i * sample);
+    augment_sample(pixels.at(i), c, h, w, p, xd + i * sample);
     td[i] = labels[ids[i]];
   }
 }

@@ -142,29 +142,46 @@ DatasetSplit load_dataset(const std::string& dataset_name, const std::string& di
   return split;
 }
 
+Shape Dataset::sample_shape() const {
+  if (source) return source->sample_shape();
+  const auto& d = images.shape().dims();
+  return Shape(std::vector<int64_t>(d.begin() + 1, d.end()));
+}
+
+BatchPixels::BatchPixels(const Dataset& d, const int64_t* ids, int64_t n)
+    : ids_(ids), sample_(d.sample_shape().numel()) {
+  const int64_t count = d.size();
+  for (int64_t i = 0; i < n; ++i)
+    DT_CHECK(ids[i] >= 0 && ids[i] < count, "gather: sample id {} out of range [0, {})", ids[i],
+             count);
+  if (!d.source) {
+    base_ = d.images.data<uint8_t>();
+    return;
+  }
+  buffer_.resize(size_t(n * sample_));
+  if (n) d.source->read(ids, n, buffer_.data());
+}
+
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t) {
-  const int64_t count = d.images.dim(0);
-  const int64_t sample = d.images.numel() / std::max<int64_t>(count, 1);
+  const int64_t sample = d.sample_shape().numel();
   DT_CHECK(x.numel() == n * sample && t.numel() == n,
            "gather_batch: x {} / t {} do not fit {} samples of {}", x.shape().str(),
-           t.shape().str(), n, d.images.shape().str());
+           t.shape().str(), n, d.sample_shape().str());
   // A table of the 256 possible values, each computed as the float division numpy does.
   static const std::array<float, 256> scale = [] {
     std::array<float, 256> s{};
     for (int p = 0; p < 256; ++p) s[p] = float(p) / 255.0f;
     return s;
   }();
-  const uint8_t* src = d.images.data<uint8_t>();
+  const BatchPixels pixels(d, ids, n);
   const int32_t* labels = d.labels.data<int32_t>();
   float* xd = x.data<float>();
   int32_t* td = t.data<int32_t>();
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t id = ids[i];
-    DT_CHECK(id >= 0 && id < count, "gather_batch: sample id {} out of range [0, {})", id, count);
-    const uint8_t* s = src + id * sample;
+    const uint8_t* s = pixels.at(i);
     float* o = xd + i * sample;
     for (int64_t k = 0; k < sample; ++k) o[k] = scale[s[k]];
-    td[i] = labels[id];
+    td[i] = labels[ids[i]];
   }
 }
 

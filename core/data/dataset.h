@@ -1,17 +1,40 @@
 #pragma once
 // The two data sets of the book's chapter 8: MNIST and Fashion-MNIST (same shapes, 10 classes).
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "core/tensor.h"
 
 namespace deeptrain::data {
 
+// Samples decoded on demand by global index, for a data set that is not held in memory (a
+// packed one: core/data/shard_reader.h). Thread-safe.
+class SampleSource {
+ public:
+  virtual ~SampleSource() = default;
+  virtual Shape sample_shape() const = 0;  // (C, H, W)
+  // Samples ids[0..n) as u8 (C, H, W) each, one after another into out. Throws InputError
+  // naming the file and sample of a corrupt one.
+  virtual void read(const int64_t* ids, int64_t n, uint8_t* out) = 0;
+  // How many batches ahead a caller may announce with prefetch() (0: it need not).
+  virtual int prefetch_depth() const { return 0; }
+  // These samples will be read soon: the source may decode them ahead, in its own threads.
+  virtual void prefetch(const int64_t* /*ids*/, int64_t /*n*/) {}
+  // Identifies the content (the multi-rank consistency check compares it between ranks).
+  virtual std::string fingerprint() const = 0;
+};
+
 struct Dataset {
   std::string name;
-  Tensor images;  // u8 (N, C, H, W)
-  Tensor labels;  // i32 (N)
+  Tensor images;  // u8 (N, C, H, W); unset when `source` streams the samples
+  Tensor labels;  // i32 (N): always in memory (4 bytes a sample), so the sampler needs no I/O
   int num_classes = 0;
+  std::shared_ptr<SampleSource> source;  // set: samples are read from it by global index
+
+  int64_t size() const { return labels.numel(); }
+  Shape sample_shape() const;  // (C, H, W)
 };
 
 struct DatasetSplit {
@@ -25,6 +48,23 @@ struct DatasetSplit {
 // train_limit / test_limit > 0 keep only the first that many samples (for quick runs).
 DatasetSplit load_dataset(const std::string& dataset_name, const std::string& dir,
                           bool verify_checksums, int64_t train_limit = 0, int64_t test_limit = 0);
+
+// The u8 pixels of the batch ids[0..n) (ids checked against d.size()): sample i at at(i). In
+// memory they point into d.images; a streamed set's are read from d.source, the whole batch in
+// one read. Every gather goes through it, so both kinds give the same pixels to the same code.
+class BatchPixels {
+ public:
+  BatchPixels(const Dataset& d, const int64_t* ids, int64_t n);
+  const uint8_t* at(int64_t i) const {
+    return buffer_.empty() ? base_ + ids_[i] * sample_ : buffer_.data() + i * sample_;
+  }
+
+ private:
+  const int64_t* ids_;
+  const uint8_t* base_ = nullptr;
+  int64_t sample_;
+  std::vector<uint8_t> buffer_;
+};
 
 // Book normalisation: x = pixel / 255.0f (a float division, to match numpy float32 bit for bit).
 // Copies samples ids[0..n) into x (f32, (n, C, H, W), already allocated) and t (i32, (n)).

@@ -1,0 +1,192 @@
+// `deeptrain pack`: a data set (an image folder, a `path,label` list, or a built-in set) into
+// indexed shards (core/data/shard_format.h) that `data { dataset: "shards" }` trains from; and
+// `deeptrain export-images`: a built-in set as a folder of PNG files with a list file, the
+// start of docs/own_data.md's example (and of the test that shards give the IDX batches).
+#include <algorithm>
+#include <filesystem>
+#include <iostream>
+#include <memory>
+
+#include "app/commands.h"
+#include "app/output.h"
+#include "core/data/cifar.h"
+#include "core/data/image_codec.h"
+#include "core/data/image_list.h"
+#include "core/data/shard_writer.h"
+#include "core/error.h"
+#include "core/io/atomic_file.h"
+#include "core/io/read_file.h"
+
+namespace deeptrain::app {
+namespace {
+namespace fs = std::filesystem;
+
+struct PackOptions {
+  std::string out, folder, list, builtin, data_dir, split = "train", on_bad = "fail";
+  double shard_mb = 64;
+  int64_t limit = 0;
+  bool json = false;
+};
+
+data::Dataset load_builtin(const std::string& name, const std::string& dir,
+                           const std::string& split, int64_t limit) {
+  const std::string d = dir.empty() ? "data/" + name : dir;
+  const bool train = split == "train";
+  data::DatasetSplit s = name == "cifar10"
+                             ? data::load_cifar10(d, train ? limit : 1, train ? 1 : limit)
+                             : data::load_dataset(name, d, false, train ? limit : 1, train ? 1 : limit);
+  return train ? std::move(s.train) : std::move(s.test);
+}
+
+// Why an image file cannot be packed, or "" when it can (its shape then in *img).
+std::string check_image(const std::string& path, std::string* bytes, data::DecodedImage* img,
+                        data::ImageFormat* format) {
+  try {
+    *bytes = io::read_file(path, uint64_t(1) << 30, "an image");
+    *img = data::decode_image(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size(), path);
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  *format = data::sniff_image_format(reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size());
+  std::string ext = fs::path(path).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  const bool png = *format == data::ImageFormat::png;
+  if ((png && ext != ".png") || (!png && ext != ".jpg" && ext != ".jpeg"))
+    return fmt::format("{}: wrong extension: the file holds a {} image", path, png ? "PNG" : "JPEG");
+  return "";
+}
+
+void run_pack(const PackOptions& o) {
+  Output out(o.json);
+  const int sources = !o.folder.empty() + !o.list.empty() + !o.builtin.empty();
+  if (sources != 1) fail_input("pack: give exactly one of --folder, --list, --builtin");
+  data::ShardWriter writer(o.out, std::max<int64_t>(1, int64_t(o.shard_mb * 1024 * 1024)));
+  proto::ShardManifest m;
+  m.mutable_options()->set_shard_bytes(int64_t(o.shard_mb * 1024 * 1024));
+  m.mutable_options()->set_skip_bad(o.on_bad == "skip");
+  std::vector<std::string> skipped;
+  int64_t total = 0;
+  auto progress = [&](int64_t done) {
+    if (total >= 10 && done % ((total + 9) / 10) == 0 && !o.json)
+      out.note(fmt::format("pack: {}/{} images", done, total));
+  };
+  if (!o.builtin.empty()) {
+    const data::Dataset d = load_builtin(o.builtin, o.data_dir, o.split, o.limit);
+    m.set_source(fmt::format("{} {} ({})", o.builtin, o.split, o.data_dir.empty() ? "data/" + o.builtin : o.data_dir));
+    for (int c = 0; c < d.num_classes; ++c) m.add_class_names(std::to_string(c));
+    const Shape s = d.sample_shape();
+    total = d.size();
+    for (int64_t i = 0; i < total; ++i) {
+      const uint8_t* px = d.images.data<uint8_t>() + i * s.numel();
+      writer.add(data::encode_png(px, int(s[0]), int(s[1]), int(s[2])), data::ImageFormat::png,
+                 d.labels.data<int32_t>()[i], int(s[0]), int(s[1]), int(s[2]));
+      progress(i + 1);
+    }
+  } else {
+    const data::ImageList list = o.folder.empty() ? data::read_image_list(o.list)
+                                                  : data::list_image_folder(o.folder);
+    m.set_source(o.folder.empty() ? o.list : o.folder);
+    for (const std::string& c : list.class_names) m.add_class_names(c);
+    total = o.limit > 0 ? std::min<int64_t>(o.limit, int64_t(list.entries.size()))
+                        : int64_t(list.entries.size());
+    std::string bytes;
+    data::DecodedImage img;
+    data::ImageFormat format{};
+    for (int64_t i = 0; i < total; ++i) {
+      const data::ImageEntry& e = list.entries[size_t(i)];
+      const std::string why = check_image(e.path, &bytes, &img, &format);
+      if (!why.empty()) {
+        if (o.on_bad != "skip")
+          fail_input("pack: bad image {} (nothing packed; --on-bad skip packs the rest)", why);
+        skipped.push_back(why);
+        out.note("pack: skipped " + why);
+      } else {
+        writer.add(bytes, format, e.label, img.channels, img.height, img.width);
+      }
+      progress(i + 1);
+    }
+  }
+  m.mutable_options()->set_skipped(int64_t(skipped.size()));
+  const proto::ShardManifest done = writer.finish(m);
+  Json skipped_json = Json::array();
+  for (const std::string& s : skipped) skipped_json.push_back(s);
+  out.event(Json{{"event", "packed"}, {"dir", o.out}, {"samples", done.num_samples()},
+                 {"shards", done.shards_size()}, {"classes", done.class_names_size()},
+                 {"skipped", skipped_json}},
+            fmt::format("packed {} images of {} classes into {} shard{} in {}{}",
+                        done.num_samples(), done.class_names_size(), done.shards_size(),
+                        done.shards_size() == 1 ? "" : "s", o.out,
+                        skipped.empty() ? "" : fmt::format(" ({} bad images skipped)", skipped.size())));
+}
+
+struct ExportOptions {
+  std::string builtin, data_dir, split = "test", out;
+  int64_t limit = 0;
+};
+
+// DIR/<label>/<index>.png for every sample, and DIR/list.csv (`path,label` in the set's order,
+// so that packing the list keeps every sample's global index).
+void run_export(const ExportOptions& o) {
+  const data::Dataset d = load_builtin(o.builtin, o.data_dir, o.split, o.limit);
+  const Shape s = d.sample_shape();
+  std::error_code ec;
+  if (fs::exists(fs::path(o.out) / "list.csv", ec))
+    fail_input("{}: already holds an export (list.csv); export into another directory", o.out);
+  std::string list = "path,label\n";
+  for (int64_t i = 0; i < d.size(); ++i) {
+    const int32_t label = d.labels.data<int32_t>()[i];
+    const std::string rel = fmt::format("{}/{:05d}.png", label, i);
+    fs::create_directories(fs::path(o.out) / std::to_string(label));
+    const std::string png = data::encode_png(d.images.data<uint8_t>() + i * s.numel(), int(s[0]),
+                                             int(s[1]), int(s[2]));
+    io::write_file_atomic((fs::path(o.out) / rel).string(), png);
+    list += fmt::format("{},{}\n", rel, label);
+  }
+  io::write_file_atomic((fs::path(o.out) / "list.csv").string(), list);  // last: the export is whole
+  std::printf("exported %lld %s %s images to %s (list: %s)\n", static_cast<long long>(d.size()),
+              o.builtin.c_str(), o.split.c_str(), o.out.c_str(),
+              (fs::path(o.out) / "list.csv").string().c_str());
+}
+
+}  // namespace
+
+void add_data_commands(CLI::App& cli) {
+  auto p = std::make_shared<PackOptions>();
+  CLI::App* sub = cli.add_subcommand("pack", "pack images into indexed shards for training "
+                                             "(data { dataset: \"shards\" })");
+  sub->add_option("--out", p->out, "the output directory (a new pack)")->required();
+  sub->add_option("--folder", p->folder, "an image folder: one subdirectory per class");
+  sub->add_option("--list", p->list, "a list file of `path,label` lines");
+  sub->add_option("--builtin", p->builtin, "a built-in set")
+      ->check(CLI::IsMember({"mnist", "fashion_mnist", "cifar10"}));
+  sub->add_option("--data-dir", p->data_dir, "--builtin's files (default data/<set>)");
+  sub->add_option("--split", p->split, "--builtin's split")->check(CLI::IsMember({"train", "test"}))
+      ->capture_default_str();
+  sub->add_option("--shard-mb", p->shard_mb, "close a shard once it holds this many MiB")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  sub->add_option("--on-bad", p->on_bad, "a bad image (unreadable, empty, truncated, wrong "
+                  "extension): fail, or skip it and name it")
+      ->check(CLI::IsMember({"fail", "skip"}))->capture_default_str();
+  sub->add_option("--limit", p->limit, "pack only the first N images")->check(nonnegative_integer());
+  sub->add_flag("--json", p->json, "one JSON object per line on stdout");
+  sub->footer("Examples:\n"
+              "  deeptrain pack --folder photos/train --out packs/photos/train\n"
+              "  deeptrain pack --list fmnist_png/list.csv --out packs/fmnist/test\n"
+              "  deeptrain pack --builtin mnist --split train --out packs/mnist/train");
+  sub->callback([p] { run_pack(*p); });
+
+  auto e = std::make_shared<ExportOptions>();
+  CLI::App* ex = cli.add_subcommand("export-images", "write a built-in set as PNG files "
+                                                     "(DIR/<label>/<index>.png) and DIR/list.csv");
+  ex->add_option("--builtin", e->builtin, "the set")
+      ->check(CLI::IsMember({"mnist", "fashion_mnist", "cifar10"}))->required();
+  ex->add_option("--data-dir", e->data_dir, "its files (default data/<set>)");
+  ex->add_option("--split", e->split, "which split")->check(CLI::IsMember({"train", "test"}))
+      ->capture_default_str();
+  ex->add_option("--out", e->out, "the output directory")->required();
+  ex->add_option("--limit", e->limit, "only the first N images")->check(nonnegative_integer());
+  ex->footer("Example:\n  deeptrain export-images --builtin fashion_mnist --split test --out fmnist_png");
+  ex->callback([e] { run_export(*e); });
+}
+
+}  // namespace deeptrain::app

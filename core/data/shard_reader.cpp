@@ -1,0 +1,250 @@
+#include "core/data/shard_reader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+
+#include "core/checksum.h"
+#include "core/data/image_codec.h"
+#include "core/data/shard_format.h"
+#include "core/error.h"
+#include "core/io/read_file.h"
+
+namespace deeptrain::data {
+namespace fs = std::filesystem;
+namespace {
+
+struct Shard {
+  std::string path;
+  int fd = -1;
+  int64_t first = 0;
+  std::vector<IndexRecord> records;
+};
+
+class ShardSource final : public SampleSource {
+ public:
+  ShardSource(std::string dir, std::vector<Shard> shards, Shape shape, std::string fingerprint,
+              const ShardReadOptions& o)
+      : dir_(std::move(dir)), shards_(std::move(shards)), shape_(std::move(shape)),
+        fingerprint_(std::move(fingerprint)), depth_(std::max(0, o.prefetch_batches)) {
+    for (int i = 0; i < std::max(0, o.threads); ++i) workers_.emplace_back([this] { work(); });
+  }
+  ~ShardSource() override {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (std::thread& t : workers_) t.join();
+    for (Shard& s : shards_) ::close(s.fd);
+  }
+
+  Shape sample_shape() const override { return shape_; }
+  std::string fingerprint() const override { return fingerprint_; }
+  int prefetch_depth() const override { return workers_.empty() ? 0 : depth_; }
+
+  void prefetch(const int64_t* ids, int64_t n) override {
+    if (workers_.empty()) return;
+    std::lock_guard<std::mutex> lock(mu_);
+    // Bounded memory: announced samples beyond depth_ batches of this size are not decoded
+    // ahead (read() decodes them when they are due).
+    const size_t cap = size_t(std::max(1, depth_)) * size_t(std::max<int64_t>(n, 1));
+    for (int64_t i = 0; i < n && slots_.size() < cap; ++i)
+      if (slots_.emplace(ids[i], Slot{}).second) queue_.push_back(ids[i]);
+    cv_.notify_all();
+  }
+
+  void read(const int64_t* ids, int64_t n, uint8_t* out) override {
+    const int64_t sample = shape_.numel();
+    if (workers_.empty()) {
+      for (int64_t i = 0; i < n; ++i) decode_into(ids[i], out + i * sample);
+      return;
+    }
+    std::unique_lock<std::mutex> lock(mu_);
+    // Ahead of anything announced: the batch due now is what the training thread waits for.
+    for (int64_t i = n - 1; i >= 0; --i)
+      if (slots_.emplace(ids[i], Slot{}).second) queue_.push_front(ids[i]);
+    cv_.notify_all();
+    std::string error;
+    for (int64_t i = 0; i < n; ++i) {
+      done_.wait(lock, [&] { return slots_.at(ids[i]).ready; });
+      const Slot& s = slots_.at(ids[i]);
+      if (!s.error.empty() && error.empty()) error = s.error;
+      if (s.error.empty()) std::memcpy(out + i * sample, s.pixels.data(), size_t(sample));
+    }
+    for (int64_t i = 0; i < n; ++i) slots_.erase(ids[i]);
+    if (!error.empty()) throw InputError(error);
+  }
+
+ private:
+  struct Slot {
+    bool ready = false;
+    std::vector<uint8_t> pixels;
+    std::string error;
+  };
+
+  void work() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+      if (stop_) return;
+      const int64_t id = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      std::vector<uint8_t> pixels(size_t(shape_.numel()));
+      std::string error;
+      try {
+        decode_into(id, pixels.data());
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      lock.lock();
+      auto it = slots_.find(id);
+      if (it == slots_.end()) continue;
+      it->second.pixels = std::move(pixels);
+      it->second.error = std::move(error);
+      it->second.ready = true;
+      done_.notify_all();
+    }
+  }
+
+  // Reads, checks and decodes global sample `id` (any thread).
+  void decode_into(int64_t id, uint8_t* out) const {
+    auto it = std::upper_bound(shards_.begin(), shards_.end(), id,
+                               [](int64_t v, const Shard& s) { return v < s.first; });
+    const Shard& s = *(it - 1);
+    const IndexRecord& r = s.records[size_t(id - s.first)];
+    const std::string what = fmt::format("{}: sample {} at offset {}", s.path, id, r.offset);
+    std::vector<uint8_t> bytes(r.size);
+    const ssize_t got = ::pread(s.fd, bytes.data(), r.size, off_t(r.offset));
+    if (got != ssize_t(r.size))
+      fail_input("{}: read {} of {} bytes{}{}", what, std::max<ssize_t>(got, 0), r.size,
+                 got < 0 ? ": " : " (the shard is shorter than its index says)",
+                 got < 0 ? std::strerror(errno) : "");
+    if (crc32_of(bytes.data(), bytes.size()) != r.crc32)
+      fail_input("{}: CRC-32 mismatch with the index: the shard is corrupt", what);
+    const DecodedImage img = decode_image(bytes.data(), bytes.size(), what);
+    if (img.channels != shape_[0] || img.height != shape_[1] || img.width != shape_[2])
+      fail_input("{}: a {}-channel {}x{} image, the model takes {} (channels, height, width)",
+                 what, img.channels, img.height, img.width, shape_.str());
+    std::memcpy(out, img.pixels.data(), img.pixels.size());
+  }
+
+  std::string dir_;
+  std::vector<Shard> shards_;
+  Shape shape_;
+  std::string fingerprint_;
+  int depth_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_;
+  std::deque<int64_t> queue_;
+  std::unordered_map<int64_t, Slot> slots_;
+  bool stop_ = false;
+  std::vector<std::thread> workers_;  // last: they start once everything above exists
+};
+
+std::string file_sha256(const std::string& path, int fd) {
+  Sha256 sha;
+  std::vector<char> buf(1 << 20);
+  for (off_t at = 0;;) {
+    const ssize_t got = ::pread(fd, buf.data(), buf.size(), at);
+    if (got < 0) fail_input("{}: read error: {}", path, std::strerror(errno));
+    if (got == 0) break;
+    sha.update(buf.data(), size_t(got));
+    at += got;
+  }
+  return sha.hex();
+}
+
+}  // namespace
+
+Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t limit) {
+  const proto::ShardManifest m = read_manifest(dir);
+  const std::string manifest_path = (fs::path(dir) / kManifestName).string();
+  Shape shape = o.expected;
+  if (shape.rank() == 0) {
+    if (m.channels() == 0)
+      fail_input("{}: the packed images differ in size; set model.input to the shape to train "
+                 "on (resizing at read time is not implemented yet: pack images of one size)",
+                 manifest_path);
+    shape = Shape{m.channels(), m.height(), m.width()};
+  }
+  Dataset d;
+  d.name = fs::path(dir).lexically_normal().filename().string();
+  if (d.name.empty()) d.name = fs::path(dir).lexically_normal().parent_path().filename().string();
+  d.num_classes = m.class_names_size();
+  const int64_t n = limit > 0 ? std::min<int64_t>(limit, m.num_samples()) : m.num_samples();
+  d.labels = Tensor::empty({n}, DType::i32);
+  std::vector<Shard> shards;
+  // Closes what was opened when a later shard is refused.
+  struct Closer {
+    std::vector<Shard>* s;
+    bool armed = true;
+    ~Closer() {
+      if (armed)
+        for (Shard& x : *s) ::close(x.fd);
+    }
+  } closer{&shards};
+  std::string fingerprint = fmt::format("{} samples", m.num_samples());
+  for (const proto::ShardFile& f : m.shards()) {
+    if (f.first_sample() >= n) break;
+    Shard s;
+    s.path = (fs::path(dir) / f.tar()).string();
+    s.first = f.first_sample();
+    const std::string index_path = (fs::path(dir) / f.index()).string();
+    const std::string index = io::read_file(index_path, uint64_t(1) << 32, "a shard index");
+    if (sha256_hex(index.data(), index.size()) != f.index_sha256())
+      fail_input("{}: SHA-256 differs from {}'s: the index does not belong to this pack (or is "
+                 "corrupt)", index_path, manifest_path);
+    uint64_t tar_bytes = 0;
+    s.records = decode_index(index_path, index, &tar_bytes);
+    if (int64_t(s.records.size()) != f.num_samples() || int64_t(tar_bytes) != f.tar_bytes())
+      fail_input("{}: {} records for a tar of {} bytes; {} says {} samples in {} bytes", index_path,
+                 s.records.size(), tar_bytes, manifest_path, f.num_samples(), f.tar_bytes());
+    s.fd = ::open(s.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (s.fd < 0) fail_input("{}: cannot open: {} (a shard of {})", s.path, std::strerror(errno), dir);
+    shards.push_back(s);
+    struct stat st{};
+    if (::fstat(s.fd, &st) != 0 || st.st_size != f.tar_bytes())
+      fail_input("{}: {} bytes, its index and {} say {}: truncated or replaced", s.path,
+                 int64_t(st.st_size), manifest_path, f.tar_bytes());
+    if (o.verify_checksums && file_sha256(s.path, s.fd) != f.tar_sha256())
+      fail_input("{}: SHA-256 mismatch with {}: the shard is corrupt", s.path, manifest_path);
+    for (size_t i = 0; i < s.records.size(); ++i) {
+      const int64_t g = s.first + int64_t(i);
+      if (s.records[i].label < 0 || s.records[i].label >= d.num_classes)
+        fail_input("{}: sample {} has label {}, out of range [0, {}) (the classes {} names)",
+                   index_path, g, s.records[i].label, d.num_classes, manifest_path);
+      if (g < n) d.labels.data<int32_t>()[g] = s.records[i].label;
+    }
+    fingerprint += " " + f.tar_sha256();
+  }
+  closer.armed = false;
+  d.source = std::make_shared<ShardSource>(dir, std::move(shards), shape, fingerprint, o);
+  return d;
+}
+
+std::string describe_pack(const std::string& dir) {
+  try {
+    const proto::ShardManifest m = read_manifest(dir);
+    open_shards(dir, ShardReadOptions{0, 0, false, {}});  // the indexes and shard sizes
+    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{} (format {})\n", dir,
+                       m.num_samples(), m.class_names_size(), m.shards_size(),
+                       m.shards_size() == 1 ? "" : "s", m.channels(), m.height(), m.width(),
+                       m.format_version());
+  } catch (const InputError& e) {
+    return fmt::format("{}: unusable: {}\n", dir, e.what());
+  }
+}
+
+}  // namespace deeptrain::data
