@@ -34,10 +34,11 @@ void run_export(const ExportOptions& o) {
     if (o.onnx.empty() || !o.npz.empty())
       fail_input("export: ONNX takes a config with --weights W, or a checkpoint, and --onnx "
                  "OUT.onnx (not --npz)");
-    if (!o.weights.empty()) run_export_onnx({o.path, o.weights, "", o.onnx, o.softmax, o.json});
-    else run_export_onnx({"", "", checkpoint_at(o.path), o.onnx, o.softmax, o.json});
+    if (!o.weights.empty()) run_export_onnx({o.path, o.weights, "", o.onnx, o.softmax, o.json, o.fp16});
+    else run_export_onnx({"", "", checkpoint_at(o.path), o.onnx, o.softmax, o.json, o.fp16});
     return;
   }
+  if (o.fp16) fail_input("export: --fp16 is for --onnx (an .npz keeps the checkpoint's float32)");
   if (o.npz.empty()) fail_input("export: give --npz OUT.npz (a checkpoint) or --onnx OUT.onnx");
   const std::string path = checkpoint_at(o.path);
   const io::TrainingState s = io::load_checkpoint(path);
@@ -78,12 +79,15 @@ void add_export_command(CLI::App& cli) {
   sub->add_option("--weights", o->weights, "with --onnx: the positional argument is a config, and "
                                            "this its weights file");
   sub->add_flag("--softmax", o->softmax, "with --onnx: end with Softmax (output 'probabilities')");
+  sub->add_flag("--fp16", o->fp16, "with --onnx: float16 weights and activations (half the "
+                                   "file; input and output stay float32; docs/onnx.md)");
   sub->add_flag("--json", o->json, "with --onnx: one JSON object per line");
   sub->footer(
       "Examples:\n"
       "  deeptrain export runs/dcn/checkpoints --npz dcn.npz\n"
       "  deeptrain export examples/deep_convnet_mnist.prototxt --weights dcn.weights --onnx dcn.onnx\n"
       "  deeptrain export runs/dcn/checkpoints --onnx dcn.onnx\n"
+      "  deeptrain export runs/dcn/checkpoints --onnx dcn_fp16.onnx --fp16\n"
       "  python3 -c \"import numpy as np; print(np.load('dcn.npz')['conv1.W'].shape)\"");
   sub->callback([o] { run_export(*o); });
 }

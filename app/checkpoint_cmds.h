@@ -17,7 +17,7 @@ struct ExportOptions {
   std::string path;     // as InspectOptions::path
   std::string npz;      // output .npz
   std::string onnx, weights;  // ONNX instead, of the checkpoint or (with weights) of a config
-  bool softmax = false, json = false;
+  bool softmax = false, json = false, fp16 = false;
 };
 
 // Each runs from its subcommand's callback during parsing (as `plot` does); errors propagate

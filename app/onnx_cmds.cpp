@@ -50,6 +50,7 @@ void run_export_onnx(const OnnxExportCli& o) {
   else io::load_weights(o.weights, *s.net);
   io::OnnxExportOptions eo;
   eo.softmax = o.softmax;
+  eo.fp16 = o.fp16;
   const std::string& ds = cfg.data().dataset();
   if (ds == "fashion_mnist") {
     eo.class_names = {"T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -64,9 +65,11 @@ void run_export_onnx(const OnnxExportCli& o) {
   io::write_file_atomic(o.onnx, bytes);
   Output out(o.json);
   out.event({{"event", "onnx_export"}, {"path", o.onnx}, {"opset", io::kOnnxOpset},
-             {"bytes", bytes.size()}, {"output", o.softmax ? "probabilities" : "logits"}},
-            fmt::format("wrote {}: ONNX opset {}, input 'input' (batch, {}, {}, {}), output '{}', "
-                        "{} bytes", o.onnx, io::kOnnxOpset, s.net->input_shape()[0],
+             {"bytes", bytes.size()}, {"output", o.softmax ? "probabilities" : "logits"},
+             {"precision", o.fp16 ? "float16" : "float32"}},
+            fmt::format("wrote {}: ONNX opset {}{}, input 'input' (batch, {}, {}, {}), output '{}', "
+                        "{} bytes", o.onnx, io::kOnnxOpset,
+                        o.fp16 ? " (float16 weights and computation)" : "", s.net->input_shape()[0],
                         s.net->input_shape()[1], s.net->input_shape()[2],
                         o.softmax ? "probabilities" : "logits", bytes.size()));
 }

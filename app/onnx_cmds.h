@@ -12,6 +12,7 @@ struct OnnxExportCli {
   std::string config, weights, checkpoint, onnx;
   bool softmax = false;  // end the graph with Softmax ("probabilities")
   bool json = false;
+  bool fp16 = false;     // float16 weights and activations (io::OnnxExportOptions::fp16)
 };
 struct OnnxImportCli {
   std::string model, out, weights;

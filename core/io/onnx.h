@@ -19,6 +19,10 @@ inline constexpr int64_t kOnnxMinImportOpset = 9, kOnnxMaxImportOpset = 17;
 
 struct OnnxExportOptions {
   bool softmax = false;                  // end with Softmax: "probabilities" instead of "logits"
+  // Float16 initializers and activations: the float32 input is cast to float16 by the first
+  // node and the output back to float32 by the last (the graph's input and output stay
+  // float32). Half the file; ONNX Runtime's CPU kernels run it (docs/onnx.md: precision).
+  bool fp16 = false;
   std::vector<std::string> class_names;  // metadata "class_names", comma-separated
   std::string normalization;             // metadata "input_normalization"
   std::string config_text;               // metadata "deeptrain_config" (the experiment config)
@@ -26,7 +30,8 @@ struct OnnxExportOptions {
 // The serialized ModelProto of `net` in evaluation mode: input "input" (batch, C, H, W) float32,
 // output "logits" (batch, classes) or "probabilities". Parameters keep their names ("conv1.W")
 // as float32 initializers; BatchNorm's running statistics stay float64 (as deeptrain holds them)
-// and are cast to float32 in the graph, so that import restores them exactly.
+// and are cast to float32 in the graph, so that import restores them exactly. With o.fp16 every
+// initializer is float16 (import reads float32 and float64 ones only).
 std::string export_onnx(const Net& net, const OnnxExportOptions& o);
 
 struct OnnxImport {

@@ -1,5 +1,7 @@
 // A Net as an ONNX model (core/io/onnx.h). Each layer becomes standard operators; tensor names
 // are layer names, so that import (onnx_import.cpp) gives back the same layers and weights.
+#include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "core/error.h"
@@ -48,8 +50,24 @@ class GraphWriter {
     t->set_data_type(type);
     t->set_raw_data(data, bytes);
   }
-  void tensor(const std::string& name, const Tensor& x) {
+  // With half: float16 values (round to nearest even); a value beyond float16's range
+  // (|v| > 65504, or not finite) is an InputError naming the tensor, before anything is written.
+  void tensor(const std::string& name, const Tensor& x, bool half = false) {
     DT_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::f64, "onnx export: {} dtype", name);
+    if (half) {
+      std::vector<uint16_t> h(size_t(x.numel()));
+      for (size_t i = 0; i < h.size(); ++i) {
+        const double v = x.dtype() == DType::f32 ? double(static_cast<const float*>(x.raw())[i])
+                                                 : static_cast<const double*>(x.raw())[i];
+        if (!(std::fabs(v) <= 65504.0))
+          fail_input("onnx export --fp16: tensor '{}' holds {} (element {}), beyond float16's "
+                     "range (|v| <= 65504)", name, v, i);
+        const _Float16 f = static_cast<_Float16>(static_cast<float>(v));
+        std::memcpy(&h[i], &f, sizeof f);
+      }
+      initializer(name, x.shape().dims(), h.data(), h.size() * 2, onnx::TensorProto::FLOAT16);
+      return;
+    }
     initializer(name, x.shape().dims(), x.raw(), x.nbytes(),
                 x.dtype() == DType::f32 ? onnx::TensorProto::FLOAT : onnx::TensorProto::DOUBLE);
   }
@@ -98,6 +116,12 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
   g->set_name(cfg.preset().empty() ? "deeptrain" : cfg.preset());
   GraphWriter w(g);
   value_info(g->add_input(), "input", net.input_shape().dims());
+  // fp16: the float32 input cast to float16 first, every weight and activation float16 after,
+  // and the output cast back to float32, so that callers feed and read float32 either way.
+  const std::string input = o.fp16 ? "input/f16" : "input";
+  if (o.fp16)
+    GraphWriter::integer(w.node("Cast", "input/cast", {"input"}, input), "to",
+                         onnx::TensorProto::FLOAT16);
 
   // Parameters and layer state by name, as the Net holds them (host copies, current).
   std::map<std::string, Tensor> tensors;
@@ -106,7 +130,7 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
   auto add_tensor = [&](const std::string& name) {
     auto it = tensors.find(name);
     DT_CHECK(it != tensors.end(), "onnx export: no tensor {}", name);
-    w.tensor(name, it->second);
+    w.tensor(name, it->second, o.fp16);
     return name;
   };
 
@@ -115,7 +139,7 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
   std::map<std::string, std::string> out_of;       // layer -> its output tensor
   std::map<std::string, Shape> shape_of;           // layer -> per-sample output shape
   const int last = cfg.layer_size() - 1;
-  std::string prev = "input";
+  std::string prev = input;
   Shape prev_shape = net.input_shape();
   for (int i = 0; i <= last; ++i) {
     const proto::LayerConfig& lc = cfg.layer(i);
@@ -127,11 +151,11 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
       in_shapes.push_back(prev_shape);
     }
     for (const std::string& s : lc.input()) {
-      in.push_back(s == "data" ? "input" : out_of.at(s));
+      in.push_back(s == "data" ? input : out_of.at(s));
       in_shapes.push_back(s == "data" ? net.input_shape() : shape_of.at(s));
     }
     const Shape out_shape = make_layer(lc, i)->setup(in_shapes);
-    std::string out = i == last ? (o.softmax ? "logits_" : "logits") : name;
+    std::string out = i == last ? (o.softmax ? "logits_" : o.fp16 ? "logits/f16" : "logits") : name;
     using K = proto::LayerConfig::KindCase;
     switch (lc.kind_case()) {
       case K::kConv: {
@@ -167,7 +191,12 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
         if (lc.dropout().mode() == proto::DropoutParam::BOOK && lc.dropout().ratio() > 0) {
           // The book's dropout scales at evaluation by (1 - ratio), as the layer computes it.
           const float scale = 1.0f - lc.dropout().ratio();
-          w.initializer(name + ".scale", {}, &scale, sizeof scale, onnx::TensorProto::FLOAT);
+          if (o.fp16) {
+            const _Float16 h = static_cast<_Float16>(scale);
+            w.initializer(name + ".scale", {}, &h, sizeof h, onnx::TensorProto::FLOAT16);
+          } else {
+            w.initializer(name + ".scale", {}, &scale, sizeof scale, onnx::TensorProto::FLOAT);
+          }
           w.node("Mul", name, {in[0], name + ".scale"}, out);
         } else if (i == last) {
           w.node("Identity", name, {in[0]}, out);
@@ -176,11 +205,16 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
         }
         break;
       case K::kBatchNorm: {
-        // Running statistics: f64 initializers cast to f32 (BatchNormalization takes one type).
-        for (const char* s : {".running_mean", ".running_var"}) {
-          onnx::NodeProto* c = w.node("Cast", name + s + "/cast", {add_tensor(name + s)},
-                                      name + s + "/f32");
+        // Running statistics: f64 initializers cast to f32 (BatchNormalization takes one type);
+        // with fp16, float16 initializers as the other inputs are.
+        std::string stats[2];
+        for (int k = 0; k < 2; ++k) {
+          const std::string s = name + (k ? ".running_var" : ".running_mean");
+          stats[k] = add_tensor(s);
+          if (o.fp16) continue;
+          onnx::NodeProto* c = w.node("Cast", s + "/cast", {stats[k]}, s + "/f32");
           GraphWriter::integer(c, "to", onnx::TensorProto::FLOAT);
+          stats[k] = s + "/f32";
         }
         const bool per_element = in_shapes[0].rank() == 3 && lc.batch_norm().per_activation();
         std::string x = in[0], y = out;
@@ -191,7 +225,7 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
         }
         onnx::NodeProto* n = w.node("BatchNormalization", name,
                                     {x, add_tensor(name + ".gamma"), add_tensor(name + ".beta"),
-                                     name + ".running_mean/f32", name + ".running_var/f32"}, y);
+                                     stats[0], stats[1]}, y);
         GraphWriter::real(n, "epsilon", lc.batch_norm().has_eps() ? lc.batch_norm().eps() : 1e-6f);
         if (per_element) {
           std::vector<int64_t> dims{0};
@@ -216,12 +250,14 @@ std::string export_onnx(const Net& net, const OnnxExportOptions& o) {
     prev_shape = out_shape;
   }
   const std::vector<int64_t> out_dims{net.num_classes()};
-  if (o.softmax) {
-    GraphWriter::integer(w.node("Softmax", "softmax", {"logits_"}, "probabilities"), "axis", 1);
-    value_info(g->add_output(), "probabilities", out_dims);
-  } else {
-    value_info(g->add_output(), "logits", out_dims);
-  }
+  const std::string result = o.softmax ? "probabilities" : "logits";
+  if (o.softmax)
+    GraphWriter::integer(w.node("Softmax", "softmax", {"logits_"}, o.fp16 ? "probabilities/f16" : result),
+                         "axis", 1);
+  if (o.fp16)
+    GraphWriter::integer(w.node("Cast", result + "/cast", {result + "/f16"}, result), "to",
+                         onnx::TensorProto::FLOAT);
+  value_info(g->add_output(), result, out_dims);
   std::string bytes;
   DT_CHECK(model.SerializeToString(&bytes), "onnx export: serialisation failed");
   return bytes;

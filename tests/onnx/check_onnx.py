@@ -9,6 +9,9 @@
              the node, nothing written
   finetune   a PyTorch-trained model, imported, trained on by deeptrain (transfer.init_from): the
              first step's loss is PyTorch's on that batch, and the loss falls
+  fp16       export --fp16 (float16 weights and activations): the checker passes, ONNX Runtime
+             gives deeptrain's float32 logits within the float16 bound below, the file is under
+             0.6 times the float32 one's size
   checkpoint export from a checkpoint: the graph of the weights file saved at the same step,
              another step's differs; a damaged or missing checkpoint: exit 2, nothing written
 
@@ -57,6 +60,54 @@ def tolerance(model_path, ref):
             trans = any(a.name == 'transB' and a.i for a in n.attribute)
             ks.append(int(np.prod(dims[1:])) if n.op_type == 'Conv' else dims[1 if trans else 0])
     return 2 * len(ks) * max(ks) * U * max(1.0, float(np.abs(ref).max())), len(ks), max(ks)
+
+
+U16 = 2.0 ** -11  # float16's unit roundoff
+
+
+def tolerance_fp16(model_path, ref):
+    """The --fp16 export against deeptrain's float32 logits. Every float16 value is a rounding of
+    the float32 one by a relative at most u16 = 2**-11: each weight once (D weighted layers on a
+    path), and each node's float16 output once (L nodes: every node of the graph, more than any
+    path holds). ONNX Runtime's CPU kernels sum dot products in float32 (its float16 Conv/Gemm
+    accumulate in float32, and where it has no float16 kernel it casts to float32 around the
+    float32 one), so the sums add the float32 bound's 2*D*K_max*u32. With gains about 1, as
+    in the float32 bound, and its factor 2:
+      |logit - reference| <= (2*(D + L)*u16 + 2*D*K_max*u32) * max(1, max|reference logit|)"""
+    _, d, k = tolerance(model_path, ref)
+    nodes = len(onnx.load(model_path).graph.node)
+    m = max(1.0, float(np.abs(ref).max()))
+    return (2 * (d + nodes) * U16 + 2 * d * k * U) * m, d, k, nodes
+
+
+def test_fp16(c):
+    for config, tag, n in EXPORT_MODELS[:2]:  # DeepConvNet and ResNet-20
+        images = c.first_images(n)
+        w = c.train(config, tag)
+        cfg = os.path.join(c.a.source, config)
+        f32, f16 = c.path(tag + '.onnx'), c.path(tag + '.fp16.onnx')
+        run([c.a.deeptrain, 'export', cfg, '--weights', w, '--onnx', f32])
+        r = run([c.a.deeptrain, 'export', cfg, '--weights', w, '--onnx', f16, '--fp16'])
+        print(r.stdout.strip())
+        m = onnx.load(f16)
+        onnx.checker.check_model(m, full_check=True)
+        assert all(t.data_type == onnx.TensorProto.FLOAT16 for t in m.graph.initializer
+                   if t.data_type != onnx.TensorProto.INT64), "a non-float16 initializer"
+        for v in (m.graph.input[0], m.graph.output[0]):  # callers feed and read float32
+            assert v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT, v
+        ratio = os.path.getsize(f16) / os.path.getsize(f32)
+        print(f"{tag}: --fp16 file {os.path.getsize(f16)} bytes, float32 {os.path.getsize(f32)}: "
+              f"{ratio:.3f}x")
+        assert ratio < 0.6, f"{tag}: --fp16 file is {ratio:.3f}x the float32 one"
+        ref = c.dt_logits(cfg, w, tag, images)
+        got = c.ort(f16, images, tag + '.fp16')
+        tol, d, k, nodes = tolerance_fp16(f16, ref)
+        compare(f"{tag}: ONNX Runtime --fp16 vs deeptrain float32", got, ref, tol,
+                f"(D={d}, K_max={k}, L={nodes})")
+    # --fp16 is for ONNX: with --npz it is refused, nothing written.
+    bad = c.path('refused.npz')
+    r = run([c.a.deeptrain, 'export', c.path('dcn.run'), '--npz', bad, '--fp16'], ok=False)
+    assert r.returncode == 2 and '--fp16' in r.stderr and not os.path.exists(bad), r
 
 
 def compare(name, got, ref, tol, report):
@@ -193,14 +244,14 @@ def check_docs_node_example(c, ort_logits):
 def main():
     p = argparse.ArgumentParser()
     p.add_argument('what', choices=['export', 'import', 'roundtrip', 'errors', 'checkpoint',
-                                      'finetune'])
+                                      'finetune', 'fp16'])
     for opt in ('deeptrain', 'dt-logits', 'source', 'data', 'tools', 'work'):
         p.add_argument('--' + opt, required=True)
     a = p.parse_args()
     c = Ctx(a)
     {'export': test_export, 'import': test_import, 'roundtrip': test_roundtrip,
      'errors': test_errors, 'checkpoint': test_checkpoint,
-     'finetune': test_finetune}[a.what](c)
+     'finetune': test_finetune, 'fp16': test_fp16}[a.what](c)
     print(f"test_onnx_{a.what}: passed")
 
 
