@@ -354,6 +354,16 @@ def test_errors(c):
             t.CopyFrom(onnx.numpy_helper.from_array(
                 onnx.numpy_helper.to_array(t).astype(np.float16), 'conv1.W'))
     cases['fp16.onnx'] = (m.SerializeToString(), "tensor 'conv1.W': dtype FLOAT16")
+    m = onnx.load(good)  # a channel count left symbolic: C, H, W must be numbers
+    m.graph.input[0].type.tensor_type.shape.dim[1].dim_param = 'channels'
+    cases['dynamic.onnx'] = (m.SerializeToString(), "dimension 1 ('channels') is not fixed")
+    m = onnx.load(good)  # two initializers of one name
+    m.graph.initializer.append(m.graph.initializer[0])
+    cases['twice.onnx'] = (m.SerializeToString(),
+                           f"initializer '{m.graph.initializer[0].name}' appears twice")
+    m = onnx.load(good)  # a node's output named as an initializer
+    m.graph.node[1].output[0] = m.graph.initializer[0].name
+    cases['collide.onnx'] = (m.SerializeToString(), 'has the name of another tensor')
     for name, (blob, want) in cases.items():
         path = c.path(name)
         open(path, 'wb').write(blob)
