@@ -174,13 +174,28 @@ run { seed: 3 threads: 1 backend: BACKEND_CPU_REF }
         (dir.path / (std::string(out) + ".weights")).string())));
     ASSERT_EQ(r.exit_code, 0) << r.output;
   }
+  // The shards run again, stopped after step 3 (mid-epoch 1 of 5 steps: its augmented samples
+  // and the data threads' prefetched batches are cut off) and resumed in a fresh process.
+  const std::string ckpt = (dir.path / "ckpt").string();
+  CommandResult r = run_command(deeptrain_cmd(fmt::format(
+      "train {} --run-dir {} --checkpoint-dir {} --max-steps 3", sh_cfg,
+      (dir.path / "run_stop").string(), ckpt)));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = run_command(deeptrain_cmd(fmt::format(
+      "train {} --json --run-dir {} --checkpoint-dir {} --resume auto --save-weights {}", sh_cfg,
+      (dir.path / "run_resumed").string(), ckpt, (dir.path / "resumed.weights").string())));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("\"event\":\"resumed\",\"step\":3,"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch 1, 3 of its 5 steps done"), std::string::npos) << r.output;
   const auto a = io::read_weight_tensors((dir.path / "idx.weights").string());
-  const auto b = io::read_weight_tensors((dir.path / "sh.weights").string());
-  ASSERT_EQ(a.size(), b.size());
-  for (const auto& [name, t] : a) {
-    ASSERT_TRUE(b.count(name)) << name;
-    ASSERT_EQ(t.nbytes(), b.at(name).nbytes()) << name;
-    EXPECT_EQ(std::memcmp(t.raw(), b.at(name).raw(), t.nbytes()), 0) << name;
+  for (const char* other : {"sh.weights", "resumed.weights"}) {
+    const auto b = io::read_weight_tensors((dir.path / other).string());
+    ASSERT_EQ(a.size(), b.size()) << other;
+    for (const auto& [name, t] : a) {
+      ASSERT_TRUE(b.count(name)) << other << ": " << name;
+      ASSERT_EQ(t.nbytes(), b.at(name).nbytes()) << other << ": " << name;
+      EXPECT_EQ(std::memcmp(t.raw(), b.at(name).raw(), t.nbytes()), 0) << other << ": " << name;
+    }
   }
 }
 
