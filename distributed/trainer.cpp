@@ -176,8 +176,10 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
     ctx.emplace(StepContext{backend_, true, opt_.seed, step_, ids + mine.begin});
     ctx->profile = opt_.profile;
     if (exact) ctx->micro = &micro_;
-    if (all_compute)
+    if (all_compute) {
       ctx->allreduce_sum = [this](Tensor& t) { comm_.allreduce_sum(t, "batch-norm statistics"); };
+      ctx->global_batch = n;
+    }
     logits = &net_.forward(*ctx, x_);
   }
   if (exact) exact_sums = exact_loss(logits, local);  // collective: every rank

@@ -353,6 +353,7 @@ TEST(BatchNorm, SynchronisedOverTwoRanksEqualsOneRankOnTheWholeBatch) {
     auto backend = make_backend("cpu-ref");
     StepContext c{*backend, true};
     c.allreduce_sum = [&, r](Tensor& t) { allreduce(r, t); };
+    c.global_batch = 2 * half;
     Rank& k = ranks[r];
     k.layer->forward(c, {&k.x}, k.y);
     k.layer->backward(c, {&k.x}, k.y, k.dy, {&k.dx});

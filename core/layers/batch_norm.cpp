@@ -194,12 +194,10 @@ class BatchNorm : public Layer {
   // exact mode.
   double batch_count(StepContext& ctx) const {
     if (ctx.micro) return double(ctx.micro->global_rows() * spatial_);
-    const double local = double(x_.numel() / channels_);
-    if (!synced(ctx)) return local;
-    Tensor t = Tensor::empty({1}, DType::f64);
-    t.data<double>()[0] = local;
-    ctx.allreduce_sum(t);
-    return t.data<double>()[0];
+    if (!synced(ctx)) return double(x_.numel() / channels_);
+    DT_CHECK(ctx.global_batch > 0, "layer '{}': synchronised batch_norm without the global batch "
+             "size", name_);
+    return double(ctx.global_batch * spatial_);
   }
   // out (C) = the per-channel sums of x, or of (x - mean)^2 when mean is given, over the
   // (global) batch: over every rank's samples when synchronised, per micro-shard and then in

@@ -26,6 +26,9 @@ struct StepContext {
   // it the same number of times per step, so with it set every rank runs forward and
   // backward on every step.
   std::function<void(Tensor&)> allreduce_sum = {};
+  // With allreduce_sum set: the samples of the global batch over all ranks, which synchronised
+  // BatchNorm divides by (known to the trainer, so no collective is spent on it).
+  int64_t global_batch = 0;
   // Exact mode (core/micro_shards.h): layers compute each micro-shard of the batch on its own,
   // write parameter gradients into the micro-shards' rows and sum over samples per micro-shard.
   // Null: the batch is one piece.
