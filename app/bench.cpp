@@ -1,7 +1,6 @@
 // `deeptrain bench`: median step time of training or inference, one JSON line, for the
 // side-by-side comparison in bench/train_throughput.sh.
 #include <algorithm>
-#include <chrono>
 
 #include "app/commands.h"
 #include "app/output.h"
@@ -28,13 +27,18 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
                   fmt::format("{} (default: the config's)", backend_words()));
   sub->add_flag("--exact", o.exact,
                 "exact mode (distributed.exact; docs/exact_mode.md), on the reference kernels");
-  sub->add_option("--math", o.math, fmt::format("GPU math: {} (default: the config's)", math_words()));
+  sub->add_option("--math", o.math, fmt::format("math: {} (default: the config's; the CPU takes fp32 and bf16)", math_words()));
   sub->add_option("--threads", o.threads, "threads (0 = all cores; default: the config's)")
       ->each([&o](const std::string&) { o.threads_given = true; });
   sub->add_option("--steps", o.steps, "timed steps")->check(positive_integer());
   sub->add_option("--warmup", o.warmup, "untimed steps first")->check(nonnegative_integer());
   sub->add_option("--batch", o.batch, "batch size (default: the config's)")->check(positive_integer());
   sub->add_flag("--json", o.json, "print one JSON line");
+  sub->add_option("--clock", o.clock,
+                  "wall (default), or cpu: the process's CPU time, all threads together; on a "
+                  "machine shared with other work, --threads 1 --clock cpu measures what a step "
+                  "costs rather than how long it waited for a core")
+      ->check(CLI::IsMember({"wall", "cpu"}));
   sub->add_flag("--profile", o.profile,
                 "where a step's time goes: median ms of each phase (the batch, every layer's "
                 "forward and backward, the loss, the reduction, the optimizer); each phase waits "
@@ -99,6 +103,7 @@ int print_profile(const BenchOptionsCli& o, const Session& s, const StepProfile&
                         {"batch", batch},
                         {"steps", p.steps()},
                         {"profile", true},
+                        {"clock", o.clock},
                         {"step_ms_median", rounded(step_median, 3)},
                         {"phases_ms_total", rounded(total, 3)},
                         {"phases", phases}},
@@ -108,8 +113,9 @@ int print_profile(const BenchOptionsCli& o, const Session& s, const StepProfile&
   std::stable_sort(rows.begin(), rows.end(),
                    [](const auto& a, const auto& b) { return a.median_ms > b.median_ms; });
   Output out(false);
-  out.text(fmt::format("{} {}, batch {}, {} steps, each phase waited for: median step {:.3f} ms",
-                       s.backend->name(), o.mode, batch, p.steps(), step_median));
+  out.text(fmt::format("{} {}, batch {}, {} steps, each phase waited for: median step {:.3f} ms{}",
+                       s.backend->name(), o.mode, batch, p.steps(), step_median,
+                       o.clock == "cpu" ? " of CPU time" : ""));
   out.text(fmt::format("{:<28} {:>10} {:>7}", "phase", "median ms", "share"));
   for (const auto& r : rows)
     out.text(fmt::format("{:<28} {:10.4f} {:6.1f}%", r.phase, r.median_ms,
@@ -146,7 +152,8 @@ int run_bench(const BenchOptionsCli& o) {
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
   TrainerOptions to = trainer_options(cfg);  // augmentation included: its cost is part of a step
   to.eval_batch_size = batch;
-  StepProfile profile;
+  const ProfileClock clock = o.clock == "cpu" ? ProfileClock::cpu : ProfileClock::wall;
+  StepProfile profile(clock);
   if (o.profile) to.profile = &profile;
   Trainer trainer(to, *s.net, *s.backend, *optimizer, *s.comm);
   Dataset slice = d;  // inference evaluates one batch-sized slice per step
@@ -157,12 +164,11 @@ int run_bench(const BenchOptionsCli& o) {
   for (int i = 0; i < o.warmup + o.steps; ++i) {
     for (int64_t j = 0; j < batch; ++j) ids[j] = (i * batch + j) % pool;
     if (o.profile) profile.begin_step(*s.backend);
-    const auto t0 = std::chrono::steady_clock::now();
+    const double t0 = clock_ms(clock);
     if (o.mode == "train") trainer.train_step(d, ids.data(), batch);
     else trainer.evaluate(slice);
     s.backend->synchronize();  // a GPU's queued work belongs to this step
-    const double dt =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    const double dt = clock_ms(clock) - t0;
     if (i >= o.warmup) {
       ms.push_back(dt);
       if (o.profile) profile.end_step();
@@ -178,6 +184,8 @@ int run_bench(const BenchOptionsCli& o) {
   Output(o.json).event(
       {{"impl", "deeptrain"},
        {"backend", s.backend->name()},
+       {"math", math_word(cfg.run().math())},
+       {"clock", o.clock},
        {"threads", s.threads},
        {"mode", o.mode},
        {"batch", batch},
@@ -187,11 +195,11 @@ int run_bench(const BenchOptionsCli& o) {
        {"step_ms_min", rounded(ms.front(), 3)},
        {"peak_rss_mb", rounded(peak_rss_mb(), 1)},
        {"augment", to.augment.enabled()}},
-      fmt::format("{} {}{}, batch {}, {} threads: {:.1f} img/s (median step {:.2f} ms), peak RSS "
-                  "{:.0f} MB",
+      fmt::format("{} {}{}, batch {}, {} threads, {}: {:.1f} img/s (median step {:.2f} ms{}), "
+                  "peak RSS {:.0f} MB",
                   s.backend->name(), o.mode,
                   to.augment.enabled() && o.mode == "train" ? " with augmentation" : "", batch,
-                  s.threads, ips, median, peak_rss_mb()));
+                  s.threads, math_word(cfg.run().math()), ips, median, o.clock == "cpu" ? " of CPU time" : "", peak_rss_mb()));
   return 0;
 }
 

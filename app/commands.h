@@ -56,7 +56,8 @@ struct BenchOptionsCli {
   std::string config;
   std::string mode = "train";
   std::string backend;  // empty: the config's
-  std::string math;  // GPU math mode (empty: the config's)
+  std::string math;  // run.math as a word (empty: the config's)
+  std::string clock = "wall";  // "wall" or "cpu" (StepProfile's ProfileClock)
   int threads = 0, steps = 50, warmup = 5, batch = 0;
   bool threads_given = false;  // --threads overrides the config's run.threads only when given
   bool json = false;

@@ -32,8 +32,9 @@ void add_common(CLI::App* sub, CommonOptions& c) {
                               backend_words(), backend_word(d::kBackend),
                               backend_word(d::kExactBackend)));
   sub->add_option("--math", o.math,
-                  fmt::format("override run.math (GPU): {} (default {})", math_words(),
-                              math_word(d::kMath)));
+                  fmt::format("override run.math: {} (default {}); the CPU takes fp32, and bf16 "
+                              "on processors with AVX512-BF16 or AMX",
+                              math_words(), math_word(d::kMath)));
   sub->add_option("--data-dir", o.data_dir, "override data.dir");
   sub->add_option("--train-limit", o.train_limit, "use only the first N training samples");
   sub->add_option("--test-limit", o.test_limit, "use only the first N test samples");

@@ -213,9 +213,13 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (!proto::MathMode_IsValid(r.math()))
     fail_input("run.math: unknown value {} (known: {})", int(r.math()), math_words());
   const bool gpu = r.backend() == proto::BACKEND_CUDA || r.backend() == proto::BACKEND_CUDA_IM2COL;
-  if (r.math() != proto::MATH_FP32 && !gpu)
-    fail_input("run.math: {} needs a GPU backend (run.backend: BACKEND_CUDA); the CPU backends "
-               "compute in fp32", proto::MathMode_Name(r.math()));
+  // bf16 on the CPU: BACKEND_CPU checks the processor when it starts (cpu_dnnl.h).
+  const bool cpu_bf16 = r.math() == proto::MATH_BF16 && r.backend() == proto::BACKEND_CPU;
+  if (r.math() != proto::MATH_FP32 && !gpu && !cpu_bf16)
+    fail_input("run.math: {} needs a GPU backend (run.backend: BACKEND_CUDA){}; {} computes in "
+               "fp32", proto::MathMode_Name(r.math()),
+               r.math() == proto::MATH_BF16 ? " or BACKEND_CPU on a processor with AVX512-BF16" : "",
+               proto::Backend_Name(r.backend()));
   if (r.has_gpu() && r.gpu() < 0) fail_input("run.gpu: must be >= 0, got {}", r.gpu());
   require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
   if (!r.has_flush_denormals()) r.set_flush_denormals(config_defaults::kFlushDenormals);

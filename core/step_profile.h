@@ -4,7 +4,10 @@
 // backend's queued work (a GPU's stream), so the time between two marks is what the phase
 // cost the device plus its launch overhead. Those waits slow the whole step down, so a profile
 // finds the expensive phases; throughput is what `deeptrain bench` without --profile measures.
-#include <chrono>
+//
+// The clock is wall time, or the process's CPU time (all its threads): on a machine shared with
+// other work, a one-thread run's CPU time is what its phases cost, where wall time also counts
+// the time the thread waited for a core.
 #include <map>
 #include <string>
 #include <vector>
@@ -13,8 +16,13 @@ namespace deeptrain {
 
 class Backend;
 
+enum class ProfileClock { wall, cpu };
+// Milliseconds since an arbitrary origin on that clock.
+double clock_ms(ProfileClock clock);
+
 class StepProfile {
  public:
+  explicit StepProfile(ProfileClock clock = ProfileClock::wall) : clock_(clock) {}
   // A step starts: waits for the backend, then starts the clock.
   void begin_step(Backend& backend);
   // The phase `name` ended now: waits for the backend, adds the time since the last mark (or
@@ -31,12 +39,12 @@ class StepProfile {
   int steps() const { return int(samples_.empty() ? 0 : samples_.front().size()); }
 
  private:
-  using Clock = std::chrono::steady_clock;
+  ProfileClock clock_;
   std::vector<std::string> phases_;
   std::map<std::string, size_t> index_;
   std::vector<double> current_;                // ms of the step being measured, per phase
   std::vector<std::vector<double>> samples_;   // per phase, one value per finished step
-  Clock::time_point last_;
+  double last_ = 0;  // clock_ms at the last mark
   int finished_ = 0;
 };
 

@@ -33,6 +33,13 @@ TEST(ConfigSchema, BackendAndMathAreEnumsWithTheCliWords) {
   o.backend = "cpu";
   o.math = "tf32";
   EXPECT_CONTAINS(error_of<InputError>([&] { parse_config("", "t", o); }), "needs a GPU backend");
+  // bf16 is the fast CPU backend's too (it checks the processor when it starts), not the
+  // reference's.
+  o.math = "bf16";
+  EXPECT_EQ(parse_config("", "t", o).run().math(), proto::MATH_BF16);
+  o.backend = "cpu-ref";
+  EXPECT_CONTAINS(error_of<InputError>([&] { parse_config("", "t", o); }),
+                  "BACKEND_CPU_REF computes in fp32");
 }
 
 TEST(ConfigSchema, TheBackendsMathNamesAreTheConfigWords) {

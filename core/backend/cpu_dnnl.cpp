@@ -5,7 +5,9 @@
 #include <algorithm>
 #include <array>
 #include <map>
+#include <cstdlib>
 #include <unordered_map>
+#include <vector>
 
 #include <omp.h>
 
@@ -21,6 +23,28 @@ using Tag = memory::format_tag;
 
 memory::desc f32_md(const memory::dims& dims, Tag tag) {
   return memory::desc(dims, memory::data_type::f32, tag);
+}
+
+// Whether oneDNN may run bf16 kernels here: the ISA it settled on (ONEDNN_MAX_CPU_ISA can lower
+// it) includes AVX512-BF16 (avx512_core_bf16 and the AMX levels above it are supersets: the
+// cpu_isa values are bit masks).
+bool isa_has_bf16(dnnl::cpu_isa isa) {
+  const unsigned need = unsigned(dnnl::cpu_isa::avx512_core_bf16);
+  return (unsigned(isa) & need) == need;
+}
+
+const char* isa_name(dnnl::cpu_isa isa) {
+  switch (isa) {
+    case dnnl::cpu_isa::sse41: return "SSE4.1";
+    case dnnl::cpu_isa::avx: return "AVX";
+    case dnnl::cpu_isa::avx2: return "AVX2";
+    case dnnl::cpu_isa::avx2_vnni: return "AVX2-VNNI";
+    case dnnl::cpu_isa::avx512_core: return "AVX-512";
+    case dnnl::cpu_isa::avx512_core_vnni: return "AVX-512 VNNI";
+    case dnnl::cpu_isa::avx512_core_bf16: return "AVX512-BF16";
+    case dnnl::cpu_isa::avx512_core_amx: return "AMX";
+    default: return "an ISA older than SSE4.1";
+  }
 }
 
 // One argument of a primitive: the format of the caller's buffer and the format the primitive
@@ -73,6 +97,11 @@ using AffineKey = std::array<int64_t, 6>;
 }  // namespace
 
 struct DnnlBackend::Impl {
+  explicit Impl(bool bf16) : bf16(bf16) {}
+  // bf16 math: convolutions and matrix products read bf16 copies of their inputs (activations,
+  // weights, gradients; converted with round-to-nearest-even by the reorders of Arg) and
+  // accumulate and write f32. Everything else stays f32 (see cpu_dnnl.h).
+  const bool bf16;
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
   int block = kernels::preferred_block();
@@ -81,6 +110,7 @@ struct DnnlBackend::Impl {
   std::map<AffineKey, AffinePrims> affines;
   enum Slot { kX, kY, kDy, kSlots };
   std::array<Tensor, kSlots> buffers;  // layout conversions, grown on demand, reused
+  std::array<std::vector<uint16_t>, 3> half;  // bf16 copies of an affine's operands
 
   Layout native_layout(int64_t c) const { return c % block == 0 ? blocked : Layout::plain; }
   Tag native_tag(int64_t c) const {
@@ -130,8 +160,32 @@ struct DnnlBackend::Impl {
 
   ConvPrims& conv(const ConvGeom& g, bool bias, bool relu);
   AffinePrims& affine(int64_t n, int64_t d, int64_t m, bool bias, bool relu);
+  // The descriptor of an operand a conv or matmul multiplies: f32, or bf16 in bf16 math, whose
+  // kernels (AMX's brgemm convolutions) choose their own layout (nhwc), so `tag` is a request
+  // only in f32.
+  memory::desc mul_md(const memory::dims& dims, Tag tag) const {
+    return bf16 ? memory::desc(dims, memory::data_type::bf16, Tag::any) : f32_md(dims, tag);
+  }
+  // A product's f32 output: our layout in f32 math, the kernel's choice in bf16 math.
+  memory::desc out_md(const memory::dims& dims, Tag tag) const {
+    return f32_md(dims, bf16 ? Tag::any : tag);
+  }
   memory mem(const memory::dims& dims, Tag tag, const void* p) {
     return memory(f32_md(dims, tag), eng, const_cast<void*>(p));
+  }
+  // A matmul operand in a fixed layout (the affine's row-major buffers, possibly viewed
+  // transposed): f32, or bf16 in bf16 math.
+  memory::desc in_md(const memory::dims& dims, Tag tag) const {
+    return memory::desc(dims, bf16 ? memory::data_type::bf16 : memory::data_type::f32, tag);
+  }
+  // The f32 buffer p (count elements) as a matmul operand: itself, or in bf16 math its bf16
+  // copy in half[slot].
+  memory operand(const memory::dims& dims, Tag tag, const float* p, int64_t count, int slot) {
+    if (!bf16) return mem(dims, tag, p);
+    std::vector<uint16_t>& h = half[slot];
+    if (int64_t(h.size()) < count) h.resize(count);
+    kernels::f32_to_bf16(p, h.data(), count);
+    return memory(in_md(dims, tag), eng, h.data());
   }
   void make_bwd_data(ConvPrims& e, const ConvGeom& g);
   void make_bwd_weights(ConvPrims& e, const ConvGeom& g);
@@ -167,8 +221,8 @@ ConvPrims& DnnlBackend::Impl::conv(const ConvGeom& g, bool bias, bool relu) {
     attr.set_post_ops(ops);
     dnnl::convolution_forward::desc desc(
         dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-        f32_md(d.src, prim_tag(g.c)), f32_md(d.wei, Tag::any),
-        bias ? f32_md({g.k}, Tag::x) : memory::desc(), f32_md(d.dst, prim_tag(g.k)), d.strides,
+        mul_md(d.src, prim_tag(g.c)), mul_md(d.wei, Tag::any),
+        bias ? f32_md({g.k}, Tag::x) : memory::desc(), out_md(d.dst, prim_tag(g.k)), d.strides,
         d.pad_l, d.pad_r);
     e.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, attr, eng);
     e.fwd = dnnl::convolution_forward(e.fwd_pd);
@@ -185,8 +239,8 @@ void DnnlBackend::Impl::make_bwd_data(ConvPrims& e, const ConvGeom& g) {
   const ConvDims d(g);
   try {
     dnnl::convolution_backward_data::desc desc(
-        dnnl::algorithm::convolution_direct, f32_md(d.src, prim_tag(g.c)), f32_md(d.wei, Tag::any),
-        f32_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l, d.pad_r);
+        dnnl::algorithm::convolution_direct, out_md(d.src, prim_tag(g.c)), mul_md(d.wei, Tag::any),
+        mul_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l, d.pad_r);
     dnnl::convolution_backward_data::primitive_desc pd(desc, eng, e.fwd_pd);
     e.bwd_data = dnnl::convolution_backward_data(pd);
     e.bd_ddst.init(eng, f32_md(d.dst, native_tag(g.k)), pd.diff_dst_desc(), true);
@@ -202,8 +256,8 @@ void DnnlBackend::Impl::make_bwd_weights(ConvPrims& e, const ConvGeom& g) {
   auto make = [&](const ConvGeom& geom) {
     const ConvDims d(geom);
     dnnl::convolution_backward_weights::desc desc(
-        dnnl::algorithm::convolution_direct, f32_md(d.src, prim_tag(geom.c)),
-        f32_md(d.wei, Tag::any), f32_md({geom.k}, Tag::x), f32_md(d.dst, prim_tag(geom.k)),
+        dnnl::algorithm::convolution_direct, mul_md(d.src, prim_tag(geom.c)),
+        f32_md(d.wei, Tag::any), f32_md({geom.k}, Tag::x), mul_md(d.dst, prim_tag(geom.k)),
         d.strides, d.pad_l, d.pad_r);
     return dnnl::convolution_backward_weights::primitive_desc(desc, eng, e.fwd_pd);
   };
@@ -250,11 +304,11 @@ AffinePrims& DnnlBackend::Impl::affine(int64_t n, int64_t d, int64_t m, bool bia
           dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, wei, b, dst), at, eng));
     };
     // Tag::ba on dims (a, b) reads a row-major (b, a) buffer: a transposed view, no copy.
-    a.fwd = make(f32_md({n, d}, Tag::ab), f32_md({d, m}, Tag::ab),
+    a.fwd = make(in_md({n, d}, Tag::ab), in_md({d, m}, Tag::ab),
                  bias ? f32_md({1, m}, Tag::ab) : memory::desc(), f32_md({n, m}, Tag::ab), attr);
-    a.bwd_weights = make(f32_md({d, n}, Tag::ba), f32_md({n, m}, Tag::ab), memory::desc(),
+    a.bwd_weights = make(in_md({d, n}, Tag::ba), in_md({n, m}, Tag::ab), memory::desc(),
                          f32_md({d, m}, Tag::ab), {});
-    a.bwd_data = make(f32_md({n, m}, Tag::ab), f32_md({m, d}, Tag::ba), memory::desc(),
+    a.bwd_data = make(in_md({n, m}, Tag::ab), in_md({m, d}, Tag::ba), memory::desc(),
                       f32_md({n, d}, Tag::ab), {});
   } catch (const dnnl::error& err) {
     fail("oneDNN cannot make an affine ({}, {}) -> {}: {}", n, d, m, err.what());
@@ -262,7 +316,20 @@ AffinePrims& DnnlBackend::Impl::affine(int64_t n, int64_t d, int64_t m, bool bia
   return affines.emplace(key, std::move(a)).first->second;
 }
 
-DnnlBackend::DnnlBackend() : impl_(std::make_unique<Impl>()) {}
+DnnlBackend::DnnlBackend(MathMode math) {
+  if (math != MathMode::fp32 && math != MathMode::bf16)
+    fail_input("run.math: {} runs on GPU backends only; the CPU backend computes in fp32 or bf16",
+               math_mode_name(math));
+  if (math == MathMode::bf16) {
+    const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+    if (!isa_has_bf16(isa))
+      fail_input("run.math: bf16 on the CPU needs a processor with AVX512-BF16 (or AMX-BF16), "
+                 "which oneDNN does not find here: the best instruction set it may use is {}{}. "
+                 "Train in fp32 (run.math: MATH_FP32) on this machine", isa_name(isa),
+                 std::getenv("ONEDNN_MAX_CPU_ISA") ? " (limited by ONEDNN_MAX_CPU_ISA)" : "");
+  }
+  impl_ = std::make_unique<Impl>(math == MathMode::bf16);
+}
 DnnlBackend::~DnnlBackend() = default;
 
 Layout DnnlBackend::blocked_layout() const { return impl_->blocked; }
@@ -310,9 +377,10 @@ void DnnlBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tens
                                       g.h, g.w, xp.dim(2), xp.dim(3), g.pad_h, g.pad_w, m.block);
     src = xp.raw();
   }
+  const memory ddst = m.input(e.bw_ddst, dyn.raw());
   e.bwd_weights.execute(
       m.strm, {{DNNL_ARG_SRC, m.input(e.bw_src, src)},
-               {DNNL_ARG_DIFF_DST, m.input(e.bw_ddst, dyn.raw())},
+               {DNNL_ARG_DIFF_DST, ddst},
                {DNNL_ARG_DIFF_WEIGHTS, m.output(e.bw_dwei, dw.raw())},
                {DNNL_ARG_DIFF_BIAS,
                 db ? memory(f32_md({g.k}, Tag::x), m.eng, db->raw()) : e.bias_sink}});
@@ -320,7 +388,9 @@ void DnnlBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tens
 
   if (dx) {
     if (!e.have_bwd_data) m.make_bwd_data(e, g);
-    e.bwd_data.execute(m.strm, {{DNNL_ARG_DIFF_DST, m.input(e.bd_ddst, dyn.raw())},
+    // dy converted once when both kernels read it in the same format (bf16 math's copies).
+    const bool shared = e.bw_ddst.staged && e.bd_ddst.staged && e.bw_ddst.prim == e.bd_ddst.prim;
+    e.bwd_data.execute(m.strm, {{DNNL_ARG_DIFF_DST, shared ? ddst : m.input(e.bd_ddst, dyn.raw())},
                                 {DNNL_ARG_WEIGHTS, m.input(e.bd_wei, w.raw())},
                                 {DNNL_ARG_DIFF_SRC, m.output(e.bd_dsrc, dx->raw())}});
     m.finish(e.bd_dsrc, dx->raw());
@@ -337,9 +407,10 @@ void DnnlBackend::affine_forward(const Tensor& x, const Tensor& w, const Tensor&
   const int64_t n = x.dim(0), d = w.dim(0), o = w.dim(1);
   DT_CHECK(x.numel() == n * d, "affine: input {} vs weights {}", x.shape().str(), w.shape().str());
   const bool bias = b.defined() && b.numel() > 0;
-  std::unordered_map<int, memory> args{{DNNL_ARG_SRC, m.mem({n, d}, Tag::ab, x.raw())},
-                                       {DNNL_ARG_WEIGHTS, m.mem({d, o}, Tag::ab, w.raw())},
-                                       {DNNL_ARG_DST, m.mem({n, o}, Tag::ab, y.raw())}};
+  std::unordered_map<int, memory> args{
+      {DNNL_ARG_SRC, m.operand({n, d}, Tag::ab, x.data<float>(), n * d, 0)},
+      {DNNL_ARG_WEIGHTS, m.operand({d, o}, Tag::ab, w.data<float>(), d * o, 1)},
+      {DNNL_ARG_DST, m.mem({n, o}, Tag::ab, y.raw())}};
   if (bias) args.emplace(DNNL_ARG_BIAS, m.mem({1, o}, Tag::ab, b.raw()));
   m.affine(n, d, o, bias, fuse_relu).fwd.execute(m.strm, args);
   m.strm.wait();
@@ -355,12 +426,13 @@ void DnnlBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor
   float* pdy = dy.data<float>();
   if (fuse_relu) kernels::relu_mask(pdy, y.data<float>(), n * o);
   AffinePrims& a = m.affine(n, d, o, db != nullptr, fuse_relu);
-  a.bwd_weights.execute(m.strm, {{DNNL_ARG_SRC, m.mem({d, n}, Tag::ba, x.raw())},
-                                 {DNNL_ARG_WEIGHTS, m.mem({n, o}, Tag::ab, pdy)},
+  const memory dy_op = m.operand({n, o}, Tag::ab, pdy, n * o, 2);  // one copy for both
+  a.bwd_weights.execute(m.strm, {{DNNL_ARG_SRC, m.operand({d, n}, Tag::ba, x.data<float>(), n * d, 0)},
+                                 {DNNL_ARG_WEIGHTS, dy_op},
                                  {DNNL_ARG_DST, m.mem({d, o}, Tag::ab, dw.raw())}});
   if (dx) {
-    a.bwd_data.execute(m.strm, {{DNNL_ARG_SRC, m.mem({n, o}, Tag::ab, pdy)},
-                                {DNNL_ARG_WEIGHTS, m.mem({o, d}, Tag::ba, w.raw())},
+    a.bwd_data.execute(m.strm, {{DNNL_ARG_SRC, dy_op},
+                                {DNNL_ARG_WEIGHTS, m.operand({o, d}, Tag::ba, w.data<float>(), d * o, 1)},
                                 {DNNL_ARG_DST, m.mem({n, d}, Tag::ab, dx->raw())}});
     dx->set_layout(Layout::plain);
   }

@@ -5,6 +5,13 @@
 // slow); affine runs on oneDNN matmul, so a training step never touches OpenBLAS. f64 and the
 // remaining ops (dropout, softmax) fall back to CpuBackend, the reference.
 //
+// Math (run.math). fp32: IEEE float throughout. bf16 (processors with AVX512-BF16 or AMX):
+// convolutions and matrix products read bf16 copies of their inputs, rounded to nearest even,
+// accumulate in f32 and write f32; activations between layers, BatchNorm and its statistics,
+// the loss, gradients, master weights and the optimizer stay f32, as on the GPU backends
+// (backend.h: MathMode). The copies are made per call, in the layout the bf16 kernel asks for
+// (AMX's convolutions read nhwc). A processor without bf16 is an InputError, never emulation.
+//
 // Layouts. The native layout of a 4-d f32 activation with c channels is nChwBc (B = 16 when
 // compiled for AVX-512, else 8) when c % B == 0, and plain otherwise. Ops accept any layout,
 // convert their inputs to native and write native outputs (tagged with Tensor::set_layout).
@@ -22,7 +29,8 @@ namespace deeptrain {
 
 class DnnlBackend : public CpuBackend {
  public:
-  DnnlBackend();
+  // bf16 on a processor without it, or tf32/fp16 (GPU only): InputError naming what is missing.
+  explicit DnnlBackend(MathMode math = MathMode::fp32);
   ~DnnlBackend() override;
   std::string name() const override { return "cpu"; }
   bool exact_capable() const override { return false; }

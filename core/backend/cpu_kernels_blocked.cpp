@@ -1,6 +1,7 @@
 #include "core/backend/cpu_kernels_blocked.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 namespace deeptrain::kernels {
@@ -156,6 +157,16 @@ void copy_into_padded_blocked(const float* x, float* dst, int64_t planes, int64_
     for (int64_t i = 0; i < h; ++i)
       std::memcpy(dst + ((pl * hp + top + i) * wp + left) * block, x + (pl * h + i) * w * block,
                   w * block * sizeof(float));
+}
+
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t count) {
+#pragma omp parallel for simd schedule(static) if (count >= (int64_t{1} << 16))
+  for (int64_t i = 0; i < count; ++i) {
+    const uint32_t u = std::bit_cast<uint32_t>(src[i]);
+    const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+    const uint32_t rounded = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    dst[i] = uint16_t(nan ? (u >> 16) | 0x40u : rounded);
+  }
 }
 
 void relu_mask(float* dy, const float* y, int64_t count) {

@@ -25,6 +25,10 @@ void blocked_to_plain(const void* src, void* dst, int64_t n, int64_t c, int64_t 
 void copy_into_padded_blocked(const float* x, float* dst, int64_t planes, int64_t h, int64_t w,
                               int64_t hp, int64_t wp, int64_t top, int64_t left, int block);
 
+// dst[i] = src[i] rounded to bfloat16, to nearest (ties to even), as the upper 16 bits of an
+// IEEE float; NaN stays NaN. The bf16 math's conversion (oneDNN's reorders round the same way).
+void f32_to_bf16(const float* src, uint16_t* dst, int64_t count);
+
 // dy *= (y > 0): the backward of a ReLU fused into the layer that wrote y.
 void relu_mask(float* dy, const float* y, int64_t count);
 

@@ -28,11 +28,19 @@ std::unique_ptr<Backend> make_backend(const std::string& word, const BackendOpti
 
 std::unique_ptr<Backend> make_backend(proto::Backend kind, const BackendOptions& opt) {
   const std::string name = backend_word(kind);
-  if (kind == proto::BACKEND_CPU_REF) return std::make_unique<CpuBackend>();
+  if (kind == proto::BACKEND_CPU_REF) {
+    if (opt.math != MathMode::fp32)
+      fail_input("run.math: {} is not the reference's: {} computes in fp32 (bf16 on the CPU runs "
+                 "on BACKEND_CPU)", math_mode_name(opt.math), name);
+    return std::make_unique<CpuBackend>();
+  }
   if (kind == proto::BACKEND_CPU) {
 #ifdef DEEPTRAIN_FAST_CPU
-    return std::make_unique<DnnlBackend>();
+    return std::make_unique<DnnlBackend>(opt.math);
 #else
+    if (opt.math != MathMode::fp32)
+      fail_input("run.math: {} on the CPU needs oneDNN, and this deeptrain was built without it",
+                 math_mode_name(opt.math));
     return std::make_unique<CpuBackend>();  // built without oneDNN: the reference is the CPU path
 #endif
   }
