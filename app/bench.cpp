@@ -34,6 +34,9 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
   sub->add_option("--warmup", o.warmup, "untimed steps first")->check(nonnegative_integer());
   sub->add_option("--batch", o.batch, "batch size (default: the config's)")->check(positive_integer());
   sub->add_flag("--json", o.json, "print one JSON line");
+  sub->add_flag("--no-augment", o.no_augment,
+                "train without the config's data.augment (a comparison with a peer that does "
+                "not augment)");
   sub->add_option("--clock", o.clock,
                   "wall (default), or cpu: the process's CPU time, all threads together; on a "
                   "machine shared with other work, --threads 1 --clock cpu measures what a step "
@@ -151,6 +154,7 @@ int run_bench(const BenchOptionsCli& o) {
   if (o.mode == "augment") return bench_augment(o, cfg, s, d);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());
   TrainerOptions to = trainer_options(cfg);  // augmentation included: its cost is part of a step
+  if (o.no_augment) to.augment.set_enabled(false);
   to.eval_batch_size = batch;
   const ProfileClock clock = o.clock == "cpu" ? ProfileClock::cpu : ProfileClock::wall;
   StepProfile profile(clock);
@@ -187,6 +191,7 @@ int run_bench(const BenchOptionsCli& o) {
        {"math", math_word(cfg.run().math())},
        {"clock", o.clock},
        {"threads", s.threads},
+       {"params", s.net->num_params()},
        {"mode", o.mode},
        {"batch", batch},
        {"steps", o.steps},

@@ -62,6 +62,7 @@ struct BenchOptionsCli {
   bool threads_given = false;  // --threads overrides the config's run.threads only when given
   bool json = false;
   bool exact = false;    // distributed.exact
+  bool no_augment = false;  // train without data.augment
   bool profile = false;  // per-phase medians (each phase waits for the device) instead
 };
 

@@ -53,7 +53,12 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=5,
                    help="untimed steps before timing (default 5)")
     p.add_argument("--mode", choices=["train", "infer"], default="train")
-    p.add_argument("--batch", type=int, default=100)
+    p.add_argument("--batch", type=int, default=None,
+                   help="batch size (default: the config's, else 100)")
+    p.add_argument("--config", default=None,
+                   help="a deeptrain experiment config: its network (layer list or preset) "
+                        "and optimizer, built by pytorch_from_config.py, on random data of its "
+                        "input shape; default: the book's DeepConvNet written out below")
     p.add_argument("--data", default=None,
                    help="directory with MNIST IDX files (train-images-idx3-ubyte, "
                         "train-labels-idx1-ubyte, optionally .gz); random data if absent")
@@ -197,12 +202,23 @@ def write_profile(path, step, x, t, batch, n_batches, sync):
 
 def main():
     torch.manual_seed(ARGS.seed)
-    batch = ARGS.batch
+    twin = None
+    if ARGS.config:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import pytorch_from_config  # noqa: E402
+        twin = pytorch_from_config.build(ARGS.config)
+    batch = ARGS.batch or (twin[4] if twin else 100)
     total_steps = ARGS.warmup + ARGS.steps
 
     # One batch per step, no batch used twice (capped at MNIST's 60,000).
     rng = np.random.default_rng(ARGS.seed)
-    x, t, data_desc = load_data(ARGS.data, min(60000, max(batch, total_steps * batch)), rng)
+    if twin:  # the config's input shape, random pixels (throughput does not depend on them)
+        n = min(60000, max(batch, total_steps * batch))
+        x = torch.rand((n,) + tuple(twin[1]))
+        t = torch.randint(0, twin[2], (n,))
+        data_desc = "random"
+    else:
+        x, t, data_desc = load_data(ARGS.data, min(60000, max(batch, total_steps * batch)), rng)
     if x.shape[0] < batch:
         sys.exit("error: %d images is fewer than one batch of %d" % (x.shape[0], batch))
     n_batches = x.shape[0] // batch
@@ -227,13 +243,16 @@ def main():
         if ARGS.device == "cuda":
             torch.cuda.synchronize()
 
-    model = DeepConvNet().to(device)
+    model = (twin[0] if twin else DeepConvNet()).to(device)
     memory_format = torch.channels_last if ARGS.channels_last else torch.contiguous_format
     if ARGS.channels_last:
         model = model.to(memory_format=memory_format)
         x = x.contiguous(memory_format=memory_format)
     loss_fn = nn.CrossEntropyLoss()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
+    if twin:
+        optimizer = pytorch_from_config.make_optimizer(model.parameters(), twin[3], twin[5])
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
 
     if ARGS.mode == "train":
         model.train()
@@ -287,6 +306,8 @@ def main():
         "step_ms_max": round(max(times) * 1e3, 3),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "channels_last": ARGS.channels_last,
+        "config": ARGS.config or "deep_convnet (built in)",
+        "params": sum(p.numel() for p in model.parameters()),
         "device": (torch.cuda.get_device_name(0) if ARGS.device == "cuda" else "cpu"),
         "math": ARGS.math,
         "data": data_desc,
