@@ -126,7 +126,7 @@ TEST(Shards, PngExportPackedStreamsTheIdxBatchesBitForBit) {
       for (int64_t s = 0; s < sampler.steps_per_epoch(); ++s) {
         const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
         if (s + 1 < sampler.steps_per_epoch())  // as the trainer announces the next batch
-          sh.source->prefetch(order.data() + e, sampler.batch_end(s + 1) - e);
+          sh.source->prefetch(order.data() + e, sampler.batch_end(s + 1) - e, epoch);
         Tensor x0 = Tensor::empty({e - b, 1, 28, 28}, DType::f32), t0 = Tensor::empty({e - b}, DType::i32);
         Tensor x1 = x0.clone(), t1 = t0.clone();
         data::gather_batch_augmented(idx, order.data() + b, e - b, epoch, 5, aug, x0, t0);
@@ -316,7 +316,7 @@ TEST(Shards, BrokenPacksAreRefusedNamingTheFile) {
     data::Dataset ds = data::open_shards(d.string(), o);
     std::vector<uint8_t> buf(48);
     const int64_t id = 0;
-    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data()); });
+    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data(), data::kEvalEpoch); });
     EXPECT_NE(e.find((d / "shard-00000.tar").string() + ": sample 0 at offset 512: CRC-32 mismatch"), std::string::npos) << e;
     o.verify_checksums = true;
     EXPECT_NE(open_err(d, o).find((d / "shard-00000.tar").string() + ": SHA-256 mismatch"), std::string::npos);
@@ -340,7 +340,7 @@ TEST(Shards, BrokenPacksAreRefusedNamingTheFile) {
     data::Dataset ds = data::open_shards(rgb.string(), o);
     std::vector<uint8_t> buf(48);
     const int64_t id = 2;
-    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data()); });
+    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data(), data::kEvalEpoch); });
     EXPECT_NE(e.find("shard-00002.tar: sample 2 at offset"), std::string::npos) << e;
     EXPECT_NE(e.find("a 3-channel 8x6 image, the model takes (1, 8, 6)"), std::string::npos) << e;
   }
@@ -387,4 +387,64 @@ distributed { exact: true micro_batch: 10 }
   for (const auto& [name, t] : a)
     EXPECT_EQ(std::memcmp(t.raw(), b.at(name).raw(), t.nbytes()), 0) << name;
 #endif
+}
+
+// data.transform on a folder of images of many sizes, gray and RGB: the random crops and flips
+// are drawn from (seed, epoch, sample), so 2 ranks train the 1-rank model bit for bit, and a run
+// stopped mid-epoch (prefetched transformed batches cut off) resumes to the same weights.
+TEST(Shards, TransformedImagesTrainAlikeOnTwoRanksAndWhenResumed) {
+  TempDir dir;
+  for (const char* split : {"train", "test"})
+    for (int i = 0; i < 36; ++i) {
+      const int c = i % 4 == 0 ? 1 : 3, h = 12 + (i * 7) % 29, w = 10 + (i * 11) % 37;
+      const auto px = pattern(c, h, w, i + (split[1] == 'e' ? 100 : 0));
+      const fs::path f = dir.path / "img" / split / fmt::format("class{}", i % 3) / fmt::format("{}.png", i);
+      fs::create_directories(f.parent_path());
+      write_bytes(f, data::encode_png(px.data(), c, h, w));
+    }
+  for (const char* split : {"train", "test"}) {
+    const auto r = run_command(deeptrain_cmd(fmt::format("pack --folder {} --out {}", (dir.path / "img" / split).string(),
+                                                         (dir.path / "packs" / split).string())));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  const std::string cfg = dir.file("x.prototxt", R"(
+model {
+  input { channels: 3 height: 16 width: 16 }
+  layer { name: "conv1" conv { out_channels: 4 kernel: 3 pad: 1 } }
+  layer { name: "relu1" relu {} }
+  layer { name: "pool1" max_pool {} }
+  layer { name: "fc" affine { out_features: 3 } }
+}
+data { dataset: "shards" dir: ")" + (dir.path / "packs").string() + R"(" data_threads: 1
+       transform { random_resized_crop: true flip_horizontal: true convert_channels: true
+                   mean: 0.5 std: 0.25 } }
+optimizer { type: ADAM lr: 0.003 }
+schedule { epochs: 2 batch_size: 12 }
+run { seed: 4 threads: 1 backend: BACKEND_CPU_REF }
+distributed { exact: true micro_batch: 3 }
+)");
+  auto train = [&](const std::string& launcher, const std::string& name, const std::string& extra) {
+    const auto r = run_command(launcher + deeptrain_cmd(fmt::format("train {} --run-dir {}/run_{} {}", cfg,
+                                                                    dir.path.string(), name, extra)));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.output;
+  };
+  const std::string w = dir.path.string();
+  train("", "one", "--save-weights " + w + "/one.w");
+  // 3 steps an epoch: stopped after step 4, in epoch 2.
+  train("", "stop", "--checkpoint-dir " + w + "/ckpt --max-steps 4");
+  const std::string resumed = train("", "resumed", "--json --checkpoint-dir " + w + "/ckpt --resume auto --save-weights " + w + "/resumed.w");
+  EXPECT_NE(resumed.find("\"event\":\"resumed\",\"step\":4,"), std::string::npos) << resumed;
+  std::vector<std::string> others = {"resumed.w"};
+#ifdef DEEPTRAIN_MPIEXEC
+  train(fmt::format("{} -n 2 ", DEEPTRAIN_MPIEXEC), "two", "--save-weights " + w + "/two.w");
+  others.push_back("two.w");
+#endif
+  const auto a = io::read_weight_tensors(w + "/one.w");
+  for (const std::string& other : others) {
+    const auto b = io::read_weight_tensors(w + "/" + other);
+    ASSERT_EQ(a.size(), b.size()) << other;
+    for (const auto& [name, t] : a)
+      EXPECT_EQ(std::memcmp(t.raw(), b.at(name).raw(), t.nbytes()), 0) << other << ": " << name;
+  }
 }
