@@ -11,7 +11,7 @@ at a random position. The label is the digit. Everything is drawn from a generat
 
   scripts/make_color_digits.py --mnist data/mnist --out /tmp/color_digits --train 6000 --test 1000
 
-Needs only Python 3 and NumPy (PNG files are written with zlib).
+Needs only Python 3 and NumPy (PNG files are written with zlib); --format jpeg needs PIL too.
 """
 import argparse
 import gzip
@@ -75,6 +75,13 @@ def background(rng, h, w):
     return img
 
 
+def write_jpeg(path, rgb, quality):
+    from PIL import Image  # only for --format jpeg (python3-pil, which torchvision brings)
+    tmp = path + ".tmp"
+    Image.fromarray(rgb).save(tmp, format="JPEG", quality=quality)
+    os.replace(tmp, path)
+
+
 def make_split(images, labels, count, rng, args, out):
     # Classes in turn (every class present, balanced), each a random digit of its class.
     of_class = [np.flatnonzero(labels == c) for c in range(args.classes)]
@@ -94,7 +101,11 @@ def make_split(images, labels, count, rng, args, out):
         label = int(labels[i])
         d = os.path.join(out, str(label))
         os.makedirs(d, exist_ok=True)
-        write_png(os.path.join(d, f"{k:06d}.png"), np.clip(np.rint(img), 0, 255).astype(np.uint8))
+        pixels = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        if args.format == "png":
+            write_png(os.path.join(d, f"{k:06d}.png"), pixels)
+        else:
+            write_jpeg(os.path.join(d, f"{k:06d}.jpg"), pixels, args.quality)
 
 
 def main():
@@ -108,6 +119,9 @@ def main():
     ap.add_argument("--max-scale", type=float, default=2.0, help="largest digit scale (default 2)")
     ap.add_argument("--classes", type=int, default=10, help="use digits 0..N-1 only (default 10)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--format", choices=("png", "jpeg"), default="png",
+                    help="file format (default png; jpeg needs python3-pil)")
+    ap.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     args = ap.parse_args()
     if not (28 <= args.min_size <= args.max_size):
         sys.exit("make_color_digits.py: need 28 <= --min-size <= --max-size")
