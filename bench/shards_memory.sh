@@ -62,5 +62,9 @@ small=$(peak "$set_dir/small" small) large=$(peak "$set_dir/packs" large)
 bound=$(awk -v s="$small" -v n="$SAMPLES" 'BEGIN { printf "%.1f", s + 28 * n / 1048576 + 32 }')
 echo "pack: $SAMPLES samples, $pack_mb MB of shards"
 echo "peak RSS: $large MB (baseline, $SMALL samples: $small MB); bound $bound MB"
-awk -v l="$large" -v b="$bound" 'BEGIN { exit !(l <= b) }' && echo "within the bound" ||
-  { echo "OVER the bound"; exit 1; }
+if awk -v l="$large" -v b="$bound" 'BEGIN { exit !(l <= b) }'; then
+  echo "within the bound"
+else
+  echo "OVER the bound"
+  exit 1
+fi
