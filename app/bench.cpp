@@ -6,6 +6,7 @@
 #include "app/output.h"
 #include "app/session.h"
 #include "core/data/augment.h"
+#include "core/data/sampler.h"
 #include "core/optim/optimizer.h"
 #include "core/random.h"
 #include "core/step_profile.h"
@@ -20,9 +21,10 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
   sub->add_option("--config", o.config, "experiment config (default: the book's DeepConvNet)")
       ->check(CLI::ExistingFile);
   sub->add_option("--mode", o.mode,
-                  "train, infer, or augment (a batch gathered with the config's data.augment "
-                  "vs without, alternating)")
-      ->check(CLI::IsMember({"train", "infer", "augment"}));
+                  "train, infer, augment (a batch gathered with the config's data.augment "
+                  "vs without, alternating), or data (a packed set's training batches read, "
+                  "decoded and transformed by its data threads, as training prefetches them)")
+      ->check(CLI::IsMember({"train", "infer", "augment", "data"}));
   sub->add_option("--backend", o.backend,
                   fmt::format("{} (default: the config's)", backend_words()));
   sub->add_flag("--exact", o.exact,
@@ -91,6 +93,55 @@ int bench_augment(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg, 
   return 0;
 }
 
+// Decode + transform throughput of the config's packed data set (data.dataset: "shards"): the
+// training batches of epoch 0 in the sampler's order, each announced data.prefetch_batches
+// ahead as the trainer does, gathered as training gathers them (data.transform, data.augment,
+// normalisation). Images per second over the timed batches, and per data thread.
+int bench_data(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg) {
+  if (cfg.data().dataset() != "shards")
+    fail_input("bench --mode data: the config's data.dataset is '{}'; it measures a pack "
+               "(data.dataset: \"shards\")", cfg.data().dataset());
+  Session s = open_session(cfg, true);
+  const Dataset& d = s.data.train;
+  const int64_t batch = cfg.schedule().batch_size(), n = d.size();
+  const int64_t steps = std::min<int64_t>(o.warmup + o.steps, n / batch);
+  if (steps <= o.warmup)
+    fail_input("bench --mode data: {} samples make {} batches of {}: fewer than --warmup {} + 1",
+               n, n / batch, batch, o.warmup);
+  const std::vector<int64_t> order = epoch_permutation(cfg.run().seed(), 0, n);
+  const Shape in = s.net->input_shape();
+  Tensor x = Tensor::empty({batch, in[0], in[1], in[2]}, DType::f32);
+  Tensor t = Tensor::empty({batch}, DType::i32);
+  const int depth = d.source->prefetch_depth();
+  std::chrono::steady_clock::time_point t0;
+  for (int64_t i = 0; i < steps; ++i) {
+    if (i == o.warmup) t0 = std::chrono::steady_clock::now();
+    for (int64_t a = i + 1; a <= std::min(steps - 1, i + depth) && (i == 0 || a == i + depth); ++a)
+      d.source->prefetch(order.data() + a * batch, batch, 0);
+    data::gather_batch_augmented(d, order.data() + i * batch, batch, 0, cfg.run().seed(),
+                                 cfg.data().augment(), x, t);
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const double ips = double((steps - o.warmup) * batch) / seconds;
+  const int threads = std::max(1, cfg.data().data_threads());
+  if (!s.speaks()) return 0;
+  Output(o.json).event({{"impl", "deeptrain"},
+                        {"mode", "data"},
+                        {"data_threads", cfg.data().data_threads()},
+                        {"batch", batch},
+                        {"steps", steps - o.warmup},
+                        {"input", in.str()},
+                        {"images_per_sec", rounded(ips, 1)},
+                        {"images_per_sec_per_thread", rounded(ips / threads, 1)},
+                        {"peak_rss_mb", rounded(peak_rss_mb(), 1)}},
+                       fmt::format("{} data thread{}, batch {}, {} batches to {}: {:.1f} img/s "
+                                   "({:.1f} per data thread)", cfg.data().data_threads(),
+                                   threads == 1 ? "" : "s", batch, steps - o.warmup, in.str(),
+                                   ips, ips / threads));
+  return 0;
+}
+
 // The phases' medians, largest first, with their share of the phases' total.
 int print_profile(const BenchOptionsCli& o, const Session& s, const StepProfile& p, int64_t batch,
                   double step_median) {
@@ -138,6 +189,7 @@ int run_bench(const BenchOptionsCli& o) {
   if (o.batch > 0) ov.batch_size = o.batch;
   cfg = o.config.empty() ? parse_config("", "(built-in deep_convnet)", ov)
                          : load_config(o.config, ov);
+  if (o.mode == "data") return bench_data(o, cfg);
   Session s = open_session(cfg, false);
   // Throughput does not depend on pixel values: synthetic MNIST-shaped samples.
   const int64_t batch = cfg.schedule().batch_size(), pool = 10 * batch;

@@ -2,7 +2,11 @@
 // indexed shards (core/data/shard_format.h) that `data { dataset: "shards" }` trains from; and
 // `deeptrain export-images`: a built-in set as a folder of PNG files with a list file, the
 // start of docs/own_data.md's example (and of the test that shards give the IDX batches).
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <memory>
@@ -11,6 +15,7 @@
 #include "app/output.h"
 #include "core/data/cifar.h"
 #include "core/data/image_codec.h"
+#include "core/data/image_transform.h"
 #include "core/data/image_list.h"
 #include "core/data/shard_writer.h"
 #include "core/error.h"
@@ -22,10 +27,74 @@ namespace {
 namespace fs = std::filesystem;
 
 struct PackOptions {
-  std::string out, folder, list, builtin, data_dir, split = "train", on_bad = "fail";
+  std::string out, folder, list, builtin, data_dir, split = "train", on_bad = "fail", reencode;
   double shard_mb = 64;
   int64_t limit = 0;
+  int resize = 0, quality = 0;  // quality 0: 90
   bool json = false;
+};
+
+// --resize and --reencode: an image as stored in the pack. Unchanged bytes when neither applies
+// (the default: images are stored as given); else decoded pixels, resized so the shorter side is
+// `resize` (PIL's bilinear, as data.transform's Resize), encoded as --reencode says or in the
+// image's own format.
+struct Stored {
+  std::string bytes;
+  data::ImageFormat format;
+  int height, width;
+};
+
+Stored store_image(const PackOptions& o, std::string bytes, data::ImageFormat format,
+                   const data::DecodedImage& img) {
+  const auto [rw, rh] = o.resize ? data::resize_shorter_size(img.width, img.height, o.resize)
+                                 : std::pair{img.width, img.height};
+  const bool resized = rw != img.width || rh != img.height;
+  const data::ImageFormat want = o.reencode == "png"    ? data::ImageFormat::png
+                                 : o.reencode == "jpeg" ? data::ImageFormat::jpeg
+                                                        : format;
+  if (!resized && o.reencode.empty()) return {std::move(bytes), format, img.height, img.width};
+  std::vector<uint8_t> px;
+  const uint8_t* p = img.pixels.data();
+  if (resized) {
+    px.resize(size_t(img.channels) * rh * rw);
+    data::crop_resize_bilinear(p, img.channels, img.height, img.width,
+                               {0, 0, img.height, img.width}, rh, rw, px.data());
+    p = px.data();
+  }
+  return {want == data::ImageFormat::png ? data::encode_png(p, img.channels, rh, rw)
+                                         : data::encode_jpeg(p, img.channels, rh, rw, o.quality ? o.quality : 90),
+          want, rh, rw};
+}
+
+// Where the pack is: a bar redrawn in place on a terminal (stderr), a line every 10% elsewhere,
+// nothing with --json (stdout is then JSON only, and stderr stays for errors).
+class Progress {
+ public:
+  Progress(bool json, Output& out) : quiet_(json), tty_(isatty(fileno(stderr))), out_(out) {}
+  void set_total(int64_t total) { total_ = total; }
+  void update(int64_t done) {
+    if (quiet_ || total_ <= 0) return;
+    if (!tty_) {
+      if (total_ >= 10 && done % ((total_ + 9) / 10) == 0)
+        out_.note(fmt::format("pack: {}/{} images", done, total_));
+      return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (done != total_ && now - last_ < std::chrono::milliseconds(100)) return;
+    last_ = now;
+    const int width = 30, filled = int(width * done / total_);
+    std::fprintf(stderr, "\rpack [%s%s] %lld/%lld images %3d%%", std::string(size_t(filled), '#').c_str(),
+                 std::string(size_t(width - filled), '.').c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total_), int(100 * done / total_));
+    if (done == total_) std::fputc('\n', stderr);
+    std::fflush(stderr);
+  }
+
+ private:
+  bool quiet_, tty_;
+  Output& out_;
+  int64_t total_ = 0;
+  std::chrono::steady_clock::time_point last_{};
 };
 
 data::Dataset load_builtin(const std::string& name, const std::string& dir,
@@ -64,22 +133,30 @@ void run_pack(const PackOptions& o) {
   proto::ShardManifest m;
   m.mutable_options()->set_shard_bytes(int64_t(o.shard_mb * 1024 * 1024));
   m.mutable_options()->set_skip_bad(o.on_bad == "skip");
+  m.mutable_options()->set_resize(o.resize);
+  m.mutable_options()->set_reencode(o.reencode);
+  if (o.quality && (o.reencode == "png" || (o.reencode.empty() && !o.resize)))
+    fail_input("pack: --quality {} has no image to apply to: it sets the quality of JPEG images "
+               "written (--reencode jpeg, or JPEG images that --resize re-encodes)", o.quality);
+  if (o.reencode == "jpeg" || o.resize) m.mutable_options()->set_quality(o.quality ? o.quality : 90);
   std::vector<std::string> skipped;
   int64_t total = 0;
-  auto progress = [&](int64_t done) {
-    if (total >= 10 && done % ((total + 9) / 10) == 0 && !o.json)
-      out.note(fmt::format("pack: {}/{} images", done, total));
-  };
+  Progress bar(o.json, out);
+  auto progress = [&](int64_t done) { bar.update(done); };
   if (!o.builtin.empty()) {
     const data::Dataset d = load_builtin(o.builtin, o.data_dir, o.split, o.limit);
     m.set_source(fmt::format("{} {} ({})", o.builtin, o.split, o.data_dir.empty() ? "data/" + o.builtin : o.data_dir));
     for (int c = 0; c < d.num_classes; ++c) m.add_class_names(std::to_string(c));
     const Shape s = d.sample_shape();
     total = d.size();
+    bar.set_total(total);
     for (int64_t i = 0; i < total; ++i) {
       const uint8_t* px = d.images.data<uint8_t>() + i * s.numel();
-      writer.add(data::encode_png(px, int(s[0]), int(s[1]), int(s[2])), data::ImageFormat::png,
-                 d.labels.data<int32_t>()[i], int(s[0]), int(s[1]), int(s[2]));
+      data::DecodedImage img{int(s[0]), int(s[1]), int(s[2]), std::vector<uint8_t>(px, px + s.numel())};
+      // The built-in sets are stored as PNG unless --reencode says otherwise.
+      const Stored st = store_image(o, data::encode_png(px, img.channels, img.height, img.width),
+                                    data::ImageFormat::png, img);
+      writer.add(st.bytes, st.format, d.labels.data<int32_t>()[i], img.channels, st.height, st.width);
       progress(i + 1);
     }
   } else {
@@ -89,6 +166,7 @@ void run_pack(const PackOptions& o) {
     for (const std::string& c : list.class_names) m.add_class_names(c);
     total = o.limit > 0 ? std::min<int64_t>(o.limit, int64_t(list.entries.size()))
                         : int64_t(list.entries.size());
+    bar.set_total(total);
     std::string bytes;
     data::DecodedImage img;
     data::ImageFormat format{};
@@ -101,7 +179,8 @@ void run_pack(const PackOptions& o) {
         skipped.push_back(why);
         out.note("pack: skipped " + why);
       } else {
-        writer.add(bytes, format, e.label, img.channels, img.height, img.width);
+        const Stored st = store_image(o, std::move(bytes), format, img);
+        writer.add(st.bytes, st.format, e.label, img.channels, st.height, st.width);
       }
       progress(i + 1);
     }
@@ -168,11 +247,19 @@ void add_data_commands(CLI::App& cli) {
                   "extension): fail, or skip it and name it")
       ->check(CLI::IsMember({"fail", "skip"}))->capture_default_str();
   sub->add_option("--limit", p->limit, "pack only the first N images")->check(nonnegative_integer());
+  sub->add_option("--resize", p->resize, "resize each image so its shorter side is N pixels "
+                  "(PIL's bilinear, as data.transform's Resize); re-encoded in its own format "
+                  "unless --reencode says otherwise")->check(CLI::Range(1, 65535));
+  sub->add_option("--reencode", p->reencode, "store every image as PNG (lossless) or JPEG "
+                  "(--quality)")->check(CLI::IsMember({"png", "jpeg"}));
+  sub->add_option("--quality", p->quality, "the quality (1-100, default 90) of JPEG images "
+                  "written (--reencode jpeg, or JPEG images resized)")->check(CLI::Range(1, 100));
   sub->add_flag("--json", p->json, "one JSON object per line on stdout");
   sub->footer("Examples:\n"
               "  deeptrain pack --folder photos/train --out packs/photos/train\n"
               "  deeptrain pack --list fmnist_png/list.csv --out packs/fmnist/test\n"
-              "  deeptrain pack --builtin mnist --split train --out packs/mnist/train");
+              "  deeptrain pack --builtin mnist --split train --out packs/mnist/train\n"
+              "  deeptrain pack --folder photos/train --resize 80 --reencode jpeg --quality 90 --out packs/p80/train");
   sub->callback([p] { run_pack(*p); });
 
   auto e = std::make_shared<ExportOptions>();

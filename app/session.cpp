@@ -100,6 +100,8 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
     o.verify_checksums = d.verify_checksums();
     // model.input, when set, is the shape every sample must have; else the pack's.
     if (in.channels() && in.height() && in.width()) o.expected = Shape{in.channels(), in.height(), in.width()};
+    if (d.has_transform()) o.transform = d.transform();
+    o.seed = cfg.run().seed();
     namespace fs = std::filesystem;
     s.data.train = data::open_shards((fs::path(d.dir()) / "train").string(), o, d.train_limit());
     s.data.test = data::open_shards((fs::path(d.dir()) / "test").string(), o, d.test_limit());

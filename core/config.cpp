@@ -179,6 +179,9 @@ void finalize_config(proto::ExperimentConfig& c) {
     fail_input("data.verify_checksums: not available for cifar10 (its binary batches have no "
                "published per-file checksums)");
   data::validate_augment(d.augment());
+  if (d.has_transform() && d.dataset() != "shards")
+    fail_input("data.transform: only for dataset: shards (the built-in sets have one image size; "
+               "data.augment transforms them)");
   require(d.train_limit() >= 0, "data.train_limit", "must be >= 0", d.train_limit());
   require(d.test_limit() >= 0, "data.test_limit", "must be >= 0", d.test_limit());
 

@@ -109,7 +109,7 @@ void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, boo
   if (augmented)
     data::gather_batch_augmented(data, ids, n, epoch, opt_.seed, opt_.augment, x_host_, t_host_);
   else
-    data::gather_batch(data, ids, n, x_host_, t_host_);
+    data::gather_batch(data, ids, n, x_host_, t_host_, augment ? epoch : data::kEvalEpoch);
   if (x_.raw() != x_host_.raw()) {
     backend_.copy(x_host_, x_);
     backend_.copy(t_host_, t_);
@@ -307,7 +307,7 @@ EpochReport Trainer::train_epoch(
       if (announced == s) continue;  // read now anyway
       const int64_t ab = sampler.batch_begin(announced), ae = sampler.batch_end(announced);
       const ShardRange mine = rows_of_batch(ae - ab);
-      data.source->prefetch(order.data() + ab + mine.begin, mine.end - mine.begin);
+      data.source->prefetch(order.data() + ab + mine.begin, mine.end - mine.begin, epoch);
     }
     const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
     StepMetrics m = train_step(data, order.data() + b, e - b, epoch);

@@ -176,8 +176,9 @@ class Trainer {
   // whole micro-shards).
   ShardRange rows_of_batch(int64_t n) const;
   // The samples `ids` into x_ and t_ (on the backend's device).
-  // With augment, training's batches: augmented as opt_.augment says, keyed by (seed, epoch,
-  // global sample id), never by the position in this rank's shard.
+  // With augment, training's batches: augmented as opt_.augment says (and a streamed set's
+  // data.transform drawn), keyed by (seed, epoch, global sample id), never by the position in
+  // this rank's shard; without, evaluation's.
   void load_batch(const Dataset& data, const int64_t* ids, int64_t n, bool augment = false,
                   int epoch = 0);
   // A data set in the backend's memory: the copy made on first use (a few are kept).

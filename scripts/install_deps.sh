@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages deeptrain builds and tests with. Idempotent: when everything is
 # already installed it only checks (no apt-get update), so re-running is fast.
-#   usage: scripts/install_deps.sh [--with-torch]   (--with-torch: PyTorch for the benchmark)
+#   usage: scripts/install_deps.sh [--with-torch]   (--with-torch: PyTorch and torchvision, the
+#   benchmarks' and the ONNX and transform tests' peers)
 set -euo pipefail
 
 # libonnx-dev: the ONNX schema (onnx.proto) compiled into the build; python3-onnx: the ONNX
@@ -15,8 +16,8 @@ PACKAGES=(build-essential cmake ninja-build pkg-config libopenblas-dev libprotob
 
 for arg in "$@"; do
   case "$arg" in
-    --with-torch) PACKAGES+=(python3-torch) ;;
-    -h|--help) sed -n '2,4p' "$0"; exit 0 ;;
+    --with-torch) PACKAGES+=(python3-torch python3-torchvision) ;;
+    -h|--help) sed -n '2,5p' "$0"; exit 0 ;;
     *) echo "install_deps.sh: unknown option '$arg' (see --help)" >&2; exit 2 ;;
   esac
 done

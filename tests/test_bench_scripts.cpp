@@ -43,3 +43,27 @@ TEST(BenchScripts, ThroughputComparisonPrintsBothSides) {
 }
 
 }  // namespace
+
+// The data pipeline's benchmarks (bench/README.md), each on a few images: the table lines they
+// print are there with a ratio, the memory run states its bound.
+TEST(BenchScripts, DataPipelineBenchmarksRunOnAFewImages) {
+  if (run_command("/usr/bin/python3 -c 'import torchvision, numpy'").exit_code != 0)
+    GTEST_SKIP() << "torchvision not installed (scripts/setup.sh --with-torch)";
+  if (!have_mnist()) GTEST_SKIP() << "MNIST not fetched";
+  TempDir d;
+  CommandResult r = run_command("bash " + kSource + "/bench/data_throughput.sh --images 64 --batch 16 "
+                                "--steps 1 --warmup 1 --sizes 64 --work " + (d.path / "dt").string() +
+                                " --deeptrain " DEEPTRAIN_BINARY);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("png    64           1"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("jpeg   64           1"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("inf"), std::string::npos) << r.output;  // both sides measured
+  r = run_command("bash " + kSource + "/bench/shards_vs_idx.sh --rounds 1 --images 100 --models "
+                  "deep_convnet --work " + (d.path / "si").string() + " --deeptrain " DEEPTRAIN_BINARY);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("deep_convnet"), std::string::npos) << r.output;
+  r = run_command("bash " + kSource + "/bench/shards_memory.sh --samples 20 --work " +
+                  (d.path / "mem").string() + " --deeptrain " DEEPTRAIN_BINARY);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("within the bound"), std::string::npos) << r.output;
+}

@@ -446,7 +446,9 @@ TEST(LaunchLint, ScriptsPassShellcheck) {
   if (run_command("command -v shellcheck").exit_code != 0) GTEST_SKIP() << "no shellcheck (apt-get install shellcheck)";
   const auto r = run_command("shellcheck " + kLaunch + " " + kSbatch + " " + kSource + "/docker/entrypoint.sh " +
                              kSource + "/scripts/build_image.sh " + kSource + "/scripts/lint_docker.sh " + kSource +
-                             "/scripts/run_multi_container.sh " + kSource + "/docker/cluster-node.sh");
+                             "/scripts/run_multi_container.sh " + kSource + "/docker/cluster-node.sh " + kSource +
+                             "/scripts/color_digits.sh " + kSource + "/bench/data_throughput.sh " + kSource +
+                             "/bench/shards_vs_idx.sh " + kSource + "/bench/shards_memory.sh");
   EXPECT_EQ(r.exit_code, 0) << r.output;
 }
 

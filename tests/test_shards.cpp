@@ -13,6 +13,7 @@
 #include "core/checksum.h"
 #include "core/data/augment.h"
 #include "core/data/image_codec.h"
+#include "core/data/image_transform.h"
 #include "core/data/sampler.h"
 #include "core/data/shard_reader.h"
 #include "core/data/shard_writer.h"
@@ -126,7 +127,7 @@ TEST(Shards, PngExportPackedStreamsTheIdxBatchesBitForBit) {
       for (int64_t s = 0; s < sampler.steps_per_epoch(); ++s) {
         const int64_t b = sampler.batch_begin(s), e = sampler.batch_end(s);
         if (s + 1 < sampler.steps_per_epoch())  // as the trainer announces the next batch
-          sh.source->prefetch(order.data() + e, sampler.batch_end(s + 1) - e);
+          sh.source->prefetch(order.data() + e, sampler.batch_end(s + 1) - e, epoch);
         Tensor x0 = Tensor::empty({e - b, 1, 28, 28}, DType::f32), t0 = Tensor::empty({e - b}, DType::i32);
         Tensor x1 = x0.clone(), t1 = t0.clone();
         data::gather_batch_augmented(idx, order.data() + b, e - b, epoch, 5, aug, x0, t0);
@@ -316,7 +317,7 @@ TEST(Shards, BrokenPacksAreRefusedNamingTheFile) {
     data::Dataset ds = data::open_shards(d.string(), o);
     std::vector<uint8_t> buf(48);
     const int64_t id = 0;
-    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data()); });
+    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data(), data::kEvalEpoch); });
     EXPECT_NE(e.find((d / "shard-00000.tar").string() + ": sample 0 at offset 512: CRC-32 mismatch"), std::string::npos) << e;
     o.verify_checksums = true;
     EXPECT_NE(open_err(d, o).find((d / "shard-00000.tar").string() + ": SHA-256 mismatch"), std::string::npos);
@@ -340,7 +341,7 @@ TEST(Shards, BrokenPacksAreRefusedNamingTheFile) {
     data::Dataset ds = data::open_shards(rgb.string(), o);
     std::vector<uint8_t> buf(48);
     const int64_t id = 2;
-    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data()); });
+    const std::string e = error_of([&] { ds.source->read(&id, 1, buf.data(), data::kEvalEpoch); });
     EXPECT_NE(e.find("shard-00002.tar: sample 2 at offset"), std::string::npos) << e;
     EXPECT_NE(e.find("a 3-channel 8x6 image, the model takes (1, 8, 6)"), std::string::npos) << e;
   }
@@ -387,4 +388,152 @@ distributed { exact: true micro_batch: 10 }
   for (const auto& [name, t] : a)
     EXPECT_EQ(std::memcmp(t.raw(), b.at(name).raw(), t.nbytes()), 0) << name;
 #endif
+}
+
+// data.transform on a folder of images of many sizes, gray and RGB: the random crops and flips
+// are drawn from (seed, epoch, sample), so 2 ranks train the 1-rank model bit for bit, and a run
+// stopped mid-epoch (prefetched transformed batches cut off) resumes to the same weights.
+TEST(Shards, TransformedImagesTrainAlikeOnTwoRanksAndWhenResumed) {
+  TempDir dir;
+  for (const char* split : {"train", "test"})
+    for (int i = 0; i < 36; ++i) {
+      const int c = i % 4 == 0 ? 1 : 3, h = 12 + (i * 7) % 29, w = 10 + (i * 11) % 37;
+      const auto px = pattern(c, h, w, i + (split[1] == 'e' ? 100 : 0));
+      const fs::path f = dir.path / "img" / split / fmt::format("class{}", i % 3) / fmt::format("{}.png", i);
+      fs::create_directories(f.parent_path());
+      write_bytes(f, data::encode_png(px.data(), c, h, w));
+    }
+  for (const char* split : {"train", "test"}) {
+    const auto r = run_command(deeptrain_cmd(fmt::format("pack --folder {} --out {}", (dir.path / "img" / split).string(),
+                                                         (dir.path / "packs" / split).string())));
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+  }
+  const std::string cfg = dir.file("x.prototxt", R"(
+model {
+  input { channels: 3 height: 16 width: 16 }
+  layer { name: "conv1" conv { out_channels: 4 kernel: 3 pad: 1 } }
+  layer { name: "relu1" relu {} }
+  layer { name: "pool1" max_pool {} }
+  layer { name: "fc" affine { out_features: 3 } }
+}
+data { dataset: "shards" dir: ")" + (dir.path / "packs").string() + R"(" data_threads: 1
+       transform { random_resized_crop: true flip_horizontal: true convert_channels: true
+                   mean: 0.5 std: 0.25 } }
+optimizer { type: ADAM lr: 0.003 }
+schedule { epochs: 2 batch_size: 12 }
+run { seed: 4 threads: 1 backend: BACKEND_CPU_REF }
+distributed { exact: true micro_batch: 3 }
+)");
+  auto train = [&](const std::string& launcher, const std::string& name, const std::string& extra) {
+    const auto r = run_command(launcher + deeptrain_cmd(fmt::format("train {} --run-dir {}/run_{} {}", cfg,
+                                                                    dir.path.string(), name, extra)));
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return r.output;
+  };
+  const std::string w = dir.path.string();
+  train("", "one", "--save-weights " + w + "/one.w");
+  // 3 steps an epoch: stopped after step 4, in epoch 2.
+  train("", "stop", "--checkpoint-dir " + w + "/ckpt --max-steps 4");
+  const std::string resumed = train("", "resumed", "--json --checkpoint-dir " + w + "/ckpt --resume auto --save-weights " + w + "/resumed.w");
+  EXPECT_NE(resumed.find("\"event\":\"resumed\",\"step\":4,"), std::string::npos) << resumed;
+  std::vector<std::string> others = {"resumed.w"};
+#ifdef DEEPTRAIN_MPIEXEC
+  train(fmt::format("{} -n 2 ", DEEPTRAIN_MPIEXEC), "two", "--save-weights " + w + "/two.w");
+  others.push_back("two.w");
+#endif
+  const auto a = io::read_weight_tensors(w + "/one.w");
+  for (const std::string& other : others) {
+    const auto b = io::read_weight_tensors(w + "/" + other);
+    ASSERT_EQ(a.size(), b.size()) << other;
+    for (const auto& [name, t] : a)
+      EXPECT_EQ(std::memcmp(t.raw(), b.at(name).raw(), t.nbytes()), 0) << other << ": " << name;
+  }
+}
+
+// The encoded bytes of every sample of a pack, in global order.
+static std::vector<std::string> packed_images(const std::string& pack) {
+  std::vector<std::string> out;
+  const proto::ShardManifest m = data::read_manifest(pack);
+  for (const proto::ShardFile& f : m.shards()) {
+    const std::string tar = io::read_file(pack + "/" + f.tar(), uint64_t(1) << 30, "a shard");
+    uint64_t tar_bytes = 0;
+    const std::string idx_path = pack + "/" + f.index();
+    for (const data::IndexRecord& r :
+         data::decode_index(idx_path, io::read_file(idx_path, uint64_t(1) << 30, "an index"), &tar_bytes))
+      out.push_back(tar.substr(r.offset, r.size));
+  }
+  return out;
+}
+
+// --resize N: the shorter side becomes N by PIL's bilinear (data.transform's Resize, so packing
+// small and training with resize: N see the same pixels); --reencode png|jpeg --quality Q; the
+// options recorded in the manifest; progress as plain lines off a terminal, none with --json.
+TEST(Shards, PackResizesAndReencodes) {
+  TempDir dir;
+  const int sizes[][3] = {{3, 40, 30}, {1, 25, 60}, {3, 20, 20}, {3, 12, 16}};
+  std::vector<std::vector<uint8_t>> pixels;
+  for (int i = 0; i < 4; ++i) {
+    const auto& s = sizes[i];
+    pixels.push_back(pattern(s[0], s[1], s[2], i));
+    const fs::path f = dir.path / "img" / fmt::format("c{}", i % 2) / fmt::format("{}.png", i);
+    fs::create_directories(f.parent_path());
+    write_bytes(f, data::encode_png(pixels.back().data(), s[0], s[1], s[2]));
+  }
+  const std::string img = (dir.path / "img").string();
+  // Folder order: c0/0, c0/2, c1/1, c1/3.
+  const int order[] = {0, 2, 1, 3};
+  CommandResult r = run_command(deeptrain_cmd("pack --folder " + img + " --resize 20 --out " + (dir.path / "png20").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto png20 = packed_images((dir.path / "png20").string());
+  ASSERT_EQ(png20.size(), 4u);
+  for (size_t k = 0; k < 4; ++k) {
+    const auto& s = sizes[order[k]];
+    const auto [rw, rh] = data::resize_shorter_size(s[2], s[1], 20);
+    std::vector<uint8_t> want(size_t(s[0]) * rh * rw);
+    data::crop_resize_bilinear(pixels[size_t(order[k])].data(), s[0], s[1], s[2], {0, 0, s[1], s[2]}, rh, rw, want.data());
+    const data::DecodedImage got = data::decode_image(reinterpret_cast<const uint8_t*>(png20[k].data()), png20[k].size(), "x");
+    EXPECT_EQ(std::min(got.height, got.width), 20);
+    EXPECT_EQ(got.pixels, want) << "sample " << k;  // PNG: lossless, PIL's resize exactly
+  }
+  const proto::ShardManifest m20 = data::read_manifest((dir.path / "png20").string());
+  EXPECT_EQ(m20.options().resize(), 20);
+  EXPECT_EQ(m20.channels(), 0);  // 20x26, 48x20, 20x20, 26x20: they vary
+
+  r = run_command(deeptrain_cmd("pack --folder " + img + " --reencode jpeg --quality 80 --json --out " + (dir.path / "jpg").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("pack: "), std::string::npos) << r.output;  // --json: JSON only
+  const auto jpg = packed_images((dir.path / "jpg").string());
+  for (size_t k = 0; k < 4; ++k) {
+    EXPECT_EQ(data::sniff_image_format(reinterpret_cast<const uint8_t*>(jpg[k].data()), jpg[k].size()),
+              data::ImageFormat::jpeg);
+    const data::DecodedImage got = data::decode_image(reinterpret_cast<const uint8_t*>(jpg[k].data()), jpg[k].size(), "x");
+    EXPECT_EQ(got.height, sizes[order[k]][1]);
+    EXPECT_EQ(got.width, sizes[order[k]][2]);
+  }
+  const proto::ShardManifest mj = data::read_manifest((dir.path / "jpg").string());
+  EXPECT_EQ(mj.options().reencode(), "jpeg");
+  EXPECT_EQ(mj.options().quality(), 80);
+  EXPECT_NE(io::read_file((dir.path / "jpg" / mj.shards(0).tar()).string(), 1 << 20, "tar").find("000000000.jpg"),
+            std::string::npos);
+
+  // Off a terminal: a plain line every 10% on stderr.
+  r = run_command(deeptrain_cmd(fmt::format("pack --builtin mnist --data-dir {}/mnist --split test --limit 20 "
+                                            "--reencode png --out {}", DEEPTRAIN_DATA_DIR, (dir.path / "m").string())));
+  if (have_mnist()) {
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_NE(r.output.find("deeptrain: pack: 10/20 images"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("deeptrain: pack: 20/20 images"), std::string::npos) << r.output;
+  }
+  // Bad settings: named, nothing written.
+  for (const auto& [args, says] :
+       {std::pair{"--reencode png --quality 50", "--quality 50 has no image to apply to"},
+        std::pair{"--quality 50", "--quality 50 has no image to apply to"},
+        std::pair{"--reencode gif", "--reencode"}, std::pair{"--resize 0", "--resize"},
+        std::pair{"--reencode jpeg --quality 101", "--quality"}}) {
+    const fs::path out = dir.path / "bad";
+    r = run_command(deeptrain_cmd(fmt::format("pack --folder {} {} --out {}", img, args, out.string())));
+    EXPECT_NE(r.exit_code, 0) << args;
+    EXPECT_NE(r.output.find(says), std::string::npos) << args << ": " << r.output;
+    EXPECT_FALSE(fs::exists(out / "manifest.json")) << args;
+  }
 }

@@ -105,14 +105,16 @@ void augment_sample(const uint8_t* in, int c, int h, int w, const AugmentParams&
 
 void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch,
                             uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t) {
-  if (!cfg.enabled()) return gather_batch(d, ids, n, x, t);
+  if (!cfg.enabled()) return gather_batch(d, ids, n, x, t, epoch);
   const Shape shape = d.sample_shape();
   const int c = int(shape[0]), h = int(shape[1]), w = int(shape[2]);
   const int64_t sample = int64_t(c) * h * w;
   DT_CHECK(x.numel() == n * sample && t.numel() == n,
            "gather_batch_augmented: x {} / t {} do not fit {} samples of {}", x.shape().str(),
            t.shape().str(), n, shape.str());
-  const BatchPixels pixels(d, ids, n);  // checks the ids: nothing may throw in the parallel loop
+  // Checks the ids: nothing may throw in the parallel loop. A streamed set transforms its
+  // images (data.transform) to the model's input before this augmentation.
+  const BatchPixels pixels(d, ids, n, epoch);
   const int32_t* labels = d.labels.data<int32_t>();
   float* xd = x.data<float>();
   int32_t* td = t.data<int32_t>();
@@ -122,6 +124,7 @@ void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int
     augment_sample(pixels.at(i), c, h, w, p, xd + i * sample);
     td[i] = labels[ids[i]];
   }
+  normalise_batch(d, n, xd);
 }
 
 }  // namespace deeptrain::data

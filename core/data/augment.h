@@ -36,9 +36,9 @@ AugmentParams draw_augment(const proto::AugmentConfig& cfg, uint64_t seed, int64
 // gather_batch writes.
 void augment_sample(const uint8_t* in, int c, int h, int w, const AugmentParams& p, float* out);
 
-// gather_batch with each sample transformed by draw_augment(cfg, seed, epoch, ids[i]);
-// samples are spread over the OpenMP threads. Identical to gather_batch when cfg is not
-// enabled.
+// Training's batch of `epoch`: gather_batch with each sample transformed by
+// draw_augment(cfg, seed, epoch, ids[i]); samples are spread over the OpenMP threads. Identical
+// to gather_batch(d, ids, n, x, t, epoch) when cfg is not enabled.
 void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch,
                             uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t);
 

@@ -148,7 +148,7 @@ Shape Dataset::sample_shape() const {
   return Shape(std::vector<int64_t>(d.begin() + 1, d.end()));
 }
 
-BatchPixels::BatchPixels(const Dataset& d, const int64_t* ids, int64_t n)
+BatchPixels::BatchPixels(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch)
     : ids_(ids), sample_(d.sample_shape().numel()) {
   const int64_t count = d.size();
   for (int64_t i = 0; i < n; ++i)
@@ -159,10 +159,11 @@ BatchPixels::BatchPixels(const Dataset& d, const int64_t* ids, int64_t n)
     return;
   }
   buffer_.resize(size_t(n * sample_));
-  if (n) d.source->read(ids, n, buffer_.data());
+  if (n) d.source->read(ids, n, buffer_.data(), epoch);
 }
 
-void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t) {
+void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
+                  int64_t epoch) {
   const int64_t sample = d.sample_shape().numel();
   DT_CHECK(x.numel() == n * sample && t.numel() == n,
            "gather_batch: x {} / t {} do not fit {} samples of {}", x.shape().str(),
@@ -173,7 +174,7 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
     for (int p = 0; p < 256; ++p) s[p] = float(p) / 255.0f;
     return s;
   }();
-  const BatchPixels pixels(d, ids, n);
+  const BatchPixels pixels(d, ids, n, epoch);
   const int32_t* labels = d.labels.data<int32_t>();
   float* xd = x.data<float>();
   int32_t* td = t.data<int32_t>();
@@ -183,6 +184,22 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
     for (int64_t k = 0; k < sample; ++k) o[k] = scale[s[k]];
     td[i] = labels[ids[i]];
   }
+  normalise_batch(d, n, xd);
+}
+
+void normalise_batch(const Dataset& d, int64_t n, float* x) {
+  if (d.mean.empty()) return;
+  const Shape shape = d.sample_shape();
+  const int64_t c = shape[0], plane = shape[1] * shape[2];
+  DT_CHECK(int64_t(d.mean.size()) == c && int64_t(d.std.size()) == c,
+           "normalise_batch: {} means and {} stds for {} channels", d.mean.size(), d.std.size(), c);
+  // Two float32 operations, subtract then divide, as torch's sub_ then div_ round them.
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch) {
+      float* p = x + (i * c + ch) * plane;
+      const float m = d.mean[size_t(ch)], s = d.std[size_t(ch)];
+      for (int64_t k = 0; k < plane; ++k) p[k] = (p[k] - m) / s;
+    }
 }
 
 std::string describe_files(const std::string& dataset_name, const std::string& dir) {

@@ -9,19 +9,24 @@
 
 namespace deeptrain::data {
 
+// The epoch argument of a read that wants evaluation's (deterministic) transform.
+constexpr int64_t kEvalEpoch = -1;
+
 // Samples decoded on demand by global index, for a data set that is not held in memory (a
 // packed one: core/data/shard_reader.h). Thread-safe.
 class SampleSource {
  public:
   virtual ~SampleSource() = default;
   virtual Shape sample_shape() const = 0;  // (C, H, W)
-  // Samples ids[0..n) as u8 (C, H, W) each, one after another into out. Throws InputError
-  // naming the file and sample of a corrupt one.
-  virtual void read(const int64_t* ids, int64_t n, uint8_t* out) = 0;
+  // Samples ids[0..n) as u8 (C, H, W) each, one after another into out. epoch >= 0: as
+  // training sees them in that epoch (a random transform draws from it); kEvalEpoch: as
+  // evaluation does. Throws InputError naming the file and sample of a corrupt one.
+  virtual void read(const int64_t* ids, int64_t n, uint8_t* out, int64_t epoch) = 0;
   // How many batches ahead a caller may announce with prefetch() (0: it need not).
   virtual int prefetch_depth() const { return 0; }
-  // These samples will be read soon: the source may decode them ahead, in its own threads.
-  virtual void prefetch(const int64_t* /*ids*/, int64_t /*n*/) {}
+  // These samples will be read soon, with this epoch: the source may decode them ahead, in its
+  // own threads.
+  virtual void prefetch(const int64_t* /*ids*/, int64_t /*n*/, int64_t /*epoch*/) {}
   // Identifies the content (the multi-rank consistency check compares it between ranks).
   virtual std::string fingerprint() const = 0;
 };
@@ -32,6 +37,9 @@ struct Dataset {
   Tensor labels;  // i32 (N): always in memory (4 bytes a sample), so the sampler needs no I/O
   int num_classes = 0;
   std::shared_ptr<SampleSource> source;  // set: samples are read from it by global index
+  // Per-channel normalisation of the model's input, x = (p / 255 - mean[c]) / std[c] in float32
+  // (torchvision's ToTensor then Normalize); empty: x = p / 255. Streamed sets only.
+  std::vector<float> mean, std;
 
   int64_t size() const { return labels.numel(); }
   Shape sample_shape() const;  // (C, H, W)
@@ -51,10 +59,11 @@ DatasetSplit load_dataset(const std::string& dataset_name, const std::string& di
 
 // The u8 pixels of the batch ids[0..n) (ids checked against d.size()): sample i at at(i). In
 // memory they point into d.images; a streamed set's are read from d.source, the whole batch in
-// one read. Every gather goes through it, so both kinds give the same pixels to the same code.
+// one read, transformed for `epoch` (SampleSource::read). Every gather goes through it, so both
+// kinds give the same pixels to the same code.
 class BatchPixels {
  public:
-  BatchPixels(const Dataset& d, const int64_t* ids, int64_t n);
+  BatchPixels(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch = kEvalEpoch);
   const uint8_t* at(int64_t i) const {
     return buffer_.empty() ? base_ + ids_[i] * sample_ : buffer_.data() + i * sample_;
   }
@@ -66,9 +75,14 @@ class BatchPixels {
   std::vector<uint8_t> buffer_;
 };
 
-// Book normalisation: x = pixel / 255.0f (a float division, to match numpy float32 bit for bit).
-// Copies samples ids[0..n) into x (f32, (n, C, H, W), already allocated) and t (i32, (n)).
-void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t);
+// Book normalisation: x = pixel / 255.0f (a float division, to match numpy float32 bit for bit),
+// then d.mean/d.std when set. Copies samples ids[0..n) into x (f32, (n, C, H, W), already
+// allocated) and t (i32, (n)); epoch: as BatchPixels.
+void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
+                  int64_t epoch = kEvalEpoch);
+
+// Applies d.mean/d.std (when set) to n samples of x already holding pixel / 255.
+void normalise_batch(const Dataset& d, int64_t n, float* x);
 
 // What the doctor/eval commands print: files found, sizes, checksum status. Never throws for
 // missing or bad files (that is what it reports); throws InputError for an unknown data set.

@@ -10,12 +10,13 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <thread>
-#include <unordered_map>
 
 #include "core/checksum.h"
 #include "core/data/image_codec.h"
+#include "core/data/image_transform.h"
 #include "core/data/shard_format.h"
 #include "core/error.h"
 #include "core/io/read_file.h"
@@ -34,9 +35,10 @@ struct Shard {
 class ShardSource final : public SampleSource {
  public:
   ShardSource(std::string dir, std::vector<Shard> shards, Shape shape, std::string fingerprint,
-              const ShardReadOptions& o)
+              const ShardReadOptions& o, std::optional<ImageTransform> transform)
       : dir_(std::move(dir)), shards_(std::move(shards)), shape_(std::move(shape)),
-        fingerprint_(std::move(fingerprint)), depth_(std::max(0, o.prefetch_batches)) {
+        fingerprint_(std::move(fingerprint)), depth_(std::max(0, o.prefetch_batches)),
+        transform_(std::move(transform)) {
     for (int i = 0; i < std::max(0, o.threads); ++i) workers_.emplace_back([this] { work(); });
   }
   ~ShardSource() override {
@@ -53,36 +55,36 @@ class ShardSource final : public SampleSource {
   std::string fingerprint() const override { return fingerprint_; }
   int prefetch_depth() const override { return workers_.empty() ? 0 : depth_; }
 
-  void prefetch(const int64_t* ids, int64_t n) override {
+  void prefetch(const int64_t* ids, int64_t n, int64_t epoch) override {
     if (workers_.empty()) return;
     std::lock_guard<std::mutex> lock(mu_);
     // Bounded memory: announced samples beyond depth_ batches of this size are not decoded
     // ahead (read() decodes them when they are due).
     const size_t cap = size_t(std::max(1, depth_)) * size_t(std::max<int64_t>(n, 1));
     for (int64_t i = 0; i < n && slots_.size() < cap; ++i)
-      if (slots_.emplace(ids[i], Slot{}).second) queue_.push_back(ids[i]);
+      if (slots_.emplace(key(ids[i], epoch), Slot{}).second) queue_.push_back(key(ids[i], epoch));
     cv_.notify_all();
   }
 
-  void read(const int64_t* ids, int64_t n, uint8_t* out) override {
+  void read(const int64_t* ids, int64_t n, uint8_t* out, int64_t epoch) override {
     const int64_t sample = shape_.numel();
     if (workers_.empty()) {
-      for (int64_t i = 0; i < n; ++i) decode_into(ids[i], out + i * sample);
+      for (int64_t i = 0; i < n; ++i) decode_into(key(ids[i], epoch), out + i * sample);
       return;
     }
     std::unique_lock<std::mutex> lock(mu_);
     // Ahead of anything announced: the batch due now is what the training thread waits for.
     for (int64_t i = n - 1; i >= 0; --i)
-      if (slots_.emplace(ids[i], Slot{}).second) queue_.push_front(ids[i]);
+      if (slots_.emplace(key(ids[i], epoch), Slot{}).second) queue_.push_front(key(ids[i], epoch));
     cv_.notify_all();
     std::string error;
     for (int64_t i = 0; i < n; ++i) {
-      done_.wait(lock, [&] { return slots_.at(ids[i]).ready; });
-      const Slot& s = slots_.at(ids[i]);
+      done_.wait(lock, [&] { return slots_.at(key(ids[i], epoch)).ready; });
+      const Slot& s = slots_.at(key(ids[i], epoch));
       if (!s.error.empty() && error.empty()) error = s.error;
       if (s.error.empty()) std::memcpy(out + i * sample, s.pixels.data(), size_t(sample));
     }
-    for (int64_t i = 0; i < n; ++i) slots_.erase(ids[i]);
+    for (int64_t i = 0; i < n; ++i) slots_.erase(key(ids[i], epoch));
     if (!error.empty()) throw InputError(error);
   }
 
@@ -92,13 +94,19 @@ class ShardSource final : public SampleSource {
     std::vector<uint8_t> pixels;
     std::string error;
   };
+  // A decoded sample is (global index, epoch); the epoch matters only to a random transform, so
+  // otherwise every read of a sample shares one key whatever epoch it names.
+  using Key = std::pair<int64_t, int64_t>;
+  Key key(int64_t id, int64_t epoch) const {
+    return {id, transform_ && transform_->random() ? std::max(epoch, kEvalEpoch) : kEvalEpoch};
+  }
 
   void work() {
     std::unique_lock<std::mutex> lock(mu_);
     while (true) {
       cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
       if (stop_) return;
-      const int64_t id = queue_.front();
+      const Key id = queue_.front();
       queue_.pop_front();
       lock.unlock();
       std::vector<uint8_t> pixels(size_t(shape_.numel()));
@@ -118,8 +126,9 @@ class ShardSource final : public SampleSource {
     }
   }
 
-  // Reads, checks and decodes global sample `id` (any thread).
-  void decode_into(int64_t id, uint8_t* out) const {
+  // Reads, checks, decodes and transforms global sample k.first for epoch k.second (any thread).
+  void decode_into(const Key& k, uint8_t* out) const {
+    const int64_t id = k.first;
     auto it = std::upper_bound(shards_.begin(), shards_.end(), id,
                                [](int64_t v, const Shard& s) { return v < s.first; });
     const Shard& s = *(it - 1);
@@ -133,7 +142,8 @@ class ShardSource final : public SampleSource {
                  got < 0 ? std::strerror(errno) : "");
     if (crc32_of(bytes.data(), bytes.size()) != r.crc32)
       fail_input("{}: CRC-32 mismatch with the index: the shard is corrupt", what);
-    const DecodedImage img = decode_image(bytes.data(), bytes.size(), what);
+    DecodedImage img = decode_image(bytes.data(), bytes.size(), what);
+    if (transform_) return transform_->apply(std::move(img), id, k.second, what, out);
     if (img.channels != shape_[0] || img.height != shape_[1] || img.width != shape_[2])
       fail_input("{}: a {}-channel {}x{} image, the model takes {} (channels, height, width)",
                  what, img.channels, img.height, img.width, shape_.str());
@@ -147,8 +157,9 @@ class ShardSource final : public SampleSource {
   int depth_;
   std::mutex mu_;
   std::condition_variable cv_, done_;
-  std::deque<int64_t> queue_;
-  std::unordered_map<int64_t, Slot> slots_;
+  std::optional<ImageTransform> transform_;
+  std::deque<Key> queue_;
+  std::map<Key, Slot> slots_;
   bool stop_ = false;
   std::vector<std::thread> workers_;  // last: they start once everything above exists
 };
@@ -175,10 +186,12 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
   if (shape.rank() == 0) {
     if (m.channels() == 0)
       fail_input("{}: the packed images differ in size; set model.input to the shape to train "
-                 "on (resizing at read time is not implemented yet: pack images of one size)",
-                 manifest_path);
+                 "on, and data.transform to bring every image to it", manifest_path);
     shape = Shape{m.channels(), m.height(), m.width()};
   }
+  std::optional<ImageTransform> transform;
+  if (o.transform)
+    transform.emplace(*o.transform, int(shape[0]), int(shape[1]), int(shape[2]), o.seed);
   Dataset d;
   d.name = fs::path(dir).lexically_normal().filename().string();
   if (d.name.empty()) d.name = fs::path(dir).lexically_normal().parent_path().filename().string();
@@ -230,7 +243,15 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
     fingerprint += " " + f.tar_sha256();
   }
   closer.armed = false;
-  d.source = std::make_shared<ShardSource>(dir, std::move(shards), shape, fingerprint, o);
+  if (o.transform && o.transform->mean_size() > 0) {
+    const bool one = o.transform->mean_size() == 1;
+    for (int c = 0; c < shape[0]; ++c) {
+      d.mean.push_back(o.transform->mean(one ? 0 : c));
+      d.std.push_back(o.transform->std(one ? 0 : c));
+    }
+  }
+  d.source = std::make_shared<ShardSource>(dir, std::move(shards), shape, fingerprint, o,
+                                           std::move(transform));
   return d;
 }
 

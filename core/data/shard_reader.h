@@ -5,9 +5,11 @@
 // of data threads. Memory beyond that is bounded by the prefetch: at most prefetch_batches
 // announced batches of decoded samples wait in the pool's slots.
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "core/data/dataset.h"
+#include "proto/deeptrain.pb.h"
 
 namespace deeptrain::data {
 
@@ -15,9 +17,13 @@ struct ShardReadOptions {
   int threads = 2;           // data threads decoding ahead (0: decode in the caller's thread)
   int prefetch_batches = 2;  // how many announced batches may be decoded ahead
   bool verify_checksums = false;  // SHA-256 of every shard against the manifest on open
-  // The shape the model takes; samples of another shape are an error naming them. Unset
-  // (rank 0): the manifest's, when every packed image has the same shape.
+  // The shape the model takes. Unset (rank 0): the manifest's, when every packed image has the
+  // same shape. Without a transform, samples of another shape are an error naming them.
   Shape expected;
+  // Set: every image is brought to `expected` by data.transform (core/data/image_transform.h),
+  // its random draws keyed by `seed`; the Dataset gets its mean and std.
+  std::optional<proto::ImageTransformConfig> transform;
+  uint64_t seed = 0;
 };
 
 // Opens DIR (a pack's manifest.json, its shards and indexes). Throws InputError naming the file
