@@ -42,6 +42,31 @@ TEST(BenchScripts, ThroughputComparisonPrintsBothSides) {
     EXPECT_NE(r.output.find(row), std::string::npos) << row << "\n" << r.output;
 }
 
+// bench/cpu_table.py: every example network built in PyTorch from its config has deeptrain's
+// parameter count (the script exits 1 otherwise), and a row per network comes out.
+TEST(BenchScripts, CpuTableBuildsEveryExampleNetworkInPytorch) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  CommandResult r = run_command("/usr/bin/python3 " + kSource + "/bench/cpu_table.py --threads 1 "
+                                "--rounds 1 --steps 1 --warmup 1 --modes train --maths fp32 "
+                                "--deeptrain " DEEPTRAIN_BINARY);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* row : {"| deep_convnet_mnist | train | fp32 |", "| vgg_mnist | train | fp32 |",
+                          "| googlenet_mnist | train | fp32 |",
+                          "| resnet20_fashion_mnist | train | fp32 |"})
+    EXPECT_NE(r.output.find(row), std::string::npos) << row << "\n" << r.output;
+}
+
+// bench/peak_flops (built beside deeptrain): one JSON line with positive peaks.
+TEST(BenchScripts, PeakFlopsReportsThePeaks) {
+  const std::string bin = std::filesystem::path(DEEPTRAIN_BINARY).parent_path() / "peak_flops";
+  if (!std::filesystem::exists(bin)) GTEST_SKIP() << "built without oneDNN: no peak_flops";
+  CommandResult r = run_command(bin + " --threads 1 --rounds 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_GT(json_number(r.last_line(), "fma_f32_gflops"), 0) << r.output;
+  EXPECT_GT(json_number(r.last_line(), "matmul_f32_gflops"), 0) << r.output;
+  EXPECT_EQ(run_command(bin + " --threads 0").exit_code, 2);
+}
+
 }  // namespace
 
 // The data pipeline's benchmarks (bench/README.md), each on a few images: the table lines they

@@ -65,7 +65,10 @@ void CpuBackend::accumulate(Tensor& acc, const Tensor& x) {
   dispatch(acc, "accumulate", [&]<class T>() {
     T* a = acc.data<T>();
     const T* b = x.data<T>();
-    for (int64_t i = 0; i < acc.numel(); ++i) a[i] += b[i];
+    const int64_t n = acc.numel();
+    // One addition per element: the result does not depend on the split.
+#pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
+    for (int64_t i = 0; i < n; ++i) a[i] += b[i];
   });
 }
 
