@@ -114,6 +114,19 @@ class CudaBackend final : public Backend {
   void bn_input_coefficients(const Tensor& sums, const Tensor& invstd, const Tensor& gamma,
                              double count, bool training, Tensor& k, Tensor& m,
                              Tensor& r) override;
+  // Dense tasks (cuda_dense.cpp).
+  void deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                        Tensor& y) override;
+  void deconv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& dy,
+                         Tensor* dx, Tensor& dw, Tensor* db) override;
+  void crop2d(const Tensor& x, int64_t oy, int64_t ox, Tensor& y) override;
+  void crop2d_backward(const Tensor& dy, int64_t oy, int64_t ox, Tensor& dx) override;
+  LossSums pixel_softmax_ce_forward(const Tensor& logits, const Tensor& labels, int ignore_label,
+                                    const std::vector<double>& weights, double log_eps,
+                                    Tensor& probs) override;
+  void pixel_softmax_ce_backward(const Tensor& probs, const Tensor& labels, int ignore_label,
+                                 const std::vector<double>& weights, double scale,
+                                 Tensor& dlogits) override;
   void plane_mean(const Tensor& x, Tensor& y) override;
   void plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx) override;
   void add(const std::vector<Tensor>& xs, bool relu, Tensor& y) override;
