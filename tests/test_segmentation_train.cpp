@@ -1,6 +1,8 @@
 // Segmentation through the real binary on mnist_scenes (generated from data/mnist):
 //  - a run stopped mid-epoch and resumed in a fresh process ends with the same checkpoints,
 //    bit for bit, as the uninterrupted run (parameters, Adam's state, the partial epoch's sums);
+//  - export-scenes writes the scenes a run trains on as PNG images and label maps, byte for
+//    byte, with their boxes;
 //  - the FCN example trains under mpiexec -n 2 (a few steps) and reports its metrics;
 //  - a short training run reaches a mean IoU that no model ignoring the digits can (the bar
 //    and where it comes from: ShortRunSegmentsTheDigits).
@@ -13,7 +15,11 @@
 #include <sstream>
 
 #include "cli_util.h"
+#include "core/config.h"
+#include "core/data/image_codec.h"
+#include "core/data/mnist_scenes.h"
 #include "core/io/checkpoint.h"
+#include "core/io/read_file.h"
 #include "error_util.h"
 
 namespace fs = std::filesystem;
@@ -189,4 +195,46 @@ run { seed: 1 threads: 2 }
               all, fg, json_number(summary, "test_pixel_accuracy"));
   EXPECT_GE(fg, 0.2) << r.output;
   EXPECT_GE(all, 0.25) << r.output;
+}
+
+TEST_F(SegmentationTrain, ExportedScenesAreTheScenesARunTrainsOn) {
+  TempDir dir;
+  const std::string cfg = tiny_config(dir);
+  const fs::path out = dir.path / "export";
+  const CommandResult r =
+      run_command(deeptrain_cmd("export-scenes " + cfg + " --out " + out.string() + " --limit 6"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const deeptrain::proto::ExperimentConfig c = deeptrain::load_config(cfg);
+  const deeptrain::data::DatasetSplit want = deeptrain::data::make_mnist_scenes(
+      deeptrain::data::load_dataset("mnist", c.data().dir(), false), c.data().scenes(), 6, 6);
+  for (const auto& [split, set] : {std::pair<std::string, const deeptrain::data::Dataset*>{"train", &want.train},
+                                   {"test", &want.test}}) {
+    std::ifstream list(out / split / "list.csv");
+    std::string line;
+    std::getline(list, line);
+    EXPECT_EQ(line, "image,mask");
+    int64_t rows = 0, boxes = 0;
+    for (; std::getline(list, line); ++rows) {
+      const std::string image = line.substr(0, line.find(',')), mask = line.substr(line.find(',') + 1);
+      for (const auto& [file, want_px] : {std::pair{image, set->images.data<uint8_t>()},
+                                          std::pair{mask, set->label_maps.data<uint8_t>()}}) {
+        const std::string bytes = deeptrain::io::read_file((out / split / file).string(), 1 << 20, "png");
+        const deeptrain::data::DecodedImage img = deeptrain::data::decode_image(
+            reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), file);
+        ASSERT_EQ(img.pixels.size(), size_t(28 * 28)) << file;
+        EXPECT_EQ(std::memcmp(img.pixels.data(), want_px + rows * 28 * 28, img.pixels.size()), 0) << file;
+      }
+      boxes += int64_t(set->boxes[size_t(rows)].size());
+    }
+    EXPECT_EQ(rows, 6);
+    std::ifstream b(out / split / "boxes.csv");
+    int64_t box_rows = -1;  // the header
+    while (std::getline(b, line)) ++box_rows;
+    EXPECT_EQ(box_rows, boxes);
+  }
+  // A second export into the same directory is refused.
+  const CommandResult again =
+      run_command(deeptrain_cmd("export-scenes " + cfg + " --out " + out.string() + " --limit 6"));
+  EXPECT_EQ(again.exit_code, 2) << again.output;
+  EXPECT_CONTAINS(again.output, "already holds an export");
 }
