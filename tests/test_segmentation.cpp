@@ -182,6 +182,42 @@ TEST(Deconv, EqualsTheScatterDefinition) {
   }
 }
 
+// The fast backend (oneDNN's conv primitives with the roles swapped, blocked layouts when the
+// channels fill blocks) against the reference, forward and backward: sums of products, so
+// 1e-4 of the largest reference value (test_backend_ops' rule).
+TEST(Deconv, FastBackendMatchesTheReference) {
+  for (const char* cfg : {"name: 'u' deconv { out_channels: 16 kernel: 4 stride: 2 pad: 1 }",
+                          "name: 'u' deconv { out_channels: 3 kernel: 3 stride: 2 pad: 1 output_padding: 1 }",
+                          "name: 'u' deconv { out_channels: 16 kernel: 3 stride: 3 output_padding: 2 }"}) {
+    std::vector<std::vector<Tensor>> results;
+    for (const char* which : {"cpu-ref", "cpu"}) {
+      auto backend = make_backend(which);
+      auto l = make_layer(layer(cfg), 0);
+      const Shape in{16, 5, 4};
+      const Shape out = l->setup({in});
+      const auto specs = l->param_specs();
+      Tensor w = random_f32(specs[0].shape, 1), b = random_f32(specs[1].shape, 2);
+      Tensor gw = Tensor::empty(w.shape(), DType::f32), gb = Tensor::empty(b.shape(), DType::f32);
+      l->bind({w, b}, {gw, gb});
+      Tensor x = random_f32(batched(3, in), 3), y = Tensor::empty(batched(3, out), DType::f32);
+      Tensor dy = random_f32(batched(3, out), 4), dx = Tensor::empty(x.shape(), DType::f32);
+      StepContext ctx{*backend, true, 0, 0, nullptr};
+      l->forward(ctx, {&x}, y);
+      Tensor yp = backend->to_plain(y).clone();
+      l->backward(ctx, {&x}, y, dy, {&dx});
+      results.push_back({yp, backend->to_plain(dx).clone(), gw.clone(), gb.clone()});
+    }
+    for (size_t k = 0; k < 4; ++k) {
+      const Tensor& want = results[0][k];
+      const Tensor& got = results[1][k];
+      double m = 0;
+      for (int64_t i = 0; i < want.numel(); ++i) m = std::max(m, std::abs(double(want.data<float>()[i])));
+      for (int64_t i = 0; i < want.numel(); ++i)
+        ASSERT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-4 * m) << cfg << " result " << k << " element " << i;
+    }
+  }
+}
+
 TEST(Deconv, BilinearInitialisationInterpolates) {
   // FCN's x2 upsampling (kernel 4, stride 2, pad 1): a linear ramp comes out as the ramp at the
   // half-pixel positions inside the image (bilinear interpolation), a constant as the constant.

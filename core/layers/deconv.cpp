@@ -45,16 +45,20 @@ class Deconv2D : public Layer {
     return s;
   }
   void forward(StepContext& ctx, const std::vector<Tensor*>& in, Tensor& out) override {
+    // The output's layout is the backend's choice (the fast one writes blocked layouts).
     const Tensor x = *in[0], y = out;
-    for_each_piece(ctx.micro, x.dim(0), [&](int64_t b, int64_t e, int64_t) {
+    Layout layout = out.layout();
+    for_each_piece(ctx.micro, x.dim(0), [&](int64_t b, int64_t e, int64_t j) {
       Tensor yp = batch_rows(y, b, e);
       ctx.backend.deconv2d_forward(batch_geom(e - b), batch_rows(x, b, e), params_[0], bias(), yp);
+      if (j <= 0) layout = yp.layout();
     });
-    out.set_layout(Layout::plain);
+    out.set_layout(layout);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor&, Tensor& dout,
                 const std::vector<Tensor*>& din) override {
     const Tensor x = *in[0], dy = dout, dx = din[0] ? *din[0] : Tensor();
+    Layout layout = dx.layout();
     for_each_piece(ctx.micro, x.dim(0), [&](int64_t b, int64_t e, int64_t j) {
       Tensor dxp = din[0] ? batch_rows(dx, b, e) : Tensor();
       Tensor dw = piece_grad(ctx.micro, j, grads_[0]);
@@ -62,8 +66,9 @@ class Deconv2D : public Layer {
       ctx.backend.deconv2d_backward(batch_geom(e - b), batch_rows(x, b, e), params_[0],
                                     batch_rows(dy, b, e), din[0] ? &dxp : nullptr, dw,
                                     p_.no_bias() ? nullptr : &db);
+      if (j <= 0) layout = dxp.layout();
     });
-    if (din[0]) din[0]->set_layout(Layout::plain);
+    if (din[0]) din[0]->set_layout(layout);
   }
 
  private:
