@@ -238,3 +238,37 @@ TEST_F(SegmentationTrain, ExportedScenesAreTheScenesARunTrainsOn) {
   EXPECT_EQ(again.exit_code, 2) << again.output;
   EXPECT_CONTAINS(again.output, "already holds an export");
 }
+
+// Configs that do not fit the scenes are refused before any run directory exists, naming the
+// field: a class count the label maps exceed, a per-sample loss on label maps (and a per-pixel
+// loss on a classification set), augmentation of label maps.
+TEST_F(SegmentationTrain, ConfigsThatDoNotFitTheScenesAreRefused) {
+  TempDir dir;
+  const std::string base = tiny_config(dir);
+  std::ifstream in(base);
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto refused = [&](const std::string& name, const std::string& cfg, const std::string& want) {
+    const fs::path run = dir.path / ("run-" + name);
+    const CommandResult r =
+        run_command(deeptrain_cmd("train " + dir.file(name + ".prototxt", cfg) + " --run-dir " + run.string()));
+    EXPECT_EQ(r.exit_code, 2) << name << "\n" << r.output;
+    EXPECT_CONTAINS(r.output, want);
+    EXPECT_FALSE(fs::exists(run)) << name;
+  };
+  auto replaced = [&](const std::string& from, const std::string& to) {
+    std::string t = text;
+    const size_t at = t.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    return t.replace(at, from.size(), to);
+  };
+  refused("classes", replaced("loss { type: PIXEL_SOFTMAX_CE }", "num_classes: 5 loss { type: PIXEL_SOFTMAX_CE }"),
+          "model.num_classes: 5, but sample");
+  refused("per_sample_loss", replaced("loss { type: PIXEL_SOFTMAX_CE }", ""),
+          "set model.loss.type: PIXEL_SOFTMAX_CE");
+  refused("augment", replaced("test_scenes: 40 }", "test_scenes: 40 } augment { enabled: true rotation_deg: 5 }"),
+          "data.augment: not available for label maps");
+  refused("scenes_on_mnist",
+          "model { preset: \"deep_convnet\" } data { dataset: \"mnist\" dir: \"" + std::string(DEEPTRAIN_DATA_DIR) +
+              "/mnist\" scenes { canvas: 32 } }",
+          "data.scenes: only for dataset \"mnist_scenes\"");
+}
