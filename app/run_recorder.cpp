@@ -138,7 +138,9 @@ void RunRecorder::step(int64_t global_step, int64_t step_in_epoch, const StepMet
   last_step_end_ = now;
   epoch_loss_ += m.loss_sum;
   epoch_images_ += m.samples;
-  const double loss = m.loss_sum / double(m.samples), accuracy = double(m.correct) / double(m.samples);
+  // A dense loss's accuracy is over its counted pixels (a per-sample loss counts the samples).
+  const double loss = m.loss_sum / double(m.samples),
+               accuracy = double(m.correct) / double(m.counted > 0 ? m.counted : m.samples);
   const double ips = seconds > 0 ? double(m.samples) / seconds : 0;
   // f32 training scales no loss; the column and tag exist so that mixed precision fills them.
   const double loss_scale = 1;

@@ -102,13 +102,22 @@ TEST_F(SegmentationTrain, MidEpochResumeIsBitExact) {
   // 6 steps an epoch, 2 epochs; checkpoints at 4 (mid-epoch 1), 8 (mid-epoch 2) and 12.
   auto train = [&](const fs::path& ckpts, const std::string& extra) {
     return run_command(deeptrain_cmd("train " + cfg + " --json --run-dir " +
-                                     (dir.path / ("run" + std::to_string(TempDir::counter()++))).string() +
-                                     " --checkpoint-dir " + ckpts.string() +
-                                     " --checkpoint-every 4 --keep-checkpoints 0" + extra));
+                                     (ckpts.string() + "-run") + " --checkpoint-dir " +
+                                     ckpts.string() + " --checkpoint-every 4 --keep-checkpoints 0" +
+                                     extra));
   };
   const fs::path straight = dir.path / "straight", resumed = dir.path / "resumed";
   const CommandResult s = train(straight, "");
   ASSERT_EQ(s.exit_code, 0) << s.output;
+  // Every step's accuracy in the metrics file is a pixel accuracy (a regression: it was the
+  // correct pixels over the samples).
+  std::ifstream steps(straight.string() + "-run/metrics_steps.jsonl");
+  int step_lines = 0;
+  for (std::string line; std::getline(steps, line); ++step_lines) {
+    const double acc = json_number(line, "accuracy");
+    EXPECT_TRUE(acc >= 0 && acc <= 1) << line;
+  }
+  EXPECT_EQ(step_lines, 12);
   const std::string summary = event_line(s.output, "summary");
   EXPECT_GT(json_number(summary, "test_mean_iou"), 0) << s.output;
   EXPECT_GE(json_number(summary, "test_mean_iou_fg"), 0) << s.output;
