@@ -18,7 +18,7 @@ namespace {
 namespace fs = std::filesystem;
 
 struct ExportScenesOptions {
-  std::string config, out, split = "both";
+  std::string config, out, split = "both", data_dir;
   int64_t limit = 0;
 };
 
@@ -43,7 +43,9 @@ void export_split(const data::Dataset& d, const fs::path& dir) {
 }
 
 void run_export_scenes(const ExportScenesOptions& o) {
-  const proto::ExperimentConfig cfg = load_config(o.config);
+  ConfigOverrides ov;
+  if (!o.data_dir.empty()) ov.data_dir = o.data_dir;
+  const proto::ExperimentConfig cfg = load_config(o.config, ov);
   const proto::DataConfig& d = cfg.data();
   if (d.dataset() != "mnist_scenes")
     fail_input("export-scenes: {} has data.dataset \"{}\", not \"mnist_scenes\"", o.config, d.dataset());
@@ -73,6 +75,7 @@ void add_export_scenes_command(CLI::App& cli) {
   sub->add_option("--out", o->out, "the output directory (DIR/train, DIR/test)")->required();
   sub->add_option("--split", o->split, "which split")
       ->check(CLI::IsMember({"train", "test", "both"}))->capture_default_str();
+  sub->add_option("--data-dir", o->data_dir, "override data.dir (the MNIST files)");
   sub->add_option("--limit", o->limit, "only the first N scenes of each split")
       ->check(nonnegative_integer());
   sub->footer("Example:\n  deeptrain export-scenes examples/fcn_mnist_scenes.prototxt --out scenes_png");

@@ -49,7 +49,8 @@ TEST(BenchScripts, PytorchFcnTwinTrainsOnExportedScenes) {
   TempDir d;
   const std::string scenes = (d.path / "scenes").string();
   CommandResult e = run_command(std::string(DEEPTRAIN_BINARY) + " export-scenes " + kSource +
-                                "/examples/fcn_mnist_scenes.prototxt --limit 12 --out " + scenes +
+                                "/examples/fcn_mnist_scenes.prototxt --limit 12 --data-dir " +
+                                std::string(DEEPTRAIN_DATA_DIR) + "/mnist --out " + scenes +
                                 " 2>&1");
   ASSERT_EQ(e.exit_code, 0) << e.output;
   CommandResult r = run_command("/usr/bin/python3 " + kSource + "/bench/pytorch_fcn.py --scenes " +
