@@ -208,7 +208,13 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (d.dataset() == "mnist_scenes") finalize_scenes(d);
   else if (d.has_scenes())
     fail_input("data.scenes: only for dataset \"mnist_scenes\", not \"{}\"", d.dataset());
-  finalize_loss(*c.mutable_model()->mutable_loss());
+  // Absent means per-sample softmax-CE; an explicit SOFTMAX_CE is made absent too, so that
+  // configs and weights files of classification models compare equal to those written before
+  // model.loss existed.
+  if (c.model().has_loss()) {
+    finalize_loss(*c.mutable_model()->mutable_loss());
+    if (c.model().loss().type() == proto::LossConfig::SOFTMAX_CE) c.mutable_model()->clear_loss();
+  }
   if (!d.has_data_threads()) d.set_data_threads(config_defaults::kDataThreads);
   if (!d.has_prefetch_batches()) d.set_prefetch_batches(config_defaults::kPrefetchBatches);
   require(d.data_threads() >= 0 && d.data_threads() <= 256, "data.data_threads",

@@ -8,6 +8,7 @@
 #include <google/protobuf/text_format.h>
 #include <gtest/gtest.h>
 
+#include "core/config.h"
 #include "core/data/mnist_scenes.h"
 #include "core/layers/kinds.h"
 #include "core/loss.h"
@@ -341,4 +342,21 @@ TEST(DenseModel, RefusesOutputsOfTheWrongSizeAndBadLossOptions) {
   EXPECT_CONTAINS(error_of<deeptrain::Error>([&] { (void)(make_layer(layer("name: 'u' deconv { out_channels: 2 kernel: 4 stride: 2 output_padding: 2 }"), 0)); }), "output_padding");
   auto bil = make_layer(layer("name: 'u' deconv { out_channels: 2 kernel: 4 stride: 2 init: BILINEAR }"), 0);
   EXPECT_CONTAINS(error_of<deeptrain::Error>([&] { (void)(bil->setup({Shape{3, 4, 4}})); }), "BILINEAR");
+}
+
+// A regression: finalizing added an empty `loss {}` to every config, so weights files written
+// without it (every classification model before model.loss existed, and ONNX imports) were
+// refused as belonging to another model.
+TEST(LossConfig, ClassificationConfigsCarryNoLossMessage) {
+  const proto::ExperimentConfig plain = parse_config("model { preset: 'deep_convnet' }", "plain");
+  EXPECT_FALSE(plain.model().has_loss());
+  const proto::ExperimentConfig explicit_ce =
+      parse_config("model { preset: 'deep_convnet' loss { type: SOFTMAX_CE } }", "explicit");
+  EXPECT_FALSE(explicit_ce.model().has_loss());
+  const proto::ExperimentConfig dense = parse_config(
+      "model { preset: 'deep_convnet' loss { type: PIXEL_SOFTMAX_CE } }", "dense");
+  ASSERT_TRUE(dense.model().has_loss());
+  EXPECT_EQ(dense.model().loss().ignore_label(), 255);
+  EXPECT_CONTAINS(error_of([] { parse_config("model { loss { ignore_label: 3 } }", "bad"); }),
+                  "model.loss: ignore_label and class_weights are for PIXEL_SOFTMAX_CE");
 }
