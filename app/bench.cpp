@@ -202,6 +202,11 @@ int run_bench(const BenchOptionsCli& o) {
   const RandomStream rs{cfg.run().seed(), 0xBE};
   for (int64_t i = 0; i < d.images.numel(); ++i) d.images.data<uint8_t>()[i] = uint8_t(rs.block(i)[0]);
   for (int64_t i = 0; i < pool; ++i) d.labels.data<int32_t>()[i] = int32_t(rs.block(i, 1)[0] % 10);
+  if (s.net->config().loss().type() == proto::LossConfig::PIXEL_SOFTMAX_CE) {  // label maps
+    d.label_maps = Tensor::empty({pool, in[1], in[2]}, DType::u8);
+    for (int64_t i = 0; i < d.label_maps.numel(); ++i)
+      d.label_maps.data<uint8_t>()[i] = uint8_t(rs.block(i, 2)[0] % uint32_t(d.num_classes));
+  }
 
   if (o.mode == "augment") return bench_augment(o, cfg, s, d);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());

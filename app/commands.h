@@ -84,6 +84,7 @@ int run_bench(const BenchOptionsCli& o);
 // Each runs from its subcommand's callback during parsing; errors propagate as exceptions.
 void add_plot_command(CLI::App& cli);
 void add_data_commands(CLI::App& cli);  // `pack`, `export-images` (app/pack.cpp)
+void add_export_scenes_command(CLI::App& cli);  // `export-scenes` (app/export_scenes.cpp)
 void add_doctor_command(CLI::App& cli);
 void add_verify_invariance_command(CLI::App& cli);
 inline void add_run_tool_commands(CLI::App& cli) {

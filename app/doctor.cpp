@@ -148,6 +148,8 @@ int run_doctor(const DoctorOptions& o) {
   const auto& d = cfg.data();
   if (d.dataset() == "cifar10")  // binary batches: checked when a run reads them
     out += indent(fmt::format("cifar10: binary batches in {} (not checked here)\n", d.dir()));
+  else if (d.dataset() == "mnist_scenes")  // drawn from the MNIST files when a run starts
+    out += indent("mnist_scenes: generated from MNIST:\n" + data::describe_files("mnist", d.dir()));
   else if (d.dataset() == "shards")
     for (const char* split : {"train", "test"})
       out += indent(data::describe_pack((std::filesystem::path(d.dir()) / split).string()));

@@ -72,6 +72,7 @@ int main(int argc, char** argv) {
   add_export_command(cli);
   add_import_onnx_command(cli);
   add_data_commands(cli);
+  add_export_scenes_command(cli);
   // Start-up: parse the command line and read the config of train and eval. Either can fail
   // on one rank only (an unknown flag, --help, a config file missing on its host), so in a job
   // of several ranks every rank then reports to the start-up agreement (distributed/startup.h)

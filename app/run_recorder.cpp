@@ -69,7 +69,30 @@ void RunRecorder::diverged(const TrainingDiverged& e) {
   log(fmt::format("error: {}", e.what()));  // main prints it to stderr
 }
 
+namespace {
+// A dense model's test metrics: into the event, and as text.
+std::string add_segmentation(Json& event, const std::optional<SegmentationMetrics>& m) {
+  if (!m) return "";
+  event["test_pixel_accuracy"] = rounded(m->pixel_accuracy, 6);
+  event["test_mean_iou"] = rounded(m->mean_iou, 6);
+  event["test_mean_iou_fg"] = rounded(m->mean_iou_fg, 6);
+  return fmt::format("  pixel acc {:.4f}  mIoU {:.4f} (without background {:.4f})",
+                     m->pixel_accuracy, m->mean_iou, m->mean_iou_fg);
+}
+}  // namespace
+
 void RunRecorder::summary(const Summary& s) {
+  if (s.segmentation) {
+    Json e{{"event", "summary"},
+           {"epochs", s.epochs},
+           {"train_seconds", rounded(s.train_seconds, 3)},
+           {"peak_rss_mb", rounded(peak_rss_mb(), 1)},
+           {"weights", s.weights}};
+    const std::string seg = add_segmentation(e, s.segmentation);
+    out_.event(e, fmt::format("final test{}, weights saved to {}\ncurves and TensorBoard events "
+                              "in {}", seg, s.weights, dir_));
+    return;
+  }
   out_.event({{"event", "summary"},
               {"epochs", s.epochs},
               {"test_correct", s.test_correct},
@@ -115,7 +138,9 @@ void RunRecorder::step(int64_t global_step, int64_t step_in_epoch, const StepMet
   last_step_end_ = now;
   epoch_loss_ += m.loss_sum;
   epoch_images_ += m.samples;
-  const double loss = m.loss_sum / double(m.samples), accuracy = double(m.correct) / double(m.samples);
+  // A dense loss's accuracy is over its counted pixels (a per-sample loss counts the samples).
+  const double loss = m.loss_sum / double(m.samples),
+               accuracy = double(m.correct) / double(m.counted > 0 ? m.counted : m.samples);
   const double ips = seconds > 0 ? double(m.samples) / seconds : 0;
   // f32 training scales no loss; the column and tag exist so that mixed precision fills them.
   const double loss_scale = 1;
@@ -138,7 +163,7 @@ void RunRecorder::step(int64_t global_step, int64_t step_in_epoch, const StepMet
 void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, double lr,
                             int64_t global_step) {
   if (screen_) screen_->finish();
-  out_.event({{"event", "epoch"},
+  Json event{{"event", "epoch"},
               {"epoch", r.epoch},
               {"steps", r.steps},
               {"train_loss", rounded(r.train_loss, 6)},
@@ -147,11 +172,12 @@ void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, 
               {"test_correct", r.test_correct},
               {"test_total", r.test_total},
               {"train_seconds", rounded(r.train_seconds, 3)},
-              {"images_per_sec", rounded(r.images_per_sec, 1)}},
-             fmt::format("epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}  "
-                         "{:7.1f} img/s  {:.1f} s",
-                         r.epoch, epochs, r.train_loss, r.train_accuracy, r.test_accuracy,
-                         r.images_per_sec, r.train_seconds));
+              {"images_per_sec", rounded(r.images_per_sec, 1)}};
+  const std::string seg = add_segmentation(event, r.test_segmentation);
+  out_.event(event, fmt::format("epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}{}  "
+                                "{:7.1f} img/s  {:.1f} s",
+                                r.epoch, epochs, r.train_loss, r.train_accuracy, r.test_accuracy,
+                                seg, r.images_per_sec, r.train_seconds));
   guarded("metrics_epochs.{jsonl,csv}", [&] {
     epochs_.append({double(r.epoch), double(global_step), r.train_loss, r.train_accuracy,
                     test_loss, r.test_accuracy, double(r.test_correct), double(r.test_total), lr,
@@ -162,6 +188,7 @@ void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, 
                                   {"epoch/train_accuracy", r.train_accuracy},
                                   {"epoch/test_loss", test_loss},
                                   {"epoch/test_accuracy", r.test_accuracy},
+                                  {"epoch/test_mean_iou", r.test_segmentation ? r.test_segmentation->mean_iou : 0.0},
                                   {"epoch/images_per_sec", r.images_per_sec},
                                   {"epoch/epoch", double(r.epoch)}});
     events_.flush();

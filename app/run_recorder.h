@@ -56,6 +56,7 @@ class RunRecorder {
     int64_t test_correct = 0, test_total = 0;
     double test_accuracy = 0, train_seconds = 0;
     std::string weights, confusion;  // where the weights went; the confusion matrix as text
+    std::optional<SegmentationMetrics> segmentation;  // a dense model's: replaces the above
   };
   void summary(const Summary& s);
 

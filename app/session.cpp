@@ -8,6 +8,7 @@
 #include <filesystem>
 
 #include "core/data/cifar.h"
+#include "core/data/mnist_scenes.h"
 #include "core/data/shard_reader.h"
 #include "core/threads.h"
 #include "distributed/consistency.h"
@@ -39,7 +40,8 @@ BackendOptions backend_options(const proto::RunConfig& r) {
 
 // A config that does not fit its data is the user's input error, found before any run
 // directory exists, not an op's assertion mid-run.
-void check_data_fits_model(const data::DatasetSplit& d, const Shape& input, int classes) {
+void check_data_fits_model(const data::DatasetSplit& d, const Shape& input, int classes,
+                           int ignore_label) {
   for (const data::Dataset* set : {&d.train, &d.test}) {
     const Shape per_sample = set->sample_shape();
     if (per_sample != input)
@@ -52,6 +54,15 @@ void check_data_fits_model(const data::DatasetSplit& d, const Shape& input, int 
         fail_input("model.num_classes: {}, but sample {} of data set '{}' has label {} (set "
                    "model.num_classes to the data's class count, or leave it unset)", classes, i,
                    set->name, t[i]);
+    if (!set->label_maps.raw()) continue;
+    // A label map's values are classes or the loss's ignore label.
+    const uint8_t* m = set->label_maps.data<uint8_t>();
+    for (int64_t i = 0; i < set->label_maps.numel(); ++i)
+      if (m[i] >= classes && m[i] != ignore_label)
+        fail_input("model.num_classes: {}, but sample {} of data set '{}' has label {} at pixel "
+                   "{} (not a class, nor the ignore label {})", classes,
+                   i / (input[1] * input[2]), set->name, int(m[i]), i % (input[1] * input[2]),
+                   ignore_label);
   }
 }
 
@@ -92,6 +103,7 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
                                     : "");
   const auto& d = cfg.data();
   const bool cifar = d.dataset() == "cifar10";
+  const bool scenes = d.dataset() == "mnist_scenes";
   const auto& in = cfg.model().input();
   if (load_data && d.dataset() == "shards") {
     data::ShardReadOptions o;
@@ -105,6 +117,9 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
     namespace fs = std::filesystem;
     s.data.train = data::open_shards((fs::path(d.dir()) / "train").string(), o, d.train_limit());
     s.data.test = data::open_shards((fs::path(d.dir()) / "test").string(), o, d.test_limit());
+  } else if (load_data && scenes) {
+    const data::DatasetSplit digits = data::load_dataset("mnist", d.dir(), d.verify_checksums());
+    s.data = data::make_mnist_scenes(digits, d.scenes(), d.train_limit(), d.test_limit());
   } else if (load_data && cifar)
     s.data = data::load_cifar10(d.dir(), d.train_limit(), d.test_limit());
   else if (load_data)
@@ -122,13 +137,25 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   // A pack's shape and class count, unless the config says otherwise.
   const bool shards = load_data && d.dataset() == "shards";
   const Shape packed = shards ? s.data.train.sample_shape() : Shape{};
+  // Scenes: 1 x canvas x canvas, background + 10 digits.
+  const int64_t side = scenes ? d.scenes().canvas() : cifar ? 32 : 28;
   Shape input{in.channels() ? in.channels() : (shards ? packed[0] : cifar ? 3 : 1),
-              in.height() ? in.height() : (shards ? packed[1] : cifar ? 32 : 28),
-              in.width() ? in.width() : (shards ? packed[2] : cifar ? 32 : 28)};
+              in.height() ? in.height() : (shards ? packed[1] : side),
+              in.width() ? in.width() : (shards ? packed[2] : side)};
   const int classes = cfg.model().num_classes() ? cfg.model().num_classes()
                       : shards                  ? s.data.train.num_classes
+                      : scenes                  ? data::kSceneClasses
                                                 : 10;
-  if (load_data) check_data_fits_model(s.data, input, classes);
+  const auto& loss = cfg.model().loss();
+  const bool dense_loss = loss.type() == proto::LossConfig::PIXEL_SOFTMAX_CE;
+  if (load_data && dense_loss != bool(s.data.train.label_maps.raw()))
+    fail_input("model.loss: {} needs {}; data set '{}' has {}", dense_loss ? "PIXEL_SOFTMAX_CE" : "SOFTMAX_CE",
+               dense_loss ? "label maps (data.dataset: mnist_scenes)" : "a label per sample",
+               s.data.train.name, s.data.train.label_maps.raw() ? "label maps (set model.loss.type: PIXEL_SOFTMAX_CE)" : "one label per sample");
+  if (load_data && dense_loss && cfg.data().augment().enabled())
+    fail_input("data.augment: not available for label maps (data set '{}'): the transforms "
+               "would have to move the labels too", s.data.train.name);
+  if (load_data) check_data_fits_model(s.data, input, classes, dense_loss ? loss.ignore_label() : -1);
   s.net = std::make_unique<Net>(cfg.model(), input, classes, DType::f32);
   s.net->init_params(cfg.run().seed());
   if (s.comm->size() > 1)

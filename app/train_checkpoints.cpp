@@ -118,6 +118,7 @@ StartPoint TrainCheckpoints::load_and_restore(Net& net, Optimizer& optimizer, Tr
   start.progress.steps_done = s.step_in_epoch;
   start.progress.loss_sum = s.partial_epoch.loss_sum();
   start.progress.correct = s.partial_epoch.correct();
+  start.progress.counted = s.partial_epoch.counted();
   start.progress.samples = s.partial_epoch.samples();
   start.progress.train_seconds = s.partial_epoch.train_seconds();
   start.history = std::move(s.history);
@@ -161,6 +162,7 @@ TrainCheckpoints::Saved TrainCheckpoints::save(Net& net, Optimizer& optimizer, i
   } else {
     s.partial_epoch.set_loss_sum(progress.loss_sum);
     s.partial_epoch.set_correct(progress.correct);
+    s.partial_epoch.set_counted(progress.counted);
     s.partial_epoch.set_samples(progress.samples);
     s.partial_epoch.set_train_seconds(progress.train_seconds);
   }

@@ -104,6 +104,10 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
   if (!o.errors && !common.run_dir.empty())
     fail_input("eval: --run-dir is where --errors writes its figures; add --errors");
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
+  const bool dense = cfg.model().loss().type() == proto::LossConfig::PIXEL_SOFTMAX_CE;
+  if (dense && (o.errors || o.weights.size() > 1))
+    fail_input("eval: {} is for classification models; model.loss of {} is per pixel",
+               o.errors ? "--errors" : "an ensemble (several --weights)", common.config);
   Session s = open_session(cfg, true);
   if (o.weights.size() > 1) return run_ensemble_eval(common, o, cfg, s);
   if (!o.weights.empty()) io::load_weights(o.weights[0], *s.net);
@@ -124,6 +128,20 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
     out.event({{"event", "errors"}, {"dir", dir}},
               "confusion matrix of the test set (rows: true class, columns: predicted):\n" +
                   figures.table + "misclassified.png and confusion.csv written to " + dir);
+  }
+  if (r.segmentation) {
+    const SegmentationMetrics& m = *r.segmentation;
+    out.event({{"event", "summary"},
+               {"test_total", r.total},
+               {"test_pixel_accuracy", rounded(m.pixel_accuracy, 6)},
+               {"test_mean_iou", rounded(m.mean_iou, 6)},
+               {"test_mean_iou_fg", rounded(m.mean_iou_fg, 6)},
+               {"test_loss", rounded(r.loss, 6)},
+               {"images_per_sec", rounded(r.images_per_sec, 1)}},
+              fmt::format("test pixel accuracy {:.4f}, mean IoU {:.4f} (without background {:.4f}) "
+                          "over {} images, loss {:.4f}, {:.0f} img/s", m.pixel_accuracy, m.mean_iou,
+                          m.mean_iou_fg, r.total, r.loss, r.images_per_sec));
+    return 0;
   }
   out.event({{"event", "summary"},
              {"test_correct", r.correct},

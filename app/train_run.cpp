@@ -207,8 +207,9 @@ int TrainRun::run() {
       // reports the checkpoint's model.
       note(fmt::format("the checkpoint is at the end of epoch {}: nothing left to train for {} "
                        "epochs", start.epoch, epochs_));
-      const EvalReport ev = trainer_->evaluate(s_.data.test, &predictions_);
+      const EvalReport ev = trainer_->evaluate(s_.data.test, dense() ? nullptr : &predictions_);
       last.epoch = int(start.epoch);
+      last.test_segmentation = ev.segmentation;
       last.test_correct = ev.correct;
       last.test_total = ev.total;
       last.test_accuracy = ev.accuracy;
@@ -223,6 +224,10 @@ int TrainRun::run() {
     throw;
   }
   return finish(last);
+}
+
+bool TrainRun::dense() const {
+  return s_.net->config().loss().type() == proto::LossConfig::PIXEL_SOFTMAX_CE;
 }
 
 EpochReport TrainRun::train_epoch(int epoch, EpochProgress& progress) {
@@ -243,10 +248,11 @@ void TrainRun::end_epoch(int epoch, EpochReport& r, const EpochProgress& progres
   train_seconds_ += r.train_seconds;
   // The last evaluation also keeps what each test image was predicted as.
   const EvalReport ev =
-      trainer_->evaluate(s_.data.test, epoch + 1 == epochs_ ? &predictions_ : nullptr);
+      trainer_->evaluate(s_.data.test, epoch + 1 == epochs_ && !dense() ? &predictions_ : nullptr);
   r.test_correct = ev.correct;
   r.test_total = ev.total;
   r.test_accuracy = ev.accuracy;
+  r.test_segmentation = ev.segmentation;
   history_.push_back(epoch_metrics(r, ev.loss, lr(), trainer_->global_step()));
   if (rec_) rec_->end_epoch(r, epochs_, ev.loss, lr(), trainer_->global_step());
   // (The end of training saves after the loop.)
@@ -288,7 +294,9 @@ int TrainRun::finish(const EpochReport& r) {
   RunRecorder::Summary sum;
   sum.weights = save_final_weights(*s_.net, wanted, rec_->dir(),
                                    [this](const std::string& line) { rec_->note(line); });
-  sum.confusion = rec_->errors(s_.data.test, predictions_, trainer_->global_step());
+  // A dense model's test metrics replace the per-image confusion matrix and error grid.
+  if (dense()) sum.segmentation = r.test_segmentation;
+  else sum.confusion = rec_->errors(s_.data.test, predictions_, trainer_->global_step());
   sum.epochs = r.epoch;
   sum.test_correct = r.test_correct;
   sum.test_total = r.test_total;

@@ -71,6 +71,43 @@ void require(bool ok, const char* field, const char* rule, T value) {
   if (!ok) fail_input("{}: {}, got {}", field, rule, value);
 }
 
+void finalize_scenes(proto::DataConfig& d) {
+  namespace D = config_defaults;
+  auto& s = *d.mutable_scenes();
+  if (!s.canvas()) s.set_canvas(D::kSceneCanvas);
+  if (!s.min_digits()) s.set_min_digits(D::kSceneMinDigits);
+  if (!s.max_digits()) s.set_max_digits(D::kSceneMaxDigits);
+  if (!s.min_scale()) s.set_min_scale(D::kSceneMinScale);
+  if (!s.max_scale()) s.set_max_scale(D::kSceneMaxScale);
+  if (!s.train_scenes()) s.set_train_scenes(D::kTrainScenes);
+  if (!s.test_scenes()) s.set_test_scenes(D::kTestScenes);
+  if (!s.seed()) s.set_seed(D::kSceneSeed);
+  require(s.canvas() >= 28 && s.canvas() <= 1024, "data.scenes.canvas", "must be in [28, 1024]",
+          s.canvas());
+  require(s.min_digits() > 0 && s.min_digits() <= s.max_digits() && s.max_digits() <= 64,
+          "data.scenes.min_digits", "must be in [1, max_digits], max_digits <= 64", s.min_digits());
+  require(s.min_scale() > 0 && s.min_scale() <= s.max_scale() &&
+              s.max_scale() * 28 <= float(s.canvas()),
+          "data.scenes.min_scale", "must be in (0, max_scale], max_scale * 28 <= canvas",
+          s.min_scale());
+  require(s.train_scenes() > 0 && s.test_scenes() > 0, "data.scenes.train_scenes",
+          "and test_scenes must be > 0", s.train_scenes());
+}
+
+void finalize_loss(proto::LossConfig& l) {
+  if (l.type() == proto::LossConfig::SOFTMAX_CE) {
+    if (l.has_ignore_label() || l.class_weights_size())
+      fail_input("model.loss: ignore_label and class_weights are for PIXEL_SOFTMAX_CE");
+    return;
+  }
+  if (!l.has_ignore_label()) l.set_ignore_label(config_defaults::kIgnoreLabel);
+  require(l.ignore_label() >= 0, "model.loss.ignore_label", "must be >= 0", l.ignore_label());
+  for (int i = 0; i < l.class_weights_size(); ++i)
+    if (!(l.class_weights(i) >= 0) || !std::isfinite(l.class_weights(i)))
+      fail_input("model.loss.class_weights[{}]: {} is not a finite weight >= 0", i,
+                 l.class_weights(i));
+}
+
 void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
   if (o.epochs) c.mutable_schedule()->set_epochs(*o.epochs);
   if (o.batch_size) c.mutable_schedule()->set_batch_size(*o.batch_size);
@@ -165,16 +202,27 @@ void finalize_config(proto::ExperimentConfig& c) {
   auto& d = *c.mutable_data();
   if (d.dataset().empty()) d.set_dataset(config_defaults::kDataset);
   if (d.dataset() != "mnist" && d.dataset() != "fashion_mnist" && d.dataset() != "cifar10" &&
-      d.dataset() != "shards")
-    fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist, cifar10, shards)",
-               d.dataset());
+      d.dataset() != "shards" && d.dataset() != "mnist_scenes")
+    fail_input("data.dataset: unknown '{}' (known: mnist, fashion_mnist, cifar10, shards, "
+               "mnist_scenes)", d.dataset());
+  if (d.dataset() == "mnist_scenes") finalize_scenes(d);
+  else if (d.has_scenes())
+    fail_input("data.scenes: only for dataset \"mnist_scenes\", not \"{}\"", d.dataset());
+  // Absent means per-sample softmax-CE; an explicit SOFTMAX_CE is made absent too, so that
+  // configs and weights files of classification models compare equal to those written before
+  // model.loss existed.
+  if (c.model().has_loss()) {
+    finalize_loss(*c.mutable_model()->mutable_loss());
+    if (c.model().loss().type() == proto::LossConfig::SOFTMAX_CE) c.mutable_model()->clear_loss();
+  }
   if (!d.has_data_threads()) d.set_data_threads(config_defaults::kDataThreads);
   if (!d.has_prefetch_batches()) d.set_prefetch_batches(config_defaults::kPrefetchBatches);
   require(d.data_threads() >= 0 && d.data_threads() <= 256, "data.data_threads",
           "must be in [0, 256]", d.data_threads());
   require(d.prefetch_batches() >= 0 && d.prefetch_batches() <= 64, "data.prefetch_batches",
           "must be in [0, 64]", d.prefetch_batches());
-  if (d.dir().empty()) d.set_dir("data/" + d.dataset());
+  // Scenes are drawn from the MNIST files.
+  if (d.dir().empty()) d.set_dir(d.dataset() == "mnist_scenes" ? "data/mnist" : "data/" + d.dataset());
   if (d.dataset() == "cifar10" && d.verify_checksums())
     fail_input("data.verify_checksums: not available for cifar10 (its binary batches have no "
                "published per-file checksums)");

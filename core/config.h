@@ -30,6 +30,12 @@ inline constexpr float kBucketMiB = 0.1f;  // distributed.bucket_mb
 inline constexpr float kStepTimeoutS = 600;
 inline constexpr float kCollectiveTimeoutS = 300;
 inline constexpr int kMicroBatch = 10;
+// data.scenes (dataset mnist_scenes) and model.loss
+inline constexpr int kSceneCanvas = 64, kSceneMinDigits = 1, kSceneMaxDigits = 5;
+inline constexpr float kSceneMinScale = 0.8f, kSceneMaxScale = 1.6f;
+inline constexpr int kTrainScenes = 10000, kTestScenes = 1000;
+inline constexpr uint64_t kSceneSeed = 1;
+inline constexpr int kIgnoreLabel = 255;
 }  // namespace config_defaults
 
 // The words of the backends and math modes on the command line and in messages ("cpu-ref",

@@ -1,5 +1,7 @@
 #include "core/net.h"
 
+#include "core/loss.h"
+
 #include <cmath>
 
 #include "core/random.h"
@@ -66,9 +68,14 @@ Net::Net(const proto::ModelConfig& model, Shape input, int num_classes, DType dt
   }
   if (layers_.empty()) fail_input("model: no layers");
   const Shape& out = blobs_[nodes_.back().output].per_sample;
-  if (out != Shape{num_classes})
+  const Shape want = LossFn(config_.loss(), input_, num_classes).output_shape();
+  if (out != want && want.rank() == 1)
     fail_input("model: the last layer '{}' outputs {} per sample, the data set has {} classes",
                layers_.back()->name(), out.str(), num_classes);
+  if (out != want)  // a dense loss: a score map of the input's size
+    fail_input("model: the last layer '{}' outputs {} per sample; model.loss (per pixel) needs {} "
+               "(a score per class at each input pixel: upsample and crop back to the input's "
+               "size)", layers_.back()->name(), out.str(), want.str());
 
   // Fuse each ReLU into a conv/affine producer that feeds nothing else: the ReLU's output
   // becomes the producer's output, and consumers of the ReLU read the producer's blob.
@@ -173,6 +180,29 @@ const ParamEntry& Net::param(const std::string& name) const {
   fail_input("model has no parameter '{}'", name);
 }
 
+namespace {
+// FCN's bilinear upsampling kernel (its surgery.py upsample_filt): w[i][o][y][x] = (i == o) *
+// f(y) * f(x), f(t) = 1 - |t - centre| / factor, factor = ceil(size / 2).
+void init_bilinear(const ParamEntry& e, Tensor& v) {
+  const Shape& s = e.shape;
+  if (s.rank() != 4 || s[0] != s[1] || s[2] != s[3])
+    fail_input("{}: init BILINEAR needs a square kernel and as many output as input channels, "
+               "got {}", e.name, s.str());
+  const int64_t size = s[2], factor = (size + 1) / 2;
+  const double centre = size % 2 == 1 ? double(factor - 1) : double(factor) - 0.5;
+  auto f = [&](int64_t t) { return 1.0 - std::abs(double(t) - centre) / double(factor); };
+  for (int64_t i = 0; i < s[0]; ++i)
+    for (int64_t o = 0; o < s[1]; ++o)
+      for (int64_t y = 0; y < size; ++y)
+        for (int64_t x = 0; x < size; ++x) {
+          const int64_t k = ((i * s[1] + o) * size + y) * size + x;
+          const double w = i == o ? f(y) * f(x) : 0.0;
+          if (v.dtype() == DType::f64) v.data<double>()[k] = w;
+          else v.data<float>()[k] = float(w);
+        }
+}
+}  // namespace
+
 void Net::init_params(uint64_t seed) {
   for (const ParamEntry& e : entries_) {
     Tensor v = mutable_param_view(e);
@@ -182,6 +212,10 @@ void Net::init_params(uint64_t seed) {
         if (dtype_ == DType::f64) v.data<double>()[i] = *e.spec.constant;
         else v.data<float>()[i] = float(*e.spec.constant);
       }
+      continue;
+    }
+    if (e.spec.init == proto::BILINEAR) {
+      init_bilinear(e, v);
       continue;
     }
     // He: N(0, 2/fan_in), the book's choice with ReLU; Xavier: N(0, 1/fan_in).

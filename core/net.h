@@ -34,6 +34,7 @@ class Net {
   DType dtype() const { return dtype_; }
   Shape input_shape() const { return input_; }
   int num_classes() const { return num_classes_; }
+  Shape output_shape() const { return blobs_[nodes_.back().output].per_sample; }  // per sample
 
   // ---- parameters and layer state: one owner ----
   // The parameters have a host copy and, once the net is placed on a device, a device copy;
@@ -62,7 +63,8 @@ class Net {
   // He / Xavier normal weights and zero biases, drawn from (seed, parameter name).
   void init_params(uint64_t seed);
 
-  // x: (n, C, H, W) -> logits (n, num_classes), plain layout. Activations are kept for backward.
+  // x: (n, C, H, W) -> logits (n, num_classes), plain layout (a dense loss's: (n,
+  // num_classes, H, W), in any layout the backend writes). Activations are kept for backward.
   const Tensor& forward(StepContext& ctx, const Tensor& x);
   // From dlogits (modified) back to every parameter gradient. After each layer's gradients
   // are complete, grads_ready(begin, end) is called with the flat element range they occupy

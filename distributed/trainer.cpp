@@ -36,7 +36,12 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Optimizer& opti
 }
 
 Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Communicator& comm)
-    : opt_(opt), net_(net), backend_(backend), optimizer_(nullptr), comm_(comm) {
+    : opt_(opt),
+      net_(net),
+      loss_fn_(net.config().loss(), net.input_shape(), net.num_classes()),
+      backend_(backend),
+      optimizer_(nullptr),
+      comm_(comm) {
   DT_CHECK(net.dtype() == DType::f32, "training runs in f32");
   DT_CHECK(!opt_.lr_scale.raw() || (opt_.lr_scale.numel() == net.num_params() &&
                                      opt_.lr_scale.dtype() == DType::f32),
@@ -52,7 +57,7 @@ Trainer::Trainer(TrainerOptions opt, Net& net, Backend& backend, Communicator& c
     backend_.copy(opt_.lr_scale, lr_scale_device_);
   }
   reducer_ = std::make_unique<Reducer>(comm_, net_, opt_.sync ? *opt_.sync : comm_.gradient_sync());
-  metrics_ = Tensor::zeros({3}, DType::f64);
+  metrics_ = Tensor::zeros({4}, DType::f64);
   if (opt_.loss_scale.enabled) loss_scale_ = opt_.loss_scale.initial;
   for (const auto& l : net_.config().layer())
     if (l.has_batch_norm() && l.batch_norm().sync()) sync_batch_norm_ = true;
@@ -89,19 +94,25 @@ void Trainer::ensure_batch(int64_t n, const Dataset& data) {
   // The batch is gathered on the host; a device backend gets it through page-locked staging
   // buffers and an asynchronous copy.
   x_host_ = backend_.empty_host(xs, DType::f32);
-  t_host_ = backend_.empty_host({n}, DType::i32);
+  const Shape ts = batch_shape(n, loss_fn_.target_shape());
+  t_host_ = backend_.empty_host(ts, DType::i32);
   const bool device = net_.on_device();
   x_ = device ? backend_.empty(xs, DType::f32) : x_host_;
-  t_ = device ? backend_.empty({n}, DType::i32) : t_host_;
-  probs_ = backend_.empty({n, net_.num_classes()}, DType::f32);
-  dlogits_ = backend_.empty({n, net_.num_classes()}, DType::f32);
+  t_ = device ? backend_.empty(ts, DType::i32) : t_host_;
+  probs_ = backend_.empty(batch_shape(n, loss_fn_.output_shape()), DType::f32);
+  dlogits_ = backend_.empty(batch_shape(n, loss_fn_.output_shape()), DType::f32);
 }
 
 void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, bool augment,
                          int epoch) {
   ensure_batch(n, data);
+  DT_CHECK(bool(data.label_maps.raw()) == loss_fn_.dense(),
+           "data set '{}' ({}) does not fit the model's loss ({})", data.name,
+           data.label_maps.raw() ? "label maps" : "labels", loss_fn_.dense() ? "dense" : "per sample");
   const bool augmented = augment && opt_.augment.enabled();
-  if (net_.on_device() && opt_.device_data && !augmented && !data.source) {
+  DT_CHECK(!augmented || !loss_fn_.dense(), "augmentation of label maps");
+  // Label maps are gathered on the host (gather_samples copies one label per sample).
+  if (net_.on_device() && opt_.device_data && !augmented && !data.source && !loss_fn_.dense()) {
     const DeviceData& d = device_copy(data);
     backend_.gather_samples(d.images, d.labels, ids, n, x_, t_);
     return;
@@ -184,11 +195,11 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   }
   if (exact) exact_sums = exact_loss(logits, local);  // collective: every rank
   if (local > 0) {  // (an empty shard has no loss and an empty dlogits)
-    if (!exact) loss = backend_.softmax_ce_forward_async(*logits, t_, opt_.log_eps, probs_);
+    if (!exact) loss = loss_fn_.forward_async(backend_, *logits, t_, opt_.log_eps, probs_);
     // The loss is the mean over the *global* batch, so summing rank gradients averages them.
     // With loss scaling (fp16 math) the gradients carry the factor loss_scale_ until the
     // optimizer step divides it out again.
-    backend_.softmax_ce_backward(probs_, t_, loss_scale_ / double(n), dlogits_);
+    loss_fn_.backward(backend_, probs_, t_, loss_scale_ / double(n), dlogits_);
     mark("loss");
   }
   // On a host backend the step's metrics are known before backward: their allreduce runs
@@ -220,6 +231,7 @@ StepMetrics Trainer::train_step(const Dataset& data, const int64_t* ids, int64_t
   metrics->wait();
   m.loss_sum = exact_sums ? exact_sums->loss : metrics_.data<double>()[0];
   m.correct = exact_sums ? exact_sums->correct : int64_t(metrics_.data<double>()[1]);
+  m.counted = exact_sums ? exact_sums->counted : int64_t(metrics_.data<double>()[3]);
   m.stop = metrics_.data<double>()[2] > 0;
   m.samples = n;
   ++step_;
@@ -240,9 +252,11 @@ std::unique_ptr<CommRequest> Trainer::start_metrics(PendingLoss* loss, StepMetri
     const LossSums s = loss->get();
     m.loss_sum = s.loss;
     m.correct = s.correct;
+    m.counted = s.counted;
   }
   metrics_.data<double>()[0] = m.loss_sum;
   metrics_.data<double>()[1] = double(m.correct);
+  metrics_.data<double>()[3] = double(m.counted);
   // A stop request rides along with the metrics: no extra collective, and every rank learns
   // of it after the same step.
   metrics_.data<double>()[2] = opt_.stop_requested && opt_.stop_requested() ? 1.0 : 0.0;
@@ -250,17 +264,18 @@ std::unique_ptr<CommRequest> Trainer::start_metrics(PendingLoss* loss, StepMetri
 }
 
 LossSums Trainer::exact_loss(const Tensor* logits, int64_t local) {
-  Tensor parts = Tensor::zeros({micro_.count(), 2}, DType::f64), sums = Tensor::empty({2}, DType::f64);
+  Tensor parts = Tensor::zeros({micro_.count(), 3}, DType::f64), sums = Tensor::empty({3}, DType::f64);
   if (local > 0)
     for_each_piece(&micro_, local, [&](int64_t b, int64_t e, int64_t j) {
       Tensor p = batch_rows(probs_, b, e);
-      int64_t correct = 0;
-      parts.data<double>()[2 * j] = backend_.softmax_ce_forward(
-          batch_rows(*logits, b, e), batch_rows(t_, b, e), opt_.log_eps, p, &correct);
-      parts.data<double>()[2 * j + 1] = double(correct);
+      const LossSums s = loss_fn_.forward(backend_, batch_rows(*logits, b, e), batch_rows(t_, b, e),
+                                          opt_.log_eps, p);
+      parts.data<double>()[3 * j] = s.loss;
+      parts.data<double>()[3 * j + 1] = double(s.correct);
+      parts.data<double>()[3 * j + 2] = double(s.counted);
     });
   micro_.ordered_sum(parts, sums);
-  return {sums.data<double>()[0], int64_t(sums.data<double>()[1])};
+  return {sums.data<double>()[0], int64_t(sums.data<double>()[1]), int64_t(sums.data<double>()[2])};
 }
 
 bool Trainer::apply_loss_scale() {
@@ -313,6 +328,7 @@ EpochReport Trainer::train_epoch(
     StepMetrics m = train_step(data, order.data() + b, e - b, epoch);
     p.loss_sum += m.loss_sum;
     p.correct += m.correct;
+    p.counted += m.counted;
     p.samples += m.samples;
     p.steps_done = s + 1;
     p.train_seconds = seconds_before + (now_seconds() - t0);
@@ -326,13 +342,16 @@ EpochReport Trainer::train_epoch(
   // Over the whole epoch (n samples) once it is complete, as before resuming existed.
   const double samples = complete ? double(n) : double(std::max<int64_t>(p.samples, 1));
   r.train_loss = p.loss_sum / samples;
-  r.train_accuracy = double(p.correct) / samples;
+  // A dense loss's is the pixel accuracy; a checkpoint from before `counted` lacks it.
+  r.train_accuracy = loss_fn_.dense() ? double(p.correct) / double(std::max<int64_t>(p.counted, 1))
+                                      : double(p.correct) / samples;
   r.images_per_sec = samples / r.train_seconds;
   if (test && complete) {
     EvalReport ev = evaluate(*test);
     r.test_correct = ev.correct;
     r.test_total = ev.total;
     r.test_accuracy = ev.accuracy;
+    r.test_segmentation = ev.segmentation;
   }
   return r;
 }
@@ -343,7 +362,10 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
   const int64_t classes = net_.num_classes();
   EvalReport r;
   // Each rank predicts its shard into its slots; a sum over ranks fills them all.
+  DT_CHECK(!loss_fn_.dense() || (!predictions && !probabilities),
+           "evaluate: per-sample predictions of a dense model");
   Tensor predicted = predictions ? Tensor::zeros({n}, DType::i64) : Tensor();
+  std::vector<int64_t> confusion(loss_fn_.dense() ? size_t(classes * classes) : 0, 0);
   if (probabilities) *probabilities = Tensor::zeros({n, classes}, DType::f32);
   const double t0 = now_seconds();
   std::vector<int64_t> ids;
@@ -379,10 +401,15 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
       if (comm_.rank() == 0) {
         r.loss += sums.loss;
         r.correct += sums.correct;
+        r.counted += sums.counted;
       }
     } else {
-      r.loss += backend_.softmax_ce_forward(logits, t_, opt_.log_eps, probs_, &r.correct);
+      const LossSums sums = loss_fn_.forward(backend_, logits, t_, opt_.log_eps, probs_);
+      r.loss += sums.loss;
+      r.correct += sums.correct;
+      r.counted += sums.counted;
     }
+    if (loss_fn_.dense()) loss_fn_.add_confusion(backend_.to_host(logits), t_host_, confusion);
     mark("loss");
     if (probabilities) {
       const Tensor host_probs = backend_.to_host(probs_);
@@ -406,14 +433,22 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     predictions->assign(predicted.data<int64_t>(), predicted.data<int64_t>() + n);
   }
   if (probabilities) comm_.allreduce_sum(*probabilities, "evaluation probabilities");
-  Tensor stats = Tensor::empty({2}, DType::f64);
+  // Counts travel as f64: exact below 2^53.
+  Tensor stats = Tensor::empty({3 + int64_t(confusion.size())}, DType::f64);
   stats.data<double>()[0] = r.loss;
   stats.data<double>()[1] = double(r.correct);
+  stats.data<double>()[2] = double(r.counted);
+  for (size_t i = 0; i < confusion.size(); ++i) stats.data<double>()[3 + i] = double(confusion[i]);
   comm_.allreduce_sum(stats, "evaluation metrics");
   r.loss = stats.data<double>()[0] / double(n);
   r.correct = int64_t(stats.data<double>()[1]);
+  r.counted = int64_t(stats.data<double>()[2]);
   r.total = n;
-  r.accuracy = double(r.correct) / double(n);
+  r.accuracy = double(r.correct) / double(std::max<int64_t>(r.counted, 1));
+  if (loss_fn_.dense()) {
+    for (size_t i = 0; i < confusion.size(); ++i) confusion[i] = int64_t(stats.data<double>()[3 + i]);
+    r.segmentation = segmentation_metrics(confusion, int(classes));
+  }
   r.seconds = now_seconds() - t0;
   r.images_per_sec = double(n) / r.seconds;
   return r;

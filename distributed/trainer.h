@@ -10,6 +10,7 @@
 #include "core/data/dataset.h"
 #include "core/data/sampler.h"
 #include "proto/deeptrain.pb.h"
+#include "core/loss.h"
 #include "core/net.h"
 #include "core/optim/optimizer.h"
 #include "distributed/communicator.h"
@@ -23,6 +24,7 @@ using data::DatasetSplit;
 struct StepMetrics {
   double loss_sum = 0;  // over the global batch
   int64_t correct = 0;
+  int64_t counted = 0;  // what `correct` is out of: the samples, or a dense loss's pixels
   int64_t samples = 0;
   // Some rank's TrainerOptions::stop_requested was true when this step's metrics were reduced.
   // The same on every rank (it travels in the metrics allreduce), so all ranks stop after the
@@ -36,6 +38,7 @@ struct EpochProgress {
   int64_t steps_done = 0;
   double loss_sum = 0;       // over the global batches of the steps done
   int64_t correct = 0;
+  int64_t counted = 0;       // StepMetrics::counted summed (0 from a checkpoint without it)
   int64_t samples = 0;
   double train_seconds = 0;  // of the step loop
 };
@@ -46,7 +49,8 @@ struct EpochReport {
   double train_loss;        // mean over the epoch's samples, in training mode (dropout on)
   double train_accuracy;    // running accuracy of the training forward passes
   int64_t test_correct, test_total;
-  double test_accuracy;
+  double test_accuracy;     // a dense loss's: pixel accuracy
+  std::optional<SegmentationMetrics> test_segmentation;  // a dense loss's test metrics
   double train_seconds;     // the step loop only
   double images_per_sec;    // global images per second of the step loop
   // The ranks agreed to stop (StepMetrics::stop) after the last step done; the epoch is
@@ -56,6 +60,8 @@ struct EpochReport {
 
 struct EvalReport {
   int64_t correct = 0, total = 0;
+  int64_t counted = 0;  // what `correct` is out of: total, or a dense loss's pixels
+  std::optional<SegmentationMetrics> segmentation;  // a dense loss's
   double loss = 0, accuracy = 0, seconds = 0, images_per_sec = 0;
 };
 
@@ -145,7 +151,8 @@ class Trainer {
                           const std::function<void(int64_t, int64_t, const StepMetrics&)>&
                               on_step = {},
                           EpochProgress* progress = nullptr);
-  // predictions (optional): the class predicted for every sample of `data`, on every rank
+  // A dense loss's accuracy is the pixel accuracy, with its segmentation metrics in the report.
+  // predictions (optional, not for a dense loss): the class predicted for every sample of `data`, on every rank
   // (for the confusion matrix and the misclassified-image grid). probabilities (optional):
   // set to the softmax of every sample, f32 (samples, classes), on every rank (ensembles).
   EvalReport evaluate(const Dataset& data, std::vector<int32_t>* predictions = nullptr,
@@ -197,6 +204,7 @@ class Trainer {
   bool apply_loss_scale();
   TrainerOptions opt_;
   Net& net_;
+  LossFn loss_fn_;
   Backend& backend_;
   Optimizer* optimizer_;  // null: evaluation only
   Communicator& comm_;

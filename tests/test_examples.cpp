@@ -12,11 +12,14 @@
 
 #include "core/config.h"
 #include "core/data/augment.h"
+#include "core/data/mnist_scenes.h"
 #include "core/io/transfer.h"
 #include "core/net.h"
 #include "core/optim/optimizer.h"
 #include "core/optim/schedule.h"
 #include "core/random.h"
+#include "core/loss.h"
+#include "synthetic_squares.h"
 
 using namespace deeptrain;
 
@@ -57,6 +60,14 @@ data::Dataset synthetic_images(const std::string& dataset) {
   return d;
 }
 
+// Scenes of bright squares standing for digits (a segmentation example's data), 32 of them.
+data::Dataset synthetic_scenes(const proto::MnistScenesConfig& options) {
+  data::DatasetSplit digits;
+  digits.train = testing_util::synthetic_squares(40, {5, 1, 200, 56, 1});
+  digits.test = testing_util::synthetic_squares(10, {5, 2, 200, 56, 1});
+  return data::make_mnist_scenes(digits, options, 32, 1).train;
+}
+
 class ExampleConfig : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ExampleConfig, BuildsAndTrainsAFewSteps) {
@@ -66,7 +77,9 @@ TEST_P(ExampleConfig, BuildsAndTrainsAFewSteps) {
   validate_lr_schedule(cfg.schedule().lr_schedule());
   io::validate_transfer(cfg.transfer());
 
-  const data::Dataset data = synthetic_images(cfg.data().dataset());
+  const bool scenes = cfg.data().dataset() == "mnist_scenes";
+  const data::Dataset data =
+      scenes ? synthetic_scenes(cfg.data().scenes()) : synthetic_images(cfg.data().dataset());
   const Shape input{data.images.dim(1), data.images.dim(2), data.images.dim(3)};
   Net net(cfg.model(), input, data.num_classes, DType::f32);
   net.init_params(cfg.run().seed());
@@ -78,8 +91,13 @@ TEST_P(ExampleConfig, BuildsAndTrainsAFewSteps) {
   const int64_t n = 8, steps_per_epoch = 4;
   const int64_t total_steps = int64_t(cfg.schedule().epochs()) * steps_per_epoch;
   Tensor x = Tensor::empty({n, input[0], input[1], input[2]}, DType::f32);
-  Tensor t = Tensor::empty({n}, DType::i32);
-  Tensor probs = Tensor::empty({n, 10}, DType::f32), dlogits = probs.clone();
+  const LossFn loss_fn(net.config().loss(), input, data.num_classes);
+  std::vector<int64_t> td{n}, pd{n};
+  const Shape target = loss_fn.target_shape(), output = loss_fn.output_shape();
+  for (int64_t d : target.dims()) td.push_back(d);
+  for (int64_t d : output.dims()) pd.push_back(d);
+  Tensor t = Tensor::empty(Shape(td), DType::i32);
+  Tensor probs = Tensor::empty(Shape(pd), DType::f32), dlogits = probs.clone();
   std::vector<int64_t> ids(n);
   for (int64_t i = 0; i < n; ++i) ids[i] = (i * 7) % 32;
   data::gather_batch_augmented(data, ids.data(), n, 0, cfg.run().seed(), cfg.data().augment(), x, t);
@@ -87,17 +105,16 @@ TEST_P(ExampleConfig, BuildsAndTrainsAFewSteps) {
   // The loss of the fixed batch with the dropout masks of step 0, in training mode.
   auto loss_at_step0 = [&] {
     StepContext ctx{*backend, true, cfg.run().seed(), 0, ids.data()};
-    return backend->softmax_ce_forward(net.forward(ctx, x), t, 1e-7, probs, nullptr) / double(n);
+    return loss_fn.forward(*backend, net.forward(ctx, x), t, 1e-7, probs).loss / double(n);
   };
   const double before = loss_at_step0();
   ASSERT_TRUE(std::isfinite(before)) << GetParam();
   const Tensor initial = net.params().clone();
   for (int64_t step = 0; step < 3; ++step) {
     StepContext ctx{*backend, true, cfg.run().seed(), step, ids.data()};
-    const double loss =
-        backend->softmax_ce_forward(net.forward(ctx, x), t, 1e-7, probs, nullptr) / double(n);
+    const double loss = loss_fn.forward(*backend, net.forward(ctx, x), t, 1e-7, probs).loss / double(n);
     EXPECT_TRUE(std::isfinite(loss)) << GetParam() << " step " << step;
-    backend->softmax_ce_backward(probs, t, 1.0 / double(n), dlogits);
+    loss_fn.backward(*backend, probs, t, 1.0 / double(n), dlogits);
     net.compute_grads().fill_zero();
     net.backward(ctx, dlogits);
     const double lr = lr_at(cfg.schedule().lr_schedule(), cfg.optimizer().lr(), step,

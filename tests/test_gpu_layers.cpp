@@ -130,6 +130,34 @@ TEST(GpuLayers, BatchNormMatchesTheHost) {
 // BatchNorm's statistics ops (kept on the device: no readback per step) against CpuBackend's
 // on the same f64 inputs. Both round each f64 operation once, but the host compiler may
 // contract a multiply-add (the running averages): 1e-14 relative.
+// Transposed convolution (GEMMs over f32 sums: 1e-5 relative as the convolutions) and crop
+// (copies: exact) against the reference backend; the per-pixel loss's sums and gradient too.
+TEST(GpuLayers, DenseLayersAndPixelLossMatchTheReference) {
+  REQUIRE_GPU_BACKEND(gpu);
+  const Tensor x = random_f32({3, 4, 5, 6}, 1), dy = random_f32({3, 2, 10, 12}, 2);
+  expect_gpu_matches_host(*gpu, "name: 'u' deconv { out_channels: 2 kernel: 4 stride: 2 pad: 1 }",
+                          false, true, {x}, {0}, dy, 1e-5);
+  const Tensor big = random_f32({3, 4, 9, 8}, 3), ref = random_f32({3, 1, 5, 6}, 4);
+  expect_gpu_matches_host(*gpu, "name: 'c' crop { offset_h: 2 offset_w: 1 }", false, true,
+                          {big, ref}, {0, 1}, random_f32({3, 4, 5, 6}, 5), 0.0);
+  auto cpu = make_backend("cpu-ref");
+  const Tensor z = random_f32({2, 5, 4, 3}, 6, 2.0);
+  Tensor t = Tensor::empty({2, 4, 3}, DType::i32);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<int32_t>()[i] = i % 6 == 2 ? 255 : int32_t(i % 5);
+  const std::vector<double> w{1, 2, 0.5, 1, 3};
+  Tensor pc = Tensor::empty(z.shape(), DType::f32), dc = pc.clone();
+  const LossSums want = cpu->pixel_softmax_ce_forward(z, t, 255, w, 1e-7, pc);
+  cpu->pixel_softmax_ce_backward(pc, t, 255, w, 0.25, dc);
+  Tensor zg = on_backend(*gpu, z), tg = on_backend(*gpu, t);
+  Tensor pg = gpu->empty(z.shape(), DType::f32), dg = gpu->empty(z.shape(), DType::f32);
+  const LossSums got = gpu->pixel_softmax_ce_forward(zg, tg, 255, w, 1e-7, pg);
+  gpu->pixel_softmax_ce_backward(pg, tg, 255, w, 0.25, dg);
+  EXPECT_NEAR(got.loss, want.loss, 1e-6 * want.loss);
+  EXPECT_EQ(got.correct, want.correct);
+  EXPECT_EQ(got.counted, want.counted);
+  EXPECT_LE(rel_diff(gpu->to_host(dg), dc), 1e-6);
+}
+
 TEST(GpuLayers, BatchNormStatisticsOpsMatchTheReference) {
   REQUIRE_GPU_BACKEND(gpu);
   auto ref = make_backend("cpu-ref");

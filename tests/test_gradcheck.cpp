@@ -92,7 +92,11 @@ INSTANTIATE_TEST_SUITE_P(
         LayerCase{"batch_norm_2d_train", "name: 'n' batch_norm { momentum: 0.5 }", {6}, true},
         LayerCase{"batch_norm_per_activation", "name: 'n' batch_norm { per_activation: true }", {2, 3, 3}, true},
         LayerCase{"batch_norm_eval", "name: 'n' batch_norm { eps: 0.01 }", {3, 4, 4}, false},
-        LayerCase{"global_avg_pool", "name: 'g' global_avg_pool {}", {4, 3, 5}, true}),
+        LayerCase{"global_avg_pool", "name: 'g' global_avg_pool {}", {4, 3, 5}, true},
+        LayerCase{"deconv_s1", "name: 'u' deconv { out_channels: 3 kernel: 3 }", {2, 4, 5}, true},
+        LayerCase{"deconv_s2_pad1", "name: 'u' deconv { out_channels: 2 kernel: 4 stride: 2 pad: 1 }", {3, 3, 4}, true},
+        LayerCase{"deconv_s3_outpad2_nobias", "name: 'u' deconv { out_channels: 2 kernel: 3 stride: 3 pad: 1 output_padding: 2 no_bias: true }", {2, 3, 2}, true},
+        LayerCase{"deconv_bilinear", "name: 'u' deconv { out_channels: 2 kernel: 4 stride: 2 pad: 1 init: BILINEAR }", {2, 3, 3}, true}),
     [](const ::testing::TestParamInfo<LayerCase>& i) { return std::string(i.param.name); });
 
 // Conv, affine and batch norm with a fused ReLU: the same check through the fused path.

@@ -60,6 +60,7 @@ ChannelView channel_view(const Tensor& x, int64_t C, const char* op, const char*
 struct LossSums {
   double loss = 0;      // the sum of the per-sample losses
   int64_t correct = 0;  // correct argmax predictions
+  int64_t counted = 0;  // pixel losses: the pixels counted (not ignored); 0 for per-sample ones
 };
 class PendingLoss {
  public:
@@ -133,6 +134,34 @@ class Backend {
   // the 1e-7, a relative difference of 1e-7 / p_t; the book's reference gradients do the same).
   virtual void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
                                    Tensor& dlogits) = 0;
+
+  // ---- dense tasks (segmentation; core/layers/deconv.cpp, crop.cpp, core/loss.cpp) ----
+  // Transposed convolution, the adjoint of conv2d with geometry g: x (n, g.k, g.p, g.q),
+  // w (g.k, g.c, g.r, g.s) -> y (n, g.c, g.h, g.w) = conv2d's input gradient for output
+  // gradient x, plus b (g.c) when defined. Inputs in any layout the backend writes; y plain.
+  virtual void deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                const Tensor& b, Tensor& y) = 0;
+  // dx (may be null) = conv2d(dy, w) without bias; dw = the conv weight gradient of input dy
+  // and output gradient x; db (may be null) = dy summed per channel. dx plain.
+  virtual void deconv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                 const Tensor& dy, Tensor* dx, Tensor& dw, Tensor* db) = 0;
+  // y (n, C, h, w) = x (n, C, H, W) at rows oy.., columns ox.. (the window inside x), plain in,
+  // plain out. Backward: dx is dy inside the window and 0 elsewhere.
+  virtual void crop2d(const Tensor& x, int64_t oy, int64_t ox, Tensor& y) = 0;
+  virtual void crop2d_backward(const Tensor& dy, int64_t oy, int64_t ox, Tensor& dx) = 0;
+  // Per-pixel softmax cross-entropy: logits (n, K, H, W) plain, labels i32 (n, H, W) in
+  // [0, K) or ignore_label. Writes probs (the softmax over K at each pixel) and returns, over
+  // the pixels not ignored, loss = sum of w[t] * -log(p[t] + log_eps) (w: weights, one per
+  // class, or all 1 when empty), correct = argmax (first maximum) == t, counted = their
+  // number. Sums in f64: per sample in pixel order, then the samples in order. A label
+  // outside both is an InputError naming the sample and pixel.
+  virtual LossSums pixel_softmax_ce_forward(const Tensor& logits, const Tensor& labels,
+                                            int ignore_label, const std::vector<double>& weights,
+                                            double log_eps, Tensor& probs) = 0;
+  // dlogits = scale * w[t] * (p - onehot(t)) at counted pixels, 0 at ignored ones.
+  virtual void pixel_softmax_ce_backward(const Tensor& probs, const Tensor& labels,
+                                         int ignore_label, const std::vector<double>& weights,
+                                         double scale, Tensor& dlogits) = 0;
 
   // A plain-layout copy (or x itself when it is already plain).
   virtual Tensor to_plain(const Tensor& x) = 0;

@@ -39,6 +39,19 @@ class CpuBackend : public Backend {
   void softmax_ce_backward(const Tensor& probs, const Tensor& labels, double scale,
                            Tensor& dlogits) override;
   Tensor to_plain(const Tensor& x) override;
+  // Dense tasks (cpu_conv.cpp: transposed convolution; cpu_dense_ops.cpp: crop, pixel loss).
+  void deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                        Tensor& y) override;
+  void deconv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& dy,
+                         Tensor* dx, Tensor& dw, Tensor* db) override;
+  void crop2d(const Tensor& x, int64_t oy, int64_t ox, Tensor& y) override;
+  void crop2d_backward(const Tensor& dy, int64_t oy, int64_t ox, Tensor& dx) override;
+  LossSums pixel_softmax_ce_forward(const Tensor& logits, const Tensor& labels, int ignore_label,
+                                    const std::vector<double>& weights, double log_eps,
+                                    Tensor& probs) override;
+  void pixel_softmax_ce_backward(const Tensor& probs, const Tensor& labels, int ignore_label,
+                                 const std::vector<double>& weights, double scale,
+                                 Tensor& dlogits) override;
 
   // The deeper nets' layers, on plain and blocked layouts (cpu_bn.cpp, cpu_graph_ops.cpp).
   void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) override;

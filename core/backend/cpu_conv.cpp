@@ -135,7 +135,83 @@ void conv_backward(const ConvGeom& g, const T* x, const T* w, const T* y, T* dy,
   }
 }
 
+// Transposed convolution: for each chunk, col = W^T . x (crs, nb*pq), then col2im into y (the
+// conv's input gradient), then the bias.
+template <class T>
+void deconv_forward(const ConvGeom& g, const T* x, const T* w, const T* b, T* y, T* col, T* tmp) {
+  const int64_t crs = g.c * g.r * g.s, pq = g.p * g.q, hw = g.h * g.w, chunk = chunk_images(g);
+  std::fill(y, y + g.n * g.c * hw, T(0));
+  for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
+    const int64_t nb = std::min(chunk, g.n - n0);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t k = 0; k < g.k; ++k)
+      for (int64_t i = 0; i < nb; ++i)
+        std::copy_n(x + ((n0 + i) * g.k + k) * pq, pq, tmp + (k * nb + i) * pq);
+    gemm(true, false, crs, nb * pq, g.k, T(1), w, crs, tmp, nb * pq, T(0), col, nb * pq);
+    col2im(g, col, n0, nb, y);
+  }
+  if (b) {
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int64_t i = 0; i < g.n; ++i)
+      for (int64_t c = 0; c < g.c; ++c)
+        for (int64_t j = 0; j < hw; ++j) y[(i * g.c + c) * hw + j] += b[c];
+  }
+}
+
 }  // namespace
+
+void CpuBackend::deconv2d_forward(const ConvGeom& g, const Tensor& x_in, const Tensor& w,
+                                  const Tensor& b, Tensor& y) {
+  const Tensor x = to_plain(x_in);
+  DT_CHECK(x.numel() == g.n * g.k * g.p * g.q && y.numel() == g.n * g.c * g.h * g.w &&
+               w.numel() == g.k * g.c * g.r * g.s,
+           "deconv2d_forward: x {} / w {} / y {} do not fit the geometry", x.shape().str(),
+           w.shape().str(), y.shape().str());
+  const int64_t chunk = chunk_images(g), col_elems = g.c * g.r * g.s * chunk * g.p * g.q,
+                tmp_elems = g.k * chunk * g.p * g.q;
+  void* base = scratch(col_elems + tmp_elems, x.dtype()).raw();
+  if (x.dtype() == DType::f64) {
+    double* col = static_cast<double*>(base);
+    deconv_forward(g, x.data<double>(), w.data<double>(), b.raw() ? b.data<double>() : nullptr,
+                   y.data<double>(), col, col + col_elems);
+  } else {
+    float* col = static_cast<float*>(base);
+    deconv_forward(g, x.data<float>(), w.data<float>(), b.raw() ? b.data<float>() : nullptr,
+                   y.data<float>(), col, col + col_elems);
+  }
+  y.set_layout(Layout::plain);
+}
+
+// The conv ops with the roles swapped: dx is the conv of dy; dw is the conv weight gradient of
+// input dy and output gradient x (conv_backward reads its dy argument only, without a ReLU).
+void CpuBackend::deconv2d_backward(const ConvGeom& g, const Tensor& x_in, const Tensor& w,
+                                   const Tensor& dy_in, Tensor* dx, Tensor& dw, Tensor* db) {
+  const Tensor x = to_plain(x_in), dy = to_plain(dy_in);
+  const int64_t chunk = chunk_images(g), col_elems = g.c * g.r * g.s * chunk * g.p * g.q,
+                tmp_elems = g.k * chunk * g.p * g.q, hw = g.h * g.w;
+  void* base = scratch(col_elems + tmp_elems, x.dtype()).raw();
+  auto run = [&]<class T>(T* col) {
+    const T* pdy = dy.data<T>();
+    if (dx) conv_forward(g, pdy, w.data<T>(), static_cast<const T*>(nullptr), dx->data<T>(), false,
+                         col, col + col_elems);
+    conv_backward(g, pdy, w.data<T>(), static_cast<const T*>(nullptr), const_cast<T*>(x.data<T>()),
+                  false, static_cast<T*>(nullptr), dw.data<T>(), static_cast<T*>(nullptr), col,
+                  col + col_elems);
+    if (db) {
+      T* pdb = db->data<T>();
+      for (int64_t c = 0; c < g.c; ++c) pdb[c] = T(0);
+      for (int64_t i = 0; i < g.n; ++i)
+        for (int64_t c = 0; c < g.c; ++c) {
+          T s = T(0);
+          for (int64_t j = 0; j < hw; ++j) s += pdy[(i * g.c + c) * hw + j];
+          pdb[c] += s;
+        }
+    }
+  };
+  if (x.dtype() == DType::f64) run(static_cast<double*>(base));
+  else run(static_cast<float*>(base));
+  if (dx) dx->set_layout(Layout::plain);
+}
 
 Tensor& CpuBackend::scratch(int64_t elems, DType t) {
   const int64_t bytes = elems * int64_t(dtype_size(t));

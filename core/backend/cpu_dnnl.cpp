@@ -399,6 +399,58 @@ void DnnlBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tens
   m.strm.wait();
 }
 
+// Transposed convolution on the conv primitives with the roles swapped: forward is the conv's
+// backward-data, backward the conv's forward (dx) and its weight gradient with input dy and
+// output gradient x. Output padding that puts the conv's right padding below 0 (oneDNN takes
+// none) and f64 go to the reference.
+namespace {
+bool dnnl_can_deconv(const ConvGeom& g, const Tensor& x) {
+  const ConvDims d(g);
+  return x.dtype() == DType::f32 && d.pad_r[0] >= 0 && d.pad_r[1] >= 0 && g.n > 0;
+}
+// y[n, c, s] += b[c] for y in plain or blocked (nChwBc) layout.
+void add_channel_bias(Tensor& y, const float* b, int block) {
+  const int64_t n = y.dim(0), C = y.dim(1), S = y.dim(2) * y.dim(3);
+  float* py = y.data<float>();
+  const int64_t B = y.layout() == Layout::plain ? 1 : block;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t cb = 0; cb < C / B; ++cb)
+      for (int64_t sp = 0; sp < S; ++sp)
+        for (int64_t l = 0; l < B; ++l)
+          py[((i * (C / B) + cb) * S + sp) * B + l] += b[cb * B + l];
+}
+}  // namespace
+
+void DnnlBackend::deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                   const Tensor& b, Tensor& y) {
+  if (!dnnl_can_deconv(g, x)) return CpuBackend::deconv2d_forward(g, x, w, b, y);
+  Impl& m = *impl_;
+  ConvPrims& e = m.conv(g, false, false);
+  if (!e.have_bwd_data) m.make_bwd_data(e, g);
+  const Tensor xn = m.native(x, Impl::kDy);
+  e.bwd_data.execute(m.strm, {{DNNL_ARG_DIFF_DST, m.input(e.bd_ddst, xn.raw())},
+                              {DNNL_ARG_WEIGHTS, m.input(e.bd_wei, w.raw())},
+                              {DNNL_ARG_DIFF_SRC, m.output(e.bd_dsrc, y.raw())}});
+  m.finish(e.bd_dsrc, y.raw());
+  m.strm.wait();
+  y.set_layout(m.native_layout(g.c));
+  if (b.raw()) add_channel_bias(y, b.data<float>(), m.block);
+}
+
+void DnnlBackend::deconv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                    const Tensor& dy, Tensor* dx, Tensor& dw, Tensor* db) {
+  if (!dnnl_can_deconv(g, x)) return CpuBackend::deconv2d_backward(g, x, w, dy, dx, dw, db);
+  if (db) {  // the per-channel sums of dy, in f64 in a fixed order (any layout)
+    Tensor sums = Tensor::empty({g.c}, DType::f64);
+    bn_sums(dy, nullptr, sums);
+    for (int64_t c = 0; c < g.c; ++c) db->data<float>()[c] = float(sums.data<double>()[c]);
+  }
+  if (dx) conv2d_forward(g, dy, w, Tensor(), *dx, false);
+  Tensor xs = x;  // read only: no fused ReLU masks it
+  conv2d_backward(g, dy, w, Tensor(), xs, false, nullptr, dw, nullptr);
+}
+
 void DnnlBackend::affine_forward(const Tensor& x, const Tensor& w, const Tensor& b, Tensor& y,
                                  bool fuse_relu) {
   if (x.dtype() != DType::f32 || x.layout() != Layout::plain)

@@ -2,7 +2,8 @@
 // DnnlBackend ("cpu"): the fast CPU path. f32 convolutions run on oneDNN's jit kernels with
 // activations kept in a blocked layout between layers and bias + ReLU fused into the forward
 // conv; max pooling runs on the hand-written kernels of cpu_kernels_blocked.h (oneDNN's is
-// slow); affine runs on oneDNN matmul, so a training step never touches OpenBLAS. f64 and the
+// slow); transposed convolutions run on the conv primitives with the roles swapped; affine
+// runs on oneDNN matmul, so a training step never touches OpenBLAS. f64 and the
 // remaining ops (dropout, softmax) fall back to CpuBackend, the reference.
 //
 // Math (run.math). fp32: IEEE float throughout. bf16 (processors with AVX512-BF16 or AMX):
@@ -47,6 +48,10 @@ class DnnlBackend : public CpuBackend {
   void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
                           Tensor& dx) override;
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
+  void deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                        Tensor& y) override;
+  void deconv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& dy,
+                         Tensor* dx, Tensor& dw, Tensor* db) override;
   Tensor to_plain(const Tensor& x) override;
 
   // The blocked layout this backend writes (nChw16c or nChw8c).

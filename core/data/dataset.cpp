@@ -165,7 +165,8 @@ BatchPixels::BatchPixels(const Dataset& d, const int64_t* ids, int64_t n, int64_
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
                   int64_t epoch) {
   const int64_t sample = d.sample_shape().numel();
-  DT_CHECK(x.numel() == n * sample && t.numel() == n,
+  const int64_t target = d.label_maps.raw() ? d.label_maps.numel() / d.size() : 1;
+  DT_CHECK(x.numel() == n * sample && t.numel() == n * target,
            "gather_batch: x {} / t {} do not fit {} samples of {}", x.shape().str(),
            t.shape().str(), n, d.sample_shape().str());
   // A table of the 256 possible values, each computed as the float division numpy does.
@@ -182,7 +183,12 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
     const uint8_t* s = pixels.at(i);
     float* o = xd + i * sample;
     for (int64_t k = 0; k < sample; ++k) o[k] = scale[s[k]];
-    td[i] = labels[ids[i]];
+    if (target == 1 && !d.label_maps.raw()) {
+      td[i] = labels[ids[i]];
+      continue;
+    }
+    const uint8_t* m = d.label_maps.data<uint8_t>() + ids[i] * target;
+    for (int64_t k = 0; k < target; ++k) td[i * target + k] = m[k];
   }
   normalise_batch(d, n, xd);
 }

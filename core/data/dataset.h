@@ -31,6 +31,12 @@ class SampleSource {
   virtual std::string fingerprint() const = 0;
 };
 
+// An object in an image: its class and its pixel box [x0, x1) x [y0, y1).
+struct Box {
+  int32_t label;
+  int32_t x0, y0, x1, y1;
+};
+
 struct Dataset {
   std::string name;
   Tensor images;  // u8 (N, C, H, W); unset when `source` streams the samples
@@ -40,6 +46,10 @@ struct Dataset {
   // Per-channel normalisation of the model's input, x = (p / 255 - mean[c]) / std[c] in float32
   // (torchvision's ToTensor then Normalize); empty: x = p / 255. Streamed sets only.
   std::vector<float> mean, std;
+  // Dense tasks (segmentation): a label map per sample, u8 (N, H, W), the batches' targets
+  // instead of `labels` (which then hold 0). Unset for classification.
+  Tensor label_maps;
+  std::vector<std::vector<Box>> boxes;   // per sample, for detection (empty when none)
 
   int64_t size() const { return labels.numel(); }
   Shape sample_shape() const;  // (C, H, W)
@@ -77,7 +87,8 @@ class BatchPixels {
 
 // Book normalisation: x = pixel / 255.0f (a float division, to match numpy float32 bit for bit),
 // then d.mean/d.std when set. Copies samples ids[0..n) into x (f32, (n, C, H, W), already
-// allocated) and t (i32, (n)); epoch: as BatchPixels.
+// allocated) and t (i32, (n)), or t (i32, (n, H, W)) from the label maps of a dense data set;
+// epoch: as BatchPixels.
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
                   int64_t epoch = kEvalEpoch);
 

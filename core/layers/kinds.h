@@ -19,6 +19,8 @@ std::unique_ptr<Layer> make_batch_norm(const proto::LayerConfig& cfg, int index)
 std::unique_ptr<Layer> make_global_avg_pool(const proto::LayerConfig& cfg, int index);
 std::unique_ptr<Layer> make_add(const proto::LayerConfig& cfg, int index);
 std::unique_ptr<Layer> make_concat(const proto::LayerConfig& cfg, int index);
+std::unique_ptr<Layer> make_deconv(const proto::LayerConfig& cfg, int index);
+std::unique_ptr<Layer> make_crop(const proto::LayerConfig& cfg, int index);
 
 // Fails naming layer `name` unless it has n inputs, the first of rank `rank` per sample
 // (rank 0: any).

@@ -21,10 +21,12 @@ std::unique_ptr<Layer> make_layer(const proto::LayerConfig& cfg, int index) {
     case K::kGlobalAvgPool: return make_global_avg_pool(cfg, index);
     case K::kAdd: return make_add(cfg, index);
     case K::kConcat: return make_concat(cfg, index);
+    case K::kDeconv: return make_deconv(cfg, index);
+    case K::kCrop: return make_crop(cfg, index);
     case K::KIND_NOT_SET: break;
   }
   fail_input("layer '{}': no layer kind given (conv, max_pool, relu, affine, dropout, "
-             "batch_norm, global_avg_pool, add, concat)", cfg.name());
+             "batch_norm, global_avg_pool, add, concat, deconv, crop)", cfg.name());
 }
 
 }  // namespace deeptrain

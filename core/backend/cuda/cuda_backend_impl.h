@@ -114,6 +114,19 @@ class CudaBackend final : public Backend {
   void bn_input_coefficients(const Tensor& sums, const Tensor& invstd, const Tensor& gamma,
                              double count, bool training, Tensor& k, Tensor& m,
                              Tensor& r) override;
+  // Dense tasks (cuda_conv.cpp: transposed convolution; cuda_dense.cpp: crop, pixel loss).
+  void deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
+                        Tensor& y) override;
+  void deconv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& dy,
+                         Tensor* dx, Tensor& dw, Tensor* db) override;
+  void crop2d(const Tensor& x, int64_t oy, int64_t ox, Tensor& y) override;
+  void crop2d_backward(const Tensor& dy, int64_t oy, int64_t ox, Tensor& dx) override;
+  LossSums pixel_softmax_ce_forward(const Tensor& logits, const Tensor& labels, int ignore_label,
+                                    const std::vector<double>& weights, double log_eps,
+                                    Tensor& probs) override;
+  void pixel_softmax_ce_backward(const Tensor& probs, const Tensor& labels, int ignore_label,
+                                 const std::vector<double>& weights, double scale,
+                                 Tensor& dlogits) override;
   void plane_mean(const Tensor& x, Tensor& y) override;
   void plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx) override;
   void add(const std::vector<Tensor>& xs, bool relu, Tensor& y) override;
@@ -190,6 +203,8 @@ class CudaBackend final : public Backend {
   cudnnHandle_t dnn_ = nullptr;
   // Scratch, by role: no two roles of one op share a buffer.
   Scratch col_, colf_, tmp_, w16_, x16_, dy16_, out16_, workspace_, small_, ids_;
+  // The per-pixel loss's per-pixel terms, per-sample sums and class weights.
+  Scratch pixel_loss_, pixel_hit_, pixel_status_, pixel_sums_, class_weights_;
   // Page-locked host words that results come back through (the finite flag at 0, the loss sums
   // at kLossWords, complete once `loss_copied_` has passed), and the staging buffer of sample ids
   // (dropout's, the batch's), reused once `ids_copied_` has passed.

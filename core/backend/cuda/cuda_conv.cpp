@@ -380,5 +380,55 @@ void CudaBackend::conv2d_backward(const ConvGeom& g, const Tensor& x, const Tens
   if (dx) dx->set_layout(Layout::plain);
 }
 
+// Transposed convolution through the im2col GEMMs: forward is the conv's input gradient (col =
+// W^T . x, col2im), backward the conv's forward (dx) and weight gradient (input dy, output
+// gradient x).
+void CudaBackend::deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                   const Tensor& b, Tensor& y) {
+  const char* op = "deconv2d_forward";
+  const float* px = f32(x, op, "x", g.n * g.k * g.p * g.q);
+  const float* pw = f32(w, op, "w", g.k * g.c * g.r * g.s);
+  const float* pb = b.raw() ? f32(b, op, "b", g.c) : nullptr;
+  float* py = f32(y, op, "y", g.n * g.c * g.h * g.w);
+  enter(op);
+  const Elem e = elem();
+  const ConvDims d = dims(g);
+  const int64_t crs = g.c * g.r * g.s, pq = g.p * g.q, hw = g.h * g.w, chunk = chunk_images(g);
+  if (y.numel() > 0) {
+    const void* wi = as_elem(pw, g.k * crs, w16_, op);
+    void* tmp = tmp_.get(size_t(g.k * chunk * pq) * elem_size(e), stream(), op);
+    float* colf = colf_.get<float>(crs * chunk * pq, stream(), op);
+    for (int64_t n0 = 0; n0 < g.n; n0 += chunk) {
+      const int64_t nb = std::min(chunk, g.n - n0);
+      DT_CUDA(gather_to_gemm(px + n0 * g.k * pq, tmp, e, g.k, nb, pq, stream()), op);
+      gemm(op, true, false, crs, nb * pq, g.k, wi, tmp, 0.0f, colf);
+      DT_CUDA(col2im(d, colf, n0, nb, py, stream()), op);
+    }
+    if (pb) DT_CUDA(bias_act(py, Elem::f32, pb, py, g.n, g.c, hw, false, stream()), op);
+  }
+  y.set_layout(Layout::plain);
+}
+
+void CudaBackend::deconv2d_backward(const ConvGeom& g, const Tensor& x, const Tensor& w,
+                                    const Tensor& dy, Tensor* dx, Tensor& dw, Tensor* db) {
+  const char* op = "deconv2d_backward";
+  const float* px = f32(x, op, "x", g.n * g.k * g.p * g.q);
+  const float* pw = f32(w, op, "w", g.k * g.c * g.r * g.s);
+  const float* pdy = f32(dy, op, "dy", g.n * g.c * g.h * g.w);
+  float* pdw = f32(dw, op, "dw", g.k * g.c * g.r * g.s);
+  float* pdb = db ? f32(*db, op, "db", g.c) : nullptr;
+  float* pdx = dx ? f32(*dx, op, "dx", g.n * g.k * g.p * g.q) : nullptr;
+  enter(op);
+  if (g.n == 0) {  // no samples: zero gradients
+    DT_CUDA(cudaMemsetAsync(pdw, 0, dw.nbytes(), stream()), op);
+    if (pdb) DT_CUDA(cudaMemsetAsync(pdb, 0, db->nbytes(), stream()), op);
+  } else {
+    if (pdb) DT_CUDA(channel_sums(pdy, pdb, g.n, g.c, g.h * g.w, stream()), op);
+    if (pdx) conv_forward_gemm(g, pdy, pw, nullptr, pdx, false);
+    conv_backward_gemm(g, pdy, pw, px, nullptr, pdw);
+  }
+  if (dx) dx->set_layout(Layout::plain);
+}
+
 }  // namespace cuda
 }  // namespace deeptrain

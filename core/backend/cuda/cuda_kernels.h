@@ -127,4 +127,25 @@ struct OptimConsts {
 cudaError_t optimizer_step(const OptimConsts& k, float* params, const float* grads, float* s0,
                            float* s1, const float* lr_scale, int64_t n, cudaStream_t st);
 
+// ---- dense tasks (cuda_dense_kernels.cu) ----
+// y (planes, h, w) = x (planes, H, W) at rows oy.., columns ox..; backward: dx = dy there, 0
+// elsewhere (overwrites).
+cudaError_t crop2d(const float* x, float* y, int64_t planes, int64_t H, int64_t W, int64_t h,
+                   int64_t w, int64_t oy, int64_t ox, cudaStream_t st);
+cudaError_t crop2d_backward(const float* dy, float* dx, int64_t planes, int64_t H, int64_t W,
+                            int64_t h, int64_t w, int64_t oy, int64_t ox, cudaStream_t st);
+// Per-pixel softmax cross-entropy of logits (n, K, S) against labels (n, S): probs, and per
+// sample (sample_sums, 4n doubles): the loss (weights[t] * -log(p_t + log_eps), weights null:
+// 1), correct argmaxes, counted pixels, and the first pixel whose label is neither a class nor
+// `ignore` (-1: none). Scratch: pixel_loss, pixel_hit, pixel_status (n * S each).
+cudaError_t pixel_softmax_ce_forward(const float* logits, const int32_t* labels, int64_t n,
+                                     int64_t K, int64_t S, int32_t ignore, const double* weights,
+                                     double log_eps, float* probs, double* pixel_loss,
+                                     int32_t* pixel_hit, int32_t* pixel_status, double* sample_sums,
+                                     cudaStream_t st);
+// dlogits = scale * weights[t] * (p - onehot(t)) at counted pixels, 0 at the others.
+cudaError_t pixel_softmax_ce_backward(const float* probs, const int32_t* labels, int64_t n,
+                                      int64_t K, int64_t S, int32_t ignore, const double* weights,
+                                      double scale, float* dlogits, cudaStream_t st);
+
 }  // namespace deeptrain::cuda
