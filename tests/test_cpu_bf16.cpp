@@ -213,12 +213,15 @@ TEST(CpuBf16Refusals, ReferenceBackendRefusesBf16) {
 // A processor without bf16 (here: oneDNN limited to AVX2, as on an AVX2-only machine) is told
 // so by name, with exit code 2, before any run directory exists.
 TEST(CpuBf16Refusals, ProcessorWithoutBf16IsAClearError) {
+  if (!have_mnist()) GTEST_SKIP() << "MNIST not fetched (scripts/fetch_data.sh)";
   TempDir dir;
   const std::string run = (dir.path / "run").string();
   CommandResult r = run_command("ONEDNN_MAX_CPU_ISA=AVX2 " +
                                 deeptrain_cmd("train " + std::string(DEEPTRAIN_SOURCE_DIR) +
                                               "/examples/deep_convnet_mnist.prototxt --math bf16 "
-                                              "--epochs 1 --train-limit 100 --run-dir " + run));
+                                              "--epochs 1 --train-limit 100 --data-dir " +
+                                              std::string(DEEPTRAIN_DATA_DIR) + "/mnist --run-dir " +
+                                              run));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("AVX512-BF16"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("AVX2"), std::string::npos) << r.output;

@@ -34,25 +34,35 @@ void CpuBackend::maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y
 #pragma omp parallel for schedule(static)
     for (int64_t plane = 0; plane < g.n * g.c; ++plane) {
       const T* in = px + plane * g.h * g.w;
-      for (int64_t p = 0; p < g.p; ++p)
+      for (int64_t p = 0; p < g.p; ++p) {
+        // The window's rows and columns inside the image (padding holds no candidates).
+        const int64_t h0 = p * g.stride_h - g.pad_h;
+        const int64_t h_begin = std::max<int64_t>(h0, 0), h_end = std::min(h0 + g.r, g.h);
         for (int64_t q = 0; q < g.q; ++q) {
-          T best = -std::numeric_limits<T>::infinity();
-          int32_t at = -1;
-          // Row-major window order; strict '>' keeps the first maximum (the book's tie rule).
-          for (int64_t r = 0; r < g.r; ++r) {
-            const int64_t h = p * g.stride_h - g.pad_h + r;
-            if (h < 0 || h >= g.h) continue;
-            for (int64_t s = 0; s < g.s; ++s) {
-              const int64_t w = q * g.stride_w - g.pad_w + s;
-              if (w < 0 || w >= g.w) continue;
-              const T v = in[h * g.w + w];
-              if (at < 0 || v > best) { best = v; at = int32_t(h * g.w + w); }
-            }
-          }
+          const int64_t w0 = q * g.stride_w - g.pad_w;
+          const int64_t w_begin = std::max<int64_t>(w0, 0), w_end = std::min(w0 + g.s, g.w);
+          // Row-major window order from its first element; strict '>' keeps the first maximum
+          // (the book's tie rule), and a NaN is never taken over a number. Selects, not
+          // branches: the comparisons' outcomes are data and would mispredict.
           const int64_t o = plane * g.p * g.q + p * g.q + q;
+          if (h_begin >= h_end || w_begin >= w_end) {  // a window all padding: no maximum
+            py[o] = -std::numeric_limits<T>::infinity();
+            pa[o] = -1;
+            continue;
+          }
+          int32_t at = int32_t(h_begin * g.w + w_begin);
+          T best = in[at];
+          for (int64_t h = h_begin; h < h_end; ++h)
+            for (int64_t w = w_begin; w < w_end; ++w) {
+              const T v = in[h * g.w + w];
+              const bool greater = v > best;
+              best = greater ? v : best;
+              at = greater ? int32_t(h * g.w + w) : at;
+            }
           py[o] = best;
           pa[o] = at;
         }
+      }
     }
   });
   y.set_layout(Layout::plain);
