@@ -12,6 +12,8 @@
 
 #include <gtest/gtest.h>
 
+#include "error_util.h"
+
 #include <nlohmann/json.hpp>
 
 #include "cli_util.h"
@@ -39,15 +41,6 @@ std::vector<uint8_t> picture(int c, int h, int w, int salt) {
   return v;
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
-}
 
 // The sizes of a pack of mixed images: (channels, height, width).
 const int kSizes[][3] = {{3, 40, 30}, {1, 24, 50}, {3, 17, 17}, {3, 64, 48}, {1, 33, 20},

@@ -9,6 +9,8 @@
 
 #include <gtest/gtest.h>
 
+#include "error_util.h"
+
 #include "cli_util.h"
 #include "core/checksum.h"
 #include "core/data/augment.h"
@@ -35,15 +37,6 @@ std::vector<uint8_t> pattern(int c, int h, int w, int salt) {
   return v;
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
-}
 
 void write_bytes(const fs::path& p, const std::string& b) { std::ofstream(p, std::ios::binary) << b; }
 

@@ -22,6 +22,12 @@ struct ConvGeom {
                        int64_t s, int64_t stride_h, int64_t stride_w, int64_t pad_h,
                        int64_t pad_w);
   double flops_forward() const { return 2.0 * n * k * p * q * c * r * s; }
+  // The same geometry for n samples (a micro-shard's rows of the batch).
+  ConvGeom with_batch(int64_t samples) const {
+    ConvGeom g = *this;
+    g.n = samples;
+    return g;
+  }
 };
 
 // Max pooling of x (n, c, h, w) with an r x s window -> y (n, c, p, q).

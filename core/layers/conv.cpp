@@ -35,7 +35,7 @@ class Conv2D : public Layer {
     Layout layout = out.layout();
     for_each_piece(ctx.micro, x.dim(0), [&](int64_t b, int64_t e, int64_t j) {
       Tensor yp = batch_rows(y, b, e);
-      ctx.backend.conv2d_forward(batch_geom(e - b), batch_rows(x, b, e), params_[0], bias(), yp,
+      ctx.backend.conv2d_forward(geom_.with_batch(e - b), batch_rows(x, b, e), params_[0], bias(), yp,
                                  fused_relu_);
       if (j <= 0) layout = yp.layout();
     });
@@ -49,7 +49,7 @@ class Conv2D : public Layer {
       Tensor dyp = batch_rows(dy, b, e), dxp = din[0] ? batch_rows(dx, b, e) : Tensor();
       Tensor dw = piece_grad(ctx.micro, j, grads_[0]);
       Tensor db = p_.no_bias() ? Tensor() : piece_grad(ctx.micro, j, grads_[1]);
-      ctx.backend.conv2d_backward(batch_geom(e - b), batch_rows(x, b, e), params_[0],
+      ctx.backend.conv2d_backward(geom_.with_batch(e - b), batch_rows(x, b, e), params_[0],
                                   batch_rows(out, b, e), dyp, fused_relu_, din[0] ? &dxp : nullptr,
                                   dw, p_.no_bias() ? nullptr : &db);
       if (j <= 0) layout = dxp.layout();
@@ -58,11 +58,6 @@ class Conv2D : public Layer {
   }
 
  private:
-  ConvGeom batch_geom(int64_t n) const {
-    ConvGeom g = geom_;
-    g.n = n;
-    return g;
-  }
   Tensor bias() const { return p_.no_bias() ? Tensor() : params_[1]; }
   proto::ConvParam p_;
   int64_t kh_, kw_, stride_, c_ = 0;

@@ -50,7 +50,7 @@ class Deconv2D : public Layer {
     Layout layout = out.layout();
     for_each_piece(ctx.micro, x.dim(0), [&](int64_t b, int64_t e, int64_t j) {
       Tensor yp = batch_rows(y, b, e);
-      ctx.backend.deconv2d_forward(batch_geom(e - b), batch_rows(x, b, e), params_[0], bias(), yp);
+      ctx.backend.deconv2d_forward(geom_.with_batch(e - b), batch_rows(x, b, e), params_[0], bias(), yp);
       if (j <= 0) layout = yp.layout();
     });
     out.set_layout(layout);
@@ -63,7 +63,7 @@ class Deconv2D : public Layer {
       Tensor dxp = din[0] ? batch_rows(dx, b, e) : Tensor();
       Tensor dw = piece_grad(ctx.micro, j, grads_[0]);
       Tensor db = p_.no_bias() ? Tensor() : piece_grad(ctx.micro, j, grads_[1]);
-      ctx.backend.deconv2d_backward(batch_geom(e - b), batch_rows(x, b, e), params_[0],
+      ctx.backend.deconv2d_backward(geom_.with_batch(e - b), batch_rows(x, b, e), params_[0],
                                     batch_rows(dy, b, e), din[0] ? &dxp : nullptr, dw,
                                     p_.no_bias() ? nullptr : &db);
       if (j <= 0) layout = dxp.layout();
@@ -72,11 +72,6 @@ class Deconv2D : public Layer {
   }
 
  private:
-  ConvGeom batch_geom(int64_t n) const {
-    ConvGeom g = geom_;
-    g.n = n;
-    return g;
-  }
   Tensor bias() const { return p_.no_bias() ? Tensor() : params_[1]; }
   proto::DeconvParam p_;
   int64_t stride_, k_ = 0;
