@@ -139,7 +139,7 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
                {"test_loss", rounded(r.loss, 6)},
                {"images_per_sec", rounded(r.images_per_sec, 1)}},
               fmt::format("test pixel accuracy {:.4f}, mean IoU {:.4f} (without background {:.4f}) "
-                          "over {} images, loss {:.4f}, {:.0f} img/s", m.pixel_accuracy, m.mean_iou,
+                          "over {} counted pixels, loss {:.4f}, {:.0f} img/s", m.pixel_accuracy, m.mean_iou,
                           m.mean_iou_fg, r.total, r.loss, r.images_per_sec));
     return 0;
   }

@@ -443,7 +443,8 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
   r.loss = stats.data<double>()[0] / double(n);
   r.correct = int64_t(stats.data<double>()[1]);
   r.counted = int64_t(stats.data<double>()[2]);
-  r.total = n;
+  // What `correct` is out of, as reported: the samples, or a dense loss's counted pixels.
+  r.total = loss_fn_.dense() ? r.counted : n;
   r.accuracy = double(r.correct) / double(std::max<int64_t>(r.counted, 1));
   if (loss_fn_.dense()) {
     for (size_t i = 0; i < confusion.size(); ++i) confusion[i] = int64_t(stats.data<double>()[3 + i]);

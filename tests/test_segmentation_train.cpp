@@ -150,6 +150,12 @@ TEST_F(SegmentationTrain, ExampleTrainsUnderMpiexecWithTwoRanks) {
   EXPECT_EQ(json_number(epoch, "steps"), 2) << r.output;
   EXPECT_GE(json_number(epoch, "test_mean_iou"), 0) << r.output;
   EXPECT_GE(json_number(epoch, "test_pixel_accuracy"), 0) << r.output;
+  // test_correct is out of test_total: both count the 20 scenes' 64x64 pixels that are not
+  // ignored (faint stroke edges), not one is out of pixels and the other out of scenes.
+  const double total = json_number(epoch, "test_total"), correct = json_number(epoch, "test_correct");
+  EXPECT_GT(total, 20 * 64 * 64 / 2) << epoch;
+  EXPECT_LE(total, 20 * 64 * 64) << epoch;
+  EXPECT_LE(correct, total) << epoch;
 }
 
 // The bar. A model that ignores the digits (all background) scores a mean IoU without the
