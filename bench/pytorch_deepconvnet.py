@@ -207,15 +207,15 @@ def main():
         sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
         import pytorch_from_config  # noqa: E402
         twin = pytorch_from_config.build(ARGS.config)
-    batch = ARGS.batch or (twin[4] if twin else 100)
+    batch = ARGS.batch or (twin.batch if twin else 100)
     total_steps = ARGS.warmup + ARGS.steps
 
     # One batch per step, no batch used twice (capped at MNIST's 60,000).
     rng = np.random.default_rng(ARGS.seed)
     if twin:  # the config's input shape, random pixels (throughput does not depend on them)
         n = min(60000, max(batch, total_steps * batch))
-        x = torch.rand((n,) + tuple(twin[1]))
-        t = torch.randint(0, twin[2], (n,))
+        x = torch.rand((n,) + tuple(twin.input_shape))
+        t = torch.randint(0, twin.classes, (n,))
         data_desc = "random"
     else:
         x, t, data_desc = load_data(ARGS.data, min(60000, max(batch, total_steps * batch)), rng)
@@ -243,14 +243,15 @@ def main():
         if ARGS.device == "cuda":
             torch.cuda.synchronize()
 
-    model = (twin[0] if twin else DeepConvNet()).to(device)
+    model = (twin.model if twin else DeepConvNet()).to(device)
     memory_format = torch.channels_last if ARGS.channels_last else torch.contiguous_format
     if ARGS.channels_last:
         model = model.to(memory_format=memory_format)
         x = x.contiguous(memory_format=memory_format)
     loss_fn = nn.CrossEntropyLoss()
     if twin:
-        optimizer = pytorch_from_config.make_optimizer(model.parameters(), twin[3], twin[5])
+        optimizer = pytorch_from_config.make_optimizer(model.parameters(), twin.optimizer,
+                                                         twin.schema)
     else:
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
 

@@ -8,6 +8,7 @@ deep_convnet and simple_convnet. Initialisation is He (as deeptrain's default); 
 the config's momentum and eps.
 """
 
+import collections
 import importlib
 import os
 import subprocess
@@ -156,8 +157,13 @@ class ConfigNet(nn.Module):
         return last
 
 
+# A config's network and what a benchmark needs beside it; `schema` is deeptrain_pb2.
+Twin = collections.namedtuple("Twin", "model input_shape classes optimizer batch schema")
+
+
 def build(config_path):
-    """(model, input shape (C, H, W), classes, optimizer config, batch size) of a config."""
+    """The Twin of a config: its network, input shape (C, H, W), classes, optimizer config,
+    batch size and the compiled schema."""
     from google.protobuf import text_format
     pb = load_schema()
     cfg = pb.ExperimentConfig()
@@ -171,7 +177,7 @@ def build(config_path):
     layers = list(cfg.model.layer) or preset_layers(pb, cfg.model.preset or "deep_convnet",
                                                     classes)
     batch = cfg.schedule.batch_size if cfg.schedule.HasField("batch_size") else 100
-    return ConfigNet(pb, layers, in_shape), in_shape, classes, cfg.optimizer, batch, pb
+    return Twin(ConfigNet(pb, layers, in_shape), in_shape, classes, cfg.optimizer, batch, pb)
 
 
 def make_optimizer(params, opt, pb):

@@ -401,13 +401,13 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
       if (comm_.rank() == 0) {
         r.loss += sums.loss;
         r.correct += sums.correct;
-        r.counted += sums.counted;
+        r.total += sums.counted;
       }
     } else {
       const LossSums sums = loss_fn_.forward(backend_, logits, t_, opt_.log_eps, probs_);
       r.loss += sums.loss;
       r.correct += sums.correct;
-      r.counted += sums.counted;
+      r.total += sums.counted;
     }
     if (loss_fn_.dense()) loss_fn_.add_confusion(backend_.to_host(logits), t_host_, confusion);
     mark("loss");
@@ -437,15 +437,14 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
   Tensor stats = Tensor::empty({3 + int64_t(confusion.size())}, DType::f64);
   stats.data<double>()[0] = r.loss;
   stats.data<double>()[1] = double(r.correct);
-  stats.data<double>()[2] = double(r.counted);
+  stats.data<double>()[2] = double(r.total);
   for (size_t i = 0; i < confusion.size(); ++i) stats.data<double>()[3 + i] = double(confusion[i]);
   comm_.allreduce_sum(stats, "evaluation metrics");
   r.loss = stats.data<double>()[0] / double(n);
   r.correct = int64_t(stats.data<double>()[1]);
-  r.counted = int64_t(stats.data<double>()[2]);
-  // What `correct` is out of, as reported: the samples, or a dense loss's counted pixels.
-  r.total = loss_fn_.dense() ? r.counted : n;
-  r.accuracy = double(r.correct) / double(std::max<int64_t>(r.counted, 1));
+  // What `correct` is out of: the losses' counts, the samples (n) or a dense loss's pixels.
+  r.total = int64_t(stats.data<double>()[2]);
+  r.accuracy = double(r.correct) / double(std::max<int64_t>(r.total, 1));
   if (loss_fn_.dense()) {
     for (size_t i = 0; i < confusion.size(); ++i) confusion[i] = int64_t(stats.data<double>()[3 + i]);
     r.segmentation = segmentation_metrics(confusion, int(classes));

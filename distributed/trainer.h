@@ -61,7 +61,6 @@ struct EpochReport {
 struct EvalReport {
   // correct out of total: samples, or a dense loss's counted (not ignored) pixels.
   int64_t correct = 0, total = 0;
-  int64_t counted = 0;  // what `correct` is out of (equal to total)
   std::optional<SegmentationMetrics> segmentation;  // a dense loss's
   double loss = 0, accuracy = 0, seconds = 0, images_per_sec = 0;
 };

@@ -5,17 +5,10 @@
 #include <vector>
 
 #include "core/backend/cpu.h"
+#include "core/backend/cpu_dispatch.h"
 
 namespace deeptrain {
 namespace {
-
-template <class F>
-void dispatch(const Tensor& t, const char* op, F&& f) {
-  DT_CHECK(t.device() == Device::cpu, "{}: needs host tensors", op);
-  if (t.dtype() == DType::f32) f.template operator()<float>();
-  else if (t.dtype() == DType::f64) f.template operator()<double>();
-  else fail("{}: {} tensors are not supported", op, dtype_name(t.dtype()));
-}
 
 void check_crop(const char* op, const Tensor& big, const Tensor& small, int64_t oy, int64_t ox) {
   DT_CHECK(big.shape().rank() == 4 && small.shape().rank() == 4 && big.dim(0) == small.dim(0) &&
@@ -33,7 +26,7 @@ double class_weight(const std::vector<double>& w, int32_t t) { return w.empty() 
 void CpuBackend::crop2d(const Tensor& x, int64_t oy, int64_t ox, Tensor& y) {
   check_crop("crop2d", x, y, oy, ox);
   const int64_t planes = x.dim(0) * x.dim(1), H = x.dim(2), W = x.dim(3), h = y.dim(2), w = y.dim(3);
-  dispatch(x, "crop2d", [&]<class T>() {
+  dispatch_host_float(x, "crop2d", [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
 #pragma omp parallel for schedule(static)
@@ -49,7 +42,7 @@ void CpuBackend::crop2d_backward(const Tensor& dy, int64_t oy, int64_t ox, Tenso
   check_crop("crop2d_backward", dx, dy, oy, ox);
   const int64_t planes = dx.dim(0) * dx.dim(1), H = dx.dim(2), W = dx.dim(3), h = dy.dim(2),
                 w = dy.dim(3);
-  dispatch(dx, "crop2d_backward", [&]<class T>() {
+  dispatch_host_float(dx, "crop2d_backward", [&]<class T>() {
     const T* pdy = dy.data<T>();
     T* pdx = dx.data<T>();
 #pragma omp parallel for schedule(static)
@@ -75,7 +68,7 @@ LossSums CpuBackend::pixel_softmax_ce_forward(const Tensor& logits, const Tensor
   const int64_t n = logits.dim(0), K = logits.dim(1), S = logits.dim(2) * logits.dim(3);
   std::vector<double> loss(size_t(n), 0.0);
   std::vector<int64_t> correct(size_t(n), 0), counted(size_t(n), 0), bad(size_t(n), -1);
-  dispatch(logits, op, [&]<class T>() {
+  dispatch_host_float(logits, op, [&]<class T>() {
     const T* z = logits.data<T>();
     T* p = probs.data<T>();
     const int32_t* t = labels.data<int32_t>();
@@ -126,7 +119,7 @@ void CpuBackend::pixel_softmax_ce_backward(const Tensor& probs, const Tensor& la
            "{}: probs {}, labels {}, dlogits {} do not fit", op, probs.shape().str(),
            labels.shape().str(), dlogits.shape().str());
   const int64_t n = probs.dim(0), K = probs.dim(1), S = probs.dim(2) * probs.dim(3);
-  dispatch(probs, op, [&]<class T>() {
+  dispatch_host_float(probs, op, [&]<class T>() {
     const T* p = probs.data<T>();
     T* d = dlogits.data<T>();
     const int32_t* t = labels.data<int32_t>();

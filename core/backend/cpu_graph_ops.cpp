@@ -6,20 +6,12 @@
 #include <vector>
 
 #include "core/backend/cpu.h"
+#include "core/backend/cpu_dispatch.h"
 
 namespace deeptrain {
 namespace {
 
 constexpr int64_t kParallelMin = int64_t{1} << 14;  // elements below which threads cost more
-
-// Calls f.template operator()<T>() for t's dtype (f32 or f64), t in host memory.
-template <class F>
-void dispatch(const Tensor& t, const char* op, F&& f) {
-  DT_CHECK(t.device() == Device::cpu, "{}: needs host tensors", op);
-  if (t.dtype() == DType::f32) f.template operator()<float>();
-  else if (t.dtype() == DType::f64) f.template operator()<double>();
-  else fail("{}: {} tensors are not supported", op, dtype_name(t.dtype()));
-}
 
 // Two inputs (every residual block) get a loop of their own that GCC vectorises.
 template <class T, bool kRelu>
@@ -39,7 +31,7 @@ void CpuBackend::add(const std::vector<Tensor>& xs, bool relu, Tensor& y) {
     DT_CHECK(x.dtype() == y.dtype() && x.numel() == y.numel() && x.layout() == xs[0].layout(),
              "add: {} {} {} into {} {}: inputs of one dtype, size and layout", dtype_name(x.dtype()),
              layout_name(x.layout()), x.shape().str(), dtype_name(y.dtype()), y.shape().str());
-  dispatch(y, "add", [&]<class T>() {
+  dispatch_host_float(y, "add", [&]<class T>() {
     const int64_t n = y.numel();
     std::vector<const T*> x;
     for (const Tensor& t : xs) x.push_back(t.data<T>());
@@ -62,7 +54,7 @@ void CpuBackend::accumulate(Tensor& acc, const Tensor& x) {
            acc.shape().str(), dtype_name(x.dtype()), layout_name(x.layout()), x.shape().str());
   DT_CHECK(x.device() == Device::cpu, "accumulate: needs host tensors");
   // Elementwise, so any layout will do as long as both share it.
-  dispatch(acc, "accumulate", [&]<class T>() {
+  dispatch_host_float(acc, "accumulate", [&]<class T>() {
     T* a = acc.data<T>();
     const T* b = x.data<T>();
     const int64_t n = acc.numel();
@@ -97,7 +89,7 @@ void CpuBackend::plane_mean(const Tensor& x, Tensor& y) {
   DT_CHECK(block == 1 || x.dtype() == DType::f32, "{}: a {} {} x", op, layout_name(x.layout()),
            dtype_name(x.dtype()));
   const int64_t n = x.dim(0), c = x.dim(1), hw = x.dim(2) * x.dim(3), cb_count = c / block;
-  dispatch(x, op, [&]<class T>() {
+  dispatch_host_float(x, op, [&]<class T>() {
     const T* xd = x.data<T>();
     T* py = y.data<T>();
 #pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
@@ -122,7 +114,7 @@ void CpuBackend::plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx
   DT_CHECK(block == 1 || dx.dtype() == DType::f32, "{}: a {} {} dx", op, layout_name(layout),
            dtype_name(dx.dtype()));
   const int64_t n = dx.dim(0), c = dx.dim(1), hw = dx.dim(2) * dx.dim(3), cb_count = c / block;
-  dispatch(dx, op, [&]<class T>() {
+  dispatch_host_float(dx, op, [&]<class T>() {
     const T* g = dy.data<T>();
     T* d = dx.data<T>();
 #pragma omp parallel for schedule(static) if (n * c * hw >= kParallelMin)
