@@ -274,8 +274,7 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (r.has_gpu() && r.gpu() < 0) fail_input("run.gpu: must be >= 0, got {}", r.gpu());
   require(r.threads() >= 0, "run.threads", "must be >= 0 (0 = all cores)", r.threads());
   if (!r.has_flush_denormals()) r.set_flush_denormals(config_defaults::kFlushDenormals);
-  if (!r.has_eval_batch_size()) r.set_eval_batch_size(config_defaults::kEvalBatchSize);
-  require(r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());
+  require(!r.has_eval_batch_size() || r.eval_batch_size() > 0, "run.eval_batch_size", "must be > 0", r.eval_batch_size());
 
   auto& dist = *c.mutable_distributed();
   if (dist.bucket_mb() == 0) dist.set_bucket_mb(config_defaults::kBucketMiB);

@@ -21,7 +21,10 @@ inline constexpr float kLrSgd = 0.01f;  // optimizer.lr of SGD
 inline constexpr float kLr = 1e-3f;     // optimizer.lr of every other optimizer
 inline constexpr int kEpochs = 20;
 inline constexpr int kBatchSize = 100;
+// run.eval_batch_size when unset: this many samples, fewer where their layer outputs would
+// take more than kEvalActivationBytes (an FCN's 64x64 maps: 1000 would hold gigabytes).
 inline constexpr int kEvalBatchSize = 1000;
+inline constexpr int64_t kEvalActivationBytes = int64_t(512) << 20;
 inline constexpr proto::Backend kBackend = proto::BACKEND_CPU;
 inline constexpr proto::Backend kExactBackend = proto::BACKEND_CPU_REF;  // distributed.exact
 inline constexpr proto::MathMode kMath = proto::MATH_FP32;

@@ -234,14 +234,36 @@ void Net::prepare_blobs(int64_t n) {
   if (n == batch_) return;
   for (Blob& b : blobs_) {
     const int64_t cap = n * capacity_per_sample(b.per_sample);
-    if (b.value_store.numel() < cap) {
-      b.value_store = alloc({cap});
-      b.grad_store = alloc({cap});
-    }
+    if (!b.value_store.raw() || b.value_store.numel() < cap) b.value_store = alloc({cap});
     b.value = b.value_store.slice_flat(0, with_batch(n, b.per_sample));
-    b.grad = b.grad_store.slice_flat(0, with_batch(n, b.per_sample));
+    b.grad = Tensor();  // prepare_grads() binds it: an inference batch never needs gradients
   }
   batch_ = n;
+}
+
+// The gradient buffers are allocated by the first backward at a batch size, not by forward:
+// evaluation runs large batches forward only, and holding their gradient room would double
+// its memory for the rest of the run.
+void Net::prepare_grads() {
+  for (Blob& b : blobs_) {
+    if (b.grad.raw()) continue;
+    const int64_t cap = batch_ * capacity_per_sample(b.per_sample);
+    if (!b.grad_store.raw() || b.grad_store.numel() < cap) b.grad_store = alloc({cap});
+    b.grad = b.grad_store.slice_flat(0, with_batch(batch_, b.per_sample));
+  }
+}
+
+int64_t Net::held_bytes() const {
+  const auto bytes = [](const Tensor& t) { return t.raw() ? int64_t(t.nbytes()) : 0; };
+  int64_t sum = bytes(accum_);
+  for (const Blob& b : blobs_) sum += bytes(b.value_store) + bytes(b.grad_store);
+  return sum;
+}
+
+int64_t Net::activation_bytes_per_sample() const {
+  int64_t elems = 0;
+  for (const Blob& b : blobs_) elems += capacity_per_sample(b.per_sample);
+  return elems * int64_t(dtype_size(dtype_));
 }
 
 const Tensor& Net::forward(StepContext& ctx, const Tensor& x) {
@@ -268,6 +290,7 @@ const Tensor& Net::forward(StepContext& ctx, const Tensor& x) {
 
 void Net::backward(StepContext& ctx, Tensor& dlogits, const GradsReady& grads_ready) {
   DT_CHECK(batch_ == dlogits.dim(0), "backward without a matching forward");
+  prepare_grads();
   std::vector<bool> written(blobs_.size(), false);
   const int last = nodes_.back().output;
   std::vector<Tensor*> in, din;

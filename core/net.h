@@ -81,6 +81,9 @@ class Net {
 
   // One line per layer: name, type, output shape, parameter count (for logs and fingerprints).
   std::string summary() const;
+  // The bytes one sample's layer outputs take (the room forward holds per sample of a batch).
+  int64_t activation_bytes_per_sample() const;
+  int64_t held_bytes() const;  // the layer outputs' and their gradients' buffers, as allocated
 
  private:
   struct Blob {                // a layer output and its gradient
@@ -95,6 +98,7 @@ class Net {
     bool absorbed = false;     // a ReLU fused into its producer: nothing to run
   };
   void prepare_blobs(int64_t n);
+  void prepare_grads();
   void bind_layers(const Tensor& params, const Tensor& grads);
   // The layers' state to the host (download) or the device (upload), when it is stale there.
   void state_to_host(bool write) const;

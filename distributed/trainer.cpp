@@ -356,6 +356,11 @@ EpochReport Trainer::train_epoch(
   return r;
 }
 
+int64_t default_eval_batch(const Net& net) {
+  const int64_t fit = config_defaults::kEvalActivationBytes / std::max<int64_t>(1, net.activation_bytes_per_sample());
+  return std::clamp<int64_t>(fit, 1, config_defaults::kEvalBatchSize);
+}
+
 EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predictions,
                              Tensor* probabilities) {
   const int64_t n = data.labels.numel();
@@ -370,8 +375,9 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
   const double t0 = now_seconds();
   std::vector<int64_t> ids;
   const bool exact = opt_.micro_batch > 0;
-  for (int64_t b = 0; b < n; b += opt_.eval_batch_size) {
-    const int64_t e = std::min(n, b + opt_.eval_batch_size);
+  const int64_t batch = opt_.eval_batch_size > 0 ? opt_.eval_batch_size : default_eval_batch(net_);
+  for (int64_t b = 0; b < n; b += batch) {
+    const int64_t e = std::min(n, b + batch);
     // Exact mode: micro-shards, and the batch's loss summed in their order (collective).
     ShardRange mine = shard_of_batch(e - b, comm_.rank(), comm_.size());
     if (exact) {

@@ -81,6 +81,11 @@ class TrainingDiverged : public Error {
 // Throws Error ("training diverged: K of N parameters are not finite after global step S; W
 // not written") unless every parameter is finite (the current values, wherever the step left
 // them). For the writer of a checkpoint or weights file (W), so that nothing non-finite is ever saved.
+// The evaluation batch when run.eval_batch_size is unset: kEvalBatchSize samples, fewer where
+// their layer outputs would pass kEvalActivationBytes, at least 1. A function of the model
+// only, so every rank count evaluates the same batches.
+int64_t default_eval_batch(const Net& net);
+
 void check_finite_params(const Net& net, int64_t global_step, const std::string& what);
 
 // Dynamic loss scaling for fp16 math: the loss (so every gradient) is multiplied by `scale`;
@@ -96,7 +101,7 @@ struct LossScaleOptions {
 // config's (core/config.h), for tests and tools that build a Trainer directly.
 struct TrainerOptions {
   int64_t batch_size = config_defaults::kBatchSize;  // global
-  int64_t eval_batch_size = config_defaults::kEvalBatchSize;
+  int64_t eval_batch_size = 0;  // 0: eval_batch_for(net), a function of the model only
   uint64_t seed = 0;
   float lr = config_defaults::kLr;  // the base rate the schedule scales
   // The rate of global step s: lr_at(lr_schedule, lr, s, steps per epoch, epochs * steps per

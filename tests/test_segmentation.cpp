@@ -14,6 +14,7 @@
 #include "core/loss.h"
 #include "core/net.h"
 #include "core/threads.h"
+#include "distributed/trainer.h"
 #include "error_util.h"
 #include "gradcheck_util.h"
 #include "synthetic_squares.h"
@@ -359,4 +360,37 @@ TEST(LossConfig, ClassificationConfigsCarryNoLossMessage) {
   EXPECT_EQ(dense.model().loss().ignore_label(), 255);
   EXPECT_CONTAINS(error_of([] { parse_config("model { loss { ignore_label: 3 } }", "bad"); }),
                   "model.loss: ignore_label and class_weights are for PIXEL_SOFTMAX_CE");
+}
+
+// A regression: evaluation ran the FCN example in batches of 1000 scenes and the net kept
+// room for their gradients too, about 2.8 GB for the rest of the run. The default evaluation
+// batch now keeps a batch's layer outputs under kEvalActivationBytes (classification models
+// as small as DeepConvNet keep 1000), and forward alone allocates no gradient room.
+TEST(EvalMemory, DefaultEvalBatchBoundsActivationsAndForwardHoldsNoGradients) {
+  const proto::ExperimentConfig fcn =
+      load_config(std::string(DEEPTRAIN_SOURCE_DIR) + "/examples/fcn_mnist_scenes.prototxt");
+  const Net big(fcn.model(), Shape{1, 64, 64}, 11, DType::f32);
+  const int64_t fcn_batch = default_eval_batch(big);
+  EXPECT_LT(fcn_batch, config_defaults::kEvalBatchSize);
+  EXPECT_LE(fcn_batch * big.activation_bytes_per_sample(), config_defaults::kEvalActivationBytes);
+  EXPECT_GT((fcn_batch + 1) * big.activation_bytes_per_sample(), config_defaults::kEvalActivationBytes);
+
+  proto::ModelConfig m;
+  m.set_preset("deep_convnet");
+  Net net(m, Shape{1, 28, 28}, 10, DType::f32);
+  EXPECT_EQ(default_eval_batch(net), config_defaults::kEvalBatchSize);
+  auto backend = make_backend("cpu-ref");
+  const int64_t n = 8;
+  net.init_params(1);
+  Tensor x = Tensor::zeros({n, 1, 28, 28}, DType::f32);
+  StepContext eval{*backend, false, 0, 0, nullptr};
+  net.forward(eval, x);
+  EXPECT_EQ(net.held_bytes(), n * net.activation_bytes_per_sample());
+  const int64_t ids[n] = {0, 1, 2, 3, 4, 5, 6, 7};
+  StepContext train{*backend, true, 0, 0, ids};
+  Tensor dlogits = Tensor::zeros({n, 10}, DType::f32);
+  net.forward(train, x);
+  net.backward(train, dlogits);
+  // A chain: no gradient is shared, so the room is the outputs' and their gradients', once.
+  EXPECT_EQ(net.held_bytes(), 2 * n * net.activation_bytes_per_sample());
 }
