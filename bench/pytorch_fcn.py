@@ -1,28 +1,21 @@
 #!/usr/bin/python3
-"""PyTorch twin of examples/fcn_mnist_scenes.prototxt (segmentation of MNIST scenes).
+"""PyTorch twin of a segmentation config (default examples/fcn_mnist_scenes.prototxt).
 
-The same network, data, loss, initialisation and recipe as deeptrain's example, on the
-scenes `deeptrain export-scenes CONFIG --out DIR` wrote (DIR/train, DIR/test: list.csv,
-images/*.png, masks/*.png):
-
-    encoder: [conv3x3 p1, relu] x 2 then maxpool2, for 16, 32, 64, 128 channels
-    fc5 conv3x3 128 p1, relu; score_fr conv1x1 11                 (stride 16)
-    upscore2: transposed conv 4x4 s2 p1, bilinear init            (stride 8)
-      + score_pool3 (conv1x1 11 on pool3)
-    upscore_pool3: transposed conv 4x4 s2 p1, bilinear init       (stride 4)
-      + score_pool2 (conv1x1 11 on pool2)
-    upscore4: transposed conv 8x8 s4 p2, bilinear init            (the input's size)
-
-(deeptrain's crops are the identity here: every size is a power of two.) Convolutions start
-He-normal (std sqrt(2 / fan_in)) with zero biases, the transposed convolutions as bilinear
-upsampling (each channel to itself) with zero biases; Adam with eps 1e-7 (the book's and
-deeptrain's default). The loss is deeptrain's PIXEL_SOFTMAX_CE: the sum of the per-pixel
-cross-entropies over pixels not labelled 255, divided by batch * H * W. Inputs are
-pixel / 255. The epoch order is a seeded shuffle (not deeptrain's Philox order: the runs are
-the same recipe, not the same stream of batches).
+The network is the config's, built layer for layer by pytorch_from_config.py from deeptrain's
+own schema (convolutions, transposed convolutions with FCN's bilinear initialisation, crops,
+skips), with deeptrain's initialisation (He-normal convolutions, zero biases) or, with
+--init-weights, a deeptrain weights file. The recipe is the config's: Adam (eps 1e-7, the
+book's and deeptrain's default), its learning rate and schedule per step, batch size and
+epochs (each overridable). The data are the scenes `deeptrain export-scenes CONFIG --out DIR`
+wrote (DIR/train, DIR/test: list.csv, images/*.png, masks/*.png). The loss is deeptrain's
+PIXEL_SOFTMAX_CE: the sum of the per-pixel cross-entropies over pixels not labelled 255,
+divided by batch * H * W. Inputs are pixel / 255. The epoch order is a seeded shuffle (not
+deeptrain's Philox order: the runs are the same recipe, not the same stream of batches).
 
 Prints one JSON line per epoch: train loss, test pixel accuracy, mean IoU over the classes
 that occur (with and without the background), images per second of the training loop.
+--eval-only prints one line for the starting weights instead (with the test loss), to check
+the twin computes what deeptrain computes.
 """
 
 import argparse
@@ -35,8 +28,10 @@ import time
 import numpy as np
 import torch
 from PIL import Image
-from torch import nn
 import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pytorch_from_config  # noqa: E402
 
 CLASSES = 11
 IGNORE = 255
@@ -45,9 +40,13 @@ IGNORE = 255
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scenes", required=True, help="the directory export-scenes wrote")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch", type=int, default=50)
-    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--config", default=os.path.join(pytorch_from_config.REPO, "examples",
+                                                    "fcn_mnist_scenes.prototxt"))
+    p.add_argument("--epochs", type=int, help="default: the config's")
+    p.add_argument("--batch", type=int, help="default: the config's")
+    p.add_argument("--lr", type=float, help="default: the config's")
+    p.add_argument("--init-weights", help="start from this deeptrain weights file")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the starting weights")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="only the first N scenes of each split")
@@ -64,53 +63,6 @@ def load_split(d, limit):
     x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
     t = torch.from_numpy(masks.astype(np.int64))
     return x, t
-
-
-def bilinear_(w):
-    """FCN's upsample_filt on the diagonal: w[i, i] = f(y) f(x), 0 off it."""
-    k = w.shape[2]
-    factor = (k + 1) // 2
-    centre = factor - 1 if k % 2 == 1 else factor - 0.5
-    og = torch.arange(k, dtype=torch.float64)
-    f = 1 - (og - centre).abs() / factor
-    with torch.no_grad():
-        w.zero_()
-        for i in range(w.shape[0]):
-            w[i, i] = (f[:, None] * f[None, :]).to(w.dtype)
-
-
-class FCN(nn.Module):
-    def __init__(self):
-        super().__init__()
-        def block(cin, cout):
-            return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-                                 nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
-                                 nn.MaxPool2d(2))
-        self.b1, self.b2, self.b3, self.b4 = block(1, 16), block(16, 32), block(32, 64), block(64, 128)
-        self.fc5 = nn.Conv2d(128, 128, 3, padding=1)
-        self.score_fr = nn.Conv2d(128, CLASSES, 1)
-        self.upscore2 = nn.ConvTranspose2d(CLASSES, CLASSES, 4, stride=2, padding=1)
-        self.score_pool3 = nn.Conv2d(64, CLASSES, 1)
-        self.upscore_pool3 = nn.ConvTranspose2d(CLASSES, CLASSES, 4, stride=2, padding=1)
-        self.score_pool2 = nn.Conv2d(32, CLASSES, 1)
-        self.upscore4 = nn.ConvTranspose2d(CLASSES, CLASSES, 8, stride=4, padding=2)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-                nn.init.normal_(m.weight, std=(2.0 / fan_in) ** 0.5)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.ConvTranspose2d):
-                bilinear_(m.weight)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x):
-        pool2 = self.b2(self.b1(x))
-        pool3 = self.b3(pool2)
-        pool4 = self.b4(pool3)
-        s = self.score_fr(F.relu(self.fc5(pool4)))
-        s = self.upscore2(s) + self.score_pool3(pool3)
-        s = self.upscore_pool3(s) + self.score_pool2(pool2)
-        return self.upscore4(s)
 
 
 def confusion(pred, t):
@@ -132,37 +84,69 @@ def metrics(conf):
             "test_mean_iou_fg": float(iou[fg].mean()) if fg.any() else 0.0}
 
 
+def evaluate(model, xte, tte):
+    """The test set's confusion matrix and loss (PIXEL_SOFTMAX_CE's mean per scene)."""
+    model.eval()
+    conf = torch.zeros(CLASSES, CLASSES, dtype=torch.int64)
+    loss = 0.0
+    pixels = xte.shape[2] * xte.shape[3]
+    with torch.inference_mode():
+        for b in range(0, len(xte), 250):
+            z = model(xte[b:b + 250])
+            t = tte[b:b + 250]
+            loss += float(F.cross_entropy(z.double(), t, ignore_index=IGNORE, reduction="sum")) / pixels
+            conf += confusion(z.argmax(1), t)
+    return conf, loss / len(xte)
+
+
 def main():
     a = parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    xtr, ttr = load_split(os.path.join(a.scenes, "train"), a.limit)
+    twin = pytorch_from_config.build(a.config)
+    pb, cfg, model = twin.schema, twin.config, twin.model
+    if twin.classes != CLASSES:
+        sys.exit("error: %s: the twin reads mnist_scenes (11 classes), the config has %d"
+                 % (a.config, twin.classes))
+    if a.init_weights:
+        pytorch_from_config.load_weights(model, a.init_weights, pb)
     xte, tte = load_split(os.path.join(a.scenes, "test"), a.limit)
-    model = FCN()
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr, eps=1e-7)
+    out = {"impl": "pytorch", "torch": torch.__version__, "threads": a.threads}
+    if a.eval_only:
+        conf, loss = evaluate(model, xte, tte)
+        out.update(metrics(conf))
+        out.update({"test_loss": loss, "test_total": int(conf.sum())})
+        print(json.dumps(out), flush=True)
+        return 0
+    xtr, ttr = load_split(os.path.join(a.scenes, "train"), a.limit)
+    epochs = a.epochs or (cfg.schedule.epochs if cfg.schedule.HasField("epochs") else 20)
+    batch = a.batch or twin.batch
+    opt = pytorch_from_config.make_optimizer(model.parameters(), twin.optimizer, pb)
+    base_lr = a.lr or opt.param_groups[0]["lr"]
+    steps_per_epoch = (len(xtr) + batch - 1) // batch
     gen = torch.Generator().manual_seed(a.seed)
     pixels = xtr.shape[2] * xtr.shape[3]
-    for epoch in range(1, a.epochs + 1):
+    step = 0
+    for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(xtr), generator=gen)
         loss_sum, t0 = 0.0, time.perf_counter()
-        for b in range(0, len(xtr), a.batch):
-            ids = order[b:b + a.batch]
+        for b in range(0, len(xtr), batch):
+            for g in opt.param_groups:
+                g["lr"] = pytorch_from_config.lr_at(cfg.schedule.lr_schedule, pb, base_lr, step,
+                                                    steps_per_epoch, epochs * steps_per_epoch)
+            ids = order[b:b + batch]
             z = model(xtr[ids])
             loss = F.cross_entropy(z, ttr[ids], ignore_index=IGNORE, reduction="sum") / (len(ids) * pixels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             loss_sum += float(loss) * len(ids)
+            step += 1
         seconds = time.perf_counter() - t0
-        model.eval()
-        conf = torch.zeros(CLASSES, CLASSES, dtype=torch.int64)
-        with torch.inference_mode():
-            for b in range(0, len(xte), 1000):
-                conf += confusion(model(xte[b:b + 1000]).argmax(1), tte[b:b + 1000])
-        out = {"impl": "pytorch", "torch": torch.__version__, "epoch": epoch,
-               "train_loss": loss_sum / len(xtr), "threads": a.threads,
-               "images_per_sec": len(xtr) / seconds}
+        conf, test_loss = evaluate(model, xte, tte)
+        out.update({"epoch": epoch, "train_loss": loss_sum / len(xtr),
+                    "images_per_sec": len(xtr) / seconds, "test_loss": test_loss})
         out.update(metrics(conf))
         print(json.dumps(out), flush=True)
     return 0

@@ -3,10 +3,14 @@
 The config is read with deeptrain's own schema (proto/deeptrain.proto, compiled by protoc into
 a temporary directory), so the PyTorch twin is the architecture deeptrain trains, not a copy
 written by hand: the same layers, in the same graph (inputs by name, residual adds, concats),
-with the same shapes. Supported: the explicit layer lists of examples/ and the presets
-deep_convnet and simple_convnet. Initialisation is He (as deeptrain's default); BatchNorm uses
-the config's momentum and eps.
+with the same shapes. Supported: the explicit layer lists of examples/ (segmentation's deconv
+and crop too) and the presets deep_convnet and simple_convnet. Initialisation is He (as
+deeptrain's default; deconv's fan-in is its input channels x taps, and init BILINEAR is FCN's
+upsampling filter); BatchNorm uses the config's momentum and eps. load_weights() instead takes
+a deeptrain weights file, so a twin can start from the very numbers deeptrain starts from.
 """
+
+import math
 
 import collections
 import importlib
@@ -72,6 +76,30 @@ def preset_layers(pb, preset, classes):
     return layers
 
 
+def bilinear_(w):
+    """FCN's upsample_filt on the diagonal: w[i, i] = f(y) f(x), 0 off it (deeptrain's
+    deconv init BILINEAR)."""
+    k = w.shape[2]
+    factor = (k + 1) // 2
+    centre = factor - 1 if k % 2 == 1 else factor - 0.5
+    og = torch.arange(k, dtype=torch.float64)
+    f = 1 - (og - centre).abs() / factor
+    with torch.no_grad():
+        w.zero_()
+        for i in range(w.shape[0]):
+            w[i, i] = (f[:, None] * f[None, :]).to(w.dtype)
+
+
+class Crop(nn.Module):
+    def __init__(self, oh, ow, h, w):
+        super().__init__()
+        self.box = (oh, ow, h, w)
+
+    def forward(self, x):
+        oh, ow, h, w = self.box
+        return x[:, :, oh:oh + h, ow:ow + w]
+
+
 class ConfigNet(nn.Module):
     """The layer graph of a ModelConfig: each layer reads the outputs its `input` names (the
     previous layer's by default); the last layer's output is the logits."""
@@ -84,7 +112,8 @@ class ConfigNet(nn.Module):
         prev = None
         for layer in layers:
             kind = layer.WhichOneof("kind")
-            inputs = list(layer.input) or ([prev] if prev else [None])
+            # "data" (or nothing, for the first layer) is the network's input: None
+            inputs = [None if i == "data" else i for i in layer.input] or [prev]
             ins = [shapes[i] if i else in_shape for i in inputs]
             mod, out = self._make(kind, getattr(layer, kind), ins)
             if mod is not None:
@@ -95,8 +124,14 @@ class ConfigNet(nn.Module):
         for m in self.modules():  # He, as deeptrain initialises by default; biases zero
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_in", nonlinearity="relu")
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.ConvTranspose2d):
+                if m.bilinear:
+                    bilinear_(m.weight)
+                else:  # PyTorch's fan_in of a transposed conv is its outputs'; deeptrain's the inputs'
+                    fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                    nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_in))
+            if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)) and m.bias is not None:
+                nn.init.zeros_(m.bias)
 
     @staticmethod
     def _make(kind, p, ins):
@@ -131,6 +166,16 @@ class ConfigNet(nn.Module):
             eps = p.eps if p.HasField("eps") else 1e-6
             # deeptrain: running = m * running + (1 - m) * batch; PyTorch's momentum is 1 - m.
             return nn.BatchNorm2d(c, eps=eps, momentum=1 - momentum), ins[0]
+        if kind == "deconv":
+            s, pad, op = p.stride or 1, p.pad, p.output_padding
+            mod = nn.ConvTranspose2d(c, p.out_channels, p.kernel, stride=s, padding=pad,
+                                     output_padding=op, bias=not p.no_bias)
+            mod.bilinear = p.init == 3  # Init.BILINEAR
+            return mod, (p.out_channels, (h - 1) * s - 2 * pad + p.kernel + op,
+                         (w - 1) * s - 2 * pad + p.kernel + op)
+        if kind == "crop":  # the first input cut to the reference's (the second's) size
+            mod = Crop(p.offset_h, p.offset_w, ins[1][1], ins[1][2])
+            return mod, (c, ins[1][1], ins[1][2])
         if kind == "global_avg_pool":
             return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()), (c,)
         if kind == "add":
@@ -150,6 +195,8 @@ class ConfigNet(nn.Module):
                     y = y + other
             elif kind == "concat":
                 y = torch.cat(xs, dim=1)
+            elif kind == "crop":
+                y = self.mods[name](xs[0])
             else:
                 y = self.mods[name](xs[0])
             out[name] = y
@@ -158,18 +205,21 @@ class ConfigNet(nn.Module):
 
 
 # A config's network and what a benchmark needs beside it; `schema` is deeptrain_pb2.
-Twin = collections.namedtuple("Twin", "model input_shape classes optimizer batch schema")
+Twin = collections.namedtuple("Twin", "model input_shape classes optimizer batch schema config")
 
 
 def build(config_path):
     """The Twin of a config: its network, input shape (C, H, W), classes, optimizer config,
-    batch size and the compiled schema."""
+    batch size, the compiled schema and the parsed config."""
     from google.protobuf import text_format
     pb = load_schema()
     cfg = pb.ExperimentConfig()
     with open(config_path) as f:
         text_format.Merge(f.read(), cfg)
     in_shape, classes = DATASETS.get(cfg.data.dataset, DATASETS[""])
+    if cfg.data.dataset == "mnist_scenes":  # background + 10 digits on canvas x canvas
+        side = cfg.data.scenes.canvas or 64
+        in_shape, classes = (1, side, side), 11
     if cfg.model.HasField("input"):
         i = cfg.model.input
         in_shape = (i.channels, i.height, i.width)
@@ -177,7 +227,7 @@ def build(config_path):
     layers = list(cfg.model.layer) or preset_layers(pb, cfg.model.preset or "deep_convnet",
                                                     classes)
     batch = cfg.schedule.batch_size if cfg.schedule.HasField("batch_size") else 100
-    return Twin(ConfigNet(pb, layers, in_shape), in_shape, classes, cfg.optimizer, batch, pb)
+    return Twin(ConfigNet(pb, layers, in_shape), in_shape, classes, cfg.optimizer, batch, pb, cfg)
 
 
 def make_optimizer(params, opt, pb):
@@ -199,3 +249,54 @@ def make_optimizer(params, opt, pb):
     if t == pb.ADAGRAD:
         return torch.optim.Adagrad(params, lr=lr, eps=eps)
     sys.exit("error: optimizer type %d has no twin here" % t)
+
+
+def load_weights(model, path, pb):
+    """Copies a deeptrain weights file (a WeightsFile message: "<layer>.W", "<layer>.b", BatchNorm's
+    gamma/beta and running statistics) into a ConfigNet; every tensor must find its place."""
+    import numpy as np
+    wf = pb.WeightsFile()
+    with open(path, "rb") as f:
+        wf.ParseFromString(f.read())
+    dtypes = {pb.F32: np.float32, pb.F64: np.float64}
+    with torch.no_grad():
+        for t in wf.tensor:
+            layer, _, what = t.name.rpartition(".")
+            if t.dtype not in dtypes:
+                sys.exit("error: %s: %s holds dtype %d, not f32/f64" % (path, t.name, t.dtype))
+            v = torch.from_numpy(np.frombuffer(t.data, dtype=dtypes[t.dtype]).copy()).reshape(tuple(t.shape))
+            mod = model.mods[layer] if layer in model.mods else None
+            if isinstance(mod, nn.Sequential):  # affine: Flatten + Linear
+                mod = mod[1]
+            if mod is None:
+                sys.exit("error: %s: no layer '%s' in the twin for %s" % (path, layer, t.name))
+            if isinstance(mod, nn.Linear) and what == "W":
+                v = v.t()  # deeptrain's affine W is (in, out)
+            dest = {"W": "weight", "b": "bias", "gamma": "weight", "beta": "bias",
+                    "running_mean": "running_mean", "running_var": "running_var"}.get(what)
+            target = getattr(mod, dest, None) if dest else None
+            if target is None or tuple(target.shape) != tuple(v.shape):
+                sys.exit("error: %s: %s %s has no place in the twin" % (path, t.name, tuple(v.shape)))
+            target.copy_(v.to(target.dtype))
+
+
+def lr_at(sched, pb, base_lr, step, steps_per_epoch, total_steps):
+    """deeptrain's learning rate at a global step (core/optim/schedule.cpp): CONSTANT, STEP,
+    EXPONENTIAL and COSINE, times the linear warm-up."""
+    epoch = step // steps_per_epoch
+    lr = base_lr
+    if sched.type == pb.STEP:
+        gamma = sched.gamma if sched.HasField("gamma") else 0.1
+        decays = sum(epoch >= m for m in sched.milestones) if sched.milestones else epoch // sched.step_epochs
+        lr = base_lr * gamma ** decays
+    elif sched.type == pb.EXPONENTIAL:
+        lr = base_lr * (sched.gamma if sched.HasField("gamma") else 0.95) ** epoch
+    elif sched.type == pb.COSINE:
+        pct = min(step, total_steps) / total_steps
+        lr = sched.min_lr + (base_lr - sched.min_lr) / 2.0 * (math.cos(math.pi * pct) + 1.0)
+    elif sched.type != pb.CONSTANT:
+        sys.exit("error: lr_schedule type %d has no twin here" % sched.type)
+    warmup = round(sched.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        lr *= (step + 1) / warmup
+    return lr

@@ -85,6 +85,63 @@ TEST(BenchScripts, PytorchFcnTwinTrainsOnExportedScenes) {
   EXPECT_GE(json_number(r.last_line(), "test_mean_iou"), 0) << r.last_line();
 }
 
+// The twin is the model deeptrain trains, not a look-alike: built from the same config (a
+// small FCN with a learned deconv, a bilinear one, crops with offsets and a skip) and given the
+// weights deeptrain wrote after an epoch, it finds deeptrain's test loss, pixel accuracy and
+// mean IoU on the same scenes. Tolerance: both sum float32 products of at most 11 * 36 = 396
+// terms per output (up4) through 6 layers, about 396 * 6e-8 = 2.4e-5 relative in the worst
+// case (deeptrain also adds the log's 1e-7 epsilon); 1e-4 leaves room, and a wrong layer,
+// offset or weight layout moves the loss by far more. Predicted classes of a pixel could flip only at a
+// near-tie, so the accuracy may differ by a few pixels of the ~28000 counted.
+TEST(BenchScripts, PytorchFcnTwinComputesDeeptrainsLossFromItsWeights) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  if (!have_mnist()) GTEST_SKIP() << "no MNIST in " << DEEPTRAIN_DATA_DIR << "/mnist";
+  TempDir d;
+  const std::string cfg = d.file("seg.prototxt", std::string(R"(name: "seg_twin"
+model {
+  loss { type: PIXEL_SOFTMAX_CE }
+  layer { name: "conv1" conv { out_channels: 8 kernel: 3 pad: 1 } }
+  layer { name: "relu1" relu {} }
+  layer { name: "pool1" max_pool { kernel: 2 } }
+  layer { name: "conv2" conv { out_channels: 16 kernel: 3 pad: 1 } }
+  layer { name: "relu2" relu {} }
+  layer { name: "pool2" max_pool { kernel: 2 } }
+  layer { name: "score_fr" conv { out_channels: 11 kernel: 1 } }
+  layer { name: "up2" deconv { out_channels: 11 kernel: 4 stride: 2 pad: 1 init: BILINEAR } }
+  layer { name: "score_pool1" input: "pool1" conv { out_channels: 11 kernel: 1 } }
+  layer { name: "score_pool1c" input: "score_pool1" input: "up2" crop {} }
+  layer { name: "fuse" input: "up2" input: "score_pool1c" add {} }
+  layer { name: "up4" deconv { out_channels: 11 kernel: 6 stride: 2 pad: 1 } }
+  layer { name: "score" input: "up4" input: "data" crop { offset_h: 1 offset_w: 1 } }
+}
+data { dataset: "mnist_scenes" dir: ")") + DEEPTRAIN_DATA_DIR + R"(/mnist"
+  scenes { canvas: 28 max_digits: 3 min_scale: 0.6 max_scale: 1.0 train_scenes: 120 test_scenes: 40 } }
+optimizer { type: ADAM lr: 0.002 }
+schedule { epochs: 1 batch_size: 20 }
+run { seed: 4 threads: 1 }
+)");
+  const std::string bin = DEEPTRAIN_BINARY, scenes = (d.path / "scenes").string(),
+                    weights = (d.path / "w.bin").string();
+  ASSERT_EQ(run_command(bin + " export-scenes " + cfg + " --out " + scenes).exit_code, 0);
+  CommandResult t = run_command(bin + " train " + cfg + " --json --save-weights " + weights +
+                                " --run-dir " + (d.path / "run").string());
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  CommandResult ours = run_command(bin + " eval " + cfg + " --json --weights " + weights);
+  ASSERT_EQ(ours.exit_code, 0) << ours.output;
+  CommandResult twin = run_command("/usr/bin/python3 " + kSource + "/bench/pytorch_fcn.py --scenes " +
+                                   scenes + " --config " + cfg + " --init-weights " + weights +
+                                   " --eval-only --threads 1");
+  ASSERT_EQ(twin.exit_code, 0) << twin.output;
+  const std::string a = ours.last_line(), b = twin.last_line();
+  EXPECT_EQ(json_number(a, "test_total"), json_number(b, "test_total")) << a << "\n" << b;
+  const double loss = json_number(a, "test_loss");
+  EXPECT_GT(loss, 0.5) << a;  // trained for an epoch only: far from 0, so the bound is relative
+  EXPECT_NEAR(json_number(b, "test_loss"), loss, 1e-4 * loss) << a << "\n" << b;
+  EXPECT_NEAR(json_number(b, "test_pixel_accuracy"), json_number(a, "test_pixel_accuracy"),
+              5.0 / json_number(a, "test_total")) << a << "\n" << b;
+  EXPECT_NEAR(json_number(b, "test_mean_iou"), json_number(a, "test_mean_iou"), 1e-3) << a << "\n" << b;
+}
+
 }  // namespace
 
 // The data pipeline's benchmarks (bench/README.md), each on a few images: the table lines they
