@@ -38,6 +38,9 @@ Net::Net(const proto::ModelConfig& model, Shape input, int num_classes, DType dt
   // Layers, their inputs by name, and their output shapes.
   std::map<std::string, int> blob_of;  // layer name -> output blob
   std::vector<Shape> shapes;
+  // The loss's options first: an output stride that cannot divide the input is the config's
+  // error, not a layer's shape mismatch.
+  const LossFn loss(config_.loss(), input_, num_classes);
   for (int i = 0; i < config_.layer_size(); ++i) {
     const proto::LayerConfig& lc = config_.layer(i);
     if (lc.name().empty()) fail_input("model.layer[{}]: name is empty", i);
@@ -68,7 +71,6 @@ Net::Net(const proto::ModelConfig& model, Shape input, int num_classes, DType dt
   }
   if (layers_.empty()) fail_input("model: no layers");
   const Shape& out = blobs_[nodes_.back().output].per_sample;
-  const LossFn loss(config_.loss(), input_, num_classes);
   const Shape want = loss.output_shape();
   if (loss.detection()) {
     const proto::LayerConfig& last = config_.layer(config_.layer_size() - 1);
