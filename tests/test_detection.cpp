@@ -337,7 +337,15 @@ TEST(AveragePrecision, MatchesAnIndependentPythonImplementation) {
 
 TEST(DetectionConfig, BadHeadsStridesAndBoxesAreInputErrors) {
   const Shape in{1, 32, 32};
-  EXPECT_NO_THROW(Net(model_config(kHeads), in, 10, DType::f32));
+  // conv's bias_init starts the heatmap's biases at the prior (the other biases at 0).
+  Net net(model_config(kHeads), in, 10, DType::f32);
+  net.init_params(1);
+  int biases = 0;
+  for (const ParamEntry& e : net.param_entries())
+    if (e.name == "heat.b" || e.name == "wh.b")
+      for (int64_t i = 0; i < e.shape.numel(); ++i, ++biases)
+        ASSERT_EQ(net.params().data<float>()[e.offset + i], e.name == "heat.b" ? -2.19f : 0.0f) << e.name;
+  EXPECT_EQ(biases, 12);
   // A concat input without a head: a head without a loss.
   std::string text = kHeads;
   text.replace(text.find("head { name: \"off\" target: CENTER_OFFSET }"),
