@@ -207,6 +207,15 @@ int run_bench(const BenchOptionsCli& o) {
     for (int64_t i = 0; i < d.label_maps.numel(); ++i)
       d.label_maps.data<uint8_t>()[i] = uint8_t(rs.block(i, 2)[0] % uint32_t(d.num_classes));
   }
+  if (s.net->config().loss().type() == proto::LossConfig::DETECTION) {  // a box a sample
+    d.boxes.resize(size_t(pool));
+    for (int64_t i = 0; i < pool; ++i) {
+      const auto r = rs.block(i, 3);
+      const int32_t x0 = int32_t(r[1] % uint32_t(in[2] / 2)), y0 = int32_t(r[2] % uint32_t(in[1] / 2));
+      d.boxes[size_t(i)] = {{int32_t(r[0] % uint32_t(d.num_classes)), x0, y0,
+                             x0 + int32_t(in[2] / 2), y0 + int32_t(in[1] / 2)}};
+    }
+  }
 
   if (o.mode == "augment") return bench_augment(o, cfg, s, d);
   auto optimizer = make_optimizer(cfg.optimizer(), s.net->num_params(), s.backend.get());

@@ -1,5 +1,6 @@
 #include "app/run_recorder.h"
 
+#include <cmath>
 #include <cstdio>
 #include <iostream>
 
@@ -79,9 +80,46 @@ std::string add_segmentation(Json& event, const std::optional<SegmentationMetric
   return fmt::format("  pixel acc {:.4f}  mIoU {:.4f} (without background {:.4f})",
                      m->pixel_accuracy, m->mean_iou, m->mean_iou_fg);
 }
+
+// A detection model's: mAP overall and per class (NaN: a class without truth boxes, null).
+std::string add_detection(Json& event, const std::optional<DetectionMetrics>& m) {
+  if (!m) return "";
+  event["test_map50"] = rounded(m->map50, 6);
+  event["test_map"] = rounded(m->map, 6);
+  auto per_class = [](const std::vector<double>& v) {
+    Json a = Json::array();
+    for (double x : v) a.push_back(std::isnan(x) ? Json(nullptr) : Json(rounded(x, 6)));
+    return a;
+  };
+  event["test_ap50_per_class"] = per_class(m->ap50);
+  event["test_ap_per_class"] = per_class(m->ap);
+  return fmt::format("  mAP@0.5 {:.4f}  mAP@[.5:.95] {:.4f}", m->map50, m->map);
+}
+
+std::string per_class_table(const DetectionMetrics& m) {
+  std::string t = "class  AP@0.5  AP@[.5:.95]\n";
+  for (size_t c = 0; c < m.ap50.size(); ++c)
+    t += fmt::format("{:>5}  {:>6.4f}  {:>11.4f}\n", c, m.ap50[c], m.ap[c]);
+  return t;
+}
 }  // namespace
 
 void RunRecorder::summary(const Summary& s) {
+  if (s.detection) {
+    Json e{{"event", "summary"},
+           {"epochs", s.epochs},
+           {"test_correct", s.test_correct},
+           {"test_total", s.test_total},
+           {"train_seconds", rounded(s.train_seconds, 3)},
+           {"peak_rss_mb", rounded(peak_rss_mb(), 1)},
+           {"weights", s.weights}};
+    const std::string det = add_detection(e, s.detection);
+    out_.event(e, fmt::format("average precision of the test set per class:\n{}final test{} ({} of "
+                              "{} truth boxes found at IoU 0.5), weights saved to {}\ncurves and "
+                              "TensorBoard events in {}", per_class_table(*s.detection), det,
+                              s.test_correct, s.test_total, s.weights, dir_));
+    return;
+  }
   if (s.segmentation) {
     Json e{{"event", "summary"},
            {"epochs", s.epochs},
@@ -173,7 +211,8 @@ void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, 
               {"test_total", r.test_total},
               {"train_seconds", rounded(r.train_seconds, 3)},
               {"images_per_sec", rounded(r.images_per_sec, 1)}};
-  const std::string seg = add_segmentation(event, r.test_segmentation);
+  const std::string seg =
+      add_segmentation(event, r.test_segmentation) + add_detection(event, r.test_detection);
   out_.event(event, fmt::format("epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}{}  "
                                 "{:7.1f} img/s  {:.1f} s",
                                 r.epoch, epochs, r.train_loss, r.train_accuracy, r.test_accuracy,
@@ -189,6 +228,8 @@ void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, 
                                   {"epoch/test_loss", test_loss},
                                   {"epoch/test_accuracy", r.test_accuracy},
                                   {"epoch/test_mean_iou", r.test_segmentation ? r.test_segmentation->mean_iou : 0.0},
+                                  {"epoch/test_map50", r.test_detection ? r.test_detection->map50 : 0.0},
+                                  {"epoch/test_map", r.test_detection ? r.test_detection->map : 0.0},
                                   {"epoch/images_per_sec", r.images_per_sec},
                                   {"epoch/epoch", double(r.epoch)}});
     events_.flush();

@@ -57,6 +57,7 @@ class RunRecorder {
     double test_accuracy = 0, train_seconds = 0;
     std::string weights, confusion;  // where the weights went; the confusion matrix as text
     std::optional<SegmentationMetrics> segmentation;  // a dense model's: replaces the above
+    std::optional<DetectionMetrics> detection;        // a detection model's: likewise
   };
   void summary(const Summary& s);
 

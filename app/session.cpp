@@ -142,12 +142,27 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   Shape input{in.channels() ? in.channels() : (shards ? packed[0] : cifar ? 3 : 1),
               in.height() ? in.height() : (shards ? packed[1] : side),
               in.width() ? in.width() : (shards ? packed[2] : side)};
+  const auto& loss = cfg.model().loss();
+  const bool detection = loss.type() == proto::LossConfig::DETECTION;
   const int classes = cfg.model().num_classes() ? cfg.model().num_classes()
                       : shards                  ? s.data.train.num_classes
+                      : scenes && detection     ? data::kSceneClasses - 1  // the digits
                       : scenes                  ? data::kSceneClasses
                                                 : 10;
-  const auto& loss = cfg.model().loss();
   const bool dense_loss = loss.type() == proto::LossConfig::PIXEL_SOFTMAX_CE;
+  if (load_data && detection) {
+    // The boxes are the targets: the label maps go (gather_batch then gathers boxes).
+    if (s.data.train.boxes.empty())
+      fail_input("model.loss: DETECTION needs boxes (data.dataset: mnist_scenes); data set '{}' "
+                 "has none", s.data.train.name);
+    if (cfg.data().augment().enabled())
+      fail_input("data.augment: not available for boxes (data set '{}'): the transforms would "
+                 "have to move the boxes too", s.data.train.name);
+    for (const data::Dataset* set : {&s.data.train, &s.data.test})
+      data::check_boxes(*set, input[1], input[2], classes, loss.detection().max_boxes());
+    s.data.train.label_maps = Tensor();
+    s.data.test.label_maps = Tensor();
+  }
   if (load_data && dense_loss != bool(s.data.train.label_maps.raw()))
     fail_input("model.loss: {} needs {}; data set '{}' has {}", dense_loss ? "PIXEL_SOFTMAX_CE" : "SOFTMAX_CE",
                dense_loss ? "label maps (data.dataset: mnist_scenes)" : "a label per sample",

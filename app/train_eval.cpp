@@ -104,9 +104,9 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
   if (!o.errors && !common.run_dir.empty())
     fail_input("eval: --run-dir is where --errors writes its figures; add --errors");
   const proto::ExperimentConfig cfg = load_config(common.config, common.overrides);
-  const bool dense = cfg.model().loss().type() == proto::LossConfig::PIXEL_SOFTMAX_CE;
+  const bool dense = cfg.model().loss().type() != proto::LossConfig::SOFTMAX_CE;
   if (dense && (o.errors || o.weights.size() > 1))
-    fail_input("eval: {} is for classification models; model.loss of {} is per pixel",
+    fail_input("eval: {} is for classification models; model.loss of {} is per pixel or detection",
                o.errors ? "--errors" : "an ensemble (several --weights)", common.config);
   Session s = open_session(cfg, true);
   if (o.weights.size() > 1) return run_ensemble_eval(common, o, cfg, s);
@@ -128,6 +128,20 @@ int run_eval(const CommonOptions& common, const EvalOptionsCli& o) {
     out.event({{"event", "errors"}, {"dir", dir}},
               "confusion matrix of the test set (rows: true class, columns: predicted):\n" +
                   figures.table + "misclassified.png and confusion.csv written to " + dir);
+  }
+  if (r.detection) {
+    const DetectionMetrics& m = *r.detection;
+    out.event({{"event", "summary"},
+               {"test_correct", r.correct},
+               {"test_total", r.total},
+               {"test_map50", rounded(m.map50, 6)},
+               {"test_map", rounded(m.map, 6)},
+               {"test_loss", rounded(r.loss, 6)},
+               {"images_per_sec", rounded(r.images_per_sec, 1)}},
+              fmt::format("test mAP@0.5 {:.4f}, mAP@[.5:.95] {:.4f} ({} of {} truth boxes found at "
+                          "IoU 0.5), loss {:.4f}, {:.0f} img/s", m.map50, m.map, r.correct, r.total,
+                          r.loss, r.images_per_sec));
+    return 0;
   }
   if (r.segmentation) {
     const SegmentationMetrics& m = *r.segmentation;

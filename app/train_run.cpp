@@ -210,6 +210,7 @@ int TrainRun::run() {
       const EvalReport ev = trainer_->evaluate(s_.data.test, dense() ? nullptr : &predictions_);
       last.epoch = int(start.epoch);
       last.test_segmentation = ev.segmentation;
+      last.test_detection = ev.detection;
       last.test_correct = ev.correct;
       last.test_total = ev.total;
       last.test_accuracy = ev.accuracy;
@@ -227,7 +228,7 @@ int TrainRun::run() {
 }
 
 bool TrainRun::dense() const {
-  return s_.net->config().loss().type() == proto::LossConfig::PIXEL_SOFTMAX_CE;
+  return s_.net->config().loss().type() != proto::LossConfig::SOFTMAX_CE;
 }
 
 EpochReport TrainRun::train_epoch(int epoch, EpochProgress& progress) {
@@ -253,6 +254,7 @@ void TrainRun::end_epoch(int epoch, EpochReport& r, const EpochProgress& progres
   r.test_total = ev.total;
   r.test_accuracy = ev.accuracy;
   r.test_segmentation = ev.segmentation;
+  r.test_detection = ev.detection;
   history_.push_back(epoch_metrics(r, ev.loss, lr(), trainer_->global_step()));
   if (rec_) rec_->end_epoch(r, epochs_, ev.loss, lr(), trainer_->global_step());
   // (The end of training saves after the loop.)
@@ -294,8 +296,9 @@ int TrainRun::finish(const EpochReport& r) {
   RunRecorder::Summary sum;
   sum.weights = save_final_weights(*s_.net, wanted, rec_->dir(),
                                    [this](const std::string& line) { rec_->note(line); });
-  // A dense model's test metrics replace the per-image confusion matrix and error grid.
-  if (dense()) sum.segmentation = r.test_segmentation;
+  // A dense or detection model's test metrics replace the per-image confusion matrix and error
+  // grid.
+  if (dense()) sum.segmentation = r.test_segmentation, sum.detection = r.test_detection;
   else sum.confusion = rec_->errors(s_.data.test, predictions_, trainer_->global_step());
   sum.epochs = r.epoch;
   sum.test_correct = r.test_correct;

@@ -27,7 +27,7 @@ class TrainRun {
 
  private:
   TrainerOptions trainer_options_with_stop();
-  // A per-pixel loss: segmentation metrics instead of per-image predictions.
+  // A per-pixel or detection loss: its metrics instead of per-image predictions.
   bool dense() const;
   // One epoch's steps (from where `progress` stands), with the checkpoints due between them.
   EpochReport train_epoch(int epoch, EpochProgress& progress);

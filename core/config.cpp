@@ -94,7 +94,58 @@ void finalize_scenes(proto::DataConfig& d) {
           "and test_scenes must be > 0", s.train_scenes());
 }
 
+void finalize_detection(proto::LossConfig& l) {
+  namespace D = config_defaults;
+  using H = proto::HeadConfig;
+  if (l.has_ignore_label() || l.class_weights_size())
+    fail_input("model.loss: ignore_label and class_weights are for PIXEL_SOFTMAX_CE");
+  auto& d = *l.mutable_detection();
+  if (!d.output_stride()) d.set_output_stride(D::kOutputStride);
+  if (!d.max_boxes()) d.set_max_boxes(D::kMaxBoxes);
+  if (!d.has_alpha()) d.set_alpha(D::kFocalAlpha);
+  if (!d.has_beta()) d.set_beta(D::kFocalBeta);
+  if (!d.top_k()) d.set_top_k(D::kTopK);
+  if (!d.has_score_threshold()) d.set_score_threshold(D::kScoreThreshold);
+  if (!d.has_nms_iou()) d.set_nms_iou(D::kNmsIou);
+  require(d.output_stride() > 0, "model.loss.detection.output_stride", "must be > 0", d.output_stride());
+  require(d.max_boxes() > 0 && d.max_boxes() <= 1024, "model.loss.detection.max_boxes",
+          "must be in [1, 1024]", d.max_boxes());
+  require(d.alpha() >= 0 && d.beta() >= 0, "model.loss.detection.alpha", "and beta must be >= 0", d.alpha());
+  require(d.top_k() > 0, "model.loss.detection.top_k", "must be > 0", d.top_k());
+  require(d.score_threshold() >= 0 && d.score_threshold() < 1, "model.loss.detection.score_threshold",
+          "must be in [0, 1)", d.score_threshold());
+  require(d.nms_iou() > 0, "model.loss.detection.nms_iou", "must be > 0", d.nms_iou());
+  if (l.head_size() == 0)
+    fail_input("model.loss.head: a DETECTION loss needs its heads (at least a CENTER_HEATMAP head)");
+  bool seen[3] = {false, false, false};
+  for (int i = 0; i < l.head_size(); ++i) {
+    H& h = *l.mutable_head(i);
+    const std::string field = fmt::format("model.loss.head[{}]", i);
+    if (seen[h.target()])
+      fail_input("{}: a second {} head", field, H::Target_Name(h.target()));
+    seen[h.target()] = true;
+    if (h.name().empty()) fail_input("{}: name is empty", field);
+    const bool heat = h.target() == H::CENTER_HEATMAP;
+    if (h.loss() == H::LOSS_DEFAULT) h.set_loss(heat ? H::FOCAL : H::L1);
+    const bool sigmoid = h.loss() == H::FOCAL || h.loss() == H::SIGMOID_BCE;
+    if (heat != sigmoid)
+      fail_input("{} '{}': loss {} does not fit target {} (the heatmap takes FOCAL or SIGMOID_BCE, "
+                 "box size and offset L1 or SMOOTH_L1)", field, h.name(), H::Loss_Name(h.loss()),
+                 H::Target_Name(h.target()));
+    if (!h.has_weight())
+      h.set_weight(heat ? D::kHeatmapWeight
+                        : h.target() == H::BOX_SIZE ? D::kBoxSizeWeight : D::kOffsetWeight);
+    if (!(h.weight() >= 0) || !std::isfinite(h.weight()))
+      fail_input("{} '{}': weight {} is not a finite weight >= 0", field, h.name(), h.weight());
+  }
+  if (!seen[H::CENTER_HEATMAP])
+    fail_input("model.loss.head: a DETECTION loss needs a CENTER_HEATMAP head");
+}
+
 void finalize_loss(proto::LossConfig& l) {
+  if (l.type() == proto::LossConfig::DETECTION) return finalize_detection(l);
+  if (l.head_size() || l.has_detection())
+    fail_input("model.loss: head and detection are for type DETECTION");
   if (l.type() == proto::LossConfig::SOFTMAX_CE) {
     if (l.has_ignore_label() || l.class_weights_size())
       fail_input("model.loss: ignore_label and class_weights are for PIXEL_SOFTMAX_CE");

@@ -39,6 +39,10 @@ inline constexpr float kSceneMinScale = 0.8f, kSceneMaxScale = 1.6f;
 inline constexpr int kTrainScenes = 10000, kTestScenes = 1000;
 inline constexpr uint64_t kSceneSeed = 1;
 inline constexpr int kIgnoreLabel = 255;
+// model.loss.detection and its heads (type DETECTION)
+inline constexpr int kOutputStride = 4, kMaxBoxes = 16, kTopK = 100;
+inline constexpr float kFocalAlpha = 2, kFocalBeta = 4, kScoreThreshold = 0.01f, kNmsIou = 0.5f;
+inline constexpr float kHeatmapWeight = 1, kBoxSizeWeight = 0.1f, kOffsetWeight = 1;
 }  // namespace config_defaults
 
 // The words of the backends and math modes on the command line and in messages ("cpu-ref",

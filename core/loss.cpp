@@ -40,14 +40,83 @@ SegmentationMetrics segmentation_metrics(const std::vector<int64_t>& confusion, 
   return m;
 }
 
+DetectionLossSpec detection_spec(const proto::LossConfig& cfg, int classes) {
+  using H = proto::HeadConfig;
+  DetectionLossSpec s;
+  s.classes = classes;
+  s.stride = cfg.detection().output_stride();
+  s.max_boxes = cfg.detection().max_boxes();
+  s.alpha = cfg.detection().alpha();
+  s.beta = cfg.detection().beta();
+  s.heat_channel = s.size_channel = s.offset_channel = -1;
+  s.heat_weight = s.size_weight = s.offset_weight = 0;
+  int channel = 0;
+  for (const H& h : cfg.head()) {
+    const bool smooth = h.loss() == H::SMOOTH_L1;
+    if (h.target() == H::CENTER_HEATMAP) {
+      s.heat_channel = channel, s.heat_weight = h.weight(), s.heat_bce = h.loss() == H::SIGMOID_BCE;
+      channel += classes;
+    } else if (h.target() == H::BOX_SIZE) {
+      s.size_channel = channel, s.size_weight = h.weight(), s.size_smooth = smooth;
+      channel += 2;
+    } else {
+      s.offset_channel = channel, s.offset_weight = h.weight(), s.offset_smooth = smooth;
+      channel += 2;
+    }
+  }
+  DT_CHECK(s.heat_channel >= 0 && s.stride > 0 && s.max_boxes > 0,
+           "model.loss: detection options not finalized");
+  return s;
+}
+
+void check_detection_heads(const proto::LossConfig& cfg, int classes, const std::string& last,
+                           const std::vector<std::pair<std::string, Shape>>& inputs) {
+  using H = proto::HeadConfig;
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string& in = inputs[i].first;
+    if (int(i) >= cfg.head_size() || cfg.head(int(i)).name() != in) {
+      bool declared = false;
+      for (const H& h : cfg.head()) declared |= h.name() == in;
+      if (!declared)
+        fail_input("model.loss.head: layer '{}' feeds the heads' concat '{}' but no head names it "
+                   "(a head without a loss: add a model.loss.head {{ name: \"{}\" ... }})", in,
+                   last, in);
+      fail_input("model.loss.head[{}]: the heads' concat '{}' takes '{}' as its input {}: declare "
+                 "the heads in the concat's order", i, last, in, i);
+    }
+    const H& h = cfg.head(int(i));
+    const int64_t want = h.target() == H::CENTER_HEATMAP ? classes : 2;
+    if (inputs[i].second.rank() != 3 || inputs[i].second[0] != want)
+      fail_input("model.loss.head[{}] '{}': its layer outputs {} per sample; a {} head has {} "
+                 "channels", i, in, inputs[i].second.str(), H::Target_Name(h.target()), want);
+  }
+  if (int(inputs.size()) < cfg.head_size())
+    fail_input("model.loss.head[{}] '{}': not an input of the heads' concat '{}'", inputs.size(),
+               cfg.head(int(inputs.size())).name(), last);
+}
+
 LossFn::LossFn(const proto::LossConfig& cfg, Shape input, int classes)
-    : dense_(cfg.type() == proto::LossConfig::PIXEL_SOFTMAX_CE), classes_(classes) {
-  if (!dense_) {
+    : kind_(cfg.type() == proto::LossConfig::PIXEL_SOFTMAX_CE ? Kind::pixel
+            : cfg.type() == proto::LossConfig::DETECTION      ? Kind::detect
+                                                               : Kind::classify),
+      classes_(classes) {
+  if (kind_ == Kind::classify) {
     output_ = Shape{classes};
     return;
   }
+  const char* type = dense() ? "PIXEL_SOFTMAX_CE" : "DETECTION";
   if (input.rank() != 3)
-    fail_input("model.loss: PIXEL_SOFTMAX_CE needs (C, H, W) inputs, the model takes {}", input.str());
+    fail_input("model.loss: {} needs (C, H, W) inputs, the model takes {}", type, input.str());
+  if (kind_ == Kind::detect) {
+    spec_ = deeptrain::detection_spec(cfg, classes);
+    const int64_t R = spec_.stride;
+    if (input[1] % R || input[2] % R)
+      fail_input("model.loss.detection.output_stride: {} does not divide the input's {} x {}", R,
+                 input[1], input[2]);
+    const int64_t channels = classes + (spec_.size_channel >= 0 ? 2 : 0) + (spec_.offset_channel >= 0 ? 2 : 0);
+    output_ = Shape{channels, input[1] / R, input[2] / R};
+    return;
+  }
   ignore_label_ = cfg.has_ignore_label() ? cfg.ignore_label() : 255;
   if (ignore_label_ >= 0 && ignore_label_ < classes)
     fail_input("model.loss.ignore_label: {} is one of the {} classes", ignore_label_, classes);
@@ -59,9 +128,23 @@ LossFn::LossFn(const proto::LossConfig& cfg, Shape input, int classes)
   pixels_ = input[1] * input[2];
 }
 
+Shape LossFn::target_shape() const {
+  switch (kind_) {
+    case Kind::classify: return Shape{};
+    case Kind::pixel: return Shape{output_[1], output_[2]};
+    case Kind::detect: return Shape{spec_.max_boxes, kBoxFields};
+  }
+  return Shape{};
+}
+
 LossSums LossFn::forward(Backend& b, const Tensor& out, const Tensor& t, double log_eps,
                          Tensor& probs) const {
-  if (!dense_) {
+  if (kind_ == Kind::detect) {
+    b.copy(b.to_plain(out), probs);
+    probs.set_layout(Layout::plain);
+    return LossSums{b.detection_loss(probs, t, spec_, 0.0, nullptr), 0, out.dim(0)};
+  }
+  if (kind_ == Kind::classify) {
     LossSums s;
     s.loss = b.softmax_ce_forward(out, t, log_eps, probs, &s.correct);
     s.counted = out.dim(0);
@@ -74,7 +157,7 @@ LossSums LossFn::forward(Backend& b, const Tensor& out, const Tensor& t, double 
 
 std::unique_ptr<PendingLoss> LossFn::forward_async(Backend& b, const Tensor& out, const Tensor& t,
                                                    double log_eps, Tensor& probs) const {
-  if (!dense_) {
+  if (kind_ == Kind::classify) {
     // The per-sample count is known now; the sums arrive later.
     struct Counted : PendingLoss {
       std::unique_ptr<PendingLoss> inner;
@@ -101,12 +184,16 @@ std::unique_ptr<PendingLoss> LossFn::forward_async(Backend& b, const Tensor& out
 
 void LossFn::backward(Backend& b, const Tensor& probs, const Tensor& t, double scale,
                       Tensor& dout) const {
-  if (!dense_) return b.softmax_ce_backward(probs, t, scale, dout);
+  if (kind_ == Kind::classify) return b.softmax_ce_backward(probs, t, scale, dout);
+  if (kind_ == Kind::detect) {
+    b.detection_loss(probs, t, spec_, scale, &dout);
+    return;
+  }
   b.pixel_softmax_ce_backward(probs, t, ignore_label_, weights_, scale / double(pixels_), dout);
 }
 
 void LossFn::add_confusion(const Tensor& out, const Tensor& t, std::vector<int64_t>& confusion) const {
-  DT_CHECK(dense_ && out.dtype() == DType::f32 && out.numel() == t.numel() * classes_ &&
+  DT_CHECK(dense() && out.dtype() == DType::f32 && out.numel() == t.numel() * classes_ &&
                int64_t(confusion.size()) == int64_t(classes_) * classes_,
            "add_confusion: out {} for labels {}", out.shape().str(), t.shape().str());
   const int64_t n = out.dim(0), K = classes_, S = pixels_;

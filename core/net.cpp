@@ -38,6 +38,9 @@ Net::Net(const proto::ModelConfig& model, Shape input, int num_classes, DType dt
   // Layers, their inputs by name, and their output shapes.
   std::map<std::string, int> blob_of;  // layer name -> output blob
   std::vector<Shape> shapes;
+  // The loss's options first: an output stride that cannot divide the input is the config's
+  // error, not a layer's shape mismatch.
+  const LossFn loss(config_.loss(), input_, num_classes);
   for (int i = 0; i < config_.layer_size(); ++i) {
     const proto::LayerConfig& lc = config_.layer(i);
     if (lc.name().empty()) fail_input("model.layer[{}]: name is empty", i);
@@ -68,7 +71,22 @@ Net::Net(const proto::ModelConfig& model, Shape input, int num_classes, DType dt
   }
   if (layers_.empty()) fail_input("model: no layers");
   const Shape& out = blobs_[nodes_.back().output].per_sample;
-  const Shape want = LossFn(config_.loss(), input_, num_classes).output_shape();
+  const Shape want = loss.output_shape();
+  if (loss.detection()) {
+    const proto::LayerConfig& last = config_.layer(config_.layer_size() - 1);
+    if (last.has_concat()) {
+      std::vector<std::pair<std::string, Shape>> heads;
+      for (size_t k = 0; k < nodes_.back().inputs.size(); ++k) {
+        const int b = nodes_.back().inputs[k];
+        heads.emplace_back(last.input(int(k)), b < 0 ? input_ : blobs_[b].per_sample);
+      }
+      check_detection_heads(config_.loss(), num_classes, last.name(), heads);
+    }
+    if (out != want)
+      fail_input("model: the last layer '{}' outputs {} per sample; the detection heads of "
+                 "model.loss need {} (the heads' channels at 1/{} of the input's size)",
+                 layers_.back()->name(), out.str(), want.str(), loss.detection_spec().stride);
+  }
   if (out != want && want.rank() == 1)
     fail_input("model: the last layer '{}' outputs {} per sample, the data set has {} classes",
                layers_.back()->name(), out.str(), num_classes);
@@ -206,7 +224,7 @@ void init_bilinear(const ParamEntry& e, Tensor& v) {
 void Net::init_params(uint64_t seed) {
   for (const ParamEntry& e : entries_) {
     Tensor v = mutable_param_view(e);
-    if (e.spec.is_bias) { v.fill_zero(); continue; }
+    if (e.spec.is_bias && !e.spec.constant) { v.fill_zero(); continue; }
     if (e.spec.constant) {  // e.g. BatchNorm's gamma = 1
       for (int64_t i = 0; i < v.numel(); ++i) {
         if (dtype_ == DType::f64) v.data<double>()[i] = *e.spec.constant;

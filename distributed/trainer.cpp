@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/checksum.h"
+#include "core/detect/average_precision.h"
 #include "core/data/augment.h"
 #include "core/optim/schedule.h"
 #include "distributed/ordered_sum.h"
@@ -106,13 +107,16 @@ void Trainer::ensure_batch(int64_t n, const Dataset& data) {
 void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, bool augment,
                          int epoch) {
   ensure_batch(n, data);
-  DT_CHECK(bool(data.label_maps.raw()) == loss_fn_.dense(),
+  const bool classify = loss_fn_.kind() == LossFn::Kind::classify;
+  DT_CHECK(bool(data.label_maps.raw()) == loss_fn_.dense() &&
+               (!loss_fn_.detection() || !data.boxes.empty()),
            "data set '{}' ({}) does not fit the model's loss ({})", data.name,
-           data.label_maps.raw() ? "label maps" : "labels", loss_fn_.dense() ? "dense" : "per sample");
+           data.label_maps.raw() ? "label maps" : data.boxes.empty() ? "labels" : "boxes",
+           loss_fn_.dense() ? "dense" : loss_fn_.detection() ? "boxes" : "per sample");
   const bool augmented = augment && opt_.augment.enabled();
-  DT_CHECK(!augmented || !loss_fn_.dense(), "augmentation of label maps");
-  // Label maps are gathered on the host (gather_samples copies one label per sample).
-  if (net_.on_device() && opt_.device_data && !augmented && !data.source && !loss_fn_.dense()) {
+  DT_CHECK(!augmented || classify, "augmentation of label maps or boxes");
+  // Label maps and boxes are gathered on the host (gather_samples copies one label a sample).
+  if (net_.on_device() && opt_.device_data && !augmented && !data.source && classify) {
     const DeviceData& d = device_copy(data);
     backend_.gather_samples(d.images, d.labels, ids, n, x_, t_);
     return;
@@ -343,7 +347,7 @@ EpochReport Trainer::train_epoch(
   const double samples = complete ? double(n) : double(std::max<int64_t>(p.samples, 1));
   r.train_loss = p.loss_sum / samples;
   // A dense loss's is the pixel accuracy; a checkpoint from before `counted` lacks it.
-  r.train_accuracy = loss_fn_.dense() ? double(p.correct) / double(std::max<int64_t>(p.counted, 1))
+  r.train_accuracy = !classify_loss() ? double(p.correct) / double(std::max<int64_t>(p.counted, 1))
                                       : double(p.correct) / samples;
   r.images_per_sec = samples / r.train_seconds;
   if (test && complete) {
@@ -352,6 +356,7 @@ EpochReport Trainer::train_epoch(
     r.test_total = ev.total;
     r.test_accuracy = ev.accuracy;
     r.test_segmentation = ev.segmentation;
+    r.test_detection = ev.detection;
   }
   return r;
 }
@@ -367,8 +372,13 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
   const int64_t classes = net_.num_classes();
   EvalReport r;
   // Each rank predicts its shard into its slots; a sum over ranks fills them all.
-  DT_CHECK(!loss_fn_.dense() || (!predictions && !probabilities),
-           "evaluate: per-sample predictions of a dense model");
+  DT_CHECK(classify_loss() || (!predictions && !probabilities),
+           "evaluate: per-sample predictions of a dense or detection model");
+  // Detection: each image's decoded boxes (score, label + 1, match_detections' bits), in
+  // slots of top_k per image that a sum over ranks fills.
+  const bool detect = loss_fn_.detection();
+  const DecodeOptions decode = detect ? decode_options(net_.config().loss()) : DecodeOptions{};
+  Tensor found = detect ? Tensor::zeros({n, decode.top_k, 3}, DType::f64) : Tensor();
   Tensor predicted = predictions ? Tensor::zeros({n}, DType::i64) : Tensor();
   std::vector<int64_t> confusion(loss_fn_.dense() ? size_t(classes * classes) : 0, 0);
   if (probabilities) *probabilities = Tensor::zeros({n, classes}, DType::f32);
@@ -416,6 +426,7 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
       r.total += sums.counted;
     }
     if (loss_fn_.dense()) loss_fn_.add_confusion(backend_.to_host(logits), t_host_, confusion);
+    if (detect) decode_batch(data, backend_.to_host(logits), ids, decode, found);
     mark("loss");
     if (probabilities) {
       const Tensor host_probs = backend_.to_host(probs_);
@@ -455,9 +466,46 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     for (size_t i = 0; i < confusion.size(); ++i) confusion[i] = int64_t(stats.data<double>()[3 + i]);
     r.segmentation = segmentation_metrics(confusion, int(classes));
   }
+  if (detect) {
+    comm_.allreduce_sum(found, "evaluation detections");
+    r.detection = detection_metrics_of(data, found);
+    r.correct = r.detection->true_positives50;  // out of the truth boxes
+    r.total = r.detection->truth;
+    r.accuracy = r.detection->map50;
+  }
   r.seconds = now_seconds() - t0;
   r.images_per_sec = double(n) / r.seconds;
   return r;
+}
+
+void Trainer::decode_batch(const Dataset& data, const Tensor& out, const std::vector<int64_t>& ids,
+                           const DecodeOptions& decode, Tensor& found) const {
+  const Shape o = loss_fn_.output_shape(), in = net_.input_shape();
+  const int64_t top_k = found.dim(1);
+  for (size_t i = 0; i < ids.size(); ++i) {
+    const std::vector<Detection> dets =
+        decode_detections(out.data<float>() + int64_t(i) * o.numel(), o[1], o[2],
+                          loss_fn_.detection_spec(), decode, in[1], in[2]);
+    const std::vector<uint32_t> bits = match_detections(dets, data.boxes[size_t(ids[i])]);
+    double* row = found.data<double>() + ids[i] * top_k * 3;
+    for (size_t j = 0; j < dets.size() && int64_t(j) < top_k; ++j) {
+      row[3 * j] = dets[j].score;
+      row[3 * j + 1] = dets[j].label + 1;
+      row[3 * j + 2] = bits[j];
+    }
+  }
+}
+
+DetectionMetrics Trainer::detection_metrics_of(const Dataset& data, const Tensor& found) const {
+  std::vector<int64_t> truth(size_t(net_.num_classes()), 0);
+  for (const auto& boxes : data.boxes)
+    for (const data::Box& b : boxes) ++truth[size_t(b.label)];
+  std::vector<ScoredDetection> all;
+  const double* f = found.data<double>();
+  for (int64_t k = 0; k < found.numel() / 3; ++k)
+    if (f[3 * k + 1] > 0)
+      all.push_back({int32_t(f[3 * k + 1]) - 1, float(f[3 * k]), uint32_t(f[3 * k + 2])});
+  return detection_metrics(all, truth);
 }
 
 }  // namespace deeptrain

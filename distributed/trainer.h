@@ -10,6 +10,7 @@
 #include "core/data/dataset.h"
 #include "core/data/sampler.h"
 #include "proto/deeptrain.pb.h"
+#include "core/detect/average_precision.h"
 #include "core/loss.h"
 #include "core/net.h"
 #include "core/optim/optimizer.h"
@@ -51,6 +52,7 @@ struct EpochReport {
   int64_t test_correct, test_total;
   double test_accuracy;     // a dense loss's: pixel accuracy
   std::optional<SegmentationMetrics> test_segmentation;  // a dense loss's test metrics
+  std::optional<DetectionMetrics> test_detection;        // a detection loss's
   double train_seconds;     // the step loop only
   double images_per_sec;    // global images per second of the step loop
   // The ranks agreed to stop (StepMetrics::stop) after the last step done; the epoch is
@@ -59,9 +61,11 @@ struct EpochReport {
 };
 
 struct EvalReport {
-  // correct out of total: samples, or a dense loss's counted (not ignored) pixels.
+  // correct out of total: samples, or a dense loss's counted (not ignored) pixels, or a
+  // detection loss's true positives at IoU 0.5 out of the truth boxes (accuracy: mAP@0.5).
   int64_t correct = 0, total = 0;
   std::optional<SegmentationMetrics> segmentation;  // a dense loss's
+  std::optional<DetectionMetrics> detection;        // a detection loss's
   double loss = 0, accuracy = 0, seconds = 0, images_per_sec = 0;
 };
 
@@ -180,6 +184,12 @@ class Trainer {
   int64_t skipped_steps() const { return skipped_steps_; }
 
  private:
+  bool classify_loss() const { return loss_fn_.kind() == LossFn::Kind::classify; }
+  // Detection: decodes and matches the images ids (their heads in out, host, plain) into
+  // their rows of found (n, top_k, 3); then the metrics from every image's rows.
+  void decode_batch(const Dataset& data, const Tensor& out, const std::vector<int64_t>& ids,
+                    const DecodeOptions& decode, Tensor& found) const;
+  DetectionMetrics detection_metrics_of(const Dataset& data, const Tensor& found) const;
   void mark(const char* phase) {
     if (opt_.profile) opt_.profile->mark(backend_, phase);
   }

@@ -1,5 +1,6 @@
 // The benchmark scripts run: PyTorch's peer (bench/pytorch_deepconvnet.py), the side-by-side
-// comparison (bench/train_throughput.sh) and the segmentation twin (bench/pytorch_fcn.py, on
+// comparison (bench/train_throughput.sh), the detection twin (bench/pytorch_centernet.py, on
+// exported scenes, one epoch) and the segmentation twin (bench/pytorch_fcn.py, on
 // scenes export-scenes wrote), in a few steps each. Not timings (those live in
 // bench/): a check that the commands docs/results.md quotes still work. A change for the GPU had
 // broken the CPU peer on Debian's PyTorch 1.13 unnoticed. Skipped where PyTorch is not
@@ -140,6 +141,26 @@ run { seed: 4 threads: 1 }
   EXPECT_NEAR(json_number(b, "test_pixel_accuracy"), json_number(a, "test_pixel_accuracy"),
               5.0 / json_number(a, "test_total")) << a << "\n" << b;
   EXPECT_NEAR(json_number(b, "test_mean_iou"), json_number(a, "test_mean_iou"), 1e-3) << a << "\n" << b;
+}
+
+TEST(BenchScripts, PytorchCenterNetTwinTrainsOnExportedScenes) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  if (run_command("/usr/bin/python3 -c 'import torchvision'").exit_code != 0)
+    GTEST_SKIP() << "torchvision not installed (scripts/setup.sh --with-torch)";
+  if (!have_mnist()) GTEST_SKIP() << "no MNIST in " << DEEPTRAIN_DATA_DIR << "/mnist";
+  TempDir d;
+  const std::string scenes = (d.path / "scenes").string();
+  CommandResult e = run_command(std::string(DEEPTRAIN_BINARY) + " export-scenes " + kSource +
+                                "/examples/centernet_mnist_scenes.prototxt --limit 12 --data-dir " +
+                                std::string(DEEPTRAIN_DATA_DIR) + "/mnist --out " + scenes +
+                                " 2>&1");
+  ASSERT_EQ(e.exit_code, 0) << e.output;
+  CommandResult r = run_command("/usr/bin/python3 " + kSource + "/bench/pytorch_centernet.py --scenes " +
+                                scenes + " --epochs 1 --batch 6 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_GT(json_number(r.last_line(), "train_loss"), 0) << r.last_line();
+  EXPECT_GE(json_number(r.last_line(), "test_map50"), 0) << r.last_line();
+  EXPECT_GE(json_number(r.last_line(), "test_map"), 0) << r.last_line();
 }
 
 }  // namespace

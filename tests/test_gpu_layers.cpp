@@ -158,6 +158,33 @@ TEST(GpuLayers, DenseLayersAndPixelLossMatchTheReference) {
   EXPECT_LE(rel_diff(gpu->to_host(dg), dc), 1e-6);
 }
 
+// The detection loss: the CUDA kernels evaluate the targets cell by cell, the CPU op splats
+// each box; both in double over f32 inputs, so the sums agree to rounding (1e-9 relative) and
+// the gradient to f32 rounding.
+TEST(GpuLayers, DetectionLossMatchesTheReference) {
+  REQUIRE_GPU_BACKEND(gpu);
+  auto cpu = make_backend("cpu-ref");
+  DetectionLossSpec s;
+  s.classes = 3, s.stride = 4, s.max_boxes = 3;
+  s.heat_channel = 0, s.size_channel = 3, s.offset_channel = 5;
+  const Tensor z = random_f32({2, 7, 6, 5}, 7, 1.5);
+  Tensor boxes = Tensor::empty({2, 3, 5}, DType::i32);
+  const int32_t b[30] = {2, 1, 2, 13, 15, 0, 8, 10, 20, 24, -1, 0, 0, 0, 0,
+                         1, 5, 6, 11, 21, -1, 0, 0, 0, 0, -1, 0, 0, 0, 0};
+  std::memcpy(boxes.data<int32_t>(), b, sizeof(b));
+  for (const bool variant : {false, true}) {
+    s.heat_bce = s.size_smooth = variant;
+    Tensor dc = Tensor::empty(z.shape(), DType::f32);
+    const double want = cpu->detection_loss(z, boxes, s, 0.5, &dc);
+    Tensor zg = on_backend(*gpu, z), bg = on_backend(*gpu, boxes);
+    Tensor dg = gpu->empty(z.shape(), DType::f32);
+    const double got = gpu->detection_loss(zg, bg, s, 0.5, &dg);
+    EXPECT_NEAR(got, want, 1e-9 * want);
+    EXPECT_EQ(gpu->detection_loss(zg, bg, s, 0.5, nullptr), got);
+    EXPECT_LE(rel_diff(gpu->to_host(dg), dc), 1e-6);
+  }
+}
+
 TEST(GpuLayers, BatchNormStatisticsOpsMatchTheReference) {
   REQUIRE_GPU_BACKEND(gpu);
   auto ref = make_backend("cpu-ref");

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/backend/detection_targets.h"
 #include "core/tensor.h"
 #include "proto/deeptrain.pb.h"
 
@@ -168,6 +169,16 @@ class Backend {
   virtual void pixel_softmax_ce_backward(const Tensor& probs, const Tensor& labels,
                                          int ignore_label, const std::vector<double>& weights,
                                          double scale, Tensor& dlogits) = 0;
+
+  // CenterNet-style detection loss (core/backend/detection_targets.h): out (n, C, h, w) plain
+  // holds the heads at spec's channels, boxes i32 (n, M, 5) the targets. Returns the sum over
+  // the samples of (heat_weight * heat + size_weight * size + offset_weight * offset) / N, N
+  // the sample's boxes (at least 1): heat over every class and cell, size and offset at each
+  // box's centre cell. Sums in f64, per sample then in sample order. With dout (out's shape):
+  // also writes scale * its gradient (0 in channels no head reads). A box label outside
+  // [0, classes) is an InputError naming the sample of the batch.
+  virtual double detection_loss(const Tensor& out, const Tensor& boxes,
+                                const DetectionLossSpec& spec, double scale, Tensor* dout) = 0;
 
   // A plain-layout copy (or x itself when it is already plain).
   virtual Tensor to_plain(const Tensor& x) = 0;

@@ -52,6 +52,8 @@ class CpuBackend : public Backend {
   void pixel_softmax_ce_backward(const Tensor& probs, const Tensor& labels, int ignore_label,
                                  const std::vector<double>& weights, double scale,
                                  Tensor& dlogits) override;
+  double detection_loss(const Tensor& out, const Tensor& boxes, const DetectionLossSpec& spec,
+                        double scale, Tensor* dout) override;  // cpu_detect_ops.cpp
 
   // The deeper nets' layers, on plain and blocked layouts (cpu_bn.cpp, cpu_graph_ops.cpp).
   void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) override;

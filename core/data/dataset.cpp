@@ -165,8 +165,12 @@ BatchPixels::BatchPixels(const Dataset& d, const int64_t* ids, int64_t n, int64_
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
                   int64_t epoch) {
   const int64_t sample = d.sample_shape().numel();
-  const int64_t target = d.label_maps.raw() ? d.label_maps.numel() / d.size() : 1;
-  DT_CHECK(x.numel() == n * sample && t.numel() == n * target,
+  // Boxes (a detection set without label maps): t is (n, max_boxes, 5), padded with label -1.
+  const bool boxes = !d.label_maps.raw() && !d.boxes.empty();
+  const int64_t target = d.label_maps.raw() ? d.label_maps.numel() / d.size()
+                         : boxes && t.shape().rank() == 3 ? t.dim(1) * t.dim(2)
+                                                          : 1;
+  DT_CHECK(x.numel() == n * sample && t.numel() == n * target && (!boxes || t.dim(2) == 5),
            "gather_batch: x {} / t {} do not fit {} samples of {}", x.shape().str(),
            t.shape().str(), n, d.sample_shape().str());
   // A table of the 256 possible values, each computed as the float division numpy does.
@@ -183,6 +187,19 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
     const uint8_t* s = pixels.at(i);
     float* o = xd + i * sample;
     for (int64_t k = 0; k < sample; ++k) o[k] = scale[s[k]];
+    if (boxes) {
+      const std::vector<Box>& b = d.boxes[size_t(ids[i])];
+      const int64_t max_boxes = target / 5;
+      DT_CHECK(int64_t(b.size()) <= max_boxes, "gather_batch: sample {} has {} boxes, room for {}",
+               ids[i], b.size(), max_boxes);
+      int32_t* row = td + i * target;
+      for (int64_t j = 0; j < max_boxes; ++j) {
+        const Box none{-1, 0, 0, 0, 0}, &box = j < int64_t(b.size()) ? b[size_t(j)] : none;
+        const int32_t v[5] = {box.label, box.x0, box.y0, box.x1, box.y1};
+        std::copy_n(v, 5, row + j * 5);
+      }
+      continue;
+    }
     if (target == 1 && !d.label_maps.raw()) {
       td[i] = labels[ids[i]];
       continue;
@@ -191,6 +208,26 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
     for (int64_t k = 0; k < target; ++k) td[i * target + k] = m[k];
   }
   normalise_batch(d, n, xd);
+}
+
+void check_boxes(const Dataset& d, int64_t height, int64_t width, int classes, int max_boxes) {
+  for (size_t i = 0; i < d.boxes.size(); ++i) {
+    const std::vector<Box>& boxes = d.boxes[i];
+    if (int64_t(boxes.size()) > max_boxes)
+      fail_input("model.loss.detection.max_boxes: {}, but sample {} of data set '{}' has {} boxes",
+                 max_boxes, i, d.name, boxes.size());
+    for (size_t j = 0; j < boxes.size(); ++j) {
+      const Box& b = boxes[j];
+      const std::string where = fmt::format("sample {} of data set '{}', box {} ({}, {}, {}, {})", i,
+                                            d.name, j, b.x0, b.y0, b.x1, b.y1);
+      if (b.label < 0 || b.label >= classes)
+        fail_input("model.num_classes: {}, but {} has label {}", classes, where, b.label);
+      if (b.x1 <= b.x0 || b.y1 <= b.y0)
+        fail_input("{}: the box has no area (x1 <= x0 or y1 <= y0)", where);
+      if (b.x0 < 0 || b.y0 < 0 || b.x1 > width || b.y1 > height)
+        fail_input("{}: the box is not inside the {} x {} image", where, width, height);
+    }
+  }
 }
 
 void normalise_batch(const Dataset& d, int64_t n, float* x) {

@@ -87,10 +87,16 @@ class BatchPixels {
 
 // Book normalisation: x = pixel / 255.0f (a float division, to match numpy float32 bit for bit),
 // then d.mean/d.std when set. Copies samples ids[0..n) into x (f32, (n, C, H, W), already
-// allocated) and t (i32, (n)), or t (i32, (n, H, W)) from the label maps of a dense data set;
-// epoch: as BatchPixels.
+// allocated) and t (i32, (n)), or t (i32, (n, H, W)) from the label maps of a dense data set,
+// or t (i32, (n, M, 5)) from the boxes of a set with boxes and no label maps (label, x0, y0,
+// x1, y1; rows past a sample's boxes have label -1); epoch: as BatchPixels.
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
                   int64_t epoch = kEvalEpoch);
+
+// A detection set's boxes: labels in [0, classes), a positive width and height, inside the
+// height x width image, at most max_boxes a sample; else an InputError naming the field, the
+// sample and the box.
+void check_boxes(const Dataset& d, int64_t height, int64_t width, int classes, int max_boxes);
 
 // Applies d.mean/d.std (when set) to n samples of x already holding pixel / 255.
 void normalise_batch(const Dataset& d, int64_t n, float* x);

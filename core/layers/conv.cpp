@@ -26,6 +26,7 @@ class Conv2D : public Layer {
   std::vector<ParamSpec> param_specs() const override {
     std::vector<ParamSpec> s{{"W", {geom_.k, c_, kh_, kw_}, p_.init(), c_ * kh_ * kw_, false}};
     if (!p_.no_bias()) s.push_back({"b", {geom_.k}, p_.init(), c_ * kh_ * kw_, true});
+    if (!p_.no_bias() && p_.has_bias_init()) s.back().constant = double(p_.bias_init());
     return s;
   }
   // Exact mode: one call per micro-shard, each with the micro-shard's own shape (pieces run

@@ -138,7 +138,8 @@ CudaBackend::~CudaBackend() {
   plans_.clear();
   cudaStream_t st = owner_ ? owner_->stream : nullptr;
   for (Scratch* s : {&col_, &colf_, &tmp_, &w16_, &x16_, &dy16_, &out16_, &workspace_, &small_, &ids_,
-                     &pixel_loss_, &pixel_hit_, &pixel_status_, &pixel_sums_, &class_weights_})
+                     &pixel_loss_, &pixel_hit_, &pixel_status_, &pixel_sums_, &class_weights_,
+                     &detect_cell_loss_, &detect_sums_})
     s->release(st);
   if (dnn_) cudnnDestroy(dnn_);
   if (blas_) cublasDestroy(blas_);

@@ -127,6 +127,8 @@ class CudaBackend final : public Backend {
   void pixel_softmax_ce_backward(const Tensor& probs, const Tensor& labels, int ignore_label,
                                  const std::vector<double>& weights, double scale,
                                  Tensor& dlogits) override;
+  double detection_loss(const Tensor& out, const Tensor& boxes, const DetectionLossSpec& spec,
+                        double scale, Tensor* dout) override;  // cuda_detect.cpp
   void plane_mean(const Tensor& x, Tensor& y) override;
   void plane_mean_backward(const Tensor& dy, Layout layout, Tensor& dx) override;
   void add(const std::vector<Tensor>& xs, bool relu, Tensor& y) override;
@@ -205,6 +207,7 @@ class CudaBackend final : public Backend {
   Scratch col_, colf_, tmp_, w16_, x16_, dy16_, out16_, workspace_, small_, ids_;
   // The per-pixel loss's per-pixel terms, per-sample sums and class weights.
   Scratch pixel_loss_, pixel_hit_, pixel_status_, pixel_sums_, class_weights_;
+  Scratch detect_cell_loss_, detect_sums_;
   // Page-locked host words that results come back through (the finite flag at 0, the loss sums
   // at kLossWords, complete once `loss_copied_` has passed), and the staging buffer of sample ids
   // (dropout's, the batch's), reused once `ids_copied_` has passed.

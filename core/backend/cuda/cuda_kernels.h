@@ -9,6 +9,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "core/backend/detection_targets.h"
+
 namespace deeptrain::cuda {
 
 // What a GEMM or cuDNN call reads: the f32 tensors themselves or 16-bit copies of them.
@@ -147,5 +149,13 @@ cudaError_t pixel_softmax_ce_forward(const float* logits, const int32_t* labels,
 cudaError_t pixel_softmax_ce_backward(const float* probs, const int32_t* labels, int64_t n,
                                       int64_t K, int64_t S, int32_t ignore, const double* weights,
                                       double scale, float* dlogits, cudaStream_t st);
+
+// ---- detection (cuda_detect_kernels.cu) ----
+// The detection loss of out (n, C, h, w) against boxes (n, spec.max_boxes, 5): per sample into
+// sample_loss (n doubles), as CpuBackend::detection_loss defines it; with dout (may be null),
+// scale * its gradient (every element written). Scratch: cell_loss (n * classes * h * w).
+cudaError_t detection_loss(const float* out, const int32_t* boxes, int64_t n, int64_t C,
+                           int64_t h, int64_t w, DetectionLossSpec spec, double scale,
+                           double* cell_loss, double* sample_loss, float* dout, cudaStream_t st);
 
 }  // namespace deeptrain::cuda

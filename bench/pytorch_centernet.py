@@ -1,0 +1,299 @@
+#!/usr/bin/python3
+"""PyTorch twin of examples/centernet_mnist_scenes.prototxt (detection on MNIST scenes).
+
+The same network, data, losses, initialisation, decoding, mAP and recipe as deeptrain's
+example, on the scenes `deeptrain export-scenes CONFIG --out DIR` wrote (DIR/train, DIR/test:
+list.csv, images/*.png, boxes.csv):
+
+    encoder: [conv3x3 p1, relu] x 2 then maxpool2, for 16 and 32 channels; conv3x3 64 x 2 and
+             maxpool2 (stride 8); conv4_1 3x3 64, relu
+    up4: transposed conv 4x4 s2 p1, bilinear init (stride 4) + lateral2 (conv1x1 64 on pool2),
+         relu; neck conv3x3 64, relu
+    heads (each conv3x3 32, relu, then conv1x1): heatmap 10 (bias -2.19), size 2, offset 2
+
+Convolutions start He-normal (std sqrt(2 / fan_in)) with zero biases (the heatmap's -2.19),
+the transposed convolution as bilinear upsampling (each channel to itself); Adam with eps 1e-7
+and a per-step cosine decay to 0. The losses are deeptrain's DETECTION loss
+(core/backend/detection_targets.h): per sample, (focal + 0.1 size L1 + offset L1) / max(1,
+boxes), the focal loss (alpha 2, beta 4) against CenterNet's Gaussians, summed over the batch
+and divided by its size. Decoding: 3x3 peaks of the heatmap logits, the top 100 with score >=
+0.01, boxes clipped to the image, per-class NMS at IoU 0.5; mAP@0.5 (VOC all-point) and the
+mean over IoU 0.5:0.05:0.95 per class, with COCO's greedy matching. Inputs are pixel / 255.
+The epoch order is a seeded shuffle (not deeptrain's Philox order: the runs are the same
+recipe, not the same stream of batches).
+
+Prints one JSON line per epoch: train loss, test mAP@0.5 and mAP@[.5:.95] (overall and per
+class), images per second of the training loop.
+"""
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch import nn
+import torch.nn.functional as F
+
+CLASSES = 10
+STRIDE = 4
+THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--scenes", required=True, help="the directory export-scenes wrote")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--limit", type=int, default=0, help="only the first N scenes of each split")
+    return p.parse_args()
+
+
+def load_split(d, limit):
+    with open(os.path.join(d, "list.csv")) as f:
+        rows = list(csv.DictReader(f))
+    if limit:
+        rows = rows[:limit]
+    images = np.stack([np.array(Image.open(os.path.join(d, r["image"]))) for r in rows])
+    boxes = [[] for _ in rows]
+    with open(os.path.join(d, "boxes.csv")) as f:
+        for r in csv.DictReader(f):
+            i = int(r["index"])
+            if i < len(rows):
+                boxes[i].append((int(r["label"]), int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"])))
+    x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
+    return x, boxes
+
+
+def gaussian_radius(h, w, m=0.7):
+    b1, c1 = h + w, w * h * (1 - m) / (1 + m)
+    r1 = (b1 + math.sqrt(b1 * b1 - 4 * c1)) / 2
+    b2, c2 = 2 * (h + w), (1 - m) * w * h
+    r2 = (b2 + math.sqrt(b2 * b2 - 16 * c2)) / 2
+    a3, b3, c3 = 4 * m, -2 * m * (h + w), (m - 1) * w * h
+    r3 = (b3 + math.sqrt(b3 * b3 - 4 * a3 * c3)) / 2
+    return min(r1, r2, r3)
+
+
+def targets(boxes, oh, ow):
+    """Per sample: the heatmap target (K, oh, ow) and the objects (cell, w, h, ox, oy)."""
+    heat = np.zeros((len(boxes), CLASSES, oh, ow), np.float32)
+    objects = []
+    for i, bs in enumerate(boxes):
+        objs = []
+        for label, x0, y0, x1, y1 in bs:
+            cx, cy = 0.5 * (x0 + x1) / STRIDE, 0.5 * (y0 + y1) / STRIDE
+            w, h = (x1 - x0) / STRIDE, (y1 - y0) / STRIDE
+            px, py = min(max(int(math.floor(cx)), 0), ow - 1), min(max(int(math.floor(cy)), 0), oh - 1)
+            r = gaussian_radius(math.ceil(h), math.ceil(w))
+            r = int(r) if r > 0 else 0
+            two_s2 = 2 * ((2 * r + 1) / 6) ** 2
+            for y in range(max(0, py - r), min(oh - 1, py + r) + 1):
+                for x in range(max(0, px - r), min(ow - 1, px + r) + 1):
+                    g = math.exp(-((x - px) ** 2 + (y - py) ** 2) / two_s2)
+                    heat[i, label, y, x] = max(heat[i, label, y, x], g)
+            objs.append((py * ow + px, w, h, cx - px, cy - py))
+        objects.append(objs)
+    return torch.from_numpy(heat), objects
+
+
+def bilinear_(w):
+    """FCN's upsample_filt on the diagonal: w[i, i] = f(y) f(x), 0 off it."""
+    k = w.shape[2]
+    factor = (k + 1) // 2
+    centre = factor - 1 if k % 2 == 1 else factor - 0.5
+    og = torch.arange(k, dtype=torch.float64)
+    f = 1 - (og - centre).abs() / factor
+    with torch.no_grad():
+        w.zero_()
+        for i in range(w.shape[0]):
+            w[i, i] = (f[:, None] * f[None, :]).to(w.dtype)
+
+
+class CenterNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        def conv(cin, cout, k=3):
+            return nn.Conv2d(cin, cout, k, padding=k // 2)
+        self.b1 = nn.Sequential(conv(1, 16), nn.ReLU(), conv(16, 16), nn.ReLU(), nn.MaxPool2d(2))
+        self.b2 = nn.Sequential(conv(16, 32), nn.ReLU(), conv(32, 32), nn.ReLU(), nn.MaxPool2d(2))
+        self.b3 = nn.Sequential(conv(32, 64), nn.ReLU(), conv(64, 64), nn.ReLU(), nn.MaxPool2d(2),
+                                conv(64, 64), nn.ReLU())
+        self.up4 = nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1)
+        self.lateral2 = conv(32, 64, 1)
+        self.neck = conv(64, 64)
+        def head(out):
+            return nn.Sequential(conv(64, 32), nn.ReLU(), conv(32, out, 1))
+        self.heat, self.size, self.offset = head(CLASSES), head(2), head(2)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                nn.init.normal_(m.weight, std=(2.0 / fan_in) ** 0.5)
+                nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.ConvTranspose2d):
+                bilinear_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.constant_(self.heat[2].bias, -2.19)
+
+    def forward(self, x):
+        pool2 = self.b2(self.b1(x))
+        f = F.relu(self.up4(self.b3(pool2)) + self.lateral2(pool2))
+        f = F.relu(self.neck(f))
+        return self.heat(f), self.size(f), self.offset(f)
+
+
+def loss_of(heat, size, offset, target, objects, alpha=2.0, beta=4.0):
+    """The sum over the batch of each sample's (focal + 0.1 size + offset) / max(1, boxes)."""
+    n = heat.shape[0]
+    lp, lq = F.logsigmoid(heat), F.logsigmoid(-heat)
+    p, q = lp.exp(), lq.exp()
+    pos = target >= 1
+    focal = torch.where(pos, -q.pow(alpha) * lp, -(1 - target).pow(beta) * p.pow(alpha) * lq)
+    per_sample = focal.flatten(1).sum(1)
+    norm = torch.tensor([1.0 / max(1, len(o)) for o in objects])
+    rows, cells, want_wh, want_off = [], [], [], []
+    for i, objs in enumerate(objects):
+        for cell, w, h, ox, oy in objs:
+            rows.append(i), cells.append(cell), want_wh.append((w, h)), want_off.append((ox, oy))
+    reg = torch.zeros(n)
+    if rows:
+        rows_t, cells_t = torch.tensor(rows), torch.tensor(cells)
+        s = size.flatten(2)[rows_t, :, cells_t]
+        o = offset.flatten(2)[rows_t, :, cells_t]
+        l1 = 0.1 * (s - torch.tensor(want_wh)).abs().sum(1) + (o - torch.tensor(want_off)).abs().sum(1)
+        reg = reg.index_add(0, rows_t, l1)
+    return ((per_sample + reg) * norm).sum()
+
+
+def decode(heat, size, offset, height, width, top_k=100, threshold=0.01, nms_iou=0.5):
+    """Per image: (boxes (m, 4), scores, labels), as deeptrain's decode_detections."""
+    n, K, oh, ow = heat.shape
+    peak = heat == F.max_pool2d(heat, 3, stride=1, padding=1)
+    scores = torch.sigmoid(heat.double()).float()
+    out = []
+    for i in range(n):
+        s = torch.where(peak[i], scores[i], torch.zeros_like(scores[i])).flatten()
+        keep = torch.nonzero((s >= threshold) & peak[i].flatten()).flatten()
+        order = torch.argsort(-s[keep], stable=True)[:top_k]
+        idx = keep[order]
+        label, cell = idx // (oh * ow), idx % (oh * ow)
+        y, x = (cell // ow).double(), (cell % ow).double()
+        ox, oy = offset[i, 0].flatten()[cell].double(), offset[i, 1].flatten()[cell].double()
+        bw, bh = size[i, 0].flatten()[cell].double() * STRIDE, size[i, 1].flatten()[cell].double() * STRIDE
+        cx, cy = (x + ox) * STRIDE, (y + oy) * STRIDE
+        boxes = torch.stack([(cx - bw / 2).clamp(0, width), (cy - bh / 2).clamp(0, height),
+                             (cx + bw / 2).clamp(0, width), (cy + bh / 2).clamp(0, height)], 1).float()
+        sc = s[idx]
+        kept = torchvision.ops.batched_nms(boxes, sc, label, nms_iou)
+        kept = kept[torch.argsort(-sc[kept], stable=True)]
+        out.append((boxes[kept].tolist(), sc[kept].tolist(), label[kept].tolist()))
+    return out
+
+
+def iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def average_precisions(found, truth):
+    """found: per image (boxes, scores, labels) by decreasing score; truth: per image boxes."""
+    dets = [[] for _ in range(CLASSES)]  # (score, matched bits)
+    npos = [0] * CLASSES
+    for (boxes, scores, labels), gts in zip(found, truth):
+        for g in gts:
+            npos[g[0]] += 1
+        bits = [0] * len(boxes)
+        for t, thr in enumerate(THRESHOLDS):
+            taken = [False] * len(gts)
+            for d, (b, lab) in enumerate(zip(boxes, labels)):
+                best, best_iou = -1, -1.0
+                for g, gt in enumerate(gts):
+                    if gt[0] == lab and not taken[g]:
+                        o = iou(b, gt[1:])
+                        if o > best_iou:
+                            best, best_iou = g, o
+                if best >= 0 and best_iou >= thr:
+                    taken[best] = True
+                    bits[d] |= 1 << t
+        for s, lab, m in zip(scores, labels, bits):
+            dets[lab].append((s, m))
+    ap50, ap = [], []
+    for c in range(CLASSES):
+        if npos[c] == 0:
+            ap50.append(float("nan")), ap.append(float("nan"))
+            continue
+        mine = sorted(dets[c], key=lambda d: -d[0])
+        per_t = []
+        for t in range(len(THRESHOLDS)):
+            rec, prec, tp = [0.0], [0.0], 0
+            for i, (_, m) in enumerate(mine):
+                tp += (m >> t) & 1
+                rec.append(tp / npos[c])
+                prec.append(tp / (i + 1))
+            rec.append(1.0), prec.append(0.0)
+            for i in range(len(prec) - 2, -1, -1):
+                prec[i] = max(prec[i], prec[i + 1])
+            per_t.append(sum((rec[i] - rec[i - 1]) * prec[i] for i in range(1, len(rec))))
+        ap50.append(per_t[0]), ap.append(sum(per_t) / len(per_t))
+    valid = [c for c in range(CLASSES) if not math.isnan(ap50[c])]
+    return (sum(ap50[c] for c in valid) / len(valid), sum(ap[c] for c in valid) / len(valid), ap50, ap)
+
+
+def main():
+    a = parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed)
+    xtr, btr = load_split(os.path.join(a.scenes, "train"), a.limit)
+    xte, bte = load_split(os.path.join(a.scenes, "test"), a.limit)
+    H, W = xtr.shape[2], xtr.shape[3]
+    oh, ow = H // STRIDE, W // STRIDE
+    heat_tr, objects_tr = targets(btr, oh, ow)
+    model = CenterNet()
+    opt = torch.optim.Adam(model.parameters(), lr=a.lr, eps=1e-7)
+    steps_per_epoch = (len(xtr) + a.batch - 1) // a.batch
+    total = a.epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    gen = torch.Generator().manual_seed(a.seed)
+    for epoch in range(1, a.epochs + 1):
+        model.train()
+        order = torch.randperm(len(xtr), generator=gen)
+        loss_sum, t0 = 0.0, time.perf_counter()
+        for b in range(0, len(xtr), a.batch):
+            ids = order[b:b + a.batch]
+            heat, size, offset = model(xtr[ids])
+            loss = loss_of(heat, size, offset, heat_tr[ids], [objects_tr[i] for i in ids.tolist()]) / len(ids)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += float(loss) * len(ids)
+        seconds = time.perf_counter() - t0
+        model.eval()
+        found = []
+        with torch.inference_mode():
+            for b in range(0, len(xte), 500):
+                found += decode(*model(xte[b:b + 500]), H, W)
+        truth = [[(g[0], g[1], g[2], g[3], g[4]) for g in bs] for bs in bte]
+        map50, mapall, ap50, ap = average_precisions(found, truth)
+        print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "epoch": epoch,
+                          "train_loss": loss_sum / len(xtr), "threads": a.threads,
+                          "images_per_sec": len(xtr) / seconds, "test_map50": map50,
+                          "test_map": mapall, "test_ap50_per_class": ap50,
+                          "test_ap_per_class": ap}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+// A detection model (CenterNet-style heads concatenated, the detection loss with its box
+// targets, mAP over the test set gathered from the ranks) trains on N ranks as in one process,
+// under the rules classification follows (test_mpi_train.cpp, test_mpi_exact.cpp). ctest runs
+// this binary through mpiexec -n 2 and -n 4.
+//  - Default path: the first step's reduced gradient, from identical parameters, equals one
+//    process's within a tenth of the smallest normwise change that losing one sample of the
+//    global batch makes (computed here from the batch; rounding is far below it).
+//  - Exact mode: two epochs give parameters and every step's loss equal to one process's with
+//    ==, and the test set's mAP (each rank decodes its shard) equals one process's.
+// The data: 70 scenes (canvas 32) of bright squares standing for digits, global batch 12 (an
+// epoch of 6 steps, the last of 10 samples: 4 ranks split it unevenly); 23 test scenes.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include <google/protobuf/text_format.h>
+
+#include "core/backend/backend.h"
+#include "core/config.h"
+#include "core/data/mnist_scenes.h"
+#include "core/data/sampler.h"
+#include "core/net.h"
+#include "core/optim/optimizer.h"
+#include "core/threads.h"
+#include "distributed/mpi_communicator.h"
+#include "distributed/trainer.h"
+#include "synthetic_squares.h"
+
+using namespace deeptrain;
+
+namespace {
+
+constexpr int64_t kScenes = 70, kBatch = 12;
+
+const char* kDetector = R"(
+    loss { type: DETECTION
+           head { name: "heat" target: CENTER_HEATMAP }
+           head { name: "wh" target: BOX_SIZE loss: SMOOTH_L1 }
+           head { name: "off" target: CENTER_OFFSET } }
+    layer { name: "conv1" conv { out_channels: 8 kernel: 3 pad: 1 } }
+    layer { name: "relu1" relu {} }
+    layer { name: "pool1" max_pool { kernel: 2 } }
+    layer { name: "conv2" conv { out_channels: 8 kernel: 3 pad: 1 } }
+    layer { name: "relu2" relu {} }
+    layer { name: "pool2" max_pool { kernel: 2 } }
+    layer { name: "conv3" conv { out_channels: 16 kernel: 3 pad: 1 } }
+    layer { name: "relu3" relu {} }
+    layer { name: "pool3" max_pool { kernel: 2 } }
+    layer { name: "up" deconv { out_channels: 16 kernel: 4 stride: 2 pad: 1 init: BILINEAR } }
+    layer { name: "heat" conv { out_channels: 10 kernel: 3 pad: 1 bias_init: -2.19 } }
+    layer { name: "wh" input: "up" conv { out_channels: 2 kernel: 3 pad: 1 } }
+    layer { name: "off" input: "up" conv { out_channels: 2 kernel: 1 } }
+    layer { name: "heads" input: "heat" input: "wh" input: "off" concat {} })";
+
+const data::DatasetSplit& scenes() {
+  static const data::DatasetSplit d = [] {
+    data::DatasetSplit digits;
+    digits.train = testing_util::synthetic_squares(60, {21, 1, 200, 56, 1});
+    digits.test = testing_util::synthetic_squares(10, {21, 2, 200, 56, 1});
+    proto::MnistScenesConfig o;
+    o.set_canvas(32);
+    o.set_min_digits(1);
+    o.set_max_digits(3);
+    o.set_min_scale(0.6f);
+    o.set_max_scale(1.0f);
+    o.set_train_scenes(kScenes);
+    o.set_test_scenes(23);
+    o.set_seed(5);
+    data::DatasetSplit s = data::make_mnist_scenes(digits, o);
+    s.train.label_maps = Tensor();  // the boxes are the targets
+    s.test.label_maps = Tensor();
+    return s;
+  }();
+  return d;
+}
+
+struct DetectorRun {
+  std::unique_ptr<Net> net;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Optimizer> opt;
+  std::unique_ptr<Trainer> trainer;
+  DetectorRun(Communicator& comm, proto::OptimizerType type, int64_t micro_batch) {
+    set_cpu_threads(1);
+    const proto::ModelConfig m =
+        parse_config(std::string("model { ") + kDetector + " }", "(test)", {}).model();
+    net = std::make_unique<Net>(m, Shape{1, 32, 32}, 10, DType::f32);
+    net->init_params(7);
+    backend = make_backend("cpu-ref");
+    proto::OptimizerConfig oc;
+    oc.set_type(type);
+    oc.set_lr(type == proto::SGD ? 0.1f : 5e-3f);
+    opt = make_optimizer(oc, net->num_params());
+    TrainerOptions to;
+    to.batch_size = kBatch;
+    to.eval_batch_size = 5;
+    to.seed = 99;
+    to.lr = oc.lr();
+    to.micro_batch = micro_batch;
+    trainer = std::make_unique<Trainer>(to, *net, *backend, *opt, comm);
+    initial = net->params().clone();
+  }
+  Tensor initial;
+  std::vector<double> gradient(const std::vector<int64_t>& ids) {
+    trainer->set_global_step(0);
+    trainer->train_step(scenes().train, ids.data(), int64_t(ids.size()));
+    Tensor g = backend->to_host(net->compute_grads());
+    net->mutable_params().copy_from(initial);
+    return std::vector<double>(g.data<float>(), g.data<float>() + g.numel());
+  }
+};
+
+double norm_diff(const std::vector<double>& a, const std::vector<double>& b, double scale_b = 1) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += (a[i] - scale_b * b[i]) * (a[i] - scale_b * b[i]);
+  return std::sqrt(s);
+}
+
+}  // namespace
+
+TEST(MpiDetection, FirstStepGradientEqualsOneProcess) {
+  MpiCommunicator c;
+  const std::vector<int64_t> order = epoch_permutation(99, 0, kScenes);
+  const std::vector<int64_t> ids(order.begin(), order.begin() + kBatch);
+  SingleProcessCommunicator one;
+  DetectorRun ref(one, proto::SGD, 0);
+  const std::vector<double> g1 = ref.gradient(ids);
+  const std::vector<double> zero(g1.size(), 0.0);
+  const double B = double(ids.size());
+  double smallest = INFINITY;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    std::vector<int64_t> rest = ids;
+    rest.erase(rest.begin() + long(i));
+    smallest = std::min(smallest, norm_diff(g1, ref.gradient(rest), (B - 1) / B));
+  }
+  const double tolerance = smallest / norm_diff(g1, zero) / 10;
+  DetectorRun many(c, proto::SGD, 0);
+  const double rel = norm_diff(many.gradient(ids), g1) / norm_diff(g1, zero);
+  if (c.rank() == 0)
+    std::printf("[figures] detector, %d ranks vs 1: first-step gradient differs by %.3g (normwise, "
+                "relative); allowed %.3g, a tenth of the smallest lost-sample change\n",
+                c.size(), rel, tolerance);
+  EXPECT_GT(tolerance, 0.0);
+  EXPECT_LE(rel, tolerance);
+}
+
+TEST(MpiDetection, ExactModeTrainsTheSameModelAsOneProcess) {
+  MpiCommunicator c;
+  SingleProcessCommunicator one;
+  DetectorRun ref(one, proto::ADAM, 4), many(c, proto::ADAM, 4);
+  std::vector<double> ref_losses, losses;
+  for (int e = 0; e < 2; ++e) {
+    ref.trainer->train_epoch(scenes().train, e, nullptr, [&](int64_t, int64_t, const StepMetrics& m) {
+      ref_losses.push_back(m.loss_sum);
+      EXPECT_EQ(m.counted, m.samples);  // a detection loss counts samples
+    });
+    many.trainer->train_epoch(scenes().train, e, nullptr, [&](int64_t, int64_t, const StepMetrics& m) {
+      losses.push_back(m.loss_sum);
+    });
+  }
+  EXPECT_EQ(losses, ref_losses);
+  ASSERT_EQ(ref.net->num_params(), many.net->num_params());
+  EXPECT_EQ(std::memcmp(ref.net->params().raw(), many.net->params().raw(), ref.net->params().nbytes()), 0);
+  EXPECT_LT(ref_losses.back(), ref_losses.front());  // it learns something
+  // The test set's detections: each rank decodes and matches its shard; the metrics from every
+  // image's are one process's.
+  const EvalReport want = ref.trainer->evaluate(scenes().test), got = many.trainer->evaluate(scenes().test);
+  ASSERT_TRUE(want.detection && got.detection);
+  EXPECT_EQ(got.detection->map50, want.detection->map50);
+  EXPECT_EQ(got.detection->map, want.detection->map);
+  ASSERT_EQ(got.detection->ap50.size(), want.detection->ap50.size());
+  for (size_t c = 0; c < want.detection->ap50.size(); ++c) {  // NaN: a class without truth boxes
+    const double a = got.detection->ap50[c], b = want.detection->ap50[c];
+    EXPECT_TRUE(a == b || (std::isnan(a) && std::isnan(b))) << c;
+  }
+  EXPECT_EQ(got.detection->detections, want.detection->detections);
+  EXPECT_EQ(got.correct, want.correct);
+  EXPECT_EQ(got.total, want.total);
+  EXPECT_EQ(got.loss, want.loss);
+  EXPECT_GT(want.detection->detections, 0);
+}
