@@ -14,6 +14,7 @@
 #include "app/commands.h"
 #include "app/output.h"
 #include "app/session.h"
+#include "core/loss.h"
 #include "core/data/image_input.h"
 #include "core/io/atomic_file.h"
 #include "core/io/checkpoint.h"
@@ -130,6 +131,7 @@ int run_predict(const PredictOptionsCli& o) {
   std::vector<int64_t> ids(static_cast<size_t>(n));
   std::iota(ids.begin(), ids.end(), 0);
   const Tensor logits = predictor.predict(d, ids.data(), n);
+  const std::vector<uint8_t> masks = task == Task::segment ? pixel_classes(logits) : std::vector<uint8_t>();
   if (!s.speaks()) return 0;
 
   std::error_code ec;
@@ -153,24 +155,16 @@ int run_predict(const PredictOptionsCli& o) {
       }
       e["top"] = top;
     } else {
-      // Per pixel: the first maximum, as the loss and the metrics count.
-      const float* z = logits.data<float>() + i * classes * plane;
-      std::vector<uint8_t> mask(static_cast<size_t>(plane));
+      const uint8_t* mask = masks.data() + i * plane;
       std::vector<int64_t> counts(size_t(classes), 0);
-      for (int64_t p = 0; p < plane; ++p) {
-        int best = 0;
-        for (int k = 1; k < classes; ++k)
-          if (z[k * plane + p] > z[best * plane + p]) best = k;
-        mask[size_t(p)] = uint8_t(best);
-        ++counts[size_t(best)];
-      }
+      for (int64_t p = 0; p < plane; ++p) ++counts[mask[p]];
       const int h = int(input[1]), w = int(input[2]);
       const fs::path mask_path = fs::path(o.out) / (stems[size_t(i)] + "_mask.png");
       const fs::path overlay_path = fs::path(o.out) / (stems[size_t(i)] + "_overlay.png");
-      io::write_file_atomic(mask_path.string(), report::encode_png(report::mask_raster(mask.data(), h, w)));
+      io::write_file_atomic(mask_path.string(), report::encode_png(report::mask_raster(mask, h, w)));
       io::write_file_atomic(overlay_path.string(),
                             report::encode_png(report::overlay_raster(d.images.data<uint8_t>() + i * sample,
-                                                                      int(input[0]), h, w, mask.data())));
+                                                                      int(input[0]), h, w, mask)));
       e["mask"] = mask_path.string();
       e["overlay"] = overlay_path.string();
       e["class_pixels"] = counts;

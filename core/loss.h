@@ -19,6 +19,10 @@ struct SegmentationMetrics {
 };
 SegmentationMetrics segmentation_metrics(const std::vector<int64_t>& confusion, int classes);
 
+// The class of every pixel of a dense model's host outputs `out` (n, K, H, W), plain, as
+// (n, H, W) class ids: the first maximum, as the loss and the metrics count. K <= 256.
+std::vector<uint8_t> pixel_classes(const Tensor& out);
+
 class LossFn {
  public:
   // input: the model's per-sample input (C, H, W). Fails (InputError naming model.loss) when

@@ -76,9 +76,9 @@ Raster prediction_grid(const data::Dataset& test, const std::vector<uint8_t>& pr
   const int cell_w = w * kZoom + kPad, cell_h = h * kZoom + kPad;
   const int header_h = Raster::text_height(kCaptionScale) + 2 * kPad;
   const char* titles[] = {"image", "truth", "prediction"};
-  int width = kPad;
-  for (const char* t : titles) width += std::max(cell_w, Raster::text_width(t, kCaptionScale) + kPad);
-  const int col_w = (width - kPad) / 3;
+  int col_w = cell_w;
+  for (const char* t : titles) col_w = std::max(col_w, Raster::text_width(t, kCaptionScale) + kPad);
+  const int width = kPad + 3 * col_w;
   Raster r(width, header_h + std::max(n, 1) * cell_h, kWhite);
   for (int k = 0; k < 3; ++k) r.text(kPad + k * col_w, kPad, titles[k], kBlack, kCaptionScale);
   for (int i = 0; i < n; ++i) {

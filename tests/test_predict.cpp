@@ -4,6 +4,8 @@
 //    many right answers as `deeptrain eval` counts; --checkpoint gives what --weights gives;
 //  - a per-pixel model trained briefly on mnist_scenes: predict on the exported test scenes
 //    writes masks whose colours are the classes of the forward pass's argmax, with its counts;
+//  - the segmentation run's predictions.png (and its TensorBoard images, one an epoch) is the grid
+//    of the first test scenes as its final model segments them;
 //  - bad input (a missing or unreadable image, weights of another model, clashing names, no
 //    weights): exit 2, the file named, nothing written.
 // Needs MNIST in data/mnist (scripts/fetch_data.sh).
@@ -27,6 +29,8 @@
 #include "core/io/weights.h"
 #include "core/net.h"
 #include "core/threads.h"
+#include "core/loss.h"
+#include "report/event_file.h"
 #include "report/segmentation_figures.h"
 
 namespace fs = std::filesystem;
@@ -246,6 +250,27 @@ TEST_F(Predict, MasksAreTheArgmaxOfTheForwardPassOnTheScenes) {
     EXPECT_EQ(img["class_pixels"].get<std::vector<int64_t>>(), counts) << "scene " << i;
     EXPECT_TRUE(fs::exists(path(fmt::format("seg_pred/{:06d}_overlay.png", i))));
   }
+}
+
+TEST_F(Predict, SegmentationRunDrawsItsTestPredictionsEveryEpoch) {
+  const proto::ExperimentConfig cfg = load_config(seg_cfg_);
+  const data::DatasetSplit scenes = data::make_mnist_scenes(data::load_dataset("mnist", kMnist, false),
+                                                            cfg.data().scenes(), 1, 20);
+  // The last epoch's picture: the first 8 test scenes, segmented by the final weights.
+  const Tensor z = forward(seg_cfg_, path("seg/weights.bin").string(), scenes.test, 8, data::kSceneClasses);
+  const std::string want = report::encode_png(report::prediction_grid(scenes.test, pixel_classes(z)));
+  EXPECT_TRUE(io::read_file(path("seg/predictions.png").string()) == want)
+      << "predictions.png is not the grid of the final model's predictions";
+  int images = 0;
+  for (const auto& entry : fs::directory_iterator(path("seg")))
+    if (entry.path().filename().string().starts_with("events.out.tfevents"))
+      for (const auto& e : report::read_event_file(entry.path().string()))
+        for (const auto& v : e.summary().value())
+          if (v.tag() == "test/predictions" && v.has_image()) {
+            ++images;
+            if (images == 2) EXPECT_TRUE(v.image().encoded_image_string() == want);
+          }
+  EXPECT_EQ(images, 2);  // one an epoch
 }
 
 TEST_F(Predict, BadInputIsNamedAndWritesNothing) {
