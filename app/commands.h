@@ -53,7 +53,7 @@ struct EvalOptionsCli {
 };
 
 struct PredictOptionsCli {
-  std::string config, weights, checkpoint, out;
+  std::string config, weights, checkpoint, out, backend;
   std::vector<std::string> images;
   bool json = false;
   int top = 5;

@@ -92,7 +92,11 @@ int main(int argc, char** argv) {
     // Only to fail before the work.
     if (command == "train" || command == "eval")
       deeptrain::load_config(common.config, common.overrides);
-    if (command == "predict") deeptrain::load_config(predict.config);
+    if (command == "predict") {
+      deeptrain::ConfigOverrides ov;
+      if (!predict.backend.empty()) ov.backend = predict.backend;
+      deeptrain::load_config(predict.config, ov);
+    }
   } catch (const CLI::ParseError& e) {
     // Help and version exit 0; every other command-line error is bad input: 2.
     started = false;

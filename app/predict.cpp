@@ -85,6 +85,7 @@ void add_predict_command(CLI::App& cli, PredictOptionsCli& o) {
   sub->add_option("--top", o.top, "classifiers: how many classes to list")
       ->check(positive_integer())->capture_default_str();
   sub->add_option("--threads", o.threads, "override run.threads (0 = all cores)");
+  sub->add_option("--backend", o.backend, fmt::format("override run.backend: {}", backend_words()));
   sub->footer(
       "Writes DIR/predictions.json; a per-pixel model also DIR/<image>_mask.png and\n"
       "DIR/<image>_overlay.png (docs/predict.md: how images are prepared, the colours).\n\n"
@@ -99,6 +100,7 @@ int run_predict(const PredictOptionsCli& o) {
     fail_input("predict: give the model's weights: --weights FILE or --checkpoint DIR");
   ConfigOverrides ov;
   if (o.threads) ov.threads = *o.threads;
+  if (!o.backend.empty()) ov.backend = o.backend;
   const proto::ExperimentConfig cfg = load_config(o.config, ov);
   const Task task = task_of(cfg, o.config);
   const std::vector<std::string> stems = output_stems(o.images);

@@ -304,9 +304,10 @@ std::string describe_pack(const std::string& dir) {
   try {
     const proto::ShardManifest m = read_manifest(dir);
     open_shards(dir, ShardReadOptions{0, 0, false, {}});  // the indexes and shard sizes
-    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{} (format {})\n", dir,
+    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{}{} (format {})\n", dir,
                        m.num_samples(), m.class_names_size(), m.shards_size(),
                        m.shards_size() == 1 ? "" : "s", m.channels(), m.height(), m.width(),
+                       m.mask_classes() ? fmt::format(", masks of {} classes", m.mask_classes()) : "",
                        m.format_version());
   } catch (const InputError& e) {
     return fmt::format("{}: unusable: {}\n", dir, e.what());
