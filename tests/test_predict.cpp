@@ -108,7 +108,8 @@ class Predict : public testing::Test {
     setup_ = run_command(deeptrain_cmd("train " + cls_cfg_ + " --run-dir " + (d / "cls").string() +
                                        " --checkpoint-dir " + (d / "cls_ck").string()));
     if (setup_.exit_code != 0) return;
-    setup_ = run_command(deeptrain_cmd("train " + seg_cfg_ + " --run-dir " + (d / "seg").string()));
+    setup_ = run_command(deeptrain_cmd("train " + seg_cfg_ + " --run-dir " + (d / "seg").string() +
+                                       " --checkpoint-dir " + (d / "seg_ck").string()));
     if (setup_.exit_code != 0) return;
     setup_ = run_command(deeptrain_cmd(fmt::format(
         "export-images --builtin mnist --split test --limit {} --data-dir {} --out {}", kImages,
@@ -288,6 +289,8 @@ TEST_F(Predict, BadInputIsNamedAndWritesNothing) {
       {cls_cfg_ + " --weights " + weights + " " + good + " " + not_image, "notes.png"},
       {cls_cfg_ + " --weights " + path("seg/weights.bin").string() + " " + good, "seg/weights.bin"},
       {cls_cfg_ + " --checkpoint " + path("no_such_ckpt").string() + " " + good, "no_such_ckpt"},
+      // A checkpoint of another model: named, with the first tensor that does not fit.
+      {cls_cfg_ + " --checkpoint " + path("seg_ck").string() + " " + good, "seg_ck/ckpt-"},
       {cls_cfg_ + " --weights " + weights + " " + good + " " + dup + "/" + fs::path(good).filename().string(),
        fs::path(good).stem().string()},
       {cls_cfg_ + " " + good, "--weights"},
