@@ -52,6 +52,14 @@ struct EvalOptionsCli {
   bool errors = false;  // write misclassified.png and confusion.csv to the run directory
 };
 
+struct PredictOptionsCli {
+  std::string config, weights, checkpoint, out, backend;
+  std::vector<std::string> images;
+  bool json = false;
+  int top = 5;
+  std::optional<int> threads;
+};
+
 struct BenchOptionsCli {
   std::string config;
   std::string mode = "train";
@@ -79,6 +87,9 @@ struct Session;
 int run_ensemble_eval(const CommonOptions& common, const EvalOptionsCli& o,
                       const proto::ExperimentConfig& cfg, Session& s);
 int run_bench(const BenchOptionsCli& o);
+// `deeptrain predict` (app/predict.cpp).
+void add_predict_command(CLI::App& cli, PredictOptionsCli& o);
+int run_predict(const PredictOptionsCli& o);
 
 // `deeptrain plot RUN_DIR` (app/plot.cpp) and `deeptrain doctor [CONFIG]` (app/doctor.cpp).
 // Each runs from its subcommand's callback during parsing; errors propagate as exceptions.

@@ -65,9 +65,11 @@ int main(int argc, char** argv) {
   TrainOptionsCli train;
   EvalOptionsCli eval;
   BenchOptionsCli bench;
+  PredictOptionsCli predict;
   add_train_command(cli, common, train);
   add_eval_command(cli, common, eval);
   add_bench_command(cli, bench);
+  add_predict_command(cli, predict);
   add_inspect_command(cli);  // these run from their CLI11 callbacks
   add_export_command(cli);
   add_import_onnx_command(cli);
@@ -87,8 +89,14 @@ int main(int argc, char** argv) {
   try {
     cli.parse(argc, argv);
     for (CLI::App* sub : cli.get_subcommands()) command = sub->get_name();
+    // Only to fail before the work.
     if (command == "train" || command == "eval")
-      deeptrain::load_config(common.config, common.overrides);  // only to fail before the work
+      deeptrain::load_config(common.config, common.overrides);
+    if (command == "predict") {
+      deeptrain::ConfigOverrides ov;
+      if (!predict.backend.empty()) ov.backend = predict.backend;
+      deeptrain::load_config(predict.config, ov);
+    }
   } catch (const CLI::ParseError& e) {
     // Help and version exit 0; every other command-line error is bad input: 2.
     started = false;
@@ -125,6 +133,7 @@ int main(int argc, char** argv) {
     if (command == "train") return run_train(common, train);
     if (command == "eval") return run_eval(common, eval);
     if (command == "bench") return run_bench(bench);
+    if (command == "predict") return run_predict(predict);
   } catch (const deeptrain::JobWideError& e) {
     return error_exit(2, e.what(), true);
   } catch (const deeptrain::InputError& e) {

@@ -27,7 +27,9 @@ namespace {
 namespace fs = std::filesystem;
 
 struct PackOptions {
-  std::string out, folder, list, builtin, data_dir, split = "train", on_bad = "fail", reencode;
+  std::string out, folder, list, images, builtin, data_dir, split = "train", on_bad = "fail", reencode;
+  std::string masks;     // --masks DIR: a label map per image, DIR/<image's stem>.png
+  int mask_classes = 0;  // --mask-classes N (0: the largest class id in the masks + 1)
   double shard_mb = 64;
   int64_t limit = 0;
   int resize = 0, quality = 0;  // quality 0: 90
@@ -125,10 +127,50 @@ std::string check_image(const std::string& path, std::string* bytes, data::Decod
   return "";
 }
 
+// --masks: the label map of the image at image_path (decoded as img), DIR/<stem>.png: an 8-bit
+// gray PNG (lossless, so the ids stay ids) of the image's size whose values are class ids, below
+// --mask-classes when given, or 255 (ignored). Returns its bytes; raises *max_class to its
+// largest id. Any fault is an InputError naming the mask (a bad mask is never skipped: the image
+// would lose its targets silently).
+std::string read_mask(const PackOptions& o, const std::string& image_path,
+                      const data::DecodedImage& img, int* max_class) {
+  const std::string path = (fs::path(o.masks) / (fs::path(image_path).stem().string() + ".png")).string();
+  std::error_code ec;
+  if (!fs::exists(path, ec))
+    fail_input("pack: {}: no mask for {} (--masks {} holds a PNG per image, of the same base name)",
+               path, image_path, o.masks);
+  std::string bytes = io::read_file(path, uint64_t(1) << 30, "a mask");
+  const auto* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  if (data::sniff_image_format(p, bytes.size()) != data::ImageFormat::png)
+    fail_input("pack: {}: a mask must be a PNG (a lossy format would change the class ids)", path);
+  const data::DecodedImage mask = data::decode_image(p, bytes.size(), path);
+  if (mask.channels != 1)
+    fail_input("pack: {}: a {}-channel mask; a mask is one gray channel of class ids", path, mask.channels);
+  if (mask.height != img.height || mask.width != img.width)
+    fail_input("pack: {}: a {}x{} mask for the {}x{} image {} (height x width)", path, mask.height,
+               mask.width, img.height, img.width, image_path);
+  for (size_t i = 0; i < mask.pixels.size(); ++i) {
+    const int v = mask.pixels[i];
+    if (v == 255) continue;
+    if (o.mask_classes && v >= o.mask_classes)
+      fail_input("pack: {}: class {} at pixel ({}, {}), but --mask-classes is {} (ids 0..{}, and 255 "
+                 "ignored)", path, v, i % size_t(mask.width), i / size_t(mask.width), o.mask_classes,
+                 o.mask_classes - 1);
+    *max_class = std::max(*max_class, v);
+  }
+  return bytes;
+}
+
 void run_pack(const PackOptions& o) {
   Output out(o.json);
-  const int sources = !o.folder.empty() + !o.list.empty() + !o.builtin.empty();
-  if (sources != 1) fail_input("pack: give exactly one of --folder, --list, --builtin");
+  const int sources = !o.folder.empty() + !o.list.empty() + !o.images.empty() + !o.builtin.empty();
+  if (sources != 1) fail_input("pack: give exactly one of --folder, --list, --images, --builtin");
+  if (!o.masks.empty() && !o.builtin.empty())
+    fail_input("pack: --masks is for your own images (--folder, --list, --images), not --builtin");
+  if (!o.masks.empty() && o.resize)
+    fail_input("pack: --resize with --masks: the masks would have to be resized too; resize "
+               "images and masks (nearest neighbour) before packing");
+  if (o.mask_classes && o.masks.empty()) fail_input("pack: --mask-classes without --masks");
   data::ShardWriter writer(o.out, std::max<int64_t>(1, int64_t(o.shard_mb * 1024 * 1024)));
   proto::ShardManifest m;
   m.mutable_options()->set_shard_bytes(int64_t(o.shard_mb * 1024 * 1024));
@@ -160,9 +202,11 @@ void run_pack(const PackOptions& o) {
       progress(i + 1);
     }
   } else {
-    const data::ImageList list = o.folder.empty() ? data::read_image_list(o.list)
-                                                  : data::list_image_folder(o.folder);
-    m.set_source(o.folder.empty() ? o.list : o.folder);
+    const data::ImageList list = !o.folder.empty() ? data::list_image_folder(o.folder)
+                                 : !o.list.empty() ? data::read_image_list(o.list)
+                                                   : data::list_image_files(o.images);
+    m.set_source(!o.folder.empty() ? o.folder : !o.list.empty() ? o.list : o.images);
+    int max_class = 0;
     for (const std::string& c : list.class_names) m.add_class_names(c);
     total = o.limit > 0 ? std::min<int64_t>(o.limit, int64_t(list.entries.size()))
                         : int64_t(list.entries.size());
@@ -179,11 +223,14 @@ void run_pack(const PackOptions& o) {
         skipped.push_back(why);
         out.note("pack: skipped " + why);
       } else {
+        const std::string mask = o.masks.empty() ? "" : read_mask(o, e.path, img, &max_class);
         const Stored st = store_image(o, std::move(bytes), format, img);
-        writer.add(st.bytes, st.format, e.label, img.channels, st.height, st.width);
+        writer.add(st.bytes, st.format, e.label, img.channels, st.height, st.width,
+                   o.masks.empty() ? nullptr : &mask);
       }
       progress(i + 1);
     }
+    if (!o.masks.empty()) m.set_mask_classes(o.mask_classes ? o.mask_classes : max_class + 1);
   }
   m.mutable_options()->set_skipped(int64_t(skipped.size()));
   const proto::ShardManifest done = writer.finish(m);
@@ -191,9 +238,11 @@ void run_pack(const PackOptions& o) {
   for (const std::string& s : skipped) skipped_json.push_back(s);
   out.event(Json{{"event", "packed"}, {"dir", o.out}, {"samples", done.num_samples()},
                  {"shards", done.shards_size()}, {"classes", done.class_names_size()},
-                 {"skipped", skipped_json}},
-            fmt::format("packed {} images of {} classes into {} shard{} in {}{}",
-                        done.num_samples(), done.class_names_size(), done.shards_size(),
+                 {"mask_classes", done.mask_classes()}, {"skipped", skipped_json}},
+            fmt::format("packed {} images {} into {} shard{} in {}{}", done.num_samples(),
+                        done.mask_classes() ? fmt::format("with masks of {} classes", done.mask_classes())
+                                            : fmt::format("of {} classes", done.class_names_size()),
+                        done.shards_size(),
                         done.shards_size() == 1 ? "" : "s", o.out,
                         skipped.empty() ? "" : fmt::format(" ({} bad images skipped)", skipped.size())));
 }
@@ -236,6 +285,11 @@ void add_data_commands(CLI::App& cli) {
   sub->add_option("--out", p->out, "the output directory (a new pack)")->required();
   sub->add_option("--folder", p->folder, "an image folder: one subdirectory per class");
   sub->add_option("--list", p->list, "a list file of `path,label` lines");
+  sub->add_option("--images", p->images, "a directory of images without labels (e.g. with --masks)");
+  sub->add_option("--masks", p->masks, "a label map per image: DIR/<image's base name>.png, 8-bit "
+                  "gray, values class ids (255: ignored)");
+  sub->add_option("--mask-classes", p->mask_classes, "the masks' class count (default: the "
+                  "largest id + 1); a larger id is an error")->check(positive_integer());
   sub->add_option("--builtin", p->builtin, "a built-in set")
       ->check(CLI::IsMember({"mnist", "fashion_mnist", "cifar10"}));
   sub->add_option("--data-dir", p->data_dir, "--builtin's files (default data/<set>)");
@@ -259,6 +313,7 @@ void add_data_commands(CLI::App& cli) {
               "  deeptrain pack --folder photos/train --out packs/photos/train\n"
               "  deeptrain pack --list fmnist_png/list.csv --out packs/fmnist/test\n"
               "  deeptrain pack --builtin mnist --split train --out packs/mnist/train\n"
+              "  deeptrain pack --images scenes/train/images --masks scenes/train/masks --out packs/scenes/train\n"
               "  deeptrain pack --folder photos/train --resize 80 --reencode jpeg --quality 90 --out packs/p80/train");
   sub->callback([p] { run_pack(*p); });
 

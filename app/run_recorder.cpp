@@ -8,6 +8,7 @@
 #include "core/io/atomic_file.h"
 #include "report/learning_curves.h"
 #include "report/misclassified.h"
+#include "report/segmentation_figures.h"
 
 namespace deeptrain::app {
 
@@ -252,6 +253,19 @@ void RunRecorder::add_past_epochs(const std::vector<proto::EpochMetrics>& histor
   if (history.empty()) return;
   guarded("the TensorBoard event file", [&] { events_.flush(); });
   guarded("curves.{png,svg}", [&] { report::plot_run_dir(dir_); });
+}
+
+void RunRecorder::predictions(const data::Dataset& test, const std::vector<uint8_t>& predicted,
+                              int ignore_label, int64_t global_step) {
+  guarded("predictions.png", [&] {
+    const report::Raster grid = report::prediction_grid(test, predicted, ignore_label);
+    std::string png = report::encode_png(grid);
+    io::write_file_atomic(path("predictions.png"), png);
+    guarded("the TensorBoard event file", [&] {
+      events_.image(global_step, "test/predictions", std::move(png), grid.height(), grid.width());
+      events_.flush();
+    });
+  });
 }
 
 std::string RunRecorder::errors(const data::Dataset& test, const std::vector<int32_t>& predictions,

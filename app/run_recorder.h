@@ -3,8 +3,8 @@
 // every line of stdout (text, or with --json one JSON event per line, through an Output), the
 // progress bar or lines, log.txt (every printed line, plus plain progress lines),
 // metrics_steps/metrics_epochs as JSON Lines and CSV, the TensorBoard event file, the learning
-// curves (redrawn after every epoch), and after training the misclassified-image grid and the
-// confusion matrix.
+// curves (redrawn after every epoch), a per-pixel model's grid of test predictions (after every
+// epoch), and after training a classifier's misclassified-image grid and confusion matrix.
 //
 // Writing these is not what the run is for: after the start (whose failures are errors), a write
 // that fails (a full disk while the curves are redrawn) becomes a warning on stderr and in
@@ -70,6 +70,11 @@ class RunRecorder {
   // A resumed run: the epochs finished before its checkpoint (metrics files, TensorBoard, curves),
   // so that this run directory's curves cover the whole training.
   void add_past_epochs(const std::vector<proto::EpochMetrics>& history);
+  // A per-pixel model, after each epoch: predictions.png (rows of image | truth | prediction for
+  // the first test samples; `predicted`: their class ids, (n, H, W)), rewritten atomically, and
+  // the same picture as the TensorBoard image "test/predictions".
+  void predictions(const data::Dataset& test, const std::vector<uint8_t>& predicted,
+                   int ignore_label, int64_t global_step);
   // misclassified.png, confusion.csv and the image summary; returns the printed matrix (also
   // when the files could not be written).
   std::string errors(const data::Dataset& test, const std::vector<int32_t>& predictions,

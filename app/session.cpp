@@ -165,7 +165,7 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   }
   if (load_data && dense_loss != bool(s.data.train.label_maps.raw()))
     fail_input("model.loss: {} needs {}; data set '{}' has {}", dense_loss ? "PIXEL_SOFTMAX_CE" : "SOFTMAX_CE",
-               dense_loss ? "label maps (data.dataset: mnist_scenes)" : "a label per sample",
+               dense_loss ? "label maps (data.dataset: mnist_scenes, or a pack with masks)" : "a label per sample",
                s.data.train.name, s.data.train.label_maps.raw() ? "label maps (set model.loss.type: PIXEL_SOFTMAX_CE)" : "one label per sample");
   if (load_data && dense_loss && cfg.data().augment().enabled())
     fail_input("data.augment: not available for label maps (data set '{}'): the transforms "

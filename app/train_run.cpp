@@ -4,16 +4,21 @@
 
 #include <ctime>
 #include <filesystem>
+#include <numeric>
 
 #include "core/io/atomic_file.h"
 #include "core/io/output_paths.h"
 #include "core/io/transfer.h"
 #include "core/io/weights.h"
+#include "core/loss.h"
 #include "distributed/mpi_communicator.h"
 #include "report/run_dir.h"
 
 namespace deeptrain::app {
 namespace {
+
+// How many test samples a per-pixel model's predictions.png shows.
+constexpr int64_t kPredictionRows = 8;
 std::string describe(const Session& s) {
   const auto& c = s.cfg;
   return fmt::format(
@@ -257,6 +262,15 @@ void TrainRun::end_epoch(int epoch, EpochReport& r, const EpochProgress& progres
   r.test_detection = ev.detection;
   history_.push_back(epoch_metrics(r, ev.loss, lr(), trainer_->global_step()));
   if (rec_) rec_->end_epoch(r, epochs_, ev.loss, lr(), trainer_->global_step());
+  if (rec_ && dense()) {
+    // The first test samples as this epoch's model segments them: rank 0's own forward passes.
+    const int64_t n = std::min<int64_t>(kPredictionRows, s_.data.test.size());
+    std::vector<int64_t> ids(static_cast<size_t>(n));
+    std::iota(ids.begin(), ids.end(), 0);
+    const auto& loss = s_.net->config().loss();
+    rec_->predictions(s_.data.test, pixel_classes(trainer_->predict(s_.data.test, ids.data(), n)),
+                      loss.has_ignore_label() ? loss.ignore_label() : 255, trainer_->global_step());
+  }
   // (The end of training saves after the loop.)
   if (!r.stop && epoch + 1 < epochs_ && checkpoints_.due_at_epoch_end(trainer_->global_step()))
     save(epoch, progress, false, "retrying at the next save");

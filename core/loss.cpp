@@ -192,6 +192,22 @@ void LossFn::backward(Backend& b, const Tensor& probs, const Tensor& t, double s
   b.pixel_softmax_ce_backward(probs, t, ignore_label_, weights_, scale / double(pixels_), dout);
 }
 
+std::vector<uint8_t> pixel_classes(const Tensor& out) {
+  DT_CHECK(out.dtype() == DType::f32 && out.shape().rank() == 4 && out.dim(1) <= 256,
+           "pixel_classes: out {}", out.shape().str());
+  const int64_t n = out.dim(0), K = out.dim(1), S = out.dim(2) * out.dim(3);
+  std::vector<uint8_t> classes(static_cast<size_t>(n * S));
+  const float* z = out.data<float>();
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t s = 0; s < S; ++s) {
+      int64_t best = 0;
+      for (int64_t k = 1; k < K; ++k)
+        if (z[(i * K + k) * S + s] > z[(i * K + best) * S + s]) best = k;
+      classes[size_t(i * S + s)] = uint8_t(best);
+    }
+  return classes;
+}
+
 void LossFn::add_confusion(const Tensor& out, const Tensor& t, std::vector<int64_t>& confusion) const {
   DT_CHECK(dense() && out.dtype() == DType::f32 && out.numel() == t.numel() * classes_ &&
                int64_t(confusion.size()) == int64_t(classes_) * classes_,

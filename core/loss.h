@@ -31,6 +31,10 @@ DetectionLossSpec detection_spec(const proto::LossConfig& cfg, int classes);
 void check_detection_heads(const proto::LossConfig& cfg, int classes, const std::string& last,
                            const std::vector<std::pair<std::string, Shape>>& inputs);
 
+// The class of every pixel of a dense model's host outputs `out` (n, K, H, W), plain, as
+// (n, H, W) class ids: the first maximum, as the loss and the metrics count. K <= 256.
+std::vector<uint8_t> pixel_classes(const Tensor& out);
+
 class LossFn {
  public:
   enum class Kind { classify, pixel, detect };

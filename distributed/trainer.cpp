@@ -366,6 +366,23 @@ int64_t default_eval_batch(const Net& net) {
   return std::clamp<int64_t>(fit, 1, config_defaults::kEvalBatchSize);
 }
 
+Tensor Trainer::predict(const Dataset& data, const int64_t* ids, int64_t n) {
+  const Shape per_sample = loss_fn_.output_shape();
+  std::vector<int64_t> dims{n};
+  for (int64_t d : per_sample.dims()) dims.push_back(d);
+  Tensor out = Tensor::zeros(Shape(dims), DType::f32);
+  const int64_t per = per_sample.numel();
+  const int64_t batch = opt_.eval_batch_size > 0 ? opt_.eval_batch_size : default_eval_batch(net_);
+  for (int64_t b = 0; b < n; b += batch) {
+    const int64_t m = std::min(n, b + batch) - b;
+    load_batch(data, ids + b, m);
+    StepContext ctx{backend_, false, opt_.seed, step_, ids + b};
+    const Tensor host = backend_.to_host(net_.forward(ctx, x_));
+    std::copy_n(host.data<float>(), m * per, out.data<float>() + b * per);
+  }
+  return out;
+}
+
 EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predictions,
                              Tensor* probabilities) {
   const int64_t n = data.labels.numel();

@@ -166,6 +166,10 @@ class Trainer {
   // set to the softmax of every sample, f32 (samples, classes), on every rank (ensembles).
   EvalReport evaluate(const Dataset& data, std::vector<int32_t>* predictions = nullptr,
                       Tensor* probabilities = nullptr);
+  // The model's outputs for samples ids[0..n) of `data` in evaluation mode, batched as
+  // evaluate() batches them, on this rank alone (no collective): host f32, plain, (n, classes)
+  // or a dense loss's (n, classes, H, W). For `predict` and the per-epoch prediction grid.
+  Tensor predict(const Dataset& data, const int64_t* ids, int64_t n);
   int64_t global_step() const { return step_; }
   // Resuming: the steps already taken (dropout and augmentation streams are keyed by the step).
   void set_global_step(int64_t step) { step_ = step; }

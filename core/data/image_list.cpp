@@ -36,6 +36,20 @@ ImageList list_image_folder(const std::string& dir) {
   return list;
 }
 
+ImageList list_image_files(const std::string& dir) {
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) fail_input("{}: not a directory of images", dir);
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(dir))
+    if (!e.is_directory() && e.path().filename().string()[0] != '.') files.push_back(e.path());
+  std::sort(files.begin(), files.end());
+  if (files.empty()) fail_input("{}: holds no files", dir);
+  ImageList list;
+  for (const fs::path& f : files) list.entries.push_back({f.string(), 0});
+  list.class_names.push_back("0");
+  return list;
+}
+
 ImageList read_image_list(const std::string& list_file) {
   const std::string text = io::read_file(list_file, uint64_t(1) << 32, "an image list");
   const fs::path base = fs::path(list_file).parent_path();

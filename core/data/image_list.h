@@ -23,6 +23,12 @@ struct ImageList {
 // InputError naming dir when it is missing or has no class subdirectory.
 ImageList list_image_folder(const std::string& dir);
 
+// Every regular file of `dir` itself (sorted by name; hidden ones skipped), each with label 0
+// and one class, "0": images without labels, e.g. the images of a segmentation set whose
+// targets are masks (`pack --images DIR --masks DIR`). Throws InputError naming dir when it is
+// missing or empty.
+ImageList list_image_files(const std::string& dir);
+
 // `path,label` lines (a leading "path,label" header line, blank lines and #-comments are
 // skipped); relative paths are relative to the list file's directory. Labels are all integers
 // (classes "0".."max") or all names (classes in sorted order). Throws InputError naming

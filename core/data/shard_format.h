@@ -5,6 +5,8 @@
 //                    so `tar tf`, WebDataset and any tar reader see ordinary files;
 //   shard-NNNNN.idx  per sample: the image's byte offset and size in the tar, its label and the
 //                    CRC-32 of its bytes (random access without scanning the tar);
+//   shard-NNNNN.midx a pack with masks: the same records for each sample's label map, the tar
+//                    member KEY.mask.png (label 0);
 //   manifest.json    class names and counts, the shards in global order with their SHA-256, the
 //                    packing options and kShardFormatVersion. Written last: a directory without
 //                    it is an unfinished pack, and no shard is named without its ".tmp" until

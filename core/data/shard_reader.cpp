@@ -177,6 +177,44 @@ std::string file_sha256(const std::string& path, int fd) {
   return sha.hex();
 }
 
+// The label maps of shard s's samples below n into maps (n, H, W): each read from the tar
+// through the shard's mask index, its CRC-32 checked, decoded, and checked to be one gray
+// channel of the maps' size holding classes below `classes` or 255.
+void read_masks(const std::string& dir, const std::string& manifest_path, const proto::ShardFile& f,
+                const Shard& s, int classes, int64_t n, Tensor& maps) {
+  const std::string index_path = (fs::path(dir) / f.mask_index()).string();
+  if (f.mask_index().empty()) fail_input("{}: a pack with masks, but {} has no mask index", manifest_path, f.tar());
+  const std::string index = io::read_file(index_path, uint64_t(1) << 32, "a mask index");
+  if (sha256_hex(index.data(), index.size()) != f.mask_index_sha256())
+    fail_input("{}: SHA-256 differs from {}'s: the mask index does not belong to this pack (or is "
+               "corrupt)", index_path, manifest_path);
+  uint64_t tar_bytes = 0;
+  const std::vector<IndexRecord> records = decode_index(index_path, index, &tar_bytes);
+  if (int64_t(records.size()) != f.num_samples() || int64_t(tar_bytes) != f.tar_bytes())
+    fail_input("{}: {} records for a tar of {} bytes; {} says {} samples in {} bytes", index_path,
+               records.size(), tar_bytes, manifest_path, f.num_samples(), f.tar_bytes());
+  const int64_t h = maps.dim(1), w = maps.dim(2);
+  std::vector<uint8_t> bytes;
+  for (size_t i = 0; i < records.size() && s.first + int64_t(i) < n; ++i) {
+    const IndexRecord& r = records[i];
+    const int64_t g = s.first + int64_t(i);
+    const std::string what = fmt::format("{}: mask of sample {} at offset {}", s.path, g, r.offset);
+    bytes.resize(r.size);
+    if (::pread(s.fd, bytes.data(), r.size, off_t(r.offset)) != ssize_t(r.size))
+      fail_input("{}: cannot read {} bytes", what, r.size);
+    if (crc32_of(bytes.data(), bytes.size()) != r.crc32)
+      fail_input("{}: CRC-32 mismatch with the mask index: the shard is corrupt", what);
+    const DecodedImage mask = decode_image(bytes.data(), bytes.size(), what);
+    if (mask.channels != 1 || mask.height != h || mask.width != w)
+      fail_input("{}: a {}-channel {}x{} mask, the model takes {}x{} label maps (one channel)", what,
+                 mask.channels, mask.height, mask.width, h, w);
+    for (uint8_t v : mask.pixels)
+      if (v >= classes && v != 255)
+        fail_input("{}: class {}, but the pack's masks have {} classes (and 255, ignored)", what, int(v), classes);
+    std::memcpy(maps.data<uint8_t>() + g * h * w, mask.pixels.data(), size_t(h * w));
+  }
+}
+
 }  // namespace
 
 Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t limit) {
@@ -189,6 +227,10 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
                  "on, and data.transform to bring every image to it", manifest_path);
     shape = Shape{m.channels(), m.height(), m.width()};
   }
+  const bool masks = m.mask_classes() > 0;
+  if (masks && o.transform)
+    fail_input("data.transform: not available for {}, a pack with masks: its crops and flips would "
+               "have to move the masks too (pack the images at the model's input size instead)", dir);
   std::optional<ImageTransform> transform;
   if (o.transform)
     transform.emplace(*o.transform, int(shape[0]), int(shape[1]), int(shape[2]), o.seed);
@@ -198,6 +240,7 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
   d.num_classes = m.class_names_size();
   const int64_t n = limit > 0 ? std::min<int64_t>(limit, m.num_samples()) : m.num_samples();
   d.labels = Tensor::empty({n}, DType::i32);
+  if (masks) d.label_maps = Tensor::empty({n, shape[1], shape[2]}, DType::u8);
   std::vector<Shard> shards;
   // Closes what was opened when a later shard is refused.
   struct Closer {
@@ -240,9 +283,11 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
                    index_path, g, s.records[i].label, d.num_classes, manifest_path);
       if (g < n) d.labels.data<int32_t>()[g] = s.records[i].label;
     }
+    if (masks) read_masks(dir, manifest_path, f, s, m.mask_classes(), n, d.label_maps);
     fingerprint += " " + f.tar_sha256();
   }
   closer.armed = false;
+  if (masks) d.num_classes = m.mask_classes();  // the classes of the pixels
   if (o.transform && o.transform->mean_size() > 0) {
     const bool one = o.transform->mean_size() == 1;
     for (int c = 0; c < shape[0]; ++c) {
@@ -259,9 +304,10 @@ std::string describe_pack(const std::string& dir) {
   try {
     const proto::ShardManifest m = read_manifest(dir);
     open_shards(dir, ShardReadOptions{0, 0, false, {}});  // the indexes and shard sizes
-    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{} (format {})\n", dir,
+    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{}{} (format {})\n", dir,
                        m.num_samples(), m.class_names_size(), m.shards_size(),
                        m.shards_size() == 1 ? "" : "s", m.channels(), m.height(), m.width(),
+                       m.mask_classes() ? fmt::format(", masks of {} classes", m.mask_classes()) : "",
                        m.format_version());
   } catch (const InputError& e) {
     return fmt::format("{}: unusable: {}\n", dir, e.what());

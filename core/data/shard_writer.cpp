@@ -46,6 +46,7 @@ void ShardWriter::open_shard() {
   tar_size_ = 0;
   tar_sha_ = Sha256();
   records_.clear();
+  mask_records_.clear();
 }
 
 void ShardWriter::close_shard() {
@@ -68,12 +69,22 @@ void ShardWriter::close_shard() {
   const std::string index_tmp = (fs::path(dir_) / (s.index() + ".tmp")).string();
   tmp_files_.push_back(index_tmp);
   io::write_file_atomic(index_tmp, index);
+  if (masks_ == 1) {
+    s.set_mask_index(shard_name(i, "midx"));
+    const std::string masks = encode_index(mask_records_, tar_size_);
+    s.set_mask_index_sha256(sha256_hex(masks.data(), masks.size()));
+    const std::string masks_tmp = (fs::path(dir_) / (s.mask_index() + ".tmp")).string();
+    tmp_files_.push_back(masks_tmp);
+    io::write_file_atomic(masks_tmp, masks);
+  }
   shards_.push_back(std::move(s));
 }
 
 void ShardWriter::add(const std::string& encoded, ImageFormat format, int32_t label, int channels,
-                      int height, int width) {
+                      int height, int width, const std::string* mask) {
   DT_CHECK(format != ImageFormat::unknown && label >= 0, "add: format/label {}", label);
+  DT_CHECK(masks_ == -1 || masks_ == int(mask != nullptr), "add: a pack's samples all have masks or none does");
+  masks_ = int(mask != nullptr);
   if (!tar_) open_shard();
   const std::string key = sample_key(total_);
   const std::string image_header = tar_header(key + "." + image_format_extension(format), encoded.size());
@@ -87,6 +98,13 @@ void ShardWriter::add(const std::string& encoded, ImageFormat format, int32_t la
   write(cls_header.data(), cls_header.size());
   write(cls.data(), cls.size());
   write(zeros, tar_padding(cls.size()));
+  if (mask) {
+    const std::string mask_header = tar_header(key + ".mask.png", mask->size());
+    write(mask_header.data(), mask_header.size());
+    mask_records_.push_back({tar_size_, mask->size(), 0, crc32_of(*mask)});
+    write(mask->data(), mask->size());
+    write(zeros, tar_padding(mask->size()));
+  }
   if (size_t(label) >= label_counts_.size()) label_counts_.resize(size_t(label) + 1);
   ++label_counts_[size_t(label)];
   auto same = [](int& kept, int v) { kept = kept == -1 ? v : (kept == v ? v : 0); };
@@ -103,6 +121,8 @@ proto::ShardManifest ShardWriter::finish(proto::ShardManifest m) {
   if (label_counts_.size() > size_t(m.class_names_size()))
     fail_input("{}: label {} but only {} class names", dir_, label_counts_.size() - 1,
                m.class_names_size());
+  DT_CHECK((masks_ == 1) == (m.mask_classes() > 0), "finish: masks {} with mask_classes {}", masks_,
+           m.mask_classes());
   m.set_format_version(kShardFormatVersion);
   m.set_num_samples(total_);
   m.clear_class_counts();

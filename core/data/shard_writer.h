@@ -24,9 +24,10 @@ class ShardWriter {
   ShardWriter& operator=(const ShardWriter&) = delete;
 
   // Appends an encoded image (already decoded once by the caller, which passes its shape) as
-  // global sample samples_written().
+  // global sample samples_written(); mask (a pack with masks: every sample has one, or none
+  // does): the sample's label map as PNG bytes, checked by the caller.
   void add(const std::string& encoded, ImageFormat format, int32_t label, int channels,
-           int height, int width);
+           int height, int width, const std::string* mask = nullptr);
   int64_t samples_written() const { return total_; }
 
   // Closes the last shard, renames every shard into place and writes the manifest: `m` with
@@ -44,7 +45,8 @@ class ShardWriter {
   std::string tar_tmp_;
   uint64_t tar_size_ = 0;
   Sha256 tar_sha_;
-  std::vector<IndexRecord> records_;
+  std::vector<IndexRecord> records_, mask_records_;
+  int masks_ = -1;  // -1: no sample yet; 0/1: samples come without/with masks
   std::vector<proto::ShardFile> shards_;
   std::vector<std::string> tmp_files_;  // written, not yet renamed
   std::vector<int64_t> label_counts_;

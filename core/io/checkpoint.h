@@ -71,6 +71,12 @@ TrainingState capture(Net& net, Optimizer& optimizer);
 // is refused naming the first tensor that does not fit, and net/optimizer stay untouched.
 void restore_into(const TrainingState& state, Net& net, Optimizer& optimizer);
 
+// The model's tensors (parameters and layer state) of the checkpoint at `path` (as
+// resolve_checkpoint takes it) into net, for evaluation and `predict`; optimizer state is not
+// read. A checkpoint of another model is refused (InputError naming it and the first tensor
+// that does not fit) before anything is written.
+void load_checkpoint_weights(const std::string& path, Net& net);
+
 // Refuses (InputError) a resume that would not continue the same training: another seed,
 // global batch size, optimizer type, or data set size (steps_per_epoch). Epochs, lr and the
 // rank count may change.

@@ -112,6 +112,28 @@ void restore_into(const TrainingState& state, Net& net, Optimizer& optimizer) {
   optimizer.set_steps_taken(state.optimizer_steps);
 }
 
+void load_checkpoint_weights(const std::string& path, Net& net) {
+  const std::string chosen = resolve_checkpoint(path);
+  const TrainingState state = load_checkpoint(chosen);
+  std::map<std::string, const Tensor*> saved;
+  for (const NamedTensor& t : state.tensors) saved.emplace(t.name, &t.tensor);
+  std::vector<std::pair<const Tensor*, Tensor>> copies;  // checked first, then written
+  auto fit = [&](const std::string& name, Tensor dst) {
+    auto it = saved.find(name);
+    if (it == saved.end())
+      fail_input("{}: has no tensor '{}' (a checkpoint of another model)", chosen, name);
+    if (it->second->shape() != dst.shape() || it->second->dtype() != dst.dtype())
+      fail_input("{}: tensor '{}' is {} {}, the model's is {} {} (a checkpoint of another model)",
+                 chosen, name, dtype_name(it->second->dtype()), it->second->shape().str(),
+                 dtype_name(dst.dtype()), dst.shape().str());
+    copies.emplace_back(it->second, dst);
+  };
+  for (const ParamEntry& e : net.param_entries()) fit("param/" + e.name, net.mutable_param_view(e));
+  for (auto& [name, t] : net.mutable_state()) fit("state/" + name, *t);
+  // The net's host copies: a device net takes them before its next forward (core/net.h).
+  for (auto& [src, dst] : copies) dst.copy_from(*src);
+}
+
 void check_resume_compatible(const TrainingState& s, const proto::ExperimentConfig& cfg,
                              int64_t steps_per_epoch) {
   auto refuse = [](const char* what, auto saved, auto now) {
