@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "core/config.h"
+#include "core/detect/decode.h"
 
 namespace deeptrain::app {
 
@@ -57,6 +58,7 @@ struct PredictOptionsCli {
   std::vector<std::string> images;
   bool json = false;
   int top = 5;
+  double min_score = kShownDetectionScore;  // detectors: the boxes listed and drawn
   std::optional<int> threads;
 };
 

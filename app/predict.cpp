@@ -3,7 +3,9 @@
 // (core/data/image_input.h), the model runs in evaluation mode (Trainer::predict, the batches
 // evaluate() runs), and what it says goes to stdout and DIR: for a classifier the top K classes
 // with their softmax probabilities; for a per-pixel model a colour-coded mask and the mask blended
-// on the image, per image, with each class's pixel count. DIR/predictions.json holds it all.
+// on the image, per image, with each class's pixel count; for a detector the decoded boxes (the
+// evaluation's decoding and NMS) drawn on the image with class and score, and listed.
+// DIR/predictions.json holds it all.
 // Every image is read and checked before anything is written; every file is written atomically.
 #include <algorithm>
 #include <cmath>
@@ -20,26 +22,34 @@
 #include "core/io/checkpoint.h"
 #include "core/io/weights.h"
 #include "distributed/trainer.h"
+#include "core/detect/decode.h"
+#include "report/detections.h"
 #include "report/segmentation_figures.h"
 
 namespace deeptrain::app {
 namespace fs = std::filesystem;
 namespace {
 
-enum class Task { classify, segment };
+enum class Task { classify, segment, detect };
+const char* task_name(Task t) {
+  return t == Task::classify ? "classification" : t == Task::segment ? "segmentation" : "detection";
+}
 
-// What predict does with a model, from its loss: the one place a new kind of model (detection:
-// boxes drawn with report/detections.h) is added.
+// Boxes are drawn on the model's input enlarged this many times, so captions stay legible on
+// small inputs (64x64 scenes).
+constexpr int kBoxScale = 4;
+
+// What predict does with a model, from its loss: the one place a new kind of model is added.
 Task task_of(const proto::ExperimentConfig& cfg, const std::string& config_path) {
   const auto type = cfg.model().loss().type();
   switch (type) {
     case proto::LossConfig::SOFTMAX_CE: return Task::classify;
     case proto::LossConfig::PIXEL_SOFTMAX_CE: return Task::segment;
+    case proto::LossConfig::DETECTION: return Task::detect;
     default: break;
   }
-  fail_input("predict: {}: model.loss type {} is not one predict can show yet (it shows "
-             "classifiers, SOFTMAX_CE, and per-pixel models, PIXEL_SOFTMAX_CE)", config_path,
-             proto::LossConfig::Type_Name(type));
+  fail_input("predict: {}: model.loss type {} is not one predict can show (it shows SOFTMAX_CE, "
+             "PIXEL_SOFTMAX_CE and DETECTION models)", config_path, proto::LossConfig::Type_Name(type));
 }
 
 // The images' names in DIR: their file stems, which must differ.
@@ -84,11 +94,16 @@ void add_predict_command(CLI::App& cli, PredictOptionsCli& o) {
   sub->add_flag("--json", o.json, "one JSON object per image on stdout, then a summary");
   sub->add_option("--top", o.top, "classifiers: how many classes to list")
       ->check(positive_integer())->capture_default_str();
+  sub->add_option("--min-score", o.min_score,
+                  "detectors: list and draw the boxes scoring at least this (the evaluation's "
+                  "mAP ranks every box down to model.loss.detection.score_threshold)")
+      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
   sub->add_option("--threads", o.threads, "override run.threads (0 = all cores)");
   sub->add_option("--backend", o.backend, fmt::format("override run.backend: {}", backend_words()));
   sub->footer(
       "Writes DIR/predictions.json; a per-pixel model also DIR/<image>_mask.png and\n"
-      "DIR/<image>_overlay.png (docs/predict.md: how images are prepared, the colours).\n\n"
+      "DIR/<image>_overlay.png, a detector DIR/<image>_boxes.png (docs/predict.md: how images\n"
+      "are prepared, the colours, the boxes).\n\n"
       "Examples:\n"
       "  deeptrain predict examples/deep_convnet_mnist.prototxt --weights runs/dcn/weights.bin "
       "digit.png --out pred\n"
@@ -125,6 +140,7 @@ int run_predict(const PredictOptionsCli& o) {
   d.images = Tensor::empty({n, input[0], input[1], input[2]}, DType::u8);
   d.labels = Tensor::zeros({n}, DType::i32);
   if (task == Task::segment) d.label_maps = Tensor::zeros({n, input[1], input[2]}, DType::u8);
+  if (task == Task::detect) d.boxes.assign(size_t(n), {});  // no truth: targets stay empty
   d.mean = prepare.mean();
   d.std = prepare.std();
   for (int64_t i = 0; i < n; ++i) prepare.prepare(o.images[size_t(i)], d.images.data<uint8_t>() + i * sample);
@@ -142,7 +158,7 @@ int run_predict(const PredictOptionsCli& o) {
   Output out(o.json);
   Json doc{{"config", o.config},
            {o.weights.empty() ? "checkpoint" : "weights", o.weights.empty() ? o.checkpoint : o.weights},
-           {"task", task == Task::classify ? "classification" : "segmentation"},
+           {"task", task_name(task)},
            {"input", {input[0], input[1], input[2]}},
            {"images", Json::array()}};
   for (int64_t i = 0; i < n; ++i) {
@@ -156,6 +172,27 @@ int run_predict(const PredictOptionsCli& o) {
         text += fmt::format(" {} ({:.4f})", k, p);
       }
       e["top"] = top;
+    } else if (task == Task::detect) {
+      const Shape head = s.net->output_shape();  // (C, h, w)
+      DecodeOptions decode = decode_options(cfg.model().loss());
+      decode.score_threshold = std::max(decode.score_threshold, o.min_score);
+      const std::vector<Detection> found = decode_detections(
+          logits.data<float>() + i * head.numel(), head[1], head[2],
+          detection_spec(cfg.model().loss(), classes), decode, input[1], input[2]);
+      report::Raster picture = report::image_raster(d.images.data<uint8_t>() + i * sample,
+                                                    int(input[0]), int(input[1]), int(input[2]), kBoxScale);
+      report::draw_detections(picture, found, {}, kBoxScale, 2);
+      const fs::path boxes_path = fs::path(o.out) / (stems[size_t(i)] + "_boxes.png");
+      io::write_file_atomic(boxes_path.string(), report::encode_png(picture));
+      Json list = Json::array();
+      for (const Detection& f : found)
+        list.push_back({{"class", f.label}, {"score", f.score}, {"box", {f.x0, f.y0, f.x1, f.y1}}});
+      e["boxes_image"] = boxes_path.string();
+      e["detections"] = list;
+      text += fmt::format(" {} detection{}", found.size(), found.size() == 1 ? "" : "s");
+      for (size_t k = 0; k < std::min<size_t>(found.size(), 5); ++k)
+        text += fmt::format("; class {} ({:.2f}) at [{:.1f}, {:.1f}, {:.1f}, {:.1f}]", found[k].label,
+                            found[k].score, found[k].x0, found[k].y0, found[k].x1, found[k].y1);
     } else {
       const uint8_t* mask = masks.data() + i * plane;
       std::vector<int64_t> counts(size_t(classes), 0);

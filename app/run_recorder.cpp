@@ -6,6 +6,7 @@
 
 #include "app/session.h"
 #include "core/io/atomic_file.h"
+#include "report/detections.h"
 #include "report/learning_curves.h"
 #include "report/misclassified.h"
 #include "report/segmentation_figures.h"
@@ -214,9 +215,13 @@ void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, 
               {"images_per_sec", rounded(r.images_per_sec, 1)}};
   const std::string seg =
       add_segmentation(event, r.test_segmentation) + add_detection(event, r.test_detection);
-  out_.event(event, fmt::format("epoch {:3}/{}  train loss {:.4f}  train acc {:.4f}  test acc {:.4f}{}  "
+  // A detector's training steps decode nothing, so it has no training accuracy to report.
+  if (r.test_detection) event.erase("train_accuracy");
+  const std::string train_acc =
+      r.test_detection ? "" : fmt::format("  train acc {:.4f}", r.train_accuracy);
+  out_.event(event, fmt::format("epoch {:3}/{}  train loss {:.4f}{}  test acc {:.4f}{}  "
                                 "{:7.1f} img/s  {:.1f} s",
-                                r.epoch, epochs, r.train_loss, r.train_accuracy, r.test_accuracy,
+                                r.epoch, epochs, r.train_loss, train_acc, r.test_accuracy,
                                 seg, r.images_per_sec, r.train_seconds));
   guarded("metrics_epochs.{jsonl,csv}", [&] {
     epochs_.append({double(r.epoch), double(global_step), r.train_loss, r.train_accuracy,
@@ -224,15 +229,19 @@ void RunRecorder::end_epoch(const EpochReport& r, int epochs, double test_loss, 
                     r.images_per_sec, r.train_seconds, report::unix_time_now()});
   });
   guarded("the TensorBoard event file", [&] {
-    events_.scalars(global_step, {{"epoch/train_loss", r.train_loss},
-                                  {"epoch/train_accuracy", r.train_accuracy},
-                                  {"epoch/test_loss", test_loss},
-                                  {"epoch/test_accuracy", r.test_accuracy},
-                                  {"epoch/test_mean_iou", r.test_segmentation ? r.test_segmentation->mean_iou : 0.0},
-                                  {"epoch/test_map50", r.test_detection ? r.test_detection->map50 : 0.0},
-                                  {"epoch/test_map", r.test_detection ? r.test_detection->map : 0.0},
-                                  {"epoch/images_per_sec", r.images_per_sec},
-                                  {"epoch/epoch", double(r.epoch)}});
+    // Only the metrics the model has: a classifier's runs carry no mean IoU or mAP curves.
+    std::vector<std::pair<std::string, double>> v{{"epoch/train_loss", r.train_loss},
+                                                  {"epoch/test_loss", test_loss},
+                                                  {"epoch/test_accuracy", r.test_accuracy},
+                                                  {"epoch/images_per_sec", r.images_per_sec},
+                                                  {"epoch/epoch", double(r.epoch)}};
+    if (!r.test_detection) v.emplace_back("epoch/train_accuracy", r.train_accuracy);
+    if (r.test_segmentation) v.emplace_back("epoch/test_mean_iou", r.test_segmentation->mean_iou);
+    if (r.test_detection) {
+      v.emplace_back("epoch/test_map50", r.test_detection->map50);
+      v.emplace_back("epoch/test_map", r.test_detection->map);
+    }
+    events_.scalars(global_step, v);
     events_.flush();
   });
   guarded("curves.{png,svg}", [&] { report::plot_run_dir(dir_); });
@@ -257,8 +266,17 @@ void RunRecorder::add_past_epochs(const std::vector<proto::EpochMetrics>& histor
 
 void RunRecorder::predictions(const data::Dataset& test, const std::vector<uint8_t>& predicted,
                               int ignore_label, int64_t global_step) {
+  write_predictions([&] { return report::prediction_grid(test, predicted, ignore_label); }, global_step);
+}
+
+void RunRecorder::detections(const data::Dataset& test,
+                             const std::vector<std::vector<Detection>>& found, int64_t global_step) {
+  write_predictions([&] { return report::detection_grid(test, found); }, global_step);
+}
+
+void RunRecorder::write_predictions(const std::function<report::Raster()>& draw, int64_t global_step) {
   guarded("predictions.png", [&] {
-    const report::Raster grid = report::prediction_grid(test, predicted, ignore_label);
+    const report::Raster grid = draw();
     std::string png = report::encode_png(grid);
     io::write_file_atomic(path("predictions.png"), png);
     guarded("the TensorBoard event file", [&] {

@@ -10,6 +10,7 @@
 // that fails (a full disk while the curves are redrawn) becomes a warning on stderr and in
 // log.txt, the first of each file only, and training goes on.
 #include <fstream>
+#include <functional>
 #include <set>
 #include <memory>
 #include <optional>
@@ -23,6 +24,7 @@
 #include "report/event_file.h"
 #include "report/metrics_file.h"
 #include "report/progress.h"
+#include "report/raster.h"
 
 namespace deeptrain::app {
 
@@ -75,6 +77,9 @@ class RunRecorder {
   // the same picture as the TensorBoard image "test/predictions".
   void predictions(const data::Dataset& test, const std::vector<uint8_t>& predicted,
                    int ignore_label, int64_t global_step);
+  // A detector's: rows of image with truth boxes | image with `found`, the first test samples'.
+  void detections(const data::Dataset& test, const std::vector<std::vector<Detection>>& found,
+                  int64_t global_step);
   // misclassified.png, confusion.csv and the image summary; returns the printed matrix (also
   // when the files could not be written).
   std::string errors(const data::Dataset& test, const std::vector<int32_t>& predictions,
@@ -84,6 +89,7 @@ class RunRecorder {
   // Runs f, a write of `file`; a failure is a warning (see the top of this file).
   template <class F>
   void guarded(const std::string& file, F&& f);
+  void write_predictions(const std::function<report::Raster()>& draw, int64_t global_step);
   std::set<std::string> warned_;  // files whose failure was reported
   std::string dir_;
   bool json_, tty_;

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <numeric>
 
+#include "core/detect/decode.h"
 #include "core/io/atomic_file.h"
 #include "core/io/output_paths.h"
 #include "core/io/transfer.h"
@@ -17,7 +18,7 @@
 namespace deeptrain::app {
 namespace {
 
-// How many test samples a per-pixel model's predictions.png shows.
+// How many test samples a per-pixel model's or a detector's predictions.png shows.
 constexpr int64_t kPredictionRows = 8;
 std::string describe(const Session& s) {
   const auto& c = s.cfg;
@@ -263,13 +264,27 @@ void TrainRun::end_epoch(int epoch, EpochReport& r, const EpochProgress& progres
   history_.push_back(epoch_metrics(r, ev.loss, lr(), trainer_->global_step()));
   if (rec_) rec_->end_epoch(r, epochs_, ev.loss, lr(), trainer_->global_step());
   if (rec_ && dense()) {
-    // The first test samples as this epoch's model segments them: rank 0's own forward passes.
+    // The first test samples as this epoch's model sees them: rank 0's own forward passes.
     const int64_t n = std::min<int64_t>(kPredictionRows, s_.data.test.size());
     std::vector<int64_t> ids(static_cast<size_t>(n));
     std::iota(ids.begin(), ids.end(), 0);
     const auto& loss = s_.net->config().loss();
-    rec_->predictions(s_.data.test, pixel_classes(trainer_->predict(s_.data.test, ids.data(), n)),
-                      loss.has_ignore_label() ? loss.ignore_label() : 255, trainer_->global_step());
+    const Tensor out = trainer_->predict(s_.data.test, ids.data(), n);
+    if (loss.type() == proto::LossConfig::DETECTION) {
+      // The boxes predict shows by default, decoded as the evaluation does.
+      DecodeOptions decode = decode_options(loss);
+      decode.score_threshold = std::max(decode.score_threshold, kShownDetectionScore);
+      const Shape head = s_.net->output_shape(), in = s_.net->input_shape();
+      std::vector<std::vector<Detection>> found;
+      for (int64_t i = 0; i < n; ++i)
+        found.push_back(decode_detections(out.data<float>() + i * head.numel(), head[1], head[2],
+                                          detection_spec(loss, s_.net->num_classes()), decode,
+                                          in[1], in[2]));
+      rec_->detections(s_.data.test, found, trainer_->global_step());
+    } else {
+      rec_->predictions(s_.data.test, pixel_classes(out),
+                        loss.has_ignore_label() ? loss.ignore_label() : 255, trainer_->global_step());
+    }
   }
   // (The end of training saves after the loop.)
   if (!r.stop && epoch + 1 < epochs_ && checkpoints_.due_at_epoch_end(trainer_->global_step()))

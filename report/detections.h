@@ -1,30 +1,32 @@
 #pragma once
 // Detections drawn on an image: each box outlined in its class's colour, captioned with its
-// class and score. `deeptrain predict` draws a detection model's decoded boxes (after NMS)
-// with it; the decoder feeds it Detections in the image's pixel coordinates.
+// class and score. `deeptrain predict` draws a detection model's decoded boxes (after NMS,
+// core/detect/decode.h) with it, in the image's pixel coordinates; a box reaching outside the
+// image is drawn clipped.
 #include <string>
 #include <vector>
 
+#include "core/data/dataset.h"
+#include "core/detect/decode.h"
 #include "report/raster.h"
 
 namespace deeptrain::report {
-
-// A found object: the pixel box [x0, x1) x [y0, y1) (may reach outside the image: drawn
-// clipped), its class (0-based, no background class) and its score in [0, 1].
-struct Detection {
-  float x0 = 0, y0 = 0, x1 = 0, y1 = 0;
-  int label = 0;
-  float score = 0;
-};
 
 // Draws every detection on `image` (already scaled by `scale` from the boxes' coordinates): a
 // `thickness`-pixel outline in class_colour(label + 1) (report/segmentation_figures.h; + 1
 // skips the background's black), and above the box (inside it at the image's top) a caption
 // "<name> <score, 2 decimals>" in white on that colour; name: class_names[label], else the
 // label's number. Later detections are drawn over earlier ones.
+// with_scores false: the caption is the name alone (truth boxes).
 void draw_detections(Raster& image, const std::vector<Detection>& detections,
                      const std::vector<std::string>& class_names = {}, int scale = 1,
-                     int thickness = 1);
+                     int thickness = 1, bool with_scores = true);
+
+// A detector's test samples 0..found.size()-1 of `test` (which has boxes), a row each: the
+// image with its truth boxes | the image with `found` (its decoded detections), each enlarged
+// `scale` times, on a white margin: a detector's predictions.png.
+Raster detection_grid(const data::Dataset& test, const std::vector<std::vector<Detection>>& found,
+                      int scale = 3);
 
 // The caption draw_detections writes for d.
 std::string detection_caption(const Detection& d, const std::vector<std::string>& class_names);

@@ -120,6 +120,9 @@ TEST_F(ShortRun, EventFileHasScalarsForEveryStepAndTheMisclassifiedImage) {
   for (const char* tag : {"epoch/train_loss", "epoch/train_accuracy", "epoch/test_loss",
                           "epoch/test_accuracy", "epoch/images_per_sec"})
     EXPECT_EQ(steps_of[tag], (std::vector<int64_t>{3, 6})) << tag;
+  // A classifier has no per-pixel or detection metrics: no flat zero curves for them.
+  for (const char* tag : {"epoch/test_mean_iou", "epoch/test_map50", "epoch/test_map"})
+    EXPECT_EQ(steps_of.count(tag), 0u) << tag;
   ASSERT_NE(image, nullptr);
   const DecodedPng png = decode_png(image->encoded_image_string());
   EXPECT_EQ(png.width, uint32_t(image->width()));

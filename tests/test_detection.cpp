@@ -343,8 +343,9 @@ TEST(DetectionConfig, BadHeadsStridesAndBoxesAreInputErrors) {
   int biases = 0;
   for (const ParamEntry& e : net.param_entries())
     if (e.name == "heat.b" || e.name == "wh.b")
-      for (int64_t i = 0; i < e.shape.numel(); ++i, ++biases)
+      for (int64_t i = 0; i < e.shape.numel(); ++i, ++biases) {
         ASSERT_EQ(net.params().data<float>()[e.offset + i], e.name == "heat.b" ? -2.19f : 0.0f) << e.name;
+      }
   EXPECT_EQ(biases, 12);
   // A concat input without a head: a head without a loss.
   std::string text = kHeads;

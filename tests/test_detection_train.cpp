@@ -153,6 +153,10 @@ TEST_F(DetectionTrain, ExampleTrainsUnderMpiexecWithTwoRanks) {
   EXPECT_EQ(json_number(epoch, "steps"), 2) << r.output;
   EXPECT_GE(json_number(epoch, "test_map50"), 0) << r.output;
   EXPECT_GE(json_number(epoch, "test_map"), 0) << r.output;
+  // The training steps decode nothing: no training accuracy is claimed (it read 0).
+  EXPECT_EQ(epoch.find("train_accuracy"), std::string::npos) << epoch;
+  // The epoch's picture of the first test scenes: truth | detections (rank 0 draws it).
+  EXPECT_TRUE(fs::exists(dir.path / "run" / "predictions.png"));
   // test_correct (true positives at IoU 0.5) is out of test_total, the 20 scenes' digits.
   const double total = json_number(epoch, "test_total"), correct = json_number(epoch, "test_correct");
   EXPECT_GE(total, 20) << epoch;

@@ -4,6 +4,8 @@
 //    many right answers as `deeptrain eval` counts; --checkpoint gives what --weights gives;
 //  - a per-pixel model trained briefly on mnist_scenes: predict on the exported test scenes
 //    writes masks whose colours are the classes of the forward pass's argmax, with its counts;
+//  - a detector trained briefly on mnist_scenes: predict lists, for every exported test scene,
+//    the boxes that the evaluation's decoding finds in the forward pass's heads, and draws them;
 //  - the segmentation run's predictions.png (and its TensorBoard images, one an epoch) is the grid
 //    of the first test scenes as its final model segments them;
 //  - bad input (a missing or unreadable image, weights of another model, clashing names, no
@@ -25,6 +27,7 @@
 #include "core/data/dataset.h"
 #include "core/data/image_codec.h"
 #include "core/data/mnist_scenes.h"
+#include "core/detect/decode.h"
 #include "core/io/read_file.h"
 #include "core/io/weights.h"
 #include "core/net.h"
@@ -71,6 +74,29 @@ schedule { epochs: 2 batch_size: 20 }
 run { seed: 4 threads: 1 }
 )";
 
+const char* kDetector = R"(
+name: "predict_det"
+model {
+  loss { type: DETECTION
+         head { name: "heatmap" target: CENTER_HEATMAP }
+         head { name: "size" target: BOX_SIZE }
+         head { name: "offset" target: CENTER_OFFSET } }
+  layer { name: "conv1" conv { out_channels: 8 kernel: 3 pad: 1 } }
+  layer { name: "relu1" relu {} }
+  layer { name: "pool1" max_pool { kernel: 2 } }
+  layer { name: "conv2" conv { out_channels: 16 kernel: 3 pad: 1 } }
+  layer { name: "relu2" relu {} }
+  layer { name: "pool2" max_pool { kernel: 2 } }
+  layer { name: "heatmap" input: "pool2" conv { out_channels: 10 kernel: 1 bias_init: -2.19 } }
+  layer { name: "size" input: "pool2" conv { out_channels: 2 kernel: 1 } }
+  layer { name: "offset" input: "pool2" conv { out_channels: 2 kernel: 1 } }
+  layer { name: "heads" input: "heatmap" input: "size" input: "offset" concat {} }
+}
+optimizer { type: ADAM lr: 0.01 }
+schedule { epochs: 1 batch_size: 20 }
+run { seed: 5 threads: 1 }
+)";
+
 nlohmann::json read_json(const fs::path& p) { return nlohmann::json::parse(io::read_file(p.string())); }
 
 // The network of `cfg_path` with `weights`, run in evaluation mode on samples 0..n-1 of `test`
@@ -85,7 +111,10 @@ Tensor forward(const std::string& cfg_path, const std::string& weights, const da
   io::load_weights(weights, net);
   const Shape s = test.sample_shape();
   Tensor x = Tensor::empty({n, s[0], s[1], s[2]}, DType::f32);
-  Tensor t = test.label_maps.raw() ? Tensor::empty({n, s[1], s[2]}, DType::i32) : Tensor::empty({n}, DType::i32);
+  const int64_t boxes = cfg.model().loss().detection().max_boxes();
+  Tensor t = test.label_maps.raw() ? Tensor::empty({n, s[1], s[2]}, DType::i32)
+             : test.boxes.empty()  ? Tensor::empty({n}, DType::i32)
+                                   : Tensor::empty({n, boxes, 5}, DType::i32);
   std::vector<int64_t> ids(static_cast<size_t>(n));
   std::iota(ids.begin(), ids.end(), 0);
   data::gather_batch(test, ids.data(), n, x, t);
@@ -117,6 +146,15 @@ class Predict : public testing::Test {
     if (setup_.exit_code != 0) return;
     setup_ = run_command(deeptrain_cmd("export-scenes " + seg_cfg_ + " --split test --limit 6 --out " +
                                        (d / "scenes").string()));
+    if (setup_.exit_code != 0) return;
+    det_cfg_ = dir_->file("det.prototxt", std::string(kDetector) +
+                                              "data { dataset: \"mnist_scenes\" dir: \"" + kMnist +
+                                              "\" scenes { canvas: 32 max_digits: 2 min_scale: 0.7 "
+                                              "max_scale: 1.0 train_scenes: 200 test_scenes: 20 } }\n");
+    setup_ = run_command(deeptrain_cmd("train " + det_cfg_ + " --run-dir " + (d / "det").string()));
+    if (setup_.exit_code != 0) return;
+    setup_ = run_command(deeptrain_cmd("export-scenes " + det_cfg_ + " --split test --limit 6 --out " +
+                                       (d / "det_scenes").string()));
   }
   static void TearDownTestSuite() { delete dir_; }
   void SetUp() override {
@@ -140,11 +178,11 @@ class Predict : public testing::Test {
   }
 
   static TempDir* dir_;
-  static std::string cls_cfg_, seg_cfg_;
+  static std::string cls_cfg_, seg_cfg_, det_cfg_;
   static CommandResult setup_;
 };
 TempDir* Predict::dir_ = nullptr;
-std::string Predict::cls_cfg_, Predict::seg_cfg_;
+std::string Predict::cls_cfg_, Predict::seg_cfg_, Predict::det_cfg_;
 CommandResult Predict::setup_{-1, "not run"};
 
 TEST_F(Predict, ClassifierEqualsTheForwardPassOnTheIdxImages) {
@@ -253,6 +291,49 @@ TEST_F(Predict, MasksAreTheArgmaxOfTheForwardPassOnTheScenes) {
   }
 }
 
+TEST_F(Predict, BoxesAreTheDecodedHeadsOfTheForwardPassOnTheScenes) {
+  std::vector<std::string> files;
+  for (int i = 0; i < 6; ++i) files.push_back(path(fmt::format("det_scenes/test/images/{:06d}.png", i)).string());
+  const std::string weights = path("det/weights.bin").string();
+  const CommandResult r = run_command(deeptrain_cmd("predict " + det_cfg_ + " --weights " + weights +
+                                                    join(files) + " --min-score 0.05 --out " + path("det_pred").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json doc = read_json(path("det_pred/predictions.json"));
+  ASSERT_EQ(doc["task"], "detection");
+
+  const proto::ExperimentConfig cfg = load_config(det_cfg_);
+  data::DatasetSplit scenes = data::make_mnist_scenes(data::load_dataset("mnist", kMnist, false),
+                                                      cfg.data().scenes(), 1, 6);
+  scenes.test.label_maps = Tensor();  // a detector's targets are the boxes
+  const Tensor z = forward(det_cfg_, weights, scenes.test, 6, 10);
+  const int64_t C = z.dim(1), h = z.dim(2), w = z.dim(3);
+  int found = 0;
+  for (int i = 0; i < 6; ++i) {
+    DecodeOptions decode = decode_options(cfg.model().loss());
+    decode.score_threshold = 0.05;  // --min-score, above the config's 0.01
+    const std::vector<Detection> want = decode_detections(
+        z.data<float>() + i * C * h * w, h, w, detection_spec(cfg.model().loss(), 10), decode, 32, 32);
+    const nlohmann::json& got = doc["images"][size_t(i)]["detections"];
+    ASSERT_EQ(got.size(), want.size()) << "scene " << i;
+    for (size_t k = 0; k < want.size(); ++k) {
+      EXPECT_EQ(int(got[k]["class"]), want[k].label) << "scene " << i;
+      // The JSON's decimals hold a float's value exactly (printed as a double, read back).
+      EXPECT_EQ(float(got[k]["score"].get<double>()), want[k].score) << "scene " << i;
+      const std::vector<double> box = got[k]["box"];
+      EXPECT_EQ(float(box[0]), want[k].x0);
+      EXPECT_EQ(float(box[1]), want[k].y0);
+      EXPECT_EQ(float(box[2]), want[k].x1);
+      EXPECT_EQ(float(box[3]), want[k].y1);
+    }
+    found += int(want.size());
+    const std::string png = io::read_file(path(fmt::format("det_pred/{:06d}_boxes.png", i)).string());
+    const data::DecodedImage drawn =
+        data::decode_image(reinterpret_cast<const uint8_t*>(png.data()), png.size(), "boxes", 3);
+    EXPECT_EQ(drawn.width, 4 * 32);  // the input enlarged 4 times
+  }
+  EXPECT_GT(found, 0);  // the comparison compared something
+}
+
 TEST_F(Predict, SegmentationRunDrawsItsTestPredictionsEveryEpoch) {
   const proto::ExperimentConfig cfg = load_config(seg_cfg_);
   const data::DatasetSplit scenes = data::make_mnist_scenes(data::load_dataset("mnist", kMnist, false),
@@ -269,7 +350,9 @@ TEST_F(Predict, SegmentationRunDrawsItsTestPredictionsEveryEpoch) {
         for (const auto& v : e.summary().value())
           if (v.tag() == "test/predictions" && v.has_image()) {
             ++images;
-            if (images == 2) EXPECT_TRUE(v.image().encoded_image_string() == want);
+            if (images == 2) {
+              EXPECT_TRUE(v.image().encoded_image_string() == want);
+            }
           }
   EXPECT_EQ(images, 2);  // one an epoch
 }

@@ -125,7 +125,7 @@ TEST(SegmentationFigures, PredictionGridShowsImageTruthAndPrediction) {
 
 TEST(Detections, BoxesAreOutlinedInTheirClassColourWithACaption) {
   report::Raster r(60, 40, report::kBlack);
-  const report::Detection d{10, 20, 30, 35, 2, 0.875f};
+  const Detection d{.label = 2, .score = 0.875f, .x0 = 10, .y0 = 20, .x1 = 30, .y1 = 35};
   report::draw_detections(r, {d}, {"zero", "one", "two"});
   const Rgb c = report::class_colour(3);
   EXPECT_EQ(report::detection_caption(d, {"zero", "one", "two"}), "two 0.88");
@@ -151,15 +151,38 @@ TEST(Detections, BoxesAreOutlinedInTheirClassColourWithACaption) {
   EXPECT_GT(colour, 10);
   // A box reaching outside the image and one at its top edge draw clipped, their captions inside.
   report::Raster edge(30, 30, report::kBlack);
-  report::draw_detections(edge, {{-5, 0, 50, 12, 0, 1.0f}, {25, 25, 40, 40, 9, 0.5f}});
+  report::draw_detections(edge, {{.label = 0, .score = 1.0f, .x0 = -5, .y0 = 0, .x1 = 50, .y1 = 12},
+                                 {.label = 9, .score = 0.5f, .x0 = 25, .y0 = 25, .x1 = 40, .y1 = 40}});
   EXPECT_EQ(edge.at(0, 11), report::class_colour(1));
   EXPECT_EQ(edge.at(29, 25), report::class_colour(10));
   // Scaled: a box of the image's coordinates drawn on a 2x picture of it.
   report::Raster big(40, 40, report::kBlack);
-  report::draw_detections(big, {{5, 10, 10, 15, 0, 0.5f}}, {}, 2);
+  report::draw_detections(big, {{.label = 0, .score = 0.5f, .x0 = 5, .y0 = 10, .x1 = 10, .y1 = 15}}, {}, 2);
   EXPECT_EQ(big.at(10, 29), report::class_colour(1));
   EXPECT_EQ(big.at(19, 25), report::class_colour(1));
   EXPECT_EQ(big.at(15, 25), report::kBlack);
+}
+
+// A detector's predictions.png: per sample a row of the image with its truth boxes (captioned
+// with the class alone) | the image with the detections (captioned with class and score).
+TEST(Detections, GridShowsTruthBesideTheDetections) {
+  data::Dataset d;
+  const int h = 16, w = 16, scale = 3, gap = 4;
+  d.images = Tensor::zeros({2, 1, h, w}, DType::u8);
+  d.labels = Tensor::zeros({2}, DType::i32);
+  d.boxes = {{{.label = 4, .x0 = 2, .y0 = 3, .x1 = 10, .y1 = 12}}, {}};
+  const std::vector<std::vector<Detection>> found = {
+      {}, {{.label = 7, .score = 0.9f, .x0 = 4, .y0 = 4, .x1 = 12, .y1 = 14}}};
+  const report::Raster g = report::detection_grid(d, found, scale);
+  EXPECT_EQ(g.width(), 2 * w * scale + 3 * gap);
+  EXPECT_EQ(g.height(), 2 * (h * scale + gap) + gap);
+  // Row 0, left: the truth box's bottom edge in class 4's colour; right: nothing found.
+  EXPECT_EQ(g.at(gap + 5 * scale, gap + 12 * scale - 1), report::class_colour(5));
+  EXPECT_EQ(g.at(2 * gap + w * scale + 5 * scale, gap + 12 * scale - 1), report::kBlack);
+  // Row 1: no truth on the left; the detection on the right.
+  const int y1 = gap + (h * scale + gap);
+  EXPECT_EQ(g.at(gap + 6 * scale, y1 + 14 * scale - 1), report::kBlack);
+  EXPECT_EQ(g.at(2 * gap + w * scale + 6 * scale, y1 + 14 * scale - 1), report::class_colour(8));
 }
 
 // predict's preparation of an image file, per case of core/data/image_input.h.

@@ -303,7 +303,9 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
 std::string describe_pack(const std::string& dir) {
   try {
     const proto::ShardManifest m = read_manifest(dir);
-    open_shards(dir, ShardReadOptions{0, 0, false, {}});  // the indexes and shard sizes
+    ShardReadOptions index_only;  // the indexes and shard sizes, no data threads
+    index_only.threads = index_only.prefetch_batches = 0;
+    open_shards(dir, index_only);
     return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{}{} (format {})\n", dir,
                        m.num_samples(), m.class_names_size(), m.shards_size(),
                        m.shards_size() == 1 ? "" : "s", m.channels(), m.height(), m.width(),

@@ -23,6 +23,10 @@ struct DecodeOptions {
   double nms_iou = 0.5;  // >= 1: no suppression
 };
 DecodeOptions decode_options(const proto::LossConfig& finalized);
+// The score from which boxes are shown to a person (predict's --min-score default, a run's
+// predictions.png): the evaluation ranks every box down to score_threshold for its mAP, and a
+// picture of those would be mostly noise.
+inline constexpr double kShownDetectionScore = 0.3;
 
 // Intersection over union of boxes (x0, y0, x1, y1); 0 when both are empty.
 double box_iou(const std::array<float, 4>& a, const std::array<float, 4>& b);
