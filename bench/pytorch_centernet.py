@@ -41,6 +41,9 @@ from PIL import Image
 from torch import nn
 import torch.nn.functional as F
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pytorch_from_config import bilinear_  # noqa: E402  deeptrain's deconv init BILINEAR
+
 CLASSES = 10
 STRIDE = 4
 THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
@@ -104,19 +107,6 @@ def targets(boxes, oh, ow):
             objs.append((py * ow + px, w, h, cx - px, cy - py))
         objects.append(objs)
     return torch.from_numpy(heat), objects
-
-
-def bilinear_(w):
-    """FCN's upsample_filt on the diagonal: w[i, i] = f(y) f(x), 0 off it."""
-    k = w.shape[2]
-    factor = (k + 1) // 2
-    centre = factor - 1 if k % 2 == 1 else factor - 0.5
-    og = torch.arange(k, dtype=torch.float64)
-    f = 1 - (og - centre).abs() / factor
-    with torch.no_grad():
-        w.zero_()
-        for i in range(w.shape[0]):
-            w[i, i] = (f[:, None] * f[None, :]).to(w.dtype)
 
 
 class CenterNet(nn.Module):
