@@ -1,29 +1,26 @@
 #!/usr/bin/python3
-"""PyTorch twin of examples/centernet_mnist_scenes.prototxt (detection on MNIST scenes).
+"""PyTorch twin of a detection config (default examples/centernet_mnist_scenes.prototxt).
 
-The same network, data, losses, initialisation, decoding, mAP and recipe as deeptrain's
-example, on the scenes `deeptrain export-scenes CONFIG --out DIR` wrote (DIR/train, DIR/test:
-list.csv, images/*.png, boxes.csv):
+The network is the config's, built layer for layer by pytorch_from_config.py from deeptrain's
+own schema (the example: a VGG-like encoder to stride 8, a bilinear-initialised x2 upsampling
+added to a projection of pool2, a neck, three heads concatenated), initialised as deeptrain
+does (He-normal convolutions, zero biases but the heatmap's bias_init -2.19, the transposed
+convolution as bilinear upsampling) or, with --init-weights, from a deeptrain weights file. The
+recipe is the config's (Adam with eps 1e-7, its learning rate and schedule per step, batch,
+epochs; each overridable); the data are the scenes `deeptrain export-scenes CONFIG --out DIR`
+wrote (DIR/train, DIR/test: list.csv, images/*.png, boxes.csv). The heads must be the example's
+(heatmap FOCAL 1, size L1 0.1, offset L1 1, output stride 4): the losses are deeptrain's
+DETECTION loss (core/backend/detection_targets.h) for them, per sample (focal + 0.1 size L1 +
+offset L1) / max(1, boxes), the focal loss (alpha 2, beta 4) against CenterNet's Gaussians,
+summed over the batch and divided by its size. Decoding: 3x3 peaks of the heatmap logits, the
+top 100 with score >= 0.01, boxes clipped to the image, per-class NMS at IoU 0.5; mAP@0.5 (VOC
+all-point) and the mean over IoU 0.5:0.05:0.95 per class, with COCO's greedy matching. Inputs
+are pixel / 255. The epoch order is a seeded shuffle (not deeptrain's Philox order: the runs
+are the same recipe, not the same stream of batches).
 
-    encoder: [conv3x3 p1, relu] x 2 then maxpool2, for 16 and 32 channels; conv3x3 64 x 2 and
-             maxpool2 (stride 8); conv4_1 3x3 64, relu
-    up4: transposed conv 4x4 s2 p1, bilinear init (stride 4) + lateral2 (conv1x1 64 on pool2),
-         relu; neck conv3x3 64, relu
-    heads (each conv3x3 32, relu, then conv1x1): heatmap 10 (bias -2.19), size 2, offset 2
-
-Convolutions start He-normal (std sqrt(2 / fan_in)) with zero biases (the heatmap's -2.19),
-the transposed convolution as bilinear upsampling (each channel to itself); Adam with eps 1e-7
-and a per-step cosine decay to 0. The losses are deeptrain's DETECTION loss
-(core/backend/detection_targets.h): per sample, (focal + 0.1 size L1 + offset L1) / max(1,
-boxes), the focal loss (alpha 2, beta 4) against CenterNet's Gaussians, summed over the batch
-and divided by its size. Decoding: 3x3 peaks of the heatmap logits, the top 100 with score >=
-0.01, boxes clipped to the image, per-class NMS at IoU 0.5; mAP@0.5 (VOC all-point) and the
-mean over IoU 0.5:0.05:0.95 per class, with COCO's greedy matching. Inputs are pixel / 255.
-The epoch order is a seeded shuffle (not deeptrain's Philox order: the runs are the same
-recipe, not the same stream of batches).
-
-Prints one JSON line per epoch: train loss, test mAP@0.5 and mAP@[.5:.95] (overall and per
-class), images per second of the training loop.
+Prints one JSON line per epoch: train loss, test loss, mAP@0.5 and mAP@[.5:.95] (overall and
+per class), images per second of the training loop. --eval-only prints one line for the
+starting weights instead, to check the twin computes what deeptrain computes.
 """
 
 import argparse
@@ -42,7 +39,7 @@ from torch import nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from pytorch_from_config import bilinear_  # noqa: E402  deeptrain's deconv init BILINEAR
+import pytorch_from_config  # noqa: E402
 
 CLASSES = 10
 STRIDE = 4
@@ -52,9 +49,13 @@ THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scenes", required=True, help="the directory export-scenes wrote")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--batch", type=int, default=50)
-    p.add_argument("--lr", type=float, default=0.002)
+    p.add_argument("--config", default=os.path.join(pytorch_from_config.REPO, "examples",
+                                                    "centernet_mnist_scenes.prototxt"))
+    p.add_argument("--epochs", type=int, help="default: the config's")
+    p.add_argument("--batch", type=int, help="default: the config's")
+    p.add_argument("--lr", type=float, help="default: the config's")
+    p.add_argument("--init-weights", help="start from this deeptrain weights file")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the starting weights")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--limit", type=int, default=0, help="only the first N scenes of each split")
@@ -109,36 +110,20 @@ def targets(boxes, oh, ow):
     return torch.from_numpy(heat), objects
 
 
-class CenterNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        def conv(cin, cout, k=3):
-            return nn.Conv2d(cin, cout, k, padding=k // 2)
-        self.b1 = nn.Sequential(conv(1, 16), nn.ReLU(), conv(16, 16), nn.ReLU(), nn.MaxPool2d(2))
-        self.b2 = nn.Sequential(conv(16, 32), nn.ReLU(), conv(32, 32), nn.ReLU(), nn.MaxPool2d(2))
-        self.b3 = nn.Sequential(conv(32, 64), nn.ReLU(), conv(64, 64), nn.ReLU(), nn.MaxPool2d(2),
-                                conv(64, 64), nn.ReLU())
-        self.up4 = nn.ConvTranspose2d(64, 64, 4, stride=2, padding=1)
-        self.lateral2 = conv(32, 64, 1)
-        self.neck = conv(64, 64)
-        def head(out):
-            return nn.Sequential(conv(64, 32), nn.ReLU(), conv(32, out, 1))
-        self.heat, self.size, self.offset = head(CLASSES), head(2), head(2)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
-                nn.init.normal_(m.weight, std=(2.0 / fan_in) ** 0.5)
-                nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.ConvTranspose2d):
-                bilinear_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.constant_(self.heat[2].bias, -2.19)
+def split_heads(out, classes):
+    """The config's last layer, the heads' concatenation, as (heatmap, size, offset)."""
+    return out[:, :classes], out[:, classes:classes + 2], out[:, classes + 2:classes + 4]
 
-    def forward(self, x):
-        pool2 = self.b2(self.b1(x))
-        f = F.relu(self.up4(self.b3(pool2)) + self.lateral2(pool2))
-        f = F.relu(self.neck(f))
-        return self.heat(f), self.size(f), self.offset(f)
+
+def check_heads(cfg, pb):
+    """The twin's losses are the example's: a focal heatmap, L1 size (0.1) and offset (1)."""
+    heads = [(h.target, h.loss, h.weight if h.HasField("weight") else 1.0) for h in cfg.model.loss.head]
+    L = pb.HeadConfig
+    want = [(L.CENTER_HEATMAP, L.FOCAL, 1.0), (L.BOX_SIZE, L.L1, 0.1), (L.CENTER_OFFSET, L.L1, 1.0)]
+    if len(heads) != 3 or any(h[0] != w[0] or h[1] != w[1] or abs(h[2] - w[2]) > 1e-6
+                              for h, w in zip(heads, want)):
+        sys.exit("error: the twin computes the example's heads (heatmap FOCAL 1, size L1 0.1, "
+                 "offset L1 1); the config declares %s" % heads)
 
 
 def loss_of(heat, size, offset, target, objects, alpha=2.0, beta=4.0):
@@ -154,7 +139,7 @@ def loss_of(heat, size, offset, target, objects, alpha=2.0, beta=4.0):
     for i, objs in enumerate(objects):
         for cell, w, h, ox, oy in objs:
             rows.append(i), cells.append(cell), want_wh.append((w, h)), want_off.append((ox, oy))
-    reg = torch.zeros(n)
+    reg = torch.zeros(n, dtype=heat.dtype)
     if rows:
         rows_t, cells_t = torch.tensor(rows), torch.tensor(cells)
         s = size.flatten(2)[rows_t, :, cells_t]
@@ -241,47 +226,69 @@ def average_precisions(found, truth):
     return (sum(ap50[c] for c in valid) / len(valid), sum(ap[c] for c in valid) / len(valid), ap50, ap)
 
 
+def evaluate(model, xte, bte, H, W):
+    """Test mAPs and loss (the mean per scene) of the model."""
+    model.eval()
+    heat_te, objects_te = targets(bte, H // STRIDE, W // STRIDE)
+    found, loss = [], 0.0
+    with torch.inference_mode():
+        for b in range(0, len(xte), 500):
+            heat, size, offset = split_heads(model(xte[b:b + 500]), CLASSES)
+            loss += float(loss_of(heat.double(), size.double(), offset.double(), heat_te[b:b + 500].double(),
+                                  objects_te[b:b + 500]))
+            found += decode(heat, size, offset, H, W)
+    truth = [[(g[0], g[1], g[2], g[3], g[4]) for g in bs] for bs in bte]
+    map50, mapall, ap50, ap = average_precisions(found, truth)
+    return {"test_map50": map50, "test_map": mapall, "test_ap50_per_class": ap50,
+            "test_ap_per_class": ap, "test_loss": loss / len(xte)}
+
+
 def main():
     a = parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
-    xtr, btr = load_split(os.path.join(a.scenes, "train"), a.limit)
+    twin = pytorch_from_config.build(a.config)
+    pb, cfg, model = twin.schema, twin.config, twin.model
+    check_heads(cfg, pb)
+    if a.init_weights:
+        pytorch_from_config.load_weights(model, a.init_weights, pb)
     xte, bte = load_split(os.path.join(a.scenes, "test"), a.limit)
-    H, W = xtr.shape[2], xtr.shape[3]
-    oh, ow = H // STRIDE, W // STRIDE
-    heat_tr, objects_tr = targets(btr, oh, ow)
-    model = CenterNet()
-    opt = torch.optim.Adam(model.parameters(), lr=a.lr, eps=1e-7)
-    steps_per_epoch = (len(xtr) + a.batch - 1) // a.batch
-    total = a.epochs * steps_per_epoch
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    H, W = xte.shape[2], xte.shape[3]
+    out = {"impl": "pytorch", "torch": torch.__version__, "threads": a.threads}
+    if a.eval_only:
+        out.update(evaluate(model, xte, bte, H, W))
+        print(json.dumps(out), flush=True)
+        return 0
+    xtr, btr = load_split(os.path.join(a.scenes, "train"), a.limit)
+    heat_tr, objects_tr = targets(btr, H // STRIDE, W // STRIDE)
+    epochs = a.epochs or (cfg.schedule.epochs if cfg.schedule.HasField("epochs") else 20)
+    batch = a.batch or twin.batch
+    opt = pytorch_from_config.make_optimizer(model.parameters(), twin.optimizer, pb)
+    base_lr = a.lr or opt.param_groups[0]["lr"]
+    steps_per_epoch = (len(xtr) + batch - 1) // batch
     gen = torch.Generator().manual_seed(a.seed)
-    for epoch in range(1, a.epochs + 1):
+    step = 0
+    for epoch in range(1, epochs + 1):
         model.train()
         order = torch.randperm(len(xtr), generator=gen)
         loss_sum, t0 = 0.0, time.perf_counter()
-        for b in range(0, len(xtr), a.batch):
-            ids = order[b:b + a.batch]
-            heat, size, offset = model(xtr[ids])
+        for b in range(0, len(xtr), batch):
+            for g in opt.param_groups:
+                g["lr"] = pytorch_from_config.lr_at(cfg.schedule.lr_schedule, pb, base_lr, step,
+                                                    steps_per_epoch, epochs * steps_per_epoch)
+            ids = order[b:b + batch]
+            heat, size, offset = split_heads(model(xtr[ids]), CLASSES)
             loss = loss_of(heat, size, offset, heat_tr[ids], [objects_tr[i] for i in ids.tolist()]) / len(ids)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
             loss_sum += float(loss) * len(ids)
+            step += 1
         seconds = time.perf_counter() - t0
-        model.eval()
-        found = []
-        with torch.inference_mode():
-            for b in range(0, len(xte), 500):
-                found += decode(*model(xte[b:b + 500]), H, W)
-        truth = [[(g[0], g[1], g[2], g[3], g[4]) for g in bs] for bs in bte]
-        map50, mapall, ap50, ap = average_precisions(found, truth)
-        print(json.dumps({"impl": "pytorch", "torch": torch.__version__, "epoch": epoch,
-                          "train_loss": loss_sum / len(xtr), "threads": a.threads,
-                          "images_per_sec": len(xtr) / seconds, "test_map50": map50,
-                          "test_map": mapall, "test_ap50_per_class": ap50,
-                          "test_ap_per_class": ap}), flush=True)
+        out.update({"epoch": epoch, "train_loss": loss_sum / len(xtr),
+                    "images_per_sec": len(xtr) / seconds})
+        out.update(evaluate(model, xte, bte, H, W))
+        print(json.dumps(out), flush=True)
     return 0
 
 

@@ -131,7 +131,7 @@ class ConfigNet(nn.Module):
                     fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
                     nn.init.normal_(m.weight, std=math.sqrt(2.0 / fan_in))
             if isinstance(m, (nn.Conv2d, nn.Linear, nn.ConvTranspose2d)) and m.bias is not None:
-                nn.init.zeros_(m.bias)
+                nn.init.constant_(m.bias, getattr(m, "bias_init", 0.0))
 
     @staticmethod
     def _make(kind, p, ins):
@@ -142,6 +142,7 @@ class ConfigNet(nn.Module):
             s = p.stride or 1
             mod = nn.Conv2d(c, p.out_channels, (kh, kw), stride=s, padding=p.pad,
                             bias=not p.no_bias)
+            mod.bias_init = p.bias_init  # deeptrain's conv bias_init (a detector's heatmap prior)
             return mod, (p.out_channels, (h + 2 * p.pad - kh) // s + 1,
                          (w + 2 * p.pad - kw) // s + 1)
         if kind == "max_pool":
@@ -217,9 +218,10 @@ def build(config_path):
     with open(config_path) as f:
         text_format.Merge(f.read(), cfg)
     in_shape, classes = DATASETS.get(cfg.data.dataset, DATASETS[""])
-    if cfg.data.dataset == "mnist_scenes":  # background + 10 digits on canvas x canvas
+    if cfg.data.dataset == "mnist_scenes":  # background + 10 digits (a detector: 10) on canvases
         side = cfg.data.scenes.canvas or 64
-        in_shape, classes = (1, side, side), 11
+        in_shape = (1, side, side)
+        classes = 10 if cfg.model.loss.type == pb.LossConfig.DETECTION else 11
     if cfg.model.HasField("input"):
         i = cfg.model.input
         in_shape = (i.channels, i.height, i.width)

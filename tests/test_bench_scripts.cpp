@@ -163,6 +163,37 @@ TEST(BenchScripts, PytorchCenterNetTwinTrainsOnExportedScenes) {
   EXPECT_GE(json_number(r.last_line(), "test_map"), 0) << r.last_line();
 }
 
+// The detection twin is the config's network too: given the weights deeptrain wrote after a
+// short run of the example, it finds deeptrain's test loss (1e-4 relative: float32 sums of at
+// most 64 * 9 = 576 products per output, about 3.5e-5 in the worst case; a wrong layer or
+// weight layout moves it far more) and its mAPs (the same decoded boxes unless two scores tie
+// within that error: 1e-3).
+TEST(BenchScripts, PytorchCenterNetTwinComputesDeeptrainsLossAndMapFromItsWeights) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  if (run_command("/usr/bin/python3 -c 'import torchvision'").exit_code != 0)
+    GTEST_SKIP() << "torchvision not installed (scripts/setup.sh --with-torch)";
+  if (!have_mnist()) GTEST_SKIP() << "no MNIST in " << DEEPTRAIN_DATA_DIR << "/mnist";
+  TempDir d;
+  const std::string bin = DEEPTRAIN_BINARY, cfg = kSource + "/examples/centernet_mnist_scenes.prototxt",
+                    data = std::string(" --data-dir ") + DEEPTRAIN_DATA_DIR + "/mnist",
+                    scenes = (d.path / "scenes").string(), weights = (d.path / "w.bin").string();
+  ASSERT_EQ(run_command(bin + " export-scenes " + cfg + data + " --split test --limit 40 --out " + scenes).exit_code, 0);
+  CommandResult t = run_command(bin + " train " + cfg + data + " --threads 1 --epochs 1 --train-limit 400 "
+                                "--test-limit 40 --save-weights " + weights + " --run-dir " + (d.path / "run").string());
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  CommandResult ours = run_command(bin + " eval " + cfg + data + " --threads 1 --test-limit 40 --json --weights " + weights);
+  ASSERT_EQ(ours.exit_code, 0) << ours.output;
+  CommandResult twin = run_command("/usr/bin/python3 " + kSource + "/bench/pytorch_centernet.py --scenes " +
+                                   scenes + " --init-weights " + weights + " --eval-only --threads 1");
+  ASSERT_EQ(twin.exit_code, 0) << twin.output;
+  const std::string a = ours.last_line(), b = twin.last_line();
+  const double loss = json_number(a, "test_loss");
+  EXPECT_GT(loss, 0.1) << a;
+  EXPECT_NEAR(json_number(b, "test_loss"), loss, 1e-4 * loss) << a << "\n" << b;
+  EXPECT_NEAR(json_number(b, "test_map50"), json_number(a, "test_map50"), 1e-3) << a << "\n" << b;
+  EXPECT_NEAR(json_number(b, "test_map"), json_number(a, "test_map"), 1e-3) << a << "\n" << b;
+}
+
 }  // namespace
 
 // The data pipeline's benchmarks (bench/README.md), each on a few images: the table lines they
