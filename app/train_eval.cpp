@@ -62,7 +62,7 @@ void add_train_command(CLI::App& cli, CommonOptions& common, TrainOptionsCli& o)
   sub->footer(
       "Every run writes into its run directory: config.prototxt (the effective config), log.txt,\n"
       "metrics_steps.{jsonl,csv}, metrics_epochs.{jsonl,csv}, events.out.tfevents.* (TensorBoard),\n"
-      "curves.{png,svg}, misclassified.png, confusion.csv (a per-pixel model: predictions.png,\n"
+      "curves.{png,svg}, misclassified.png, confusion.csv (a per-pixel model or a detector: predictions.png,\n"
       "redrawn every epoch) and weights.bin.\n"
       "On a terminal a progress bar shows each epoch; otherwise a line every 10% of an epoch.\n\n"
       "Examples:\n"
