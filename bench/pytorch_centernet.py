@@ -23,19 +23,15 @@ per class), images per second of the training loop. --eval-only prints one line 
 starting weights instead, to check the twin computes what deeptrain computes.
 """
 
-import argparse
 import csv
 import json
 import math
 import os
 import sys
-import time
 
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
-from torch import nn
 import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -46,35 +42,14 @@ STRIDE = 4
 THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--scenes", required=True, help="the directory export-scenes wrote")
-    p.add_argument("--config", default=os.path.join(pytorch_from_config.REPO, "examples",
-                                                    "centernet_mnist_scenes.prototxt"))
-    p.add_argument("--epochs", type=int, help="default: the config's")
-    p.add_argument("--batch", type=int, help="default: the config's")
-    p.add_argument("--lr", type=float, help="default: the config's")
-    p.add_argument("--init-weights", help="start from this deeptrain weights file")
-    p.add_argument("--eval-only", action="store_true", help="evaluate the starting weights")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--limit", type=int, default=0, help="only the first N scenes of each split")
-    return p.parse_args()
-
-
 def load_split(d, limit):
-    with open(os.path.join(d, "list.csv")) as f:
-        rows = list(csv.DictReader(f))
-    if limit:
-        rows = rows[:limit]
-    images = np.stack([np.array(Image.open(os.path.join(d, r["image"]))) for r in rows])
+    rows, x = pytorch_from_config.read_scenes(d, limit)
     boxes = [[] for _ in rows]
     with open(os.path.join(d, "boxes.csv")) as f:
         for r in csv.DictReader(f):
             i = int(r["index"])
             if i < len(rows):
                 boxes[i].append((int(r["label"]), int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"])))
-    x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
     return x, boxes
 
 
@@ -244,7 +219,7 @@ def evaluate(model, xte, bte, H, W):
 
 
 def main():
-    a = parse_args()
+    a = pytorch_from_config.scenes_twin_args(__doc__.split("\n")[0], "centernet_mnist_scenes.prototxt")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     twin = pytorch_from_config.build(a.config)
@@ -261,34 +236,13 @@ def main():
         return 0
     xtr, btr = load_split(os.path.join(a.scenes, "train"), a.limit)
     heat_tr, objects_tr = targets(btr, H // STRIDE, W // STRIDE)
-    epochs = a.epochs or (cfg.schedule.epochs if cfg.schedule.HasField("epochs") else 20)
-    batch = a.batch or twin.batch
-    opt = pytorch_from_config.make_optimizer(model.parameters(), twin.optimizer, pb)
-    base_lr = a.lr or opt.param_groups[0]["lr"]
-    steps_per_epoch = (len(xtr) + batch - 1) // batch
-    gen = torch.Generator().manual_seed(a.seed)
-    step = 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(xtr), generator=gen)
-        loss_sum, t0 = 0.0, time.perf_counter()
-        for b in range(0, len(xtr), batch):
-            for g in opt.param_groups:
-                g["lr"] = pytorch_from_config.lr_at(cfg.schedule.lr_schedule, pb, base_lr, step,
-                                                    steps_per_epoch, epochs * steps_per_epoch)
-            ids = order[b:b + batch]
-            heat, size, offset = split_heads(model(xtr[ids]), CLASSES)
-            loss = loss_of(heat, size, offset, heat_tr[ids], [objects_tr[i] for i in ids.tolist()]) / len(ids)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss) * len(ids)
-            step += 1
-        seconds = time.perf_counter() - t0
-        out.update({"epoch": epoch, "train_loss": loss_sum / len(xtr),
-                    "images_per_sec": len(xtr) / seconds})
-        out.update(evaluate(model, xte, bte, H, W))
-        print(json.dumps(out), flush=True)
+
+    def batch_loss(ids):
+        heat, size, offset = split_heads(model(xtr[ids]), CLASSES)
+        return loss_of(heat, size, offset, heat_tr[ids], [objects_tr[i] for i in ids.tolist()]) / len(ids)
+
+    pytorch_from_config.train_recipe(twin, a, len(xtr), batch_loss,
+                                     lambda: evaluate(model, xte, bte, H, W), out)
     return 0
 
 

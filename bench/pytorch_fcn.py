@@ -18,12 +18,9 @@ that occur (with and without the background), images per second of the training 
 the twin computes what deeptrain computes.
 """
 
-import argparse
-import csv
 import json
 import os
 import sys
-import time
 
 import numpy as np
 import torch
@@ -37,32 +34,10 @@ CLASSES = 11
 IGNORE = 255
 
 
-def parse_args():
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--scenes", required=True, help="the directory export-scenes wrote")
-    p.add_argument("--config", default=os.path.join(pytorch_from_config.REPO, "examples",
-                                                    "fcn_mnist_scenes.prototxt"))
-    p.add_argument("--epochs", type=int, help="default: the config's")
-    p.add_argument("--batch", type=int, help="default: the config's")
-    p.add_argument("--lr", type=float, help="default: the config's")
-    p.add_argument("--init-weights", help="start from this deeptrain weights file")
-    p.add_argument("--eval-only", action="store_true", help="evaluate the starting weights")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--limit", type=int, default=0, help="only the first N scenes of each split")
-    return p.parse_args()
-
-
 def load_split(d, limit):
-    with open(os.path.join(d, "list.csv")) as f:
-        rows = list(csv.DictReader(f))
-    if limit:
-        rows = rows[:limit]
-    images = np.stack([np.array(Image.open(os.path.join(d, r["image"]))) for r in rows])
+    rows, x = pytorch_from_config.read_scenes(d, limit)
     masks = np.stack([np.array(Image.open(os.path.join(d, r["mask"]))) for r in rows])
-    x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
-    t = torch.from_numpy(masks.astype(np.int64))
-    return x, t
+    return x, torch.from_numpy(masks.astype(np.int64))
 
 
 def confusion(pred, t):
@@ -100,11 +75,11 @@ def evaluate(model, xte, tte):
 
 
 def main():
-    a = parse_args()
+    a = pytorch_from_config.scenes_twin_args(__doc__.split("\n")[0], "fcn_mnist_scenes.prototxt")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     twin = pytorch_from_config.build(a.config)
-    pb, cfg, model = twin.schema, twin.config, twin.model
+    pb, model = twin.schema, twin.model
     if twin.classes != CLASSES:
         sys.exit("error: %s: the twin reads mnist_scenes (11 classes), the config has %d"
                  % (a.config, twin.classes))
@@ -119,36 +94,17 @@ def main():
         print(json.dumps(out), flush=True)
         return 0
     xtr, ttr = load_split(os.path.join(a.scenes, "train"), a.limit)
-    epochs = a.epochs or (cfg.schedule.epochs if cfg.schedule.HasField("epochs") else 20)
-    batch = a.batch or twin.batch
-    opt = pytorch_from_config.make_optimizer(model.parameters(), twin.optimizer, pb)
-    base_lr = a.lr or opt.param_groups[0]["lr"]
-    steps_per_epoch = (len(xtr) + batch - 1) // batch
-    gen = torch.Generator().manual_seed(a.seed)
     pixels = xtr.shape[2] * xtr.shape[3]
-    step = 0
-    for epoch in range(1, epochs + 1):
-        model.train()
-        order = torch.randperm(len(xtr), generator=gen)
-        loss_sum, t0 = 0.0, time.perf_counter()
-        for b in range(0, len(xtr), batch):
-            for g in opt.param_groups:
-                g["lr"] = pytorch_from_config.lr_at(cfg.schedule.lr_schedule, pb, base_lr, step,
-                                                    steps_per_epoch, epochs * steps_per_epoch)
-            ids = order[b:b + batch]
-            z = model(xtr[ids])
-            loss = F.cross_entropy(z, ttr[ids], ignore_index=IGNORE, reduction="sum") / (len(ids) * pixels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            loss_sum += float(loss) * len(ids)
-            step += 1
-        seconds = time.perf_counter() - t0
+
+    def batch_loss(ids):
+        z = model(xtr[ids])
+        return F.cross_entropy(z, ttr[ids], ignore_index=IGNORE, reduction="sum") / (len(ids) * pixels)
+
+    def test_metrics():
         conf, test_loss = evaluate(model, xte, tte)
-        out.update({"epoch": epoch, "train_loss": loss_sum / len(xtr),
-                    "images_per_sec": len(xtr) / seconds, "test_loss": test_loss})
-        out.update(metrics(conf))
-        print(json.dumps(out), flush=True)
+        return dict(metrics(conf), test_loss=test_loss)
+
+    pytorch_from_config.train_recipe(twin, a, len(xtr), batch_loss, test_metrics, out)
     return 0
 
 

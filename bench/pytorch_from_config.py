@@ -302,3 +302,72 @@ def lr_at(sched, pb, base_lr, step, steps_per_epoch, total_steps):
     if step < warmup:
         lr *= (step + 1) / warmup
     return lr
+
+
+# What the scene twins (pytorch_fcn.py, pytorch_centernet.py) share: their command line, the
+# scenes' images, and the config's recipe around their own loss and evaluation.
+
+def scenes_twin_args(description, example):
+    """The scene twins' command line; `example` names the default config in examples/."""
+    import argparse
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--scenes", required=True, help="the directory export-scenes wrote")
+    p.add_argument("--config", default=os.path.join(REPO, "examples", example))
+    p.add_argument("--epochs", type=int, help="default: the config's")
+    p.add_argument("--batch", type=int, help="default: the config's")
+    p.add_argument("--lr", type=float, help="default: the config's")
+    p.add_argument("--init-weights", help="start from this deeptrain weights file")
+    p.add_argument("--eval-only", action="store_true", help="evaluate the starting weights")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--limit", type=int, default=0, help="only the first N scenes of each split")
+    return p.parse_args()
+
+
+def read_scenes(d, limit):
+    """A split export-scenes wrote: its list.csv rows (the first `limit`, 0 = all) and the images
+    as (n, 1, H, W) float32 pixel / 255."""
+    import csv
+    import numpy as np
+    from PIL import Image
+    with open(os.path.join(d, "list.csv")) as f:
+        rows = list(csv.DictReader(f))
+    if limit:
+        rows = rows[:limit]
+    images = np.stack([np.array(Image.open(os.path.join(d, r["image"]))) for r in rows])
+    return rows, torch.from_numpy(images.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
+
+
+def train_recipe(twin, a, n, batch_loss, evaluate, out):
+    """The config's recipe (optimizer, per-step learning rate, batch, epochs; --epochs, --batch
+    and --lr override) over n training samples in a seeded shuffle: batch_loss(ids) is the
+    batch's mean loss, evaluate() the test metrics; one JSON line per epoch."""
+    import json
+    import time
+    pb, cfg, model = twin.schema, twin.config, twin.model
+    epochs = a.epochs or (cfg.schedule.epochs if cfg.schedule.HasField("epochs") else 20)
+    batch = a.batch or twin.batch
+    opt = make_optimizer(model.parameters(), twin.optimizer, pb)
+    base_lr = a.lr or opt.param_groups[0]["lr"]
+    steps_per_epoch = (n + batch - 1) // batch
+    gen = torch.Generator().manual_seed(a.seed)
+    step = 0
+    for epoch in range(1, epochs + 1):
+        model.train()
+        order = torch.randperm(n, generator=gen)
+        loss_sum, t0 = 0.0, time.perf_counter()
+        for b in range(0, n, batch):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(cfg.schedule.lr_schedule, pb, base_lr, step, steps_per_epoch,
+                                epochs * steps_per_epoch)
+            ids = order[b:b + batch]
+            loss = batch_loss(ids)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            loss_sum += float(loss) * len(ids)
+            step += 1
+        seconds = time.perf_counter() - t0
+        out.update({"epoch": epoch, "train_loss": loss_sum / n, "images_per_sec": n / seconds})
+        out.update(evaluate())
+        print(json.dumps(out), flush=True)
