@@ -82,6 +82,7 @@ void finalize_scenes(proto::DataConfig& d) {
   if (!s.train_scenes()) s.set_train_scenes(D::kTrainScenes);
   if (!s.test_scenes()) s.set_test_scenes(D::kTestScenes);
   if (!s.seed()) s.set_seed(D::kSceneSeed);
+  if (!s.has_max_overlap()) s.set_max_overlap(D::kSceneMaxOverlap);
   require(s.canvas() >= 28 && s.canvas() <= 1024, "data.scenes.canvas", "must be in [28, 1024]",
           s.canvas());
   require(s.min_digits() > 0 && s.min_digits() <= s.max_digits() && s.max_digits() <= 64,
@@ -92,6 +93,8 @@ void finalize_scenes(proto::DataConfig& d) {
           s.min_scale());
   require(s.train_scenes() > 0 && s.test_scenes() > 0, "data.scenes.train_scenes",
           "and test_scenes must be > 0", s.train_scenes());
+  require(s.max_overlap() >= 0 && s.max_overlap() <= 1, "data.scenes.max_overlap",
+          "must be in [0, 1]", s.max_overlap());
 }
 
 void finalize_detection(proto::LossConfig& l) {

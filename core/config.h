@@ -35,7 +35,7 @@ inline constexpr float kCollectiveTimeoutS = 300;
 inline constexpr int kMicroBatch = 10;
 // data.scenes (dataset mnist_scenes) and model.loss
 inline constexpr int kSceneCanvas = 64, kSceneMinDigits = 1, kSceneMaxDigits = 5;
-inline constexpr float kSceneMinScale = 0.8f, kSceneMaxScale = 1.6f;
+inline constexpr float kSceneMinScale = 0.8f, kSceneMaxScale = 1.6f, kSceneMaxOverlap = 1.0f;
 inline constexpr int kTrainScenes = 10000, kTestScenes = 1000;
 inline constexpr uint64_t kSceneSeed = 1;
 inline constexpr int kIgnoreLabel = 255;

@@ -120,6 +120,42 @@ TEST(MnistScenes, LabelMapsAndBoxesFollowTheStrokes) {
   EXPECT_GT(ignored, 0);  // resized squares have faint edges
 }
 
+// Two boxes share at most `limit` of the smaller one's area.
+bool within_overlap(const data::Box& a, const data::Box& b, double limit) {
+  const int64_t w = std::min(a.x1, b.x1) - std::max(a.x0, b.x0), h = std::min(a.y1, b.y1) - std::max(a.y0, b.y0);
+  const int64_t inter = w > 0 && h > 0 ? w * h : 0;
+  const int64_t area_a = int64_t(a.x1 - a.x0) * (a.y1 - a.y0), area_b = int64_t(b.x1 - b.x0) * (b.y1 - b.y0);
+  return double(inter) <= limit * double(std::min(area_a, area_b));
+}
+
+TEST(MnistScenes, MaxOverlapBoundsHowMuchDigitsCoverEachOther) {
+  const data::DatasetSplit digits = square_digits();
+  proto::MnistScenesConfig crowded = scene_options();
+  crowded.set_train_scenes(200);
+  crowded.set_max_digits(6);
+  const data::DatasetSplit free = data::make_mnist_scenes(digits, crowded);
+  // No limit (1) draws the same scenes as an unset limit: existing data sets stay as they were.
+  crowded.set_max_overlap(1.0f);
+  EXPECT_TRUE(same_bytes(data::make_mnist_scenes(digits, crowded).train.images, free.train.images));
+  crowded.set_max_overlap(0.1f);
+  const data::DatasetSplit sparse = data::make_mnist_scenes(digits, crowded);
+  int64_t pairs_over = 0, digits_free = 0, digits_sparse = 0;
+  for (int64_t i = 0; i < 200; ++i) {
+    const auto& fb = free.train.boxes[size_t(i)];
+    const auto& sb = sparse.train.boxes[size_t(i)];
+    digits_free += int64_t(fb.size()), digits_sparse += int64_t(sb.size());
+    for (size_t a = 0; a < fb.size(); ++a)
+      for (size_t b = a + 1; b < fb.size(); ++b) pairs_over += !within_overlap(fb[a], fb[b], 0.1);
+    ASSERT_GE(sb.size(), 1u);
+    for (size_t a = 0; a < sb.size(); ++a)
+      for (size_t b = a + 1; b < sb.size(); ++b)
+        ASSERT_TRUE(within_overlap(sb[a], sb[b], 0.1)) << "scene " << i << " boxes " << a << ", " << b;
+  }
+  EXPECT_GT(pairs_over, 0);  // the unlimited scenes do overlap more, so the limit did something
+  // 48x48 canvases hold six 8x8..12x12 squares apart: few digits find no place.
+  EXPECT_GT(digits_sparse, digits_free * 9 / 10);
+}
+
 TEST(MnistScenes, TrainingScenesUseTrainingDigitsOnly) {
   // Training digits all class 0 (label 1 on the map), test digits all class 3.
   data::DatasetSplit digits = square_digits();

@@ -282,6 +282,8 @@ TEST_F(SegmentationTrain, ConfigsThatDoNotFitTheScenesAreRefused) {
           "set model.loss.type: PIXEL_SOFTMAX_CE");
   refused("augment", replaced("test_scenes: 40 }", "test_scenes: 40 } augment { enabled: true rotation_deg: 5 }"),
           "data.augment: not available for label maps");
+  refused("overlap", replaced("test_scenes: 40 }", "test_scenes: 40 max_overlap: 1.5 }"),
+          "data.scenes.max_overlap");
   refused("scenes_on_mnist",
           "model { preset: \"deep_convnet\" } data { dataset: \"mnist\" dir: \"" + std::string(DEEPTRAIN_DATA_DIR) +
               "/mnist\" scenes { canvas: 32 } }",

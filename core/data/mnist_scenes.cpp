@@ -11,6 +11,8 @@ namespace {
 
 constexpr int kDigit = 28;  // MNIST's digit patch
 constexpr uint64_t kStreamTag = 0x7363656e00000000ull;  // "scen", then the split
+constexpr int kMaxDigits = 64;        // data.scenes.max_digits' bound: random counters 1..64
+constexpr int kPlacementTries = 32;   // positions drawn for a digit under max_overlap
 
 // A uniform integer in [lo, hi] from a random word (hi - lo is small: the bias is negligible
 // and, more to the point, the same everywhere).
@@ -33,6 +35,32 @@ void resize_digit(const uint8_t* src, int size, uint8_t* dst) {
       dst[y * size + x] = uint8_t((v + 32768) >> 16);
     }
   }
+}
+
+// The box of the patch's nonzero pixels that land on the canvas when its corner is at
+// (x0, y0): [x0, x1) x [y0, y1), empty (x1 <= x0) when none does.
+Box ink_box(const uint8_t* patch, int64_t size, int64_t x0, int64_t y0, int64_t c) {
+  Box b{0, int32_t(c), int32_t(c), -1, -1};
+  for (int64_t y = std::max<int64_t>(0, -y0); y < std::min(size, c - y0); ++y)
+    for (int64_t x = std::max<int64_t>(0, -x0); x < std::min(size, c - x0); ++x)
+      if (patch[y * size + x]) {
+        b.x0 = std::min<int32_t>(b.x0, int32_t(x0 + x)), b.x1 = std::max<int32_t>(b.x1, int32_t(x0 + x + 1));
+        b.y0 = std::min<int32_t>(b.y0, int32_t(y0 + y)), b.y1 = std::max<int32_t>(b.y1, int32_t(y0 + y + 1));
+      }
+  return b;
+}
+
+int64_t area(const Box& b) { return std::max(0, b.x1 - b.x0) * int64_t(std::max(0, b.y1 - b.y0)); }
+
+// Whether box a shares at most max_overlap of the smaller box's area with every box already
+// placed (1: always).
+bool fits(const Box& a, const std::vector<Box>& placed, float max_overlap) {
+  if (max_overlap >= 1.0f) return true;
+  for (const Box& b : placed) {
+    const Box i{0, std::max(a.x0, b.x0), std::max(a.y0, b.y0), std::min(a.x1, b.x1), std::min(a.y1, b.y1)};
+    if (double(area(i)) > double(max_overlap) * double(std::min(area(a), area(b)))) return false;
+  }
+  return true;
 }
 
 Dataset make_split(const Dataset& src, const proto::MnistScenesConfig& s, uint32_t split,
@@ -71,6 +99,8 @@ void render_scene(const Tensor& digits, const Tensor& labels, const proto::Mnist
   // Scale in 1/1024 steps: the digit's side in pixels is round(28 * scale).
   const int64_t smin = int64_t(s.min_scale() * 1024.0f + 0.5f),
                 smax = int64_t(s.max_scale() * 1024.0f + 0.5f);
+  // Unset means no limit, as the schema's default [1] (options built in code, not finalized).
+  const float max_overlap = s.has_max_overlap() ? s.max_overlap() : 1.0f;
   std::vector<uint8_t> patch;
   boxes->clear();
   for (int64_t k = 0; k < count; ++k) {
@@ -78,28 +108,33 @@ void render_scene(const Tensor& digits, const Tensor& labels, const proto::Mnist
     const int64_t which = int64_t(r[0] % uint32_t(count_src));
     const int64_t size = std::max<int64_t>(
         1, (kDigit * uniform_int(r[1], smin, smax) + 512) / 1024);
-    // The top-left corner: up to a quarter of the digit may fall off the canvas (digits touch
-    // and cross the border).
-    const int64_t lo = -size / 4, hi = c - size + size / 4;
-    const int64_t x0 = uniform_int(r[2], lo, hi), y0 = uniform_int(r[3], lo, hi);
     patch.resize(size_t(size * size));
     resize_digit(digits.data<uint8_t>() + which * kDigit * kDigit, int(size), patch.data());
-    const int32_t cls = labels.data<int32_t>()[which];
-    Box b{cls, int32_t(c), int32_t(c), -1, -1};
+    // The top-left corner: up to a quarter of the digit may fall off the canvas (digits touch
+    // and cross the border). Further draws (counters past the digits') only while the digit
+    // covers another, or is covered, beyond max_overlap.
+    const int64_t lo = -size / 4, hi = c - size + size / 4;
+    int64_t x0 = uniform_int(r[2], lo, hi), y0 = uniform_int(r[3], lo, hi);
+    Box b = ink_box(patch.data(), size, x0, y0, c);
+    bool placed = fits(b, *boxes, max_overlap);
+    for (int t = 1; t < kPlacementTries && !placed; ++t) {
+      const Philox4x32 q = rs.block(uint64_t(index), uint32_t(kMaxDigits + k * kPlacementTries + t));
+      x0 = uniform_int(q[0], lo, hi), y0 = uniform_int(q[1], lo, hi);
+      b = ink_box(patch.data(), size, x0, y0, c);
+      placed = fits(b, *boxes, max_overlap);
+    }
+    if (!placed) continue;
+    b.label = labels.data<int32_t>()[which];
     for (int64_t y = 0; y < size; ++y)
       for (int64_t x = 0; x < size; ++x) {
         const int64_t cy = y0 + y, cx = x0 + x;
         const uint8_t v = patch[size_t(y * size + x)];
         if (cy < 0 || cy >= c || cx < 0 || cx >= c || v == 0) continue;
-        b.x0 = std::min<int32_t>(b.x0, int32_t(cx));
-        b.y0 = std::min<int32_t>(b.y0, int32_t(cy));
-        b.x1 = std::max<int32_t>(b.x1, int32_t(cx + 1));
-        b.y1 = std::max<int32_t>(b.y1, int32_t(cy + 1));
         // The brightest digit owns the pixel (a later one on a tie: it lies on top).
         uint8_t& p = image[cy * c + cx];
         if (v < p) continue;
         p = v;
-        label_map[cy * c + cx] = v >= kStrokeThreshold ? uint8_t(cls + 1) : uint8_t(kSceneIgnoreLabel);
+        label_map[cy * c + cx] = v >= kStrokeThreshold ? uint8_t(b.label + 1) : uint8_t(kSceneIgnoreLabel);
       }
     if (b.x1 > b.x0) boxes->push_back(b);  // a digit whose ink missed the canvas has no box
   }
