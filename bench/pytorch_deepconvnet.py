@@ -35,7 +35,6 @@ cost is the same, so throughput is unaffected.
 
 import argparse
 import contextlib
-import gzip
 import json
 import os
 import resource
@@ -95,24 +94,6 @@ torch.set_num_threads(ARGS.threads)
 
 # ---------------------------------------------------------------- data
 
-def read_idx(path):
-    """Read an IDX file (plain or .gz) into a numpy array."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
-def find_file(directory, name):
-    for candidate in (name, name + ".gz"):
-        path = os.path.join(directory, candidate)
-        if os.path.exists(path):
-            return path
-    return None
-
-
 def load_data(directory, n_images, rng):
     """Return (images n,1,28,28 float32 in [0,1], labels n int64, description).
 
@@ -121,6 +102,7 @@ def load_data(directory, n_images, rng):
     (shuffled) sample of the training set, drawn once here.
     """
     if directory:
+        from pytorch_from_config import find_file, read_idx  # noqa: E402
         images_path = find_file(directory, "train-images-idx3-ubyte")
         labels_path = find_file(directory, "train-labels-idx1-ubyte")
         if images_path and labels_path:

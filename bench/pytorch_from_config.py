@@ -13,6 +13,7 @@ a deeptrain weights file, so a twin can start from the very numbers deeptrain st
 import math
 
 import collections
+import gzip
 import importlib
 import os
 import subprocess
@@ -302,6 +303,27 @@ def lr_at(sched, pb, base_lr, step, steps_per_epoch, total_steps):
     if step < warmup:
         lr *= (step + 1) / warmup
     return lr
+
+
+# The IDX files of MNIST and Fashion-MNIST (pytorch_deepconvnet.py, pytorch_recipe.py).
+
+def read_idx(path):
+    """Read an IDX file (plain or .gz) into a numpy array."""
+    import numpy as np
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def find_file(directory, name):
+    for candidate in (name, name + ".gz"):
+        path = os.path.join(directory, candidate)
+        if os.path.exists(path):
+            return path
+    return None
 
 
 # What the scene twins (pytorch_fcn.py, pytorch_centernet.py) share: their command line, the

@@ -1,5 +1,6 @@
 // The benchmark scripts run: PyTorch's peer (bench/pytorch_deepconvnet.py), the side-by-side
-// comparison (bench/train_throughput.sh), the detection twin (bench/pytorch_centernet.py, on
+// comparison (bench/train_throughput.sh), the whole-recipe comparison (bench/recipe_wall.sh and
+// its PyTorch side, bench/pytorch_recipe.py, on 300 MNIST digits), the detection twin (bench/pytorch_centernet.py, on
 // exported scenes, one epoch) and the segmentation twin (bench/pytorch_fcn.py, on
 // scenes export-scenes wrote), in a few steps each. Not timings (those live in
 // bench/): a check that the commands docs/results.md quotes still work. A change for the GPU had
@@ -42,6 +43,19 @@ TEST(BenchScripts, ThroughputComparisonPrintsBothSides) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   for (const char* row : {"train img/s (median)", "infer img/s (median)"})
     EXPECT_NE(r.output.find(row), std::string::npos) << row << "\n" << r.output;
+}
+
+TEST(BenchScripts, RecipeWallTimesBothWholeRuns) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  if (!have_mnist()) GTEST_SKIP() << "no MNIST in " << DEEPTRAIN_DATA_DIR << "/mnist";
+  CommandResult r = run_command("bash " + kSource + "/bench/recipe_wall.sh --threads 1 --epochs 1 "
+                                "--limit 300 --layouts nchw,channels_last --deeptrain " DEEPTRAIN_BINARY);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  for (const char* row : {"| deeptrain | 1 |", "| pytorch_nchw | 1 |", "| pytorch_channels_last | 1 |",
+                          "wall-time ratio, PyTorch's best layout"})
+    EXPECT_NE(r.output.find(row), std::string::npos) << row << "\n" << r.output;
+  EXPECT_EQ(run_command("bash " + kSource + "/bench/recipe_wall.sh --layouts nhwc --deeptrain " DEEPTRAIN_BINARY
+                        " --epochs 1 --limit 100").exit_code, 2);
 }
 
 // bench/cpu_table.py: every example network built in PyTorch from its config has deeptrain's
