@@ -110,28 +110,36 @@ void maxpool_bwd(const PoolGeom& g, const float* dy, const int32_t* argmax, floa
   }
 }
 
+// Channels past c in the last block (when c % block != 0) are zeros in dst, skipped in src.
 template <class T>
 void to_blocked(const T* src, T* dst, int64_t n, int64_t c, int64_t hw, int block) {
-  const int64_t cb_count = c / block;
+  const int64_t cb_count = (c + block - 1) / block;
 #pragma omp parallel for collapse(2) schedule(static) if (n * c * hw > kParallelMin)
   for (int64_t i = 0; i < n; ++i)
     for (int64_t cb = 0; cb < cb_count; ++cb) {
+      const int64_t lanes = std::min<int64_t>(block, c - cb * block);
       const T* s = src + (i * c + cb * block) * hw;
       T* d = dst + (i * cb_count + cb) * hw * block;
+      if (lanes == block) {
+        for (int64_t j = 0; j < hw; ++j)
+          for (int l = 0; l < block; ++l) d[j * block + l] = s[l * hw + j];
+        continue;
+      }
       for (int64_t j = 0; j < hw; ++j)
-        for (int l = 0; l < block; ++l) d[j * block + l] = s[l * hw + j];
+        for (int l = 0; l < block; ++l) d[j * block + l] = l < lanes ? s[l * hw + j] : T(0);
     }
 }
 
 template <class T>
 void from_blocked(const T* src, T* dst, int64_t n, int64_t c, int64_t hw, int block) {
-  const int64_t cb_count = c / block;
+  const int64_t cb_count = (c + block - 1) / block;
 #pragma omp parallel for collapse(2) schedule(static) if (n * c * hw > kParallelMin)
   for (int64_t i = 0; i < n; ++i)
     for (int64_t cb = 0; cb < cb_count; ++cb) {
+      const int64_t lanes = std::min<int64_t>(block, c - cb * block);
       const T* s = src + (i * cb_count + cb) * hw * block;
       T* d = dst + (i * c + cb * block) * hw;
-      for (int l = 0; l < block; ++l)
+      for (int l = 0; l < lanes; ++l)
         for (int64_t j = 0; j < hw; ++j) d[l * hw + j] = s[j * block + l];
     }
 }
@@ -147,6 +155,16 @@ void plain_to_blocked(const void* src, void* dst, int64_t n, int64_t c, int64_t 
 
 void blocked_to_plain(const void* src, void* dst, int64_t n, int64_t c, int64_t hw, int block) {
   DT_CHECK(c % block == 0, "{} channels do not fill blocks of {}", c, block);
+  from_blocked(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, c, hw, block);
+}
+
+void plain_to_padded_blocked(const void* src, void* dst, int64_t n, int64_t c, int64_t hw,
+                             int block) {
+  to_blocked(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, c, hw, block);
+}
+
+void padded_blocked_to_plain(const void* src, void* dst, int64_t n, int64_t c, int64_t hw,
+                             int block) {
   from_blocked(static_cast<const uint32_t*>(src), static_cast<uint32_t*>(dst), n, c, hw, block);
 }
 

@@ -19,6 +19,13 @@ int preferred_block();
 // Layout conversions of 4-byte elements (f32 and the i32 argmax alike).
 void plain_to_blocked(const void* src, void* dst, int64_t n, int64_t c, int64_t hw, int block);
 void blocked_to_plain(const void* src, void* dst, int64_t n, int64_t c, int64_t hw, int block);
+// The same for any c: blocks of ceil(c / B) * B channels, the channels past c zero in dst
+// (plain_to_padded_blocked) or skipped (padded_blocked_to_plain). Scratch layouts only: a
+// Tensor's nChwBc always has c % B == 0.
+void plain_to_padded_blocked(const void* src, void* dst, int64_t n, int64_t c, int64_t hw,
+                             int block);
+void padded_blocked_to_plain(const void* src, void* dst, int64_t n, int64_t c, int64_t hw,
+                             int block);
 
 // Copies the nChwBc planes of x (planes = n * c / B, each h x w) into the interior of planes of
 // hp x wp at (top, left); the border is not touched (callers zero it once and reuse the buffer).
