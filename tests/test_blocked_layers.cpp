@@ -138,6 +138,40 @@ TEST(BlockedLayouts, GlobalAvgPoolIsBitIdenticalToPlain) {
   expect_same_in_every_layout(R"(name: "gap" global_avg_pool {})", false, true, {x}, dy);
 }
 
+// Inputs whose channels fill whole blocks are joined in their blocked layout (no conversion),
+// and the gradient is split in it: the same values, bit for bit, in the same layout.
+TEST(BlockedLayouts, ConcatIsBitIdenticalToPlain) {
+  const Tensor a = random_f32({3, 16, 4, 5}, 11), b = random_f32({3, 32, 4, 5}, 12);
+  const Tensor dy = random_f32({3, 48, 4, 5}, 13);
+  expect_same_in_every_layout(R"(name: "cat" concat {})", false, true, {a, b}, dy);
+  const Tensor dy2 = random_f32({3, 32, 4, 5}, 16);  // two 16-channel inputs
+  expect_same_in_every_layout(R"(name: "cat" concat {})", false, true, {a, a}, dy2);
+}
+
+// Inputs in different layouts (a blocked 16-channel branch next to a plain 8-channel one, as in
+// GoogLeNet's first Inception module) are joined plain.
+TEST(BlockedLayouts, ConcatOfMixedLayoutsIsPlain) {
+  const Tensor a = random_f32({2, 16, 3, 3}, 14), b = random_f32({2, 8, 3, 3}, 15);
+  auto backend = make_backend("cpu");  // its to_plain reads the blocked input
+  proto::LayerConfig lc;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(name: "cat" concat {})", &lc));
+  auto layer = make_layer(lc, 0);
+  layer->setup({Shape({16, 3, 3}), Shape({8, 3, 3})});
+  Tensor ab = to_blocked(a, 16), bp = b.clone();
+  std::vector<Tensor*> in{&ab, &bp};
+  Tensor y = Tensor::empty(Shape({2, 24, 3, 3}), DType::f32);
+  StepContext ctx{*backend, true, 1, 2, nullptr};
+  layer->forward(ctx, in, y);
+  ASSERT_EQ(y.layout(), Layout::plain);
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t c = 0; c < 24; ++c)
+      for (int64_t s = 0; s < 9; ++s) {
+        const float want = c < 16 ? a.data<float>()[(i * 16 + c) * 9 + s]
+                                  : b.data<float>()[(i * 8 + c - 16) * 9 + s];
+        ASSERT_EQ(y.data<float>()[(i * 24 + c) * 9 + s], want) << i << " " << c << " " << s;
+      }
+}
+
 // testing_util::wide_graph (residual blocks, an Inception concat, a BN with two consumers)
 // on the fast CPU backend, whose blocked layouts its BN, add and pooling layers then read and
 // write, against the plain reference backend.
