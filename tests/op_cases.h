@@ -57,6 +57,7 @@ inline const PoolCase kPoolCases[] = {
     {"c56_stride1_pad1", 3, 56, 9, 9, 3, 1, 1},   // Inception's pool branch, 3.5 blocks of 16
     {"c24_odd_extent", 2, 24, 7, 7, 2, 2, 0},      // 1.5 blocks, last row and column unused
     {"c40_overlap_pad1", 2, 40, 9, 9, 3, 2, 1},
+    {"c88_wide", 2, 88, 5, 21, 3, 1, 1},           // rows of 21: a tile of 16 and a tail
 };
 
 // The parameterised tests' names: the case's name.

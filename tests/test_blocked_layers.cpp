@@ -11,6 +11,9 @@
 #include "net_cases.h"
 
 #include "core/backend/backend.h"
+#ifdef DEEPTRAIN_HAVE_DNNL
+#include "core/backend/cpu_kernels_blocked.h"
+#endif
 #include "core/layers/kinds.h"
 
 using namespace deeptrain;
@@ -171,6 +174,27 @@ TEST(BlockedLayouts, ConcatOfMixedLayoutsIsPlain) {
         ASSERT_EQ(y.data<float>()[(i * 24 + c) * 9 + s], want) << i << " " << c << " " << s;
       }
 }
+
+#ifdef DEEPTRAIN_HAVE_DNNL
+// The fast backend's layout conversions (16 x 16 tiles transposed in registers, scalar tails)
+// against the layout formula, bit for bit, with plane sizes with and without a tail.
+TEST(BlockedLayouts, ConversionKernelsFollowTheLayoutFormula) {
+  for (int B : {8, 16})
+    for (int64_t c : {int64_t(B), int64_t(3 * B)})
+      for (int64_t hw : {1, 16, 37, 49}) {
+        SCOPED_TRACE(testing::Message() << "B " << B << " c " << c << " hw " << hw);
+        const int64_t n = 3;
+        const Tensor x = random_f32({n, c, 1, hw}, 17);
+        Tensor got = Tensor::empty(x.shape(), DType::f32);
+        std::memset(got.raw(), 0xff, got.nbytes());  // NaNs where nothing is written
+        kernels::plain_to_blocked(x.raw(), got.raw(), n, c, hw, B);
+        expect_bit_identical(got, to_blocked(x, B), "plain to blocked");
+        Tensor back = Tensor::empty(x.shape(), DType::f32);
+        kernels::blocked_to_plain(got.raw(), back.raw(), n, c, hw, B);
+        expect_bit_identical(back, x, "blocked to plain");
+      }
+}
+#endif
 
 // testing_util::wide_graph (residual blocks, an Inception concat, a BN with two consumers)
 // on the fast CPU backend, whose blocked layouts its BN, add and pooling layers then read and

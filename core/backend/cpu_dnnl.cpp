@@ -108,7 +108,7 @@ struct DnnlBackend::Impl {
   Layout blocked = block == 16 ? Layout::nChw16c : Layout::nChw8c;
   std::map<ConvKey, ConvPrims> convs;
   std::map<AffineKey, AffinePrims> affines;
-  enum Slot { kX, kY, kDy, kPoolX, kPoolY, kPoolA, kSlots };
+  enum Slot { kX, kY, kDy, kSlots };
   std::array<Tensor, kSlots> buffers;  // layout conversions, grown on demand, reused
   std::array<std::vector<uint16_t>, 3> half;  // bf16 copies of an affine's operands
 
@@ -139,18 +139,13 @@ struct DnnlBackend::Impl {
     if (t.layout() == want) return t;
     const Tensor plain = t.layout() == Layout::plain ? t : to_plain(t);
     if (want == Layout::plain) return plain;
-    Tensor out = scratch(slot, t.numel()).slice_flat(0, t.shape());
+    Tensor& buf = buffers[slot];
+    if (!buf.defined() || buf.numel() < t.numel()) buf = Tensor::empty({t.numel()}, DType::f32);
+    Tensor out = buf.slice_flat(0, t.shape());
     kernels::plain_to_blocked(plain.raw(), out.raw(), t.dim(0), t.dim(1), t.dim(2) * t.dim(3),
                               block);
     out.set_layout(want);
     return out;
-  }
-
-  // Buffer `slot`, at least `elems` 4-byte elements (f32, or i32 written through raw()).
-  Tensor& scratch(Slot slot, int64_t elems) {
-    Tensor& buf = buffers[slot];
-    if (!buf.defined() || buf.numel() < elems) buf = Tensor::empty({elems}, DType::f32);
-    return buf;
   }
 
   static Tensor to_plain(const Tensor& t) {
@@ -516,31 +511,31 @@ void DnnlBackend::maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& 
   Impl& m = *impl_;
   if (x.dtype() != DType::f32 || (g.c % m.block && (g.pad_h >= g.r || g.pad_w >= g.s)))
     return CpuBackend::maxpool2d_forward(g, to_plain(x), y, argmax);
+  pool_forward(g, x, y, argmax.data<int32_t>());
+  argmax.set_layout(y.layout());
+}
+
+void DnnlBackend::maxpool2d_infer(const PoolGeom& g, const Tensor& x, Tensor& y,
+                                  Tensor& scratch) {
+  if (x.dtype() != DType::f32 || (g.c % impl_->block && (g.pad_h >= g.r || g.pad_w >= g.s)))
+    return CpuBackend::maxpool2d_infer(g, x, y, scratch);
+  pool_forward(g, x, y, nullptr);
+}
+
+// The vector kernels; argmax null: y only.
+void DnnlBackend::pool_forward(const PoolGeom& g, const Tensor& x, Tensor& y, int32_t* argmax) {
+  Impl& m = *impl_;
   if (g.c % m.block) {
     // Channels that fill no block (an Inception module's concat: 56, 88) keep x, y and argmax
-    // plain, but the pooling itself runs on the vector kernel: x goes into a scratch blocked
-    // copy whose last block is padded with zero channels, and y and argmax come back from
-    // one. The reference's scalar loop took 30-40% of GoogLeNet's inference step.
-    const int64_t cb = (g.c + m.block - 1) / m.block * m.block;
-    PoolGeom gb = g;
-    gb.c = cb;
-    const Tensor xp = to_plain(x);
-    float* xb = m.scratch(Impl::kPoolX, g.n * cb * g.h * g.w).data<float>();
-    float* yb = m.scratch(Impl::kPoolY, g.n * cb * g.p * g.q).data<float>();
-    void* ab = m.scratch(Impl::kPoolA, g.n * cb * g.p * g.q).raw();
-    kernels::plain_to_padded_blocked(xp.raw(), xb, g.n, g.c, g.h * g.w, m.block);
-    kernels::maxpool_forward_blocked(gb, m.block, xb, yb, static_cast<int32_t*>(ab));
-    kernels::padded_blocked_to_plain(yb, y.raw(), g.n, g.c, g.p * g.q, m.block);
-    kernels::padded_blocked_to_plain(ab, argmax.raw(), g.n, g.c, g.p * g.q, m.block);
+    // plain, but the pooling runs on the vector kernel, B planes at a time (the reference's
+    // scalar loop took 30-40% of GoogLeNet's inference step).
+    kernels::maxpool_forward_plain(g, to_plain(x).data<float>(), y.data<float>(), argmax);
     y.set_layout(Layout::plain);
-    argmax.set_layout(Layout::plain);
     return;
   }
   const Tensor xn = m.native(x, Impl::kX);
-  kernels::maxpool_forward_blocked(g, m.block, xn.data<float>(), y.data<float>(),
-                                   argmax.data<int32_t>());
+  kernels::maxpool_forward_blocked(g, m.block, xn.data<float>(), y.data<float>(), argmax);
   y.set_layout(m.blocked);
-  argmax.set_layout(m.blocked);
 }
 
 void DnnlBackend::maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
@@ -549,19 +544,9 @@ void DnnlBackend::maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const 
   // argmax is blocked exactly when forward ran the blocked kernel: f32 with c % B == 0.
   if (dy.dtype() != DType::f32 || (g.c % m.block && (g.pad_h >= g.r || g.pad_w >= g.s)))
     return CpuBackend::maxpool2d_backward(g, to_plain(dy), argmax, dx);
-  if (g.c % m.block) {  // plain argmax: forward's padded scratch route, in reverse
-    const int64_t cb = (g.c + m.block - 1) / m.block * m.block;
-    PoolGeom gb = g;
-    gb.c = cb;
-    const Tensor dyp = to_plain(dy);
-    float* dyb = m.scratch(Impl::kPoolY, g.n * cb * g.p * g.q).data<float>();
-    void* ab = m.scratch(Impl::kPoolA, g.n * cb * g.p * g.q).raw();
-    float* dxb = m.scratch(Impl::kPoolX, g.n * cb * g.h * g.w).data<float>();
-    // The padded channels' dy is zero, so whatever their argmax (0) routes adds nothing.
-    kernels::plain_to_padded_blocked(dyp.raw(), dyb, g.n, g.c, g.p * g.q, m.block);
-    kernels::plain_to_padded_blocked(argmax.raw(), ab, g.n, g.c, g.p * g.q, m.block);
-    kernels::maxpool_backward_blocked(gb, m.block, dyb, static_cast<const int32_t*>(ab), dxb);
-    kernels::padded_blocked_to_plain(dxb, dx.raw(), g.n, g.c, g.h * g.w, m.block);
+  if (g.c % m.block) {  // plain argmax
+    kernels::maxpool_backward_plain(g, to_plain(dy).data<float>(), argmax.data<int32_t>(),
+                                    dx.data<float>());
     dx.set_layout(Layout::plain);
     return;
   }

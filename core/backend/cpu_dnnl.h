@@ -47,6 +47,7 @@ class DnnlBackend : public CpuBackend {
   void maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& argmax) override;
   void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
                           Tensor& dx) override;
+  void maxpool2d_infer(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& scratch) override;
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
   void deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
                         Tensor& y) override;
@@ -58,6 +59,7 @@ class DnnlBackend : public CpuBackend {
   Layout blocked_layout() const;
 
  private:
+  void pool_forward(const PoolGeom& g, const Tensor& x, Tensor& y, int32_t* argmax);
   struct Impl;  // oneDNN objects and cached primitives; keeps dnnl.hpp out of this header
   std::unique_ptr<Impl> impl_;
 };

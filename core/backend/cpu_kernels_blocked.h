@@ -5,7 +5,7 @@
 // pixel for B = 16 (AVX-512), one ymm for B = 8 (AVX2).
 //
 // Blocked layout nChwBc: element (n, c, h, w) lives at ((n*C/B + c/B)*H*W + h*W + w)*B + c%B;
-// every kernel here needs C % B == 0. Threads: OpenMP (set_cpu_threads).
+// every kernel here needs C % B == 0, but the plain pooling ones. Threads: OpenMP (set_cpu_threads).
 #include <cstdint>
 
 #include "core/backend/backend.h"
@@ -19,13 +19,6 @@ int preferred_block();
 // Layout conversions of 4-byte elements (f32 and the i32 argmax alike).
 void plain_to_blocked(const void* src, void* dst, int64_t n, int64_t c, int64_t hw, int block);
 void blocked_to_plain(const void* src, void* dst, int64_t n, int64_t c, int64_t hw, int block);
-// The same for any c: blocks of ceil(c / B) * B channels, the channels past c zero in dst
-// (plain_to_padded_blocked) or skipped (padded_blocked_to_plain). Scratch layouts only: a
-// Tensor's nChwBc always has c % B == 0.
-void plain_to_padded_blocked(const void* src, void* dst, int64_t n, int64_t c, int64_t hw,
-                             int block);
-void padded_blocked_to_plain(const void* src, void* dst, int64_t n, int64_t c, int64_t hw,
-                             int block);
 
 // Copies the nChwBc planes of x (planes = n * c / B, each h x w) into the interior of planes of
 // hp x wp at (top, left); the border is not touched (callers zero it once and reuse the buffer).
@@ -41,9 +34,15 @@ void relu_mask(float* dy, const float* y, int64_t count);
 
 // Max pooling on nChwBc. argmax has y's blocked layout and the reference's values: the flat
 // index (ih*W + iw) within the (n, c) plane of the window's first maximum in row-major order.
+// A null argmax (forward only): y alone.
 void maxpool_forward_blocked(const PoolGeom& g, int block, const float* x, float* y,
                              int32_t* argmax);
 void maxpool_backward_blocked(const PoolGeom& g, int block, const float* dy,
                               const int32_t* argmax, float* dx);
+// The same on plain tensors, for any c (channels that fill no block), with the reference's
+// plain argmax, through blocked scratch planes (needs a padding smaller than the window).
+void maxpool_forward_plain(const PoolGeom& g, const float* x, float* y, int32_t* argmax);
+void maxpool_backward_plain(const PoolGeom& g, const float* dy, const int32_t* argmax,
+                            float* dx);
 
 }  // namespace deeptrain::kernels
