@@ -542,14 +542,11 @@ void DnnlBackend::maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const 
                                      Tensor& dx) {
   Impl& m = *impl_;
   // argmax is blocked exactly when forward ran the blocked kernel: f32 with c % B == 0.
-  if (dy.dtype() != DType::f32 || (g.c % m.block && (g.pad_h >= g.r || g.pad_w >= g.s)))
+  // A plain argmax (channels that fill no block) goes to the reference's scatter, which beat
+  // transposing dy, argmax and dx through blocked planes (3.3 ms against 1.3 for GoogLeNet's
+  // inc3b_pool).
+  if (dy.dtype() != DType::f32 || g.c % m.block)
     return CpuBackend::maxpool2d_backward(g, to_plain(dy), argmax, dx);
-  if (g.c % m.block) {  // plain argmax
-    kernels::maxpool_backward_plain(g, to_plain(dy).data<float>(), argmax.data<int32_t>(),
-                                    dx.data<float>());
-    dx.set_layout(Layout::plain);
-    return;
-  }
   const Tensor dyn = m.native(dy, Impl::kDy);
   kernels::maxpool_backward_blocked(g, m.block, dyn.data<float>(), argmax.data<int32_t>(),
                                     dx.data<float>());

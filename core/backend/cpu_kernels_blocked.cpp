@@ -290,27 +290,4 @@ void maxpool_forward_plain(const PoolGeom& g, const float* x, float* y, int32_t*
   }
 }
 
-void maxpool_backward_plain(const PoolGeom& g, const float* dy, const int32_t* argmax,
-                            float* dx) {
-  DT_CHECK(g.pad_h < g.r && g.pad_w < g.s, "maxpool backward with padding {}x{} of a {}x{} window",
-           g.pad_h, g.pad_w, g.r, g.s);
-  const int64_t groups = (g.c + kBlock - 1) / kBlock, hw = g.h * g.w, pq = g.p * g.q;
-#pragma omp parallel if (g.n * g.c * hw > kParallelMin)
-  {
-    std::vector<uint32_t> dyb(pq * kBlock), ab(pq * kBlock), dxb(hw * kBlock);
-#pragma omp for collapse(2) schedule(static)
-    for (int64_t i = 0; i < g.n; ++i)
-      for (int64_t cb = 0; cb < groups; ++cb) {
-        const int64_t c0 = cb * kBlock, lanes = std::min<int64_t>(kBlock, g.c - c0);
-        // The padded lanes' dy is zero: whatever their argmax (0) routes adds nothing.
-        block_to(bits(dy + (i * g.c + c0) * pq), dyb.data(), lanes, pq, kBlock);
-        block_to(bits(argmax + (i * g.c + c0) * pq), ab.data(), lanes, pq, kBlock);
-        pool_plane_bwd<kBlock>(g, reinterpret_cast<const float*>(dyb.data()),
-                               reinterpret_cast<const int32_t*>(ab.data()),
-                               reinterpret_cast<float*>(dxb.data()));
-        block_from(dxb.data(), bits(dx + (i * g.c + c0) * hw), lanes, hw, kBlock);
-      }
-  }
-}
-
 }  // namespace deeptrain::kernels

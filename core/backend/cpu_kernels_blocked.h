@@ -39,10 +39,9 @@ void maxpool_forward_blocked(const PoolGeom& g, int block, const float* x, float
                              int32_t* argmax);
 void maxpool_backward_blocked(const PoolGeom& g, int block, const float* dy,
                               const int32_t* argmax, float* dx);
-// The same on plain tensors, for any c (channels that fill no block), with the reference's
+// The forward on plain tensors, for any c (channels that fill no block), with the reference's
 // plain argmax, through blocked scratch planes (needs a padding smaller than the window).
+// (Backward on plain tensors: the reference's scatter is faster than transposing.)
 void maxpool_forward_plain(const PoolGeom& g, const float* x, float* y, int32_t* argmax);
-void maxpool_backward_plain(const PoolGeom& g, const float* dy, const int32_t* argmax,
-                            float* dx);
 
 }  // namespace deeptrain::kernels
