@@ -377,6 +377,7 @@ Tensor Trainer::predict(const Dataset& data, const int64_t* ids, int64_t n) {
     const int64_t m = std::min(n, b + batch) - b;
     load_batch(data, ids + b, m);
     StepContext ctx{backend_, false, opt_.seed, step_, ids + b};
+    ctx.forward_only = true;
     const Tensor host = backend_.to_host(net_.forward(ctx, x_));
     std::copy_n(host.data<float>(), m * per, out.data<float>() + b * per);
   }
@@ -426,6 +427,7 @@ EvalReport Trainer::evaluate(const Dataset& data, std::vector<int32_t>* predicti
     mark("batch");
     StepContext ctx{backend_, false, opt_.seed, step_, ids.data()};
     ctx.profile = opt_.profile;
+    ctx.forward_only = true;
     if (exact) ctx.micro = &micro_;
     const Tensor& logits = net_.forward(ctx, x_);
     if (exact) {

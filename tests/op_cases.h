@@ -54,6 +54,10 @@ inline const PoolCase kPoolCases[] = {
     {"overlap_pad1", 2, 16, 9, 9, 3, 2, 1},  // windows overlap and hang over the edge
     {"overlap_stride1", 2, 16, 8, 8, 3, 1, 0},
     {"c3", 2, 3, 6, 6, 2, 2, 0},             // channels that fill no block
+    {"c56_stride1_pad1", 3, 56, 9, 9, 3, 1, 1},   // Inception's pool branch, 3.5 blocks of 16
+    {"c24_odd_extent", 2, 24, 7, 7, 2, 2, 0},      // 1.5 blocks, last row and column unused
+    {"c40_overlap_pad1", 2, 40, 9, 9, 3, 2, 1},
+    {"c88_wide", 2, 88, 5, 21, 3, 1, 1},           // rows of 21: a tile of 16 and a tail
 };
 
 // The parameterised tests' names: the case's name.

@@ -195,6 +195,12 @@ TEST_P(PoolOps, ForwardBackwardMatchReferenceWithTies) {
         Tensor dx = Tensor::empty(x.shape(), DType::f32);
         be->maxpool2d_forward(g, native_in ? native_copy(*be, x) : x, y, am);
         EXPECT_TRUE(equal(be->to_plain(y), y_ref)) << "y";
+        {  // forward only (evaluation): the same y, with or without an argmax kept
+          Tensor y_only = Tensor::empty(y_ref.shape(), DType::f32);
+          Tensor scratch = Tensor::empty(am_ref.shape(), DType::i32);
+          be->maxpool2d_infer(g, native_in ? native_copy(*be, x) : x, y_only, scratch);
+          EXPECT_TRUE(equal(be->to_plain(y_only), y_ref)) << "forward-only y";
+        }
         // The argmax view as the Net passes it: a fresh view of the same storage, tag plain.
         Tensor am_view = am.slice_flat(0, am.shape());
         be->maxpool2d_backward(g, native_in ? native_copy(*be, dy) : dy, am_view, dx);

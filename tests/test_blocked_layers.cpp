@@ -11,6 +11,9 @@
 #include "net_cases.h"
 
 #include "core/backend/backend.h"
+#ifdef DEEPTRAIN_HAVE_DNNL
+#include "core/backend/cpu_kernels_blocked.h"
+#endif
 #include "core/layers/kinds.h"
 
 using namespace deeptrain;
@@ -137,6 +140,61 @@ TEST(BlockedLayouts, GlobalAvgPoolIsBitIdenticalToPlain) {
   const Tensor x = random_f32({4, 32, 7, 7}, 7), dy = random_f32({4, 32}, 8);
   expect_same_in_every_layout(R"(name: "gap" global_avg_pool {})", false, true, {x}, dy);
 }
+
+// Inputs whose channels fill whole blocks are joined in their blocked layout (no conversion),
+// and the gradient is split in it: the same values, bit for bit, in the same layout.
+TEST(BlockedLayouts, ConcatIsBitIdenticalToPlain) {
+  const Tensor a = random_f32({3, 16, 4, 5}, 11), b = random_f32({3, 32, 4, 5}, 12);
+  const Tensor dy = random_f32({3, 48, 4, 5}, 13);
+  expect_same_in_every_layout(R"(name: "cat" concat {})", false, true, {a, b}, dy);
+  const Tensor dy2 = random_f32({3, 32, 4, 5}, 16);  // two 16-channel inputs
+  expect_same_in_every_layout(R"(name: "cat" concat {})", false, true, {a, a}, dy2);
+}
+
+// Inputs in different layouts (a blocked 16-channel branch next to a plain 8-channel one, as in
+// GoogLeNet's first Inception module) are joined plain.
+TEST(BlockedLayouts, ConcatOfMixedLayoutsIsPlain) {
+  const Tensor a = random_f32({2, 16, 3, 3}, 14), b = random_f32({2, 8, 3, 3}, 15);
+  auto backend = make_backend("cpu");  // its to_plain reads the blocked input
+  proto::LayerConfig lc;
+  ASSERT_TRUE(google::protobuf::TextFormat::ParseFromString(R"(name: "cat" concat {})", &lc));
+  auto layer = make_layer(lc, 0);
+  layer->setup({Shape({16, 3, 3}), Shape({8, 3, 3})});
+  Tensor ab = to_blocked(a, 16), bp = b.clone();
+  std::vector<Tensor*> in{&ab, &bp};
+  Tensor y = Tensor::empty(Shape({2, 24, 3, 3}), DType::f32);
+  StepContext ctx{*backend, true, 1, 2, nullptr};
+  layer->forward(ctx, in, y);
+  ASSERT_EQ(y.layout(), Layout::plain);
+  for (int64_t i = 0; i < 2; ++i)
+    for (int64_t c = 0; c < 24; ++c)
+      for (int64_t s = 0; s < 9; ++s) {
+        const float want = c < 16 ? a.data<float>()[(i * 16 + c) * 9 + s]
+                                  : b.data<float>()[(i * 8 + c - 16) * 9 + s];
+        ASSERT_EQ(y.data<float>()[(i * 24 + c) * 9 + s], want) << i << " " << c << " " << s;
+      }
+}
+
+#ifdef DEEPTRAIN_HAVE_DNNL
+// The fast backend's layout conversions (16 x 16 tiles transposed in registers, scalar tails)
+// against the layout formula, bit for bit, with plane sizes with and without a tail.
+TEST(BlockedLayouts, ConversionKernelsFollowTheLayoutFormula) {
+  for (int B : {8, 16})
+    for (int64_t c : {int64_t(B), int64_t(3 * B)})
+      for (int64_t hw : {1, 16, 37, 49}) {
+        SCOPED_TRACE(testing::Message() << "B " << B << " c " << c << " hw " << hw);
+        const int64_t n = 3;
+        const Tensor x = random_f32({n, c, 1, hw}, 17);
+        Tensor got = Tensor::empty(x.shape(), DType::f32);
+        std::memset(got.raw(), 0xff, got.nbytes());  // NaNs where nothing is written
+        kernels::plain_to_blocked(x.raw(), got.raw(), n, c, hw, B);
+        expect_bit_identical(got, to_blocked(x, B), "plain to blocked");
+        Tensor back = Tensor::empty(x.shape(), DType::f32);
+        kernels::blocked_to_plain(got.raw(), back.raw(), n, c, hw, B);
+        expect_bit_identical(back, x, "blocked to plain");
+      }
+}
+#endif
 
 // testing_util::wide_graph (residual blocks, an Inception concat, a BN with two consumers)
 // on the fast CPU backend, whose blocked layouts its BN, add and pooling layers then read and

@@ -140,6 +140,27 @@ TEST(ConcatLayer, PlacesInputsAlongChannelsAndRejectsMismatch) {
   }
 }
 
+// A forward-only pass (evaluation) keeps no argmax: the same output as a training forward,
+// and a backward after it is an error naming the layer, not a gradient from a stale argmax.
+TEST(MaxPoolLayer, ForwardOnlyGivesTheSameOutputAndNoBackward) {
+  LayerRig rig(R"(name: "pool_fo" max_pool { kernel: 3 stride: 1 pad: 1 })", {{3, 5, 5}}, 2);
+  StepContext train{*rig.backend, true};
+  rig.layer->forward(train, rig.inputs(), rig.y);
+  const Tensor want = rig.y.clone();
+  StepContext eval{*rig.backend, false};
+  eval.forward_only = true;
+  rig.layer->forward(eval, rig.inputs(), rig.y);
+  for (int64_t i = 0; i < want.numel(); ++i)
+    ASSERT_EQ(rig.y.data<double>()[i], want.data<double>()[i]) << i;
+  Tensor dy = rig.y.clone(), dx = Tensor::empty(rig.xs[0].shape(), DType::f64);
+  try {
+    rig.layer->backward(eval, rig.inputs(), rig.y, dy, {&dx});
+    FAIL() << "no error";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("pool_fo"), std::string::npos) << e.what();
+  }
+}
+
 TEST(GlobalAvgPool, IsTheChannelMean) {
   LayerRig rig(R"(name: "g" global_avg_pool {})", {{3, 2, 5}}, 2);
   StepContext ctx{*rig.backend, true};

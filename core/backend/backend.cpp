@@ -65,6 +65,10 @@ std::unique_ptr<PendingLoss> Backend::softmax_ce_forward_async(const Tensor& log
   return std::make_unique<ReadyLoss>(s);
 }
 
+void Backend::maxpool2d_infer(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& scratch) {
+  maxpool2d_forward(g, x, y, scratch);
+}
+
 void Backend::gather_samples(const Tensor& images, const Tensor& labels, const int64_t* ids,
                              int64_t n, Tensor& x, Tensor& t) {
   DT_CHECK(images.device() == Device::cpu && x.device() == Device::cpu,

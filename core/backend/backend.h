@@ -104,6 +104,9 @@ class Backend {
                                  Tensor& argmax) = 0;
   virtual void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
                                   Tensor& dx) = 0;
+  // Forward where no backward follows: y only. scratch (i32, y's size) is the backend's to
+  // use; the default writes the argmax there through maxpool2d_forward.
+  virtual void maxpool2d_infer(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& scratch);
 
   virtual void relu_forward(const Tensor& x, Tensor& y) = 0;
   virtual void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) = 0;

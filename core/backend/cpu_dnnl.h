@@ -2,7 +2,7 @@
 // DnnlBackend ("cpu"): the fast CPU path. f32 convolutions run on oneDNN's jit kernels with
 // activations kept in a blocked layout between layers and bias + ReLU fused into the forward
 // conv; max pooling runs on the hand-written kernels of cpu_kernels_blocked.h (oneDNN's is
-// slow); transposed convolutions run on the conv primitives with the roles swapped; affine
+// slow; the backward over channels that fill no block is the reference's scatter); transposed convolutions run on the conv primitives with the roles swapped; affine
 // runs on oneDNN matmul, so a training step never touches OpenBLAS. f64 and the
 // remaining ops (dropout, softmax) fall back to CpuBackend, the reference.
 //
@@ -47,6 +47,7 @@ class DnnlBackend : public CpuBackend {
   void maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& argmax) override;
   void maxpool2d_backward(const PoolGeom& g, const Tensor& dy, const Tensor& argmax,
                           Tensor& dx) override;
+  void maxpool2d_infer(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& scratch) override;
   void relu_backward(const Tensor& y, const Tensor& dy, Tensor& dx) override;
   void deconv2d_forward(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& b,
                         Tensor& y) override;
@@ -58,6 +59,7 @@ class DnnlBackend : public CpuBackend {
   Layout blocked_layout() const;
 
  private:
+  void pool_forward(const PoolGeom& g, const Tensor& x, Tensor& y, int32_t* argmax);
   struct Impl;  // oneDNN objects and cached primitives; keeps dnnl.hpp out of this header
   std::unique_ptr<Impl> impl_;
 };

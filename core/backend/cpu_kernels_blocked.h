@@ -5,7 +5,7 @@
 // pixel for B = 16 (AVX-512), one ymm for B = 8 (AVX2).
 //
 // Blocked layout nChwBc: element (n, c, h, w) lives at ((n*C/B + c/B)*H*W + h*W + w)*B + c%B;
-// every kernel here needs C % B == 0. Threads: OpenMP (set_cpu_threads).
+// every kernel here needs C % B == 0, but the plain pooling ones. Threads: OpenMP (set_cpu_threads).
 #include <cstdint>
 
 #include "core/backend/backend.h"
@@ -34,9 +34,14 @@ void relu_mask(float* dy, const float* y, int64_t count);
 
 // Max pooling on nChwBc. argmax has y's blocked layout and the reference's values: the flat
 // index (ih*W + iw) within the (n, c) plane of the window's first maximum in row-major order.
+// A null argmax (forward only): y alone.
 void maxpool_forward_blocked(const PoolGeom& g, int block, const float* x, float* y,
                              int32_t* argmax);
 void maxpool_backward_blocked(const PoolGeom& g, int block, const float* dy,
                               const int32_t* argmax, float* dx);
+// The forward on plain tensors, for any c (channels that fill no block), with the reference's
+// plain argmax, through blocked scratch planes (needs a padding smaller than the window).
+// (Backward on plain tensors: the reference's scatter is faster than transposing.)
+void maxpool_forward_plain(const PoolGeom& g, const float* x, float* y, int32_t* argmax);
 
 }  // namespace deeptrain::kernels

@@ -35,6 +35,9 @@ struct StepContext {
   MicroShards* micro = nullptr;
   // Set by `deeptrain bench --profile`: Net marks each layer's forward and backward in it.
   StepProfile* profile = nullptr;
+  // Set where no backward follows the forward (evaluation, prediction): layers may then skip
+  // what only their backward reads (max pooling's argmax).
+  bool forward_only = false;
 };
 
 struct ParamSpec {

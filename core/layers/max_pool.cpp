@@ -24,11 +24,14 @@ class MaxPool : public Layer {
     g.n = in[0]->dim(0);
     if (argmax_.numel() < out.numel()) argmax_ = ctx.backend.empty({out.numel()}, DType::i32);
     Tensor idx = argmax_.slice_flat(0, out.shape());
+    have_argmax_ = !ctx.forward_only;
+    if (ctx.forward_only) return ctx.backend.maxpool2d_infer(g, *in[0], out, idx);
     ctx.backend.maxpool2d_forward(g, *in[0], out, idx);
   }
   void backward(StepContext& ctx, const std::vector<Tensor*>& in, const Tensor& out,
                 Tensor& dout, const std::vector<Tensor*>& din) override {
     if (!din[0]) return;
+    DT_CHECK(have_argmax_, "layer '{}': backward after a forward-only pass", name_);
     PoolGeom g = geom_;
     g.n = in[0]->dim(0);
     ctx.backend.maxpool2d_backward(g, dout, argmax_.slice_flat(0, out.shape()), *din[0]);
@@ -38,6 +41,7 @@ class MaxPool : public Layer {
   int64_t k_, stride_, pad_;
   PoolGeom geom_{};
   Tensor argmax_;
+  bool have_argmax_ = false;  // whether the last forward wrote argmax_ (not a forward-only one)
 };
 
 }  // namespace
