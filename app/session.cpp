@@ -145,6 +145,7 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   const auto& loss = cfg.model().loss();
   const bool detection = loss.type() == proto::LossConfig::DETECTION;
   const int classes = cfg.model().num_classes() ? cfg.model().num_classes()
+                      : shards && detection && s.data.train.box_classes ? s.data.train.box_classes
                       : shards                  ? s.data.train.num_classes
                       : scenes && detection     ? data::kSceneClasses - 1  // the digits
                       : scenes                  ? data::kSceneClasses
@@ -153,8 +154,8 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   if (load_data && detection) {
     // The boxes are the targets: the label maps go (gather_batch then gathers boxes).
     if (s.data.train.boxes.empty())
-      fail_input("model.loss: DETECTION needs boxes (data.dataset: mnist_scenes); data set '{}' "
-                 "has none", s.data.train.name);
+      fail_input("model.loss: DETECTION needs boxes (data.dataset: mnist_scenes, or a pack with "
+                 "boxes: pack --boxes); data set '{}' has none", s.data.train.name);
     if (cfg.data().augment().enabled())
       fail_input("data.augment: not available for boxes (data set '{}'): the transforms would "
                  "have to move the boxes too", s.data.train.name);

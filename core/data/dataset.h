@@ -50,6 +50,7 @@ struct Dataset {
   // instead of `labels` (which then hold 0). Unset for classification.
   Tensor label_maps;
   std::vector<std::vector<Box>> boxes;   // per sample, for detection (empty when none)
+  int box_classes = 0;  // a pack with boxes: its boxes' labels are below this (0: not said)
 
   int64_t size() const { return labels.numel(); }
   Shape sample_shape() const;  // (C, H, W)
