@@ -303,8 +303,8 @@ void run_pack(const PackOptions& o) {
             fmt::format("packed {} images {}{} into {} shard{} in {}{}", done.num_samples(),
                         done.mask_classes() ? fmt::format("with masks of {} classes", done.mask_classes())
                         : done.box_classes() ? "" : fmt::format("of {} classes", done.class_names_size()),
-                        done.box_classes() ? fmt::format("{}with boxes of {} classes",
-                                                         done.mask_classes() ? " and " : "", done.box_classes())
+                        done.box_classes() ? fmt::format("{} boxes of {} classes",
+                                                         done.mask_classes() ? " and" : "with", done.box_classes())
                                            : "",
                         done.shards_size(),
                         done.shards_size() == 1 ? "" : "s", o.out,

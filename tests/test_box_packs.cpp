@@ -9,7 +9,9 @@
 //    --box-classes, a field that is no number, no header) stop the pack naming file, line, image
 //    and field, leaving no pack; an image without a line has no box; more boxes than
 //    max_boxes, a tampered boxes.csv and a transform that would move images without their boxes
-//    are refused at train time.
+//    (a crop, a resize) are refused at train time;
+//  - data.transform's flip_horizontal on a pack with masks and boxes mirrors them exactly when
+//    it mirrors the image (told apart here by the pixels), alone and under data.augment.
 // Needs MNIST in data/mnist (scripts/fetch_data.sh).
 #include <gtest/gtest.h>
 
@@ -20,6 +22,7 @@
 
 #include "cli_util.h"
 #include "core/config.h"
+#include "core/data/augment.h"
 #include "core/data/image_codec.h"
 #include "core/data/mnist_scenes.h"
 #include "core/data/shard_reader.h"
@@ -122,13 +125,15 @@ TEST_F(BoxPacks, PackedScenesTrainAsTheGeneratedOnes) {
               json_number(last_line_with(b.output, "\"summary\""), key)) << key << "\n" << b.output;
   EXPECT_EQ(json_number(last_line_with(b.output, "\"epoch\":1,"), "steps"), 4) << b.output;
 
-  // A transform would move the images without their boxes: refused, naming the field.
-  const std::string with_transform = dir_.file("transform.prototxt", with_data(
-      "data { dataset: \"shards\" dir: \"" + path("packs") + "\" transform { flip_horizontal: true } }"));
-  const CommandResult t = run_command(deeptrain_cmd("train " + with_transform + " --run-dir " + path("run_t")));
-  EXPECT_EQ(t.exit_code, 2) << t.output;
-  EXPECT_CONTAINS(t.output, "data.transform: not available");
-  EXPECT_CONTAINS(t.output, "a pack with boxes");
+  // A crop or resize would move the images without their boxes: refused, naming the field.
+  for (const std::string& field : {"random_resized_crop: true", "resize: 80"}) {
+    const std::string with_transform = dir_.file("transform.prototxt", with_data(
+        "data { dataset: \"shards\" dir: \"" + path("packs") + "\" transform { " + field + " } }"));
+    const CommandResult t = run_command(deeptrain_cmd("train " + with_transform + " --run-dir " + path("run_t")));
+    EXPECT_EQ(t.exit_code, 2) << t.output;
+    EXPECT_CONTAINS(t.output, "data.transform." + field.substr(0, field.find(':')) + ": not available");
+    EXPECT_CONTAINS(t.output, "a pack with boxes");
+  }
 
   // A boxes.csv changed after packing no longer matches the manifest's SHA-256.
   std::ofstream(path("packs/test/boxes.csv"), std::ios::app) << "0,1,0,0,2,2\n";
@@ -211,6 +216,94 @@ TEST_F(BoxPacks, BadBoxesAreNamedAndNothingIsPacked) {
   EXPECT_EQ(t.exit_code, 2) << t.output;
   EXPECT_CONTAINS(t.output, "model.loss.detection.max_boxes: 2, but sample 1 of data set 'train' has 3 boxes");
   EXPECT_FALSE(fs::exists(dir_.path / "run")) << t.output;
+}
+
+// data.transform { flip_horizontal } on a pack with masks and boxes: in every epoch, a sample
+// whose pixels come back mirrored (compared with evaluation's unmirrored read) has its label map
+// and boxes mirrored, and the others have them as packed; under data.augment too, the targets
+// are the mirrored (or not) ones moved by the sample's augmentation.
+TEST_F(BoxPacks, FlipTransformMirrorsMasksAndBoxesWithTheImages) {
+  const int h = 6, w = 8, n = 12;
+  const fs::path images = dir_.path / "img", masks = dir_.path / "mask";
+  fs::create_directories(images);
+  fs::create_directories(masks);
+  std::string csv = "image,label,x0,y0,x1,y1\n";
+  for (int i = 0; i < n; ++i) {
+    std::vector<uint8_t> px(size_t(h * w)), ids(size_t(h * w));
+    for (int k = 0; k < h * w; ++k) {
+      px[size_t(k)] = uint8_t(10 + 3 * k + i);  // no row is its own mirror
+      ids[size_t(k)] = uint8_t((k * 7 + i) % 4);
+    }
+    io::write_file_atomic((images / fmt::format("{:02d}.png", i)).string(), data::encode_png(px.data(), 1, h, w));
+    io::write_file_atomic((masks / fmt::format("{:02d}.png", i)).string(), data::encode_png(ids.data(), 1, h, w));
+    csv += fmt::format("img/{:02d}.png,{},{},1,{},5\n", i, i % 3, i % 4, i % 4 + 3);
+  }
+  io::write_file_atomic(path("boxes.csv"), csv);
+  const CommandResult p = run_command(deeptrain_cmd("pack --images " + images.string() + " --masks " +
+                                                    masks.string() + " --boxes " + path("boxes.csv") + " --out " + path("out")));
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  EXPECT_CONTAINS(p.output, "with masks of 4 classes and boxes of 3 classes");
+  data::ShardReadOptions o;
+  o.threads = 1;
+  o.seed = 5;
+  o.transform.emplace();
+  o.transform->set_flip_horizontal(true);
+  data::Dataset maps = data::open_shards(path("out"), o);
+  data::Dataset boxes = data::open_shards(path("out"), o);
+  boxes.label_maps = Tensor();  // as a DETECTION loss takes the set
+  std::vector<int64_t> ids(n);
+  for (int i = 0; i < n; ++i) ids[size_t(i)] = (i * 5) % n;
+  const data::BatchPixels plain(maps, ids.data(), n);  // evaluation: never mirrored
+  proto::AugmentConfig aug;
+  aug.set_enabled(true);
+  aug.set_shift_px(2.5f);
+  aug.set_flip_horizontal(true);
+  int mirrored = 0;
+  for (int epoch = 0; epoch < 4; ++epoch)
+    for (bool augmented : {false, true}) {
+      Tensor x = Tensor::empty({n, 1, h, w}, DType::f32), tm = Tensor::empty({n, h, w}, DType::i32);
+      Tensor xb = x.clone(), tb = Tensor::empty({n, 2, 5}, DType::i32);
+      if (augmented) {
+        data::gather_batch_augmented(maps, ids.data(), n, epoch, 9, aug, x, tm);
+        data::gather_batch_augmented(boxes, ids.data(), n, epoch, 9, aug, xb, tb);
+      } else {
+        data::gather_batch(maps, ids.data(), n, x, tm, epoch);
+        data::gather_batch(boxes, ids.data(), n, xb, tb, epoch);
+      }
+      const data::BatchPixels got(maps, ids.data(), n, epoch);
+      for (int i = 0; i < n; ++i) {
+        const uint8_t *a = plain.at(i), *b = got.at(i);
+        bool flip = true, same = true;
+        for (int k = 0; k < h * w; ++k) {
+          same = same && a[k] == b[k];
+          flip = flip && a[k] == b[k - k % w + (w - 1 - k % w)];
+        }
+        ASSERT_TRUE(same != flip) << "epoch " << epoch << " sample " << ids[size_t(i)];
+        mirrored += flip && !augmented;
+        // The packed targets, mirrored by hand when the image is.
+        const uint8_t* m = maps.label_maps.data<uint8_t>() + ids[size_t(i)] * h * w;
+        std::vector<uint8_t> map(size_t(h * w));
+        for (int k = 0; k < h * w; ++k) map[size_t(k)] = flip ? m[k - k % w + (w - 1 - k % w)] : m[k];
+        std::vector<data::Box> bx;
+        for (const data::Box& q : boxes.boxes[size_t(ids[size_t(i)])])
+          bx.push_back(flip ? data::Box{q.label, w - q.x1, q.y0, w - q.x0, q.y1} : q);
+        data::AugmentParams ap;
+        if (augmented) ap = data::draw_augment(aug, 9, epoch, ids[size_t(i)]);
+        std::vector<int32_t> want_map(size_t(h * w));
+        data::augment_label_map(map.data(), h, w, ap, 255, want_map.data());
+        const std::vector<data::Box> want_boxes = data::augment_boxes(bx, h, w, ap);
+        EXPECT_EQ(std::memcmp(want_map.data(), tm.data<int32_t>() + i * h * w, want_map.size() * 4), 0)
+            << "epoch " << epoch << " sample " << ids[size_t(i)] << " augmented " << augmented;
+        for (int j = 0; j < 2; ++j) {
+          const int32_t* r = tb.data<int32_t>() + (i * 2 + j) * 5;
+          const data::Box e = j < int(want_boxes.size()) ? want_boxes[size_t(j)] : data::Box{-1, 0, 0, 0, 0};
+          EXPECT_TRUE(same_boxes({{r[0], r[1], r[2], r[3], r[4]}}, {e}))
+              << "epoch " << epoch << " sample " << ids[size_t(i)] << " augmented " << augmented;
+        }
+      }
+    }
+  EXPECT_GT(mirrored, 8);  // of 48 draws, about half
+  EXPECT_LT(mirrored, 40);
 }
 
 }  // namespace

@@ -188,12 +188,16 @@ void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int
   for (int64_t i = 0; i < n; ++i) {
     const AugmentParams p = draw_augment(cfg, seed, epoch, ids[i]);
     augment_sample(pixels.at(i), c, h, w, p, xd + i * sample);
+    // An image the source mirrored (data.transform's flip): its targets are mirrored before
+    // this transform, and a mirror then this one's mirror is none.
+    AugmentParams pt = p;
+    pt.flip = p.flip != (d.source && d.source->mirrored(ids[i], epoch));
     if (maps) {
-      augment_label_map(d.label_maps.data<uint8_t>() + ids[i] * target, h, w, p, ignore_label,
+      augment_label_map(d.label_maps.data<uint8_t>() + ids[i] * target, h, w, pt, ignore_label,
                         td + i * target);
     } else if (boxes) {
       // Boxes only leave (clipped off the canvas), so they still fit the rows gather_batch checked.
-      const std::vector<Box> moved = augment_boxes(d.boxes[size_t(ids[i])], h, w, p);
+      const std::vector<Box> moved = augment_boxes(d.boxes[size_t(ids[i])], h, w, pt);
       int32_t* row = td + i * target;
       for (int64_t j = 0; j < target / 5; ++j) {
         const Box none{-1, 0, 0, 0, 0}, &b = j < int64_t(moved.size()) ? moved[size_t(j)] : none;

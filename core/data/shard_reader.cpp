@@ -36,11 +36,15 @@ struct Shard {
 
 class ShardSource final : public SampleSource {
  public:
+  // flip_only (a pack with masks or boxes): the images are taken at the model's size, converted
+  // and mirrored as data.transform says but never resized or cropped (the targets could not follow).
   ShardSource(std::string dir, std::vector<Shard> shards, Shape shape, std::string fingerprint,
-              const ShardReadOptions& o, std::optional<ImageTransform> transform)
+              const ShardReadOptions& o, std::optional<ImageTransform> transform, bool flip_only)
       : dir_(std::move(dir)), shards_(std::move(shards)), shape_(std::move(shape)),
         fingerprint_(std::move(fingerprint)), depth_(std::max(0, o.prefetch_batches)),
-        transform_(std::move(transform)) {
+        transform_(std::move(transform)), flip_only_(flip_only && transform_),
+        flip_(flip_only_ && o.transform->flip_horizontal()),
+        convert_(flip_only_ && o.transform->convert_channels()), seed_(o.seed) {
     for (int i = 0; i < std::max(0, o.threads); ++i) workers_.emplace_back([this] { work(); });
   }
   ~ShardSource() override {
@@ -56,6 +60,9 @@ class ShardSource final : public SampleSource {
   Shape sample_shape() const override { return shape_; }
   std::string fingerprint() const override { return fingerprint_; }
   int prefetch_depth() const override { return workers_.empty() ? 0 : depth_; }
+  bool mirrored(int64_t id, int64_t epoch) const override {
+    return flip_ && epoch >= 0 && random_flip(seed_, epoch, id);
+  }
 
   void prefetch(const int64_t* ids, int64_t n, int64_t epoch) override {
     if (workers_.empty()) return;
@@ -145,11 +152,14 @@ class ShardSource final : public SampleSource {
     if (crc32_of(bytes.data(), bytes.size()) != r.crc32)
       fail_input("{}: CRC-32 mismatch with the index: the shard is corrupt", what);
     DecodedImage img = decode_image(bytes.data(), bytes.size(), what);
-    if (transform_) return transform_->apply(std::move(img), id, k.second, what, out);
+    if (transform_ && !flip_only_) return transform_->apply(std::move(img), id, k.second, what, out);
+    if (convert_ && img.channels != shape_[0]) convert_image_channels(img, int(shape_[0]));
     if (img.channels != shape_[0] || img.height != shape_[1] || img.width != shape_[2])
       fail_input("{}: a {}-channel {}x{} image, the model takes {} (channels, height, width)",
                  what, img.channels, img.height, img.width, shape_.str());
     std::memcpy(out, img.pixels.data(), img.pixels.size());
+    if (mirrored(id, k.second))
+      for (int64_t r = 0; r < shape_[0] * shape_[1]; ++r) std::reverse(out + r * shape_[2], out + (r + 1) * shape_[2]);
   }
 
   std::string dir_;
@@ -160,6 +170,8 @@ class ShardSource final : public SampleSource {
   std::mutex mu_;
   std::condition_variable cv_, done_;
   std::optional<ImageTransform> transform_;
+  bool flip_only_, flip_, convert_;
+  uint64_t seed_;
   std::deque<Key> queue_;
   std::map<Key, Slot> slots_;
   bool stop_ = false;
@@ -273,10 +285,16 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
     shape = Shape{m.channels(), m.height(), m.width()};
   }
   const bool masks = m.mask_classes() > 0, boxes = m.box_classes() > 0;
-  if ((masks || boxes) && o.transform)
-    fail_input("data.transform: not available for {}, a pack with {}: its crops and flips would "
-               "have to move the {} too (pack the images at the model's input size instead)", dir,
-               masks ? "masks" : "boxes", masks ? "masks" : "boxes");
+  // A pack with masks or boxes: its images at the model's size, mirrored by flip_horizontal
+  // with their targets (gather_batch asks mirrored()); a crop or resize is refused.
+  const char* targets = masks ? "masks" : "boxes";
+  if ((masks || boxes) && o.transform && o.transform->random_resized_crop())
+    fail_input("data.transform.random_resized_crop: not available for {}, a pack with {}: the crops "
+               "would have to move the {} too (flip_horizontal moves them; pack the images at the "
+               "model's input size)", dir, targets, targets);
+  if ((masks || boxes) && o.transform && o.transform->resize())
+    fail_input("data.transform.resize: not available for {}, a pack with {}: its images are taken "
+               "at the model's input size (flip_horizontal moves the {} with them)", dir, targets, targets);
   std::optional<ImageTransform> transform;
   if (o.transform)
     transform.emplace(*o.transform, int(shape[0]), int(shape[1]), int(shape[2]), o.seed);
@@ -344,7 +362,7 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
     }
   }
   d.source = std::make_shared<ShardSource>(dir, std::move(shards), shape, fingerprint, o,
-                                           std::move(transform));
+                                           std::move(transform), masks || boxes);
   return d;
 }
 
