@@ -9,7 +9,7 @@
 //    --box-classes, a field that is no number, no header) stop the pack naming file, line, image
 //    and field, leaving no pack; an image without a line has no box; more boxes than
 //    max_boxes, a tampered boxes.csv and a transform that would move images without their boxes
-//    (a crop, a resize) are refused at train time;
+//    (a crop, a resize) are refused at train time; bench --mode augment gathers moved boxes;
 //  - data.transform's flip_horizontal on a pack with masks and boxes mirrors them exactly when
 //    it mirrors the image (told apart here by the pixels), alone and under data.augment.
 // Needs MNIST in data/mnist (scripts/fetch_data.sh).
@@ -134,6 +134,15 @@ TEST_F(BoxPacks, PackedScenesTrainAsTheGeneratedOnes) {
     EXPECT_CONTAINS(t.output, "data.transform." + field.substr(0, field.find(':')) + ": not available");
     EXPECT_CONTAINS(t.output, "a pack with boxes");
   }
+
+  // The augmented batches bench measures hold the boxes moved (a batch of boxes, not of labels).
+  std::string bench_cfg = with_data("data { dataset: \"shards\" dir: \"" + path("packs") +
+                                    "\" augment { enabled: true flip_horizontal: true shift_px: 4 } }");
+  bench_cfg.replace(bench_cfg.find("model {"), 7, "model { input { channels: 1 height: 64 width: 64 }");
+  const CommandResult bench = run_command(deeptrain_cmd("bench --config " + dir_.file("bench.prototxt", bench_cfg) +
+                                                        " --mode augment --steps 1 --warmup 0 --batch 10 --threads 1"));
+  EXPECT_EQ(bench.exit_code, 0) << bench.output;
+  EXPECT_CONTAINS(bench.output, "augment_ms_median");
 
   // A boxes.csv changed after packing no longer matches the manifest's SHA-256.
   std::ofstream(path("packs/test/boxes.csv"), std::ios::app) << "0,1,0,0,2,2\n";
