@@ -196,7 +196,7 @@ void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int
       augment_label_map(d.label_maps.data<uint8_t>() + ids[i] * target, h, w, pt, ignore_label,
                         td + i * target);
     } else if (boxes) {
-      // Boxes only leave (clipped off the canvas), so they still fit the rows gather_batch checked.
+      // Boxes only leave (clipped off the canvas), so they still fit the rows checked above.
       const std::vector<Box> moved = augment_boxes(d.boxes[size_t(ids[i])], h, w, pt);
       int32_t* row = td + i * target;
       for (int64_t j = 0; j < target / 5; ++j) {
