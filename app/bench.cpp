@@ -52,6 +52,13 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
 
 namespace {
 
+// A batch's targets as training gathers them: a label, a label map, or max_boxes boxes a sample.
+Tensor batch_targets(const proto::ExperimentConfig& cfg, const Dataset& d, int64_t batch, const Shape& in) {
+  if (d.label_maps.raw()) return Tensor::empty({batch, in[1], in[2]}, DType::i32);
+  if (!d.boxes.empty()) return Tensor::empty({batch, cfg.model().loss().detection().max_boxes(), 5}, DType::i32);
+  return Tensor::empty({batch}, DType::i32);
+}
+
 // The cost augmentation adds to a training step: one global batch gathered with and without
 // the config's transforms, alternately (so both see the same load), o.steps times each.
 int bench_augment(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg, Session& s,
@@ -61,7 +68,7 @@ int bench_augment(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg, 
   const int64_t batch = cfg.schedule().batch_size(), pool = d.labels.numel();
   const Shape in = s.net->input_shape();
   Tensor x = Tensor::empty({batch, in[0], in[1], in[2]}, DType::f32);
-  Tensor t = Tensor::empty({batch}, DType::i32);
+  Tensor t = batch_targets(cfg, d, batch, in);
   std::vector<int64_t> ids(batch);
   std::vector<double> plain, augmented;
   proto::AugmentConfig off;
@@ -111,7 +118,7 @@ int bench_data(const BenchOptionsCli& o, const proto::ExperimentConfig& cfg) {
   const std::vector<int64_t> order = epoch_permutation(cfg.run().seed(), 0, n);
   const Shape in = s.net->input_shape();
   Tensor x = Tensor::empty({batch, in[0], in[1], in[2]}, DType::f32);
-  Tensor t = Tensor::empty({batch}, DType::i32);
+  Tensor t = batch_targets(cfg, d, batch, in);
   const int depth = d.source->prefetch_depth();
   std::chrono::steady_clock::time_point t0;
   for (int64_t i = 0; i < steps; ++i) {

@@ -1,7 +1,8 @@
 // `deeptrain export-scenes CONFIG --out DIR`: the mnist_scenes of a config as files, for a peer
 // framework (bench/pytorch_fcn.py) or a look: DIR/<split>/images/<i>.png (the canvas),
 // DIR/<split>/masks/<i>.png (the label map: 0 background, digit + 1, 255 ignored),
-// DIR/<split>/boxes.csv (`index,label,x0,y0,x1,y1`, pixel boxes [x0, x1) x [y0, y1)) and
+// DIR/<split>/boxes.csv (`image,label,x0,y0,x1,y1`, pixel boxes [x0, x1) x [y0, y1): the layout
+// `pack --boxes` reads, core/data/box_list.h) and
 // DIR/<split>/list.csv (`image,mask`), written last so that a list means a whole export.
 #include <filesystem>
 #include <memory>
@@ -27,7 +28,7 @@ void export_split(const data::Dataset& d, const fs::path& dir) {
   fs::create_directories(dir / "masks");
   const Shape s = d.sample_shape();
   const int64_t plane = s[1] * s[2];
-  std::string list = "image,mask\n", boxes = "index,label,x0,y0,x1,y1\n";
+  std::string list = "image,mask\n", boxes = "image,label,x0,y0,x1,y1\n";
   for (int64_t i = 0; i < d.size(); ++i) {
     const std::string name = fmt::format("{:06d}.png", i);
     io::write_file_atomic((dir / "images" / name).string(),
@@ -36,7 +37,7 @@ void export_split(const data::Dataset& d, const fs::path& dir) {
                           data::encode_png(d.label_maps.data<uint8_t>() + i * plane, 1, int(s[1]), int(s[2])));
     list += fmt::format("images/{},masks/{}\n", name, name);
     for (const data::Box& b : d.boxes[size_t(i)])
-      boxes += fmt::format("{},{},{},{},{},{}\n", i, b.label, b.x0, b.y0, b.x1, b.y1);
+      boxes += fmt::format("images/{},{},{},{},{},{}\n", name, b.label, b.x0, b.y0, b.x1, b.y1);
   }
   io::write_file_atomic((dir / "boxes.csv").string(), boxes);
   io::write_file_atomic((dir / "list.csv").string(), list);

@@ -9,10 +9,12 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <memory>
 
 #include "app/commands.h"
 #include "app/output.h"
+#include "core/data/box_list.h"
 #include "core/data/cifar.h"
 #include "core/data/image_codec.h"
 #include "core/data/image_transform.h"
@@ -30,6 +32,8 @@ struct PackOptions {
   std::string out, folder, list, images, builtin, data_dir, split = "train", on_bad = "fail", reencode;
   std::string masks;     // --masks DIR: a label map per image, DIR/<image's stem>.png
   int mask_classes = 0;  // --mask-classes N (0: the largest class id in the masks + 1)
+  std::string boxes;     // --boxes FILE: `image,label,x0,y0,x1,y1` lines (core/data/box_list.h)
+  int box_classes = 0;   // --box-classes N (0: the largest label in the file + 1)
   double shard_mb = 64;
   int64_t limit = 0;
   int resize = 0, quality = 0;  // quality 0: 90
@@ -161,6 +165,52 @@ std::string read_mask(const PackOptions& o, const std::string& image_path,
   return bytes;
 }
 
+// --boxes: the file's boxes of each listed image (entries' order; an image without a line has
+// none), every line's image among the listed ones and its class below the box classes (set
+// here when --box-classes is not given). The boxes' fit in their image is checked as each
+// image is read (check_box_fit).
+struct ImageBoxes {
+  std::vector<std::vector<data::BoxRow>> of;  // per entry
+  int classes = 0;
+};
+
+ImageBoxes read_boxes(const PackOptions& o, const data::ImageList& list) {
+  const std::vector<data::BoxRow> rows = data::read_box_list(o.boxes);
+  std::map<std::string, size_t> entry;
+  for (size_t i = 0; i < list.entries.size(); ++i)
+    entry.emplace(fs::weakly_canonical(list.entries[i].path).string(), i);
+  ImageBoxes b;
+  b.of.resize(list.entries.size());
+  for (const data::BoxRow& r : rows) {
+    const auto it = entry.find(fs::weakly_canonical(r.image).string());
+    if (it == entry.end())
+      fail_input("pack: {}:{}: image {}: not one of the images packed (no image {}; the image "
+                 "column is a path relative to the box file's directory)", o.boxes, r.line,
+                 r.written, r.image);
+    if (o.box_classes && r.box.label >= o.box_classes)
+      fail_input("pack: {}:{}: image {}: field label is {}, but --box-classes is {} (classes 0..{})",
+                 o.boxes, r.line, r.written, r.box.label, o.box_classes, o.box_classes - 1);
+    b.classes = std::max(b.classes, r.box.label + 1);
+    b.of[it->second].push_back(r);
+  }
+  if (o.box_classes) b.classes = o.box_classes;
+  return b;
+}
+
+std::vector<data::Box> check_box_fit(const PackOptions& o, const std::vector<data::BoxRow>& rows,
+                                     const data::DecodedImage& img) {
+  std::vector<data::Box> boxes;
+  for (const data::BoxRow& r : rows) {
+    const data::Box& b = r.box;
+    if (b.x0 < 0 || b.y0 < 0 || b.x1 > img.width || b.y1 > img.height)
+      fail_input("pack: {}:{}: image {}: the box ({}, {}, {}, {}) is outside the {} x {} image "
+                 "(width x height; fields x0, y0 >= 0, x1 <= width, y1 <= height)", o.boxes, r.line,
+                 r.written, b.x0, b.y0, b.x1, b.y1, img.width, img.height);
+    boxes.push_back(b);
+  }
+  return boxes;
+}
+
 void run_pack(const PackOptions& o) {
   Output out(o.json);
   const int sources = !o.folder.empty() + !o.list.empty() + !o.images.empty() + !o.builtin.empty();
@@ -171,6 +221,12 @@ void run_pack(const PackOptions& o) {
     fail_input("pack: --resize with --masks: the masks would have to be resized too; resize "
                "images and masks (nearest neighbour) before packing");
   if (o.mask_classes && o.masks.empty()) fail_input("pack: --mask-classes without --masks");
+  if (!o.boxes.empty() && !o.builtin.empty())
+    fail_input("pack: --boxes is for your own images (--folder, --list, --images), not --builtin");
+  if (!o.boxes.empty() && o.resize)
+    fail_input("pack: --resize with --boxes: the boxes would have to be scaled too; resize images "
+               "and boxes before packing");
+  if (o.box_classes && o.boxes.empty()) fail_input("pack: --box-classes without --boxes");
   data::ShardWriter writer(o.out, std::max<int64_t>(1, int64_t(o.shard_mb * 1024 * 1024)));
   proto::ShardManifest m;
   m.mutable_options()->set_shard_bytes(int64_t(o.shard_mb * 1024 * 1024));
@@ -207,6 +263,7 @@ void run_pack(const PackOptions& o) {
                                                    : data::list_image_files(o.images);
     m.set_source(!o.folder.empty() ? o.folder : !o.list.empty() ? o.list : o.images);
     int max_class = 0;
+    const ImageBoxes boxes = o.boxes.empty() ? ImageBoxes{} : read_boxes(o, list);
     for (const std::string& c : list.class_names) m.add_class_names(c);
     total = o.limit > 0 ? std::min<int64_t>(o.limit, int64_t(list.entries.size()))
                         : int64_t(list.entries.size());
@@ -225,12 +282,15 @@ void run_pack(const PackOptions& o) {
       } else {
         const std::string mask = o.masks.empty() ? "" : read_mask(o, e.path, img, &max_class);
         const Stored st = store_image(o, std::move(bytes), format, img);
+        const std::vector<data::Box> b =
+            o.boxes.empty() ? std::vector<data::Box>{} : check_box_fit(o, boxes.of[size_t(i)], img);
         writer.add(st.bytes, st.format, e.label, img.channels, st.height, st.width,
-                   o.masks.empty() ? nullptr : &mask);
+                   o.masks.empty() ? nullptr : &mask, o.boxes.empty() ? nullptr : &b);
       }
       progress(i + 1);
     }
     if (!o.masks.empty()) m.set_mask_classes(o.mask_classes ? o.mask_classes : max_class + 1);
+    if (!o.boxes.empty()) m.set_box_classes(std::max(boxes.classes, 1));
   }
   m.mutable_options()->set_skipped(int64_t(skipped.size()));
   const proto::ShardManifest done = writer.finish(m);
@@ -238,10 +298,14 @@ void run_pack(const PackOptions& o) {
   for (const std::string& s : skipped) skipped_json.push_back(s);
   out.event(Json{{"event", "packed"}, {"dir", o.out}, {"samples", done.num_samples()},
                  {"shards", done.shards_size()}, {"classes", done.class_names_size()},
-                 {"mask_classes", done.mask_classes()}, {"skipped", skipped_json}},
-            fmt::format("packed {} images {} into {} shard{} in {}{}", done.num_samples(),
+                 {"mask_classes", done.mask_classes()}, {"box_classes", done.box_classes()},
+                 {"skipped", skipped_json}},
+            fmt::format("packed {} images {}{} into {} shard{} in {}{}", done.num_samples(),
                         done.mask_classes() ? fmt::format("with masks of {} classes", done.mask_classes())
-                                            : fmt::format("of {} classes", done.class_names_size()),
+                        : done.box_classes() ? "" : fmt::format("of {} classes", done.class_names_size()),
+                        done.box_classes() ? fmt::format("{} boxes of {} classes",
+                                                         done.mask_classes() ? " and" : "with", done.box_classes())
+                                           : "",
                         done.shards_size(),
                         done.shards_size() == 1 ? "" : "s", o.out,
                         skipped.empty() ? "" : fmt::format(" ({} bad images skipped)", skipped.size())));
@@ -290,6 +354,11 @@ void add_data_commands(CLI::App& cli) {
                   "gray, values class ids (255: ignored)");
   sub->add_option("--mask-classes", p->mask_classes, "the masks' class count (default: the "
                   "largest id + 1); a larger id is an error")->check(positive_integer());
+  sub->add_option("--boxes", p->boxes, "a CSV of boxes, `image,label,x0,y0,x1,y1` (header, then "
+                  "a line per box: the image's path relative to the file, its class, the pixel box "
+                  "[x0, x1) x [y0, y1)); an image without a line has no box");
+  sub->add_option("--box-classes", p->box_classes, "the boxes' class count (default: the largest "
+                  "label + 1); a larger label is an error")->check(positive_integer());
   sub->add_option("--builtin", p->builtin, "a built-in set")
       ->check(CLI::IsMember({"mnist", "fashion_mnist", "cifar10"}));
   sub->add_option("--data-dir", p->data_dir, "--builtin's files (default data/<set>)");
@@ -314,6 +383,7 @@ void add_data_commands(CLI::App& cli) {
               "  deeptrain pack --list fmnist_png/list.csv --out packs/fmnist/test\n"
               "  deeptrain pack --builtin mnist --split train --out packs/mnist/train\n"
               "  deeptrain pack --images scenes/train/images --masks scenes/train/masks --out packs/scenes/train\n"
+              "  deeptrain pack --images scenes/train/images --boxes scenes/train/boxes.csv --out packs/boxes/train\n"
               "  deeptrain pack --folder photos/train --resize 80 --reencode jpeg --quality 90 --out packs/p80/train");
   sub->callback([p] { run_pack(*p); });
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "core/data/augment.h"
 #include "core/data/cifar.h"
 #include "core/data/mnist_scenes.h"
 #include "core/data/shard_reader.h"
@@ -145,6 +146,7 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   const auto& loss = cfg.model().loss();
   const bool detection = loss.type() == proto::LossConfig::DETECTION;
   const int classes = cfg.model().num_classes() ? cfg.model().num_classes()
+                      : shards && detection && s.data.train.box_classes ? s.data.train.box_classes
                       : shards                  ? s.data.train.num_classes
                       : scenes && detection     ? data::kSceneClasses - 1  // the digits
                       : scenes                  ? data::kSceneClasses
@@ -153,11 +155,9 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
   if (load_data && detection) {
     // The boxes are the targets: the label maps go (gather_batch then gathers boxes).
     if (s.data.train.boxes.empty())
-      fail_input("model.loss: DETECTION needs boxes (data.dataset: mnist_scenes); data set '{}' "
-                 "has none", s.data.train.name);
-    if (cfg.data().augment().enabled())
-      fail_input("data.augment: not available for boxes (data set '{}'): the transforms would "
-                 "have to move the boxes too", s.data.train.name);
+      fail_input("model.loss: DETECTION needs boxes (data.dataset: mnist_scenes, or a pack with "
+                 "boxes: pack --boxes); data set '{}' has none", s.data.train.name);
+    data::check_augment_targets(cfg.data().augment(), "boxes", s.data.train.name);
     for (const data::Dataset* set : {&s.data.train, &s.data.test})
       data::check_boxes(*set, input[1], input[2], classes, loss.detection().max_boxes());
     s.data.train.label_maps = Tensor();
@@ -167,9 +167,7 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
     fail_input("model.loss: {} needs {}; data set '{}' has {}", dense_loss ? "PIXEL_SOFTMAX_CE" : "SOFTMAX_CE",
                dense_loss ? "label maps (data.dataset: mnist_scenes, or a pack with masks)" : "a label per sample",
                s.data.train.name, s.data.train.label_maps.raw() ? "label maps (set model.loss.type: PIXEL_SOFTMAX_CE)" : "one label per sample");
-  if (load_data && dense_loss && cfg.data().augment().enabled())
-    fail_input("data.augment: not available for label maps (data set '{}'): the transforms "
-               "would have to move the labels too", s.data.train.name);
+  if (load_data && dense_loss) data::check_augment_targets(cfg.data().augment(), "label maps", s.data.train.name);
   if (load_data) check_data_fits_model(s.data, input, classes, dense_loss ? loss.ignore_label() : -1);
   s.net = std::make_unique<Net>(cfg.model(), input, classes, DType::f32);
   s.net->init_params(cfg.run().seed());

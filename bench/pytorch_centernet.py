@@ -45,10 +45,11 @@ THRESHOLDS = [0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95]
 def load_split(d, limit):
     rows, x = pytorch_from_config.read_scenes(d, limit)
     boxes = [[] for _ in rows]
+    index = {row["image"]: i for i, row in enumerate(rows)}  # boxes.csv names the image as list.csv does
     with open(os.path.join(d, "boxes.csv")) as f:
         for r in csv.DictReader(f):
-            i = int(r["index"])
-            if i < len(rows):
+            i = index.get(r["image"])
+            if i is not None:
                 boxes[i].append((int(r["label"]), int(r["x0"]), int(r["y0"]), int(r["x1"]), int(r["y1"])))
     return x, boxes
 

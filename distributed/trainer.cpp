@@ -114,7 +114,6 @@ void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, boo
            data.label_maps.raw() ? "label maps" : data.boxes.empty() ? "labels" : "boxes",
            loss_fn_.dense() ? "dense" : loss_fn_.detection() ? "boxes" : "per sample");
   const bool augmented = augment && opt_.augment.enabled();
-  DT_CHECK(!augmented || classify, "augmentation of label maps or boxes");
   // Label maps and boxes are gathered on the host (gather_samples copies one label a sample).
   if (net_.on_device() && opt_.device_data && !augmented && !data.source && classify) {
     const DeviceData& d = device_copy(data);
@@ -122,7 +121,8 @@ void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, boo
     return;
   }
   if (augmented)
-    data::gather_batch_augmented(data, ids, n, epoch, opt_.seed, opt_.augment, x_host_, t_host_);
+    data::gather_batch_augmented(data, ids, n, epoch, opt_.seed, opt_.augment, x_host_, t_host_,
+                                 loss_fn_.ignore_label());
   else
     data::gather_batch(data, ids, n, x_host_, t_host_, augment ? epoch : data::kEvalEpoch);
   if (x_.raw() != x_host_.raw()) {

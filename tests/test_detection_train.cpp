@@ -240,7 +240,7 @@ TEST_F(DetectionTrain, ConfigsThatDoNotFitAreRefused) {
   refused("classes", config(dir, scenes, "", "b.prototxt", std::string("num_classes: 3 ") + kSmallDetector),
           "model.num_classes: 3, but sample");
   refused("augment", config(dir, scenes + " } augment { enabled: true rotation_deg: 5", "", "c.prototxt"),
-          "data.augment: not available for boxes");
+          "data.augment.rotation_deg: not available for boxes");
   refused("stride", config(dir, "canvas: 30 min_scale: 0.6 max_scale: 1.0 train_scenes: 20 test_scenes: 10", "", "d.prototxt"),
           "model.loss.detection.output_stride: 4 does not divide the input's 30 x 30");
   refused("no_boxes", config(dir, "", "", "e.prototxt", kSmallDetector, "mnist"),

@@ -6,7 +6,7 @@
 //    (same pixels, targets and order);
 //  - bad masks (missing, another size, a class beyond --mask-classes, colour, JPEG) stop the pack
 //    naming the mask, leaving no pack; transforms that would move images without their masks
-//    are refused.
+//    (crops, resizing) are refused (flips move both: test_box_packs.cpp).
 // Needs MNIST in data/mnist (scripts/fetch_data.sh).
 #include <gtest/gtest.h>
 
@@ -124,13 +124,13 @@ TEST_F(MaskPacks, PackedScenesTrainAsTheGeneratedOnes) {
           << "epoch " << epoch << " " << key;
   }
 
-  // A transform would move the images without their masks: refused, naming the field.
+  // A crop would move the images without their masks: refused, naming the field.
   const std::string with_transform = dir_.file(
       "transform.prototxt", std::string(kModel) + "data { dataset: \"shards\" dir: \"" + path("packs") +
-                                "\" transform { flip_horizontal: true } }\n");
+                                "\" transform { random_resized_crop: true flip_horizontal: true } }\n");
   const CommandResult t = run_command(deeptrain_cmd("train " + with_transform + " --run-dir " + path("run_t")));
   EXPECT_EQ(t.exit_code, 2) << t.output;
-  EXPECT_NE(t.output.find("data.transform: not available"), std::string::npos) << t.output;
+  EXPECT_NE(t.output.find("data.transform.random_resized_crop: not available"), std::string::npos) << t.output;
 }
 
 TEST_F(MaskPacks, BadMasksAreNamedAndNothingIsPacked) {

@@ -6,7 +6,8 @@
 //    process's within a tenth of the smallest normwise change that losing one sample of the
 //    global batch makes (computed here from the batch; rounding is far below it).
 //  - Exact mode: two epochs give parameters and every step's loss equal to one process's with
-//    ==, and the test set's mAP (each rank decodes its shard) equals one process's.
+//    ==, and the test set's mAP (each rank decodes its shard) equals one process's; so does an
+//    epoch with data.augment's flip and shift moving the boxes with the images.
 // The data: 70 scenes (canvas 32) of bright squares standing for digits, global batch 12 (an
 // epoch of 6 steps, the last of 10 samples: 4 ranks split it unevenly); 23 test scenes.
 #include <gtest/gtest.h>
@@ -82,7 +83,8 @@ struct DetectorRun {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Optimizer> opt;
   std::unique_ptr<Trainer> trainer;
-  DetectorRun(Communicator& comm, proto::OptimizerType type, int64_t micro_batch) {
+  DetectorRun(Communicator& comm, proto::OptimizerType type, int64_t micro_batch,
+              const proto::AugmentConfig& augment = {}) {
     set_cpu_threads(1);
     const proto::ModelConfig m =
         parse_config(std::string("model { ") + kDetector + " }", "(test)", {}).model();
@@ -99,6 +101,7 @@ struct DetectorRun {
     to.seed = 99;
     to.lr = oc.lr();
     to.micro_batch = micro_batch;
+    to.augment = augment;
     trainer = std::make_unique<Trainer>(to, *net, *backend, *opt, comm);
     initial = net->params().clone();
   }
@@ -180,4 +183,26 @@ TEST(MpiDetection, ExactModeTrainsTheSameModelAsOneProcess) {
   EXPECT_EQ(got.total, want.total);
   EXPECT_EQ(got.loss, want.loss);
   EXPECT_GT(want.detection->detections, 0);
+}
+
+// The flip and shift move each sample's boxes with its image, drawn from (seed, epoch, global
+// index): the ranks' batches are one process's, so the exact-mode parameters are too; and the
+// augmentation changed the training (the parameters differ from an unaugmented epoch's).
+TEST(MpiDetection, AugmentedBoxesTrainTheSameModelAsOneProcess) {
+  MpiCommunicator c;
+  SingleProcessCommunicator one;
+  proto::AugmentConfig aug;
+  aug.set_enabled(true);
+  aug.set_flip_horizontal(true);
+  aug.set_shift_px(4);
+  DetectorRun ref(one, proto::ADAM, 4, aug), many(c, proto::ADAM, 4, aug), plain(one, proto::ADAM, 4);
+  std::vector<double> ref_losses, losses;
+  ref.trainer->train_epoch(scenes().train, 0, nullptr,
+                           [&](int64_t, int64_t, const StepMetrics& m) { ref_losses.push_back(m.loss_sum); });
+  many.trainer->train_epoch(scenes().train, 0, nullptr,
+                            [&](int64_t, int64_t, const StepMetrics& m) { losses.push_back(m.loss_sum); });
+  plain.trainer->train_epoch(scenes().train, 0, nullptr, nullptr);
+  EXPECT_EQ(losses, ref_losses);
+  EXPECT_EQ(std::memcmp(ref.net->params().raw(), many.net->params().raw(), ref.net->params().nbytes()), 0);
+  EXPECT_NE(std::memcmp(ref.net->params().raw(), plain.net->params().raw(), ref.net->params().nbytes()), 0);
 }

@@ -6,12 +6,14 @@
 //    process's within a tenth of the smallest normwise change that losing one sample of the
 //    global batch makes (computed here from the batch; rounding is far below it).
 //  - Exact mode: two epochs give parameters, Adam's moments and every step's loss equal to one
-//    process's with ==.
+//    process's with ==; so does an epoch with data.augment's flip and shift moving the label
+//    maps with the images (the pixels shifted in from off the canvas are ignored).
 // The data: 70 scenes (canvas 24) of bright squares standing for digits, global batch 12 (an
 // epoch of 6 steps, the last of 10 samples: 4 ranks split it unevenly).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <memory>
 #include <vector>
 
@@ -73,7 +75,8 @@ struct FcnRun {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Optimizer> opt;
   std::unique_ptr<Trainer> trainer;
-  FcnRun(Communicator& comm, proto::OptimizerType type, int64_t micro_batch) {
+  FcnRun(Communicator& comm, proto::OptimizerType type, int64_t micro_batch,
+         const proto::AugmentConfig& augment = {}) {
     set_cpu_threads(1);
     proto::ModelConfig m;
     EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(kFcn, &m));
@@ -89,6 +92,7 @@ struct FcnRun {
     to.seed = 99;
     to.lr = oc.lr();
     to.micro_batch = micro_batch;
+    to.augment = augment;
     trainer = std::make_unique<Trainer>(to, *net, *backend, *opt, comm);
     initial = net->params().clone();
   }
@@ -154,4 +158,32 @@ TEST(MpiSegmentation, ExactModeTrainsTheSameModelAsOneProcess) {
   ASSERT_EQ(ref.net->num_params(), many.net->num_params());
   EXPECT_EQ(std::memcmp(ref.net->params().raw(), many.net->params().raw(), ref.net->params().nbytes()), 0);
   EXPECT_LT(ref_losses.back(), ref_losses.front());  // it learns something
+}
+
+// The flip and shift move each label map with its image, drawn from (seed, epoch, global
+// index): the ranks' batches are one process's, so the exact-mode parameters are too. The
+// pixels shifted in from off the canvas take the ignore label: fewer pixels count than in an
+// unaugmented epoch.
+TEST(MpiSegmentation, AugmentedLabelMapsTrainTheSameModelAsOneProcess) {
+  MpiCommunicator c;
+  SingleProcessCommunicator one;
+  proto::AugmentConfig aug;
+  aug.set_enabled(true);
+  aug.set_flip_horizontal(true);
+  aug.set_shift_px(3);
+  FcnRun ref(one, proto::ADAM, 4, aug), many(c, proto::ADAM, 4, aug), plain(one, proto::ADAM, 4);
+  std::vector<double> ref_losses, losses;
+  int64_t counted = 0, plain_counted = 0;
+  ref.trainer->train_epoch(scenes(), 0, nullptr, [&](int64_t, int64_t, const StepMetrics& m) {
+    ref_losses.push_back(m.loss_sum);
+    counted += m.counted;
+  });
+  many.trainer->train_epoch(scenes(), 0, nullptr,
+                            [&](int64_t, int64_t, const StepMetrics& m) { losses.push_back(m.loss_sum); });
+  plain.trainer->train_epoch(scenes(), 0, nullptr,
+                             [&](int64_t, int64_t, const StepMetrics& m) { plain_counted += m.counted; });
+  EXPECT_EQ(losses, ref_losses);
+  EXPECT_EQ(std::memcmp(ref.net->params().raw(), many.net->params().raw(), ref.net->params().nbytes()), 0);
+  EXPECT_LT(counted, plain_counted);
+  EXPECT_GT(counted, plain_counted / 2);
 }

@@ -281,7 +281,7 @@ TEST_F(SegmentationTrain, ConfigsThatDoNotFitTheScenesAreRefused) {
   refused("per_sample_loss", replaced("loss { type: PIXEL_SOFTMAX_CE }", ""),
           "set model.loss.type: PIXEL_SOFTMAX_CE");
   refused("augment", replaced("test_scenes: 40 }", "test_scenes: 40 } augment { enabled: true rotation_deg: 5 }"),
-          "data.augment: not available for label maps");
+          "data.augment.rotation_deg: not available for label maps");
   refused("overlap", replaced("test_scenes: 40 }", "test_scenes: 40 max_overlap: 1.5 }"),
           "data.scenes.max_overlap");
   refused("scenes_on_mnist",

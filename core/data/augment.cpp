@@ -1,5 +1,6 @@
 #include "core/data/augment.h"
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 
@@ -35,7 +36,63 @@ const float* normalised_byte_table() {
   return table.data();
 }
 
+// The input column (or row) whose pixel is nearest to where output column x samples under a
+// shift and an optional mirror (augment_sample's inverse map without rotation or scaling); may
+// be off the canvas.
+int64_t nearest_source(int x, int size, double shift, bool flip) {
+  double s = snap(x - shift);
+  if (flip) s = (size - 1) - s;
+  return int64_t(std::floor(s + 0.5));
+}
+
+// The output range [lo, hi) of columns whose nearest source lies in [a, b); empty: lo == hi.
+std::pair<int32_t, int32_t> moved_range(int32_t a, int32_t b, int size, double shift, bool flip) {
+  int32_t lo = -1, hi = -1;
+  for (int x = 0; x < size; ++x) {
+    const int64_t src = nearest_source(x, size, shift, flip);
+    if (src < a || src >= b) continue;
+    if (lo < 0) lo = x;
+    hi = x + 1;
+  }
+  return lo < 0 ? std::pair{0, 0} : std::pair{lo, hi};
+}
+
 }  // namespace
+
+void augment_label_map(const uint8_t* in, int h, int w, const AugmentParams& p, int32_t ignore,
+                       int32_t* out) {
+  DT_CHECK(p.angle_deg == 0 && p.scale == 1, "augment_label_map: rotation {} / scale {}",
+           p.angle_deg, p.scale);
+  for (int y = 0; y < h; ++y) {
+    const int64_t sy = nearest_source(y, h, p.shift_y, false);
+    for (int x = 0; x < w; ++x) {
+      const int64_t sx = nearest_source(x, w, p.shift_x, p.flip);
+      out[int64_t(y) * w + x] = sy >= 0 && sy < h && sx >= 0 && sx < w ? in[sy * w + sx] : ignore;
+    }
+  }
+}
+
+std::vector<Box> augment_boxes(const std::vector<Box>& in, int h, int w, const AugmentParams& p) {
+  DT_CHECK(p.angle_deg == 0 && p.scale == 1, "augment_boxes: rotation {} / scale {}", p.angle_deg,
+           p.scale);
+  std::vector<Box> out;
+  for (const Box& b : in) {
+    const auto [x0, x1] = moved_range(b.x0, b.x1, w, p.shift_x, p.flip);
+    const auto [y0, y1] = moved_range(b.y0, b.y1, h, p.shift_y, false);
+    if (x1 > x0 && y1 > y0) out.push_back({b.label, x0, y0, x1, y1});
+  }
+  return out;
+}
+
+void check_augment_targets(const proto::AugmentConfig& cfg, const char* what, const std::string& set) {
+  if (!cfg.enabled()) return;
+  const char* field = cfg.rotation_deg() != 0 ? "rotation_deg"
+                      : cfg.scale_min() != 0 || cfg.scale_max() != 0 ? "scale_min/scale_max"
+                                                                      : nullptr;
+  if (field)
+    fail_input("data.augment.{}: not available for {} (data set '{}'): only flip_horizontal and "
+               "shift_px move them with the image", field, what, set);
+}
 
 void validate_augment(const proto::AugmentConfig& cfg) {
   if (!(cfg.rotation_deg() >= 0 && cfg.rotation_deg() <= 180))
@@ -104,14 +161,23 @@ void augment_sample(const uint8_t* in, int c, int h, int w, const AugmentParams&
 }
 
 void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch,
-                            uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t) {
+                            uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t,
+                            int32_t ignore_label) {
   if (!cfg.enabled()) return gather_batch(d, ids, n, x, t, epoch);
   const Shape shape = d.sample_shape();
   const int c = int(shape[0]), h = int(shape[1]), w = int(shape[2]);
   const int64_t sample = int64_t(c) * h * w;
-  DT_CHECK(x.numel() == n * sample && t.numel() == n,
+  // The targets as gather_batch lays them out: a label a sample, a label map, or boxes.
+  const bool maps = d.label_maps.raw(), boxes = !maps && !d.boxes.empty();
+  const int64_t target = maps ? int64_t(h) * w : boxes && t.shape().rank() == 3 ? t.dim(1) * t.dim(2) : 1;
+  DT_CHECK(x.numel() == n * sample && t.numel() == n * target && (!boxes || t.dim(2) == 5),
            "gather_batch_augmented: x {} / t {} do not fit {} samples of {}", x.shape().str(),
            t.shape().str(), n, shape.str());
+  DT_CHECK(!(maps || boxes) || (cfg.rotation_deg() == 0 && cfg.scale_min() == 0 && cfg.scale_max() == 0),
+           "gather_batch_augmented: rotation or scaling of label maps or boxes (check_augment_targets)");
+  for (int64_t i = 0; boxes && i < n; ++i)
+    DT_CHECK(ids[i] >= 0 && ids[i] < d.size() && int64_t(d.boxes[size_t(ids[i])].size()) <= target / 5,
+             "gather_batch_augmented: sample {}'s boxes do not fit {} rows", ids[i], target / 5);
   // Checks the ids: nothing may throw in the parallel loop. A streamed set transforms its
   // images (data.transform) to the model's input before this augmentation.
   const BatchPixels pixels(d, ids, n, epoch);
@@ -122,7 +188,25 @@ void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int
   for (int64_t i = 0; i < n; ++i) {
     const AugmentParams p = draw_augment(cfg, seed, epoch, ids[i]);
     augment_sample(pixels.at(i), c, h, w, p, xd + i * sample);
-    td[i] = labels[ids[i]];
+    // An image the source mirrored (data.transform's flip): its targets are mirrored before
+    // this transform, and a mirror then this one's mirror is none.
+    AugmentParams pt = p;
+    pt.flip = p.flip != (d.source && d.source->mirrored(ids[i], epoch));
+    if (maps) {
+      augment_label_map(d.label_maps.data<uint8_t>() + ids[i] * target, h, w, pt, ignore_label,
+                        td + i * target);
+    } else if (boxes) {
+      // Boxes only leave (clipped off the canvas), so they still fit the rows checked above.
+      const std::vector<Box> moved = augment_boxes(d.boxes[size_t(ids[i])], h, w, pt);
+      int32_t* row = td + i * target;
+      for (int64_t j = 0; j < target / 5; ++j) {
+        const Box none{-1, 0, 0, 0, 0}, &b = j < int64_t(moved.size()) ? moved[size_t(j)] : none;
+        const int32_t v[5] = {b.label, b.x0, b.y0, b.x1, b.y1};
+        std::copy_n(v, 5, row + j * 5);
+      }
+    } else {
+      td[i] = labels[ids[i]];
+    }
   }
   normalise_batch(d, n, xd);
 }

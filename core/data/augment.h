@@ -4,6 +4,8 @@
 // (seed, epoch, global sample index) by a Philox stream, so the image a sample becomes does
 // not depend on the rank count, the thread count or the order samples are gathered in.
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include "core/data/dataset.h"
 #include "proto/deeptrain.pb.h"
@@ -36,10 +38,27 @@ AugmentParams draw_augment(const proto::AugmentConfig& cfg, uint64_t seed, int64
 // gather_batch writes.
 void augment_sample(const uint8_t* in, int c, int h, int w, const AugmentParams& p, float* out);
 
+// Label maps and boxes move with the image under a flip and a shift (a rotation or a scaling of
+// them is refused: check_augment_targets). Output pixel (x, y) of a label map takes the label of
+// the input pixel nearest to the point the image samples there (augment_sample's inverse map;
+// nearest: floor(v + 0.5)), `ignore` where that pixel is off the canvas. A box becomes the
+// pixels whose nearest input pixel lies in it: exactly the pixels its label-map region moves to,
+// clipped to the canvas; a box left without area is dropped.
+void augment_label_map(const uint8_t* in, int h, int w, const AugmentParams& p, int32_t ignore,
+                       int32_t* out);
+std::vector<Box> augment_boxes(const std::vector<Box>& in, int h, int w, const AugmentParams& p);
+
+// Throws InputError naming the field when cfg would rotate or scale a data set with label maps
+// or boxes (`what`: "label maps" or "boxes"; set: its name): only flip_horizontal and shift_px
+// move them.
+void check_augment_targets(const proto::AugmentConfig& cfg, const char* what, const std::string& set);
+
 // Training's batch of `epoch`: gather_batch with each sample transformed by
-// draw_augment(cfg, seed, epoch, ids[i]); samples are spread over the OpenMP threads. Identical
-// to gather_batch(d, ids, n, x, t, epoch) when cfg is not enabled.
+// draw_augment(cfg, seed, epoch, ids[i]), its label map (out-of-canvas pixels: ignore_label) or
+// boxes (t as gather_batch lays them out) moved with it; samples are spread over the OpenMP
+// threads. Identical to gather_batch(d, ids, n, x, t, epoch) when cfg is not enabled.
 void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int64_t epoch,
-                            uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t);
+                            uint64_t seed, const proto::AugmentConfig& cfg, Tensor& x, Tensor& t,
+                            int32_t ignore_label = 255);
 
 }  // namespace deeptrain::data

@@ -183,12 +183,16 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
   const int32_t* labels = d.labels.data<int32_t>();
   float* xd = x.data<float>();
   int32_t* td = t.data<int32_t>();
+  const int64_t width = d.sample_shape()[2];
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* s = pixels.at(i);
     float* o = xd + i * sample;
     for (int64_t k = 0; k < sample; ++k) o[k] = scale[s[k]];
+    // The source mirrored the image (data.transform's flip of a pack with targets): the targets too.
+    const bool mirror = d.source && d.source->mirrored(ids[i], epoch);
     if (boxes) {
-      const std::vector<Box>& b = d.boxes[size_t(ids[i])];
+      const std::vector<Box> b = mirror ? mirrored_boxes(d.boxes[size_t(ids[i])], int32_t(width))
+                                        : d.boxes[size_t(ids[i])];
       const int64_t max_boxes = target / 5;
       DT_CHECK(int64_t(b.size()) <= max_boxes, "gather_batch: sample {} has {} boxes, room for {}",
                ids[i], b.size(), max_boxes);
@@ -205,9 +209,16 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
       continue;
     }
     const uint8_t* m = d.label_maps.data<uint8_t>() + ids[i] * target;
-    for (int64_t k = 0; k < target; ++k) td[i * target + k] = m[k];
+    for (int64_t k = 0; k < target; ++k)
+      td[i * target + k] = mirror ? m[k - k % width + (width - 1 - k % width)] : m[k];
   }
   normalise_batch(d, n, xd);
+}
+
+std::vector<Box> mirrored_boxes(const std::vector<Box>& boxes, int32_t width) {
+  std::vector<Box> out;
+  for (const Box& b : boxes) out.push_back({b.label, width - b.x1, b.y0, width - b.x0, b.y1});
+  return out;
 }
 
 void check_boxes(const Dataset& d, int64_t height, int64_t width, int classes, int max_boxes) {

@@ -29,6 +29,9 @@ class SampleSource {
   virtual void prefetch(const int64_t* /*ids*/, int64_t /*n*/, int64_t /*epoch*/) {}
   // Identifies the content (the multi-rank consistency check compares it between ranks).
   virtual std::string fingerprint() const = 0;
+  // Whether read() mirrors sample `id` left-right in `epoch` (a pack with masks or boxes whose
+  // data.transform flips): gather_batch then mirrors its label map or boxes too.
+  virtual bool mirrored(int64_t /*id*/, int64_t /*epoch*/) const { return false; }
 };
 
 // An object in an image: its class and its pixel box [x0, x1) x [y0, y1).
@@ -50,6 +53,7 @@ struct Dataset {
   // instead of `labels` (which then hold 0). Unset for classification.
   Tensor label_maps;
   std::vector<std::vector<Box>> boxes;   // per sample, for detection (empty when none)
+  int box_classes = 0;  // a pack with boxes: its boxes' labels are below this (0: not said)
 
   int64_t size() const { return labels.numel(); }
   Shape sample_shape() const;  // (C, H, W)
@@ -92,6 +96,10 @@ class BatchPixels {
 // x1, y1; rows past a sample's boxes have label -1); epoch: as BatchPixels.
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
                   int64_t epoch = kEvalEpoch);
+
+// Boxes mirrored left-right in an image `width` pixels wide: columns [x0, x1) become
+// [width - x1, width - x0).
+std::vector<Box> mirrored_boxes(const std::vector<Box>& boxes, int32_t width);
 
 // A detection set's boxes: labels in [0, classes), a positive width and height, inside the
 // height x width image, at most max_boxes a sample; else an InputError naming the field, the

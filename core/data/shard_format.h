@@ -7,6 +7,8 @@
 //                    CRC-32 of its bytes (random access without scanning the tar);
 //   shard-NNNNN.midx a pack with masks: the same records for each sample's label map, the tar
 //                    member KEY.mask.png (label 0);
+//   boxes.csv        a pack with boxes: `sample,label,x0,y0,x1,y1`, a line per box (global
+//                    sample index, class, pixel box [x0, x1) x [y0, y1));
 //   manifest.json    class names and counts, the shards in global order with their SHA-256, the
 //                    packing options and kShardFormatVersion. Written last: a directory without
 //                    it is an unfinished pack, and no shard is named without its ".tmp" until
@@ -21,6 +23,7 @@ namespace deeptrain::data {
 
 constexpr int kShardFormatVersion = 1;
 constexpr const char* kManifestName = "manifest.json";
+constexpr const char* kBoxesName = "boxes.csv";
 constexpr int64_t kTarBlock = 512;
 
 struct IndexRecord {

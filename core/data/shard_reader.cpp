@@ -6,12 +6,14 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <sstream>
 #include <thread>
 
 #include "core/checksum.h"
@@ -34,11 +36,15 @@ struct Shard {
 
 class ShardSource final : public SampleSource {
  public:
+  // flip_only (a pack with masks or boxes): the images are taken at the model's size, converted
+  // and mirrored as data.transform says but never resized or cropped (the targets could not follow).
   ShardSource(std::string dir, std::vector<Shard> shards, Shape shape, std::string fingerprint,
-              const ShardReadOptions& o, std::optional<ImageTransform> transform)
+              const ShardReadOptions& o, std::optional<ImageTransform> transform, bool flip_only)
       : dir_(std::move(dir)), shards_(std::move(shards)), shape_(std::move(shape)),
         fingerprint_(std::move(fingerprint)), depth_(std::max(0, o.prefetch_batches)),
-        transform_(std::move(transform)) {
+        transform_(std::move(transform)), flip_only_(flip_only && transform_),
+        flip_(flip_only_ && o.transform->flip_horizontal()),
+        convert_(flip_only_ && o.transform->convert_channels()), seed_(o.seed) {
     for (int i = 0; i < std::max(0, o.threads); ++i) workers_.emplace_back([this] { work(); });
   }
   ~ShardSource() override {
@@ -54,6 +60,9 @@ class ShardSource final : public SampleSource {
   Shape sample_shape() const override { return shape_; }
   std::string fingerprint() const override { return fingerprint_; }
   int prefetch_depth() const override { return workers_.empty() ? 0 : depth_; }
+  bool mirrored(int64_t id, int64_t epoch) const override {
+    return flip_ && epoch >= 0 && random_flip(seed_, epoch, id);
+  }
 
   void prefetch(const int64_t* ids, int64_t n, int64_t epoch) override {
     if (workers_.empty()) return;
@@ -143,11 +152,14 @@ class ShardSource final : public SampleSource {
     if (crc32_of(bytes.data(), bytes.size()) != r.crc32)
       fail_input("{}: CRC-32 mismatch with the index: the shard is corrupt", what);
     DecodedImage img = decode_image(bytes.data(), bytes.size(), what);
-    if (transform_) return transform_->apply(std::move(img), id, k.second, what, out);
+    if (transform_ && !flip_only_) return transform_->apply(std::move(img), id, k.second, what, out);
+    if (convert_ && img.channels != shape_[0]) convert_image_channels(img, int(shape_[0]));
     if (img.channels != shape_[0] || img.height != shape_[1] || img.width != shape_[2])
       fail_input("{}: a {}-channel {}x{} image, the model takes {} (channels, height, width)",
                  what, img.channels, img.height, img.width, shape_.str());
     std::memcpy(out, img.pixels.data(), img.pixels.size());
+    if (mirrored(id, k.second))
+      for (int64_t r = 0; r < shape_[0] * shape_[1]; ++r) std::reverse(out + r * shape_[2], out + (r + 1) * shape_[2]);
   }
 
   std::string dir_;
@@ -158,6 +170,8 @@ class ShardSource final : public SampleSource {
   std::mutex mu_;
   std::condition_variable cv_, done_;
   std::optional<ImageTransform> transform_;
+  bool flip_only_, flip_, convert_;
+  uint64_t seed_;
   std::deque<Key> queue_;
   std::map<Key, Slot> slots_;
   bool stop_ = false;
@@ -215,6 +229,49 @@ void read_masks(const std::string& dir, const std::string& manifest_path, const 
   }
 }
 
+// A pack's boxes.csv into d.boxes (one list a sample, of the first n samples): its SHA-256
+// checked against the manifest's, every line checked (fields, sample order, class below
+// m.box_classes(), positive size, inside the height x width image) with FILE:LINE in the error.
+void read_boxes(const std::string& dir, const std::string& manifest_path, const proto::ShardManifest& m,
+                int64_t height, int64_t width, int64_t n, Dataset& d) {
+  const std::string path = (fs::path(dir) / m.boxes()).string();
+  if (m.boxes().empty()) fail_input("{}: box_classes {} but no boxes file", manifest_path, m.box_classes());
+  const std::string text = io::read_file(path, uint64_t(1) << 32, "a pack's boxes");
+  if (sha256_hex(text.data(), text.size()) != m.boxes_sha256())
+    fail_input("{}: SHA-256 differs from {}'s: the boxes do not belong to this pack (or are "
+               "corrupt)", path, manifest_path);
+  d.boxes.assign(size_t(n), {});
+  std::istringstream in(text);
+  std::string line;
+  int64_t previous = 0;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (number == 1) continue;  // the header
+    int64_t v[6];
+    size_t at = 0;
+    for (int k = 0; k < 6; ++k) {
+      const size_t end = k == 5 ? line.size() : line.find(',', at);
+      const char* first = line.data() + at;
+      const char* last = line.data() + (end == std::string::npos ? line.size() : end);
+      const auto [ptr, ec] = std::from_chars(first, last, v[k]);
+      if (end == std::string::npos || ec != std::errc() || ptr != last)
+        fail_input("{}:{}: not `sample,label,x0,y0,x1,y1` integers: \"{}\"", path, number, line);
+      at = end + 1;
+    }
+    const Box b{int32_t(v[1]), int32_t(v[2]), int32_t(v[3]), int32_t(v[4]), int32_t(v[5])};
+    if (v[0] < previous || v[0] >= m.num_samples())
+      fail_input("{}:{}: sample {}: not in ascending order within the pack's {} samples", path, number,
+                 v[0], m.num_samples());
+    previous = v[0];
+    if (b.label < 0 || b.label >= m.box_classes() || b.x1 <= b.x0 || b.y1 <= b.y0 || b.x0 < 0 ||
+        b.y0 < 0 || b.x1 > width || b.y1 > height)
+      fail_input("{}:{}: sample {}: the box ({}, {}, {}, {}) of class {} is not a box of a class "
+                 "below {} inside the {} x {} image", path, number, v[0], b.x0, b.y0, b.x1, b.y1,
+                 b.label, m.box_classes(), width, height);
+    if (v[0] < n) d.boxes[size_t(v[0])].push_back(b);
+  }
+  d.box_classes = m.box_classes();
+}
+
 }  // namespace
 
 Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t limit) {
@@ -227,10 +284,17 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
                  "on, and data.transform to bring every image to it", manifest_path);
     shape = Shape{m.channels(), m.height(), m.width()};
   }
-  const bool masks = m.mask_classes() > 0;
-  if (masks && o.transform)
-    fail_input("data.transform: not available for {}, a pack with masks: its crops and flips would "
-               "have to move the masks too (pack the images at the model's input size instead)", dir);
+  const bool masks = m.mask_classes() > 0, boxes = m.box_classes() > 0;
+  // A pack with masks or boxes: its images at the model's size, mirrored by flip_horizontal
+  // with their targets (gather_batch asks mirrored()); a crop or resize is refused.
+  const char* targets = masks ? "masks" : "boxes";
+  if ((masks || boxes) && o.transform && o.transform->random_resized_crop())
+    fail_input("data.transform.random_resized_crop: not available for {}, a pack with {}: the crops "
+               "would have to move the {} too (flip_horizontal moves them; pack the images at the "
+               "model's input size)", dir, targets, targets);
+  if ((masks || boxes) && o.transform && o.transform->resize())
+    fail_input("data.transform.resize: not available for {}, a pack with {}: its images are taken "
+               "at the model's input size (flip_horizontal moves the {} with them)", dir, targets, targets);
   std::optional<ImageTransform> transform;
   if (o.transform)
     transform.emplace(*o.transform, int(shape[0]), int(shape[1]), int(shape[2]), o.seed);
@@ -287,6 +351,8 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
     fingerprint += " " + f.tar_sha256();
   }
   closer.armed = false;
+  if (boxes) read_boxes(dir, manifest_path, m, shape[1], shape[2], n, d);
+  if (boxes) d.num_classes = m.box_classes();  // the classes of the objects
   if (masks) d.num_classes = m.mask_classes();  // the classes of the pixels
   if (o.transform && o.transform->mean_size() > 0) {
     const bool one = o.transform->mean_size() == 1;
@@ -296,7 +362,7 @@ Dataset open_shards(const std::string& dir, const ShardReadOptions& o, int64_t l
     }
   }
   d.source = std::make_shared<ShardSource>(dir, std::move(shards), shape, fingerprint, o,
-                                           std::move(transform));
+                                           std::move(transform), masks || boxes);
   return d;
 }
 
@@ -306,10 +372,11 @@ std::string describe_pack(const std::string& dir) {
     ShardReadOptions index_only;  // the indexes and shard sizes, no data threads
     index_only.threads = index_only.prefetch_batches = 0;
     open_shards(dir, index_only);
-    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{}{} (format {})\n", dir,
+    return fmt::format("{}: {} samples of {} classes in {} shard{}, {}x{}x{}{}{} (format {})\n", dir,
                        m.num_samples(), m.class_names_size(), m.shards_size(),
                        m.shards_size() == 1 ? "" : "s", m.channels(), m.height(), m.width(),
                        m.mask_classes() ? fmt::format(", masks of {} classes", m.mask_classes()) : "",
+                       m.box_classes() ? fmt::format(", boxes of {} classes", m.box_classes()) : "",
                        m.format_version());
   } catch (const InputError& e) {
     return fmt::format("{}: unusable: {}\n", dir, e.what());

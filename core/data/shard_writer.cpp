@@ -81,10 +81,16 @@ void ShardWriter::close_shard() {
 }
 
 void ShardWriter::add(const std::string& encoded, ImageFormat format, int32_t label, int channels,
-                      int height, int width, const std::string* mask) {
+                      int height, int width, const std::string* mask,
+                      const std::vector<Box>* boxes) {
   DT_CHECK(format != ImageFormat::unknown && label >= 0, "add: format/label {}", label);
   DT_CHECK(masks_ == -1 || masks_ == int(mask != nullptr), "add: a pack's samples all have masks or none does");
   masks_ = int(mask != nullptr);
+  DT_CHECK(boxes_ == -1 || boxes_ == int(boxes != nullptr), "add: a pack's samples all have boxes or none does");
+  boxes_ = int(boxes != nullptr);
+  if (boxes_ == 1 && boxes_csv_.empty()) boxes_csv_ = "sample,label,x0,y0,x1,y1\n";
+  if (boxes)
+    for (const Box& b : *boxes) boxes_csv_ += fmt::format("{},{},{},{},{},{}\n", total_, b.label, b.x0, b.y0, b.x1, b.y1);
   if (!tar_) open_shard();
   const std::string key = sample_key(total_);
   const std::string image_header = tar_header(key + "." + image_format_extension(format), encoded.size());
@@ -123,6 +129,15 @@ proto::ShardManifest ShardWriter::finish(proto::ShardManifest m) {
                m.class_names_size());
   DT_CHECK((masks_ == 1) == (m.mask_classes() > 0), "finish: masks {} with mask_classes {}", masks_,
            m.mask_classes());
+  DT_CHECK((boxes_ == 1) == (m.box_classes() > 0), "finish: boxes {} with box_classes {}", boxes_,
+           m.box_classes());
+  if (boxes_ == 1) {
+    m.set_boxes(kBoxesName);
+    m.set_boxes_sha256(sha256_hex(boxes_csv_.data(), boxes_csv_.size()));
+    const std::string tmp = (fs::path(dir_) / (std::string(kBoxesName) + ".tmp")).string();
+    tmp_files_.push_back(tmp);
+    io::write_file_atomic(tmp, boxes_csv_);
+  }
   m.set_format_version(kShardFormatVersion);
   m.set_num_samples(total_);
   m.clear_class_counts();

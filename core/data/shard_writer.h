@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/checksum.h"
+#include "core/data/dataset.h"
 #include "core/data/image_codec.h"
 #include "core/data/shard_format.h"
 
@@ -25,14 +26,17 @@ class ShardWriter {
 
   // Appends an encoded image (already decoded once by the caller, which passes its shape) as
   // global sample samples_written(); mask (a pack with masks: every sample has one, or none
-  // does): the sample's label map as PNG bytes, checked by the caller.
+  // does): the sample's label map as PNG bytes, checked by the caller; boxes (a pack with boxes:
+  // every sample has a list, empty or not, or none does): its boxes, checked by the caller.
   void add(const std::string& encoded, ImageFormat format, int32_t label, int channels,
-           int height, int width, const std::string* mask = nullptr);
+           int height, int width, const std::string* mask = nullptr,
+           const std::vector<Box>* boxes = nullptr);
   int64_t samples_written() const { return total_; }
 
   // Closes the last shard, renames every shard into place and writes the manifest: `m` with
-  // its shards, counts, shape and format_version filled in here. class_names must be set and
-  // every label added must be below their count.
+  // its shards, counts, shape and format_version filled in here (and, for a pack with boxes,
+  // writes boxes.csv and names it). class_names must be set and every label added must be below
+  // their count; box_classes is set exactly when boxes were added.
   proto::ShardManifest finish(proto::ShardManifest m);
 
  private:
@@ -47,6 +51,8 @@ class ShardWriter {
   Sha256 tar_sha_;
   std::vector<IndexRecord> records_, mask_records_;
   int masks_ = -1;  // -1: no sample yet; 0/1: samples come without/with masks
+  int boxes_ = -1;  // the same for boxes
+  std::string boxes_csv_;
   std::vector<proto::ShardFile> shards_;
   std::vector<std::string> tmp_files_;  // written, not yet renamed
   std::vector<int64_t> label_counts_;
