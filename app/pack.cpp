@@ -296,16 +296,16 @@ void run_pack(const PackOptions& o) {
   const proto::ShardManifest done = writer.finish(m);
   Json skipped_json = Json::array();
   for (const std::string& s : skipped) skipped_json.push_back(s);
+  // "with masks of M classes", "with boxes of B classes", both joined by "and", or "of N classes".
+  std::string contents = done.mask_classes() ? fmt::format("with masks of {} classes", done.mask_classes()) : "";
+  if (done.box_classes())
+    contents += fmt::format("{} boxes of {} classes", contents.empty() ? "with" : " and", done.box_classes());
+  if (contents.empty()) contents = fmt::format("of {} classes", done.class_names_size());
   out.event(Json{{"event", "packed"}, {"dir", o.out}, {"samples", done.num_samples()},
                  {"shards", done.shards_size()}, {"classes", done.class_names_size()},
                  {"mask_classes", done.mask_classes()}, {"box_classes", done.box_classes()},
                  {"skipped", skipped_json}},
-            fmt::format("packed {} images {}{} into {} shard{} in {}{}", done.num_samples(),
-                        done.mask_classes() ? fmt::format("with masks of {} classes", done.mask_classes())
-                        : done.box_classes() ? "" : fmt::format("of {} classes", done.class_names_size()),
-                        done.box_classes() ? fmt::format("{} boxes of {} classes",
-                                                         done.mask_classes() ? " and" : "with", done.box_classes())
-                                           : "",
+            fmt::format("packed {} images {} into {} shard{} in {}{}", done.num_samples(), contents,
                         done.shards_size(),
                         done.shards_size() == 1 ? "" : "s", o.out,
                         skipped.empty() ? "" : fmt::format(" ({} bad images skipped)", skipped.size())));

@@ -13,6 +13,7 @@
 #include <tuple>
 
 #include "core/data/augment.h"
+#include "core/data/mnist_scenes.h"
 #include "core/error.h"
 #include "core/io/read_file.h"
 #include "core/io/transfer.h"
@@ -85,7 +86,7 @@ void finalize_scenes(proto::DataConfig& d) {
   if (!s.has_max_overlap()) s.set_max_overlap(D::kSceneMaxOverlap);
   require(s.canvas() >= 28 && s.canvas() <= 1024, "data.scenes.canvas", "must be in [28, 1024]",
           s.canvas());
-  require(s.min_digits() > 0 && s.min_digits() <= s.max_digits() && s.max_digits() <= 64,
+  require(s.min_digits() > 0 && s.min_digits() <= s.max_digits() && s.max_digits() <= data::kMaxSceneDigits,
           "data.scenes.min_digits", "must be in [1, max_digits], max_digits <= 64", s.min_digits());
   require(s.min_scale() > 0 && s.min_scale() <= s.max_scale() &&
               s.max_scale() * 28 <= float(s.canvas()),

@@ -508,18 +508,19 @@ void DnnlBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor
 
 void DnnlBackend::maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y,
                                     Tensor& argmax) {
-  Impl& m = *impl_;
-  if (x.dtype() != DType::f32 || (g.c % m.block && (g.pad_h >= g.r || g.pad_w >= g.s)))
-    return CpuBackend::maxpool2d_forward(g, to_plain(x), y, argmax);
+  if (!vector_pool(g, x)) return CpuBackend::maxpool2d_forward(g, to_plain(x), y, argmax);
   pool_forward(g, x, y, argmax.data<int32_t>());
   argmax.set_layout(y.layout());
 }
 
 void DnnlBackend::maxpool2d_infer(const PoolGeom& g, const Tensor& x, Tensor& y,
                                   Tensor& scratch) {
-  if (x.dtype() != DType::f32 || (g.c % impl_->block && (g.pad_h >= g.r || g.pad_w >= g.s)))
-    return CpuBackend::maxpool2d_infer(g, x, y, scratch);
+  if (!vector_pool(g, x)) return CpuBackend::maxpool2d_infer(g, x, y, scratch);
   pool_forward(g, x, y, nullptr);
+}
+
+bool DnnlBackend::vector_pool(const PoolGeom& g, const Tensor& x) const {
+  return x.dtype() == DType::f32 && (g.c % impl_->block == 0 || (g.pad_h < g.r && g.pad_w < g.s));
 }
 
 // The vector kernels; argmax null: y only.

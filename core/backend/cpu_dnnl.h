@@ -59,6 +59,9 @@ class DnnlBackend : public CpuBackend {
   Layout blocked_layout() const;
 
  private:
+  // Whether pool_forward takes this pooling: f32, and blocked channels or windows that always
+  // overlap the image (the plain path's kernel assumes it); else the reference does.
+  bool vector_pool(const PoolGeom& g, const Tensor& x) const;
   void pool_forward(const PoolGeom& g, const Tensor& x, Tensor& y, int32_t* argmax);
   struct Impl;  // oneDNN objects and cached primitives; keeps dnnl.hpp out of this header
   std::unique_ptr<Impl> impl_;

@@ -168,8 +168,8 @@ void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int
   const int c = int(shape[0]), h = int(shape[1]), w = int(shape[2]);
   const int64_t sample = int64_t(c) * h * w;
   // The targets as gather_batch lays them out: a label a sample, a label map, or boxes.
-  const bool maps = d.label_maps.raw(), boxes = !maps && !d.boxes.empty();
-  const int64_t target = maps ? int64_t(h) * w : boxes && t.shape().rank() == 3 ? t.dim(1) * t.dim(2) : 1;
+  const bool maps = d.label_maps.raw();
+  const auto [boxes, target] = target_layout(d, t);
   DT_CHECK(x.numel() == n * sample && t.numel() == n * target && (!boxes || t.dim(2) == 5),
            "gather_batch_augmented: x {} / t {} do not fit {} samples of {}", x.shape().str(),
            t.shape().str(), n, shape.str());
@@ -197,13 +197,7 @@ void gather_batch_augmented(const Dataset& d, const int64_t* ids, int64_t n, int
                         td + i * target);
     } else if (boxes) {
       // Boxes only leave (clipped off the canvas), so they still fit the rows checked above.
-      const std::vector<Box> moved = augment_boxes(d.boxes[size_t(ids[i])], h, w, pt);
-      int32_t* row = td + i * target;
-      for (int64_t j = 0; j < target / 5; ++j) {
-        const Box none{-1, 0, 0, 0, 0}, &b = j < int64_t(moved.size()) ? moved[size_t(j)] : none;
-        const int32_t v[5] = {b.label, b.x0, b.y0, b.x1, b.y1};
-        std::copy_n(v, 5, row + j * 5);
-      }
+      write_box_rows(augment_boxes(d.boxes[size_t(ids[i])], h, w, pt), target / 5, td + i * target);
     } else {
       td[i] = labels[ids[i]];
     }

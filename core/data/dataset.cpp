@@ -165,11 +165,7 @@ BatchPixels::BatchPixels(const Dataset& d, const int64_t* ids, int64_t n, int64_
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
                   int64_t epoch) {
   const int64_t sample = d.sample_shape().numel();
-  // Boxes (a detection set without label maps): t is (n, max_boxes, 5), padded with label -1.
-  const bool boxes = !d.label_maps.raw() && !d.boxes.empty();
-  const int64_t target = d.label_maps.raw() ? d.label_maps.numel() / d.size()
-                         : boxes && t.shape().rank() == 3 ? t.dim(1) * t.dim(2)
-                                                          : 1;
+  const auto [boxes, target] = target_layout(d, t);
   DT_CHECK(x.numel() == n * sample && t.numel() == n * target && (!boxes || t.dim(2) == 5),
            "gather_batch: x {} / t {} do not fit {} samples of {}", x.shape().str(),
            t.shape().str(), n, d.sample_shape().str());
@@ -193,15 +189,9 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
     if (boxes) {
       const std::vector<Box> b = mirror ? mirrored_boxes(d.boxes[size_t(ids[i])], int32_t(width))
                                         : d.boxes[size_t(ids[i])];
-      const int64_t max_boxes = target / 5;
-      DT_CHECK(int64_t(b.size()) <= max_boxes, "gather_batch: sample {} has {} boxes, room for {}",
-               ids[i], b.size(), max_boxes);
-      int32_t* row = td + i * target;
-      for (int64_t j = 0; j < max_boxes; ++j) {
-        const Box none{-1, 0, 0, 0, 0}, &box = j < int64_t(b.size()) ? b[size_t(j)] : none;
-        const int32_t v[5] = {box.label, box.x0, box.y0, box.x1, box.y1};
-        std::copy_n(v, 5, row + j * 5);
-      }
+      DT_CHECK(int64_t(b.size()) <= target / 5, "gather_batch: sample {} has {} boxes, room for {}",
+               ids[i], b.size(), target / 5);
+      write_box_rows(b, target / 5, td + i * target);
       continue;
     }
     if (target == 1 && !d.label_maps.raw()) {
@@ -213,6 +203,20 @@ void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Te
       td[i * target + k] = mirror ? m[k - k % width + (width - 1 - k % width)] : m[k];
   }
   normalise_batch(d, n, xd);
+}
+
+TargetLayout target_layout(const Dataset& d, const Tensor& t) {
+  if (d.label_maps.raw()) return {false, d.label_maps.numel() / d.size()};
+  const bool boxes = !d.boxes.empty();
+  return {boxes, boxes && t.shape().rank() == 3 ? t.dim(1) * t.dim(2) : 1};
+}
+
+void write_box_rows(const std::vector<Box>& boxes, int64_t max_boxes, int32_t* rows) {
+  for (int64_t j = 0; j < max_boxes; ++j) {
+    const Box none{-1, 0, 0, 0, 0}, &b = j < int64_t(boxes.size()) ? boxes[size_t(j)] : none;
+    const int32_t v[5] = {b.label, b.x0, b.y0, b.x1, b.y1};
+    std::copy_n(v, 5, rows + j * 5);
+  }
 }
 
 std::vector<Box> mirrored_boxes(const std::vector<Box>& boxes, int32_t width) {

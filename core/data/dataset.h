@@ -97,6 +97,18 @@ class BatchPixels {
 void gather_batch(const Dataset& d, const int64_t* ids, int64_t n, Tensor& x, Tensor& t,
                   int64_t epoch = kEvalEpoch);
 
+// How gather_batch lays out one sample's targets in t: boxes (a set with boxes and no label
+// maps; t (n, M, 5)), or `elements` i32 a sample (1: a label; H * W: a label map).
+struct TargetLayout {
+  bool boxes;
+  int64_t elements;
+};
+TargetLayout target_layout(const Dataset& d, const Tensor& t);
+
+// A sample's boxes as its `max_boxes` rows of t (label, x0, y0, x1, y1), the rows past them
+// with label -1; boxes.size() <= max_boxes (checked by the caller).
+void write_box_rows(const std::vector<Box>& boxes, int64_t max_boxes, int32_t* rows);
+
 // Boxes mirrored left-right in an image `width` pixels wide: columns [x0, x1) become
 // [width - x1, width - x0).
 std::vector<Box> mirrored_boxes(const std::vector<Box>& boxes, int32_t width);

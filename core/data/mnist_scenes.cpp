@@ -11,7 +11,6 @@ namespace {
 
 constexpr int kDigit = 28;  // MNIST's digit patch
 constexpr uint64_t kStreamTag = 0x7363656e00000000ull;  // "scen", then the split
-constexpr int kMaxDigits = 64;        // data.scenes.max_digits' bound: random counters 1..64
 constexpr int kPlacementTries = 32;   // positions drawn for a digit under max_overlap
 
 // A uniform integer in [lo, hi] from a random word (hi - lo is small: the bias is negligible
@@ -118,7 +117,7 @@ void render_scene(const Tensor& digits, const Tensor& labels, const proto::Mnist
     Box b = ink_box(patch.data(), size, x0, y0, c);
     bool placed = fits(b, *boxes, max_overlap);
     for (int t = 1; t < kPlacementTries && !placed; ++t) {
-      const Philox4x32 q = rs.block(uint64_t(index), uint32_t(kMaxDigits + k * kPlacementTries + t));
+      const Philox4x32 q = rs.block(uint64_t(index), uint32_t(kMaxSceneDigits + k * kPlacementTries + t));
       x0 = uniform_int(q[0], lo, hi), y0 = uniform_int(q[1], lo, hi);
       b = ink_box(patch.data(), size, x0, y0, c);
       placed = fits(b, *boxes, max_overlap);

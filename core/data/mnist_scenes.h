@@ -16,6 +16,7 @@ namespace deeptrain::data {
 inline constexpr int kStrokeThreshold = 128;
 inline constexpr int kSceneIgnoreLabel = 255;
 inline constexpr int kSceneClasses = 11;  // background + 10 digits
+inline constexpr int kMaxSceneDigits = 64;  // data.scenes.max_digits' bound: digit k draws block k + 1
 
 // Builds scenes from MNIST training digits (train split) and test digits (test split).
 // source: the MNIST data set (load_dataset("mnist", ...)); scenes: the finalized options.
