@@ -35,6 +35,7 @@ GradientSyncOptions gradient_sync_options(const proto::DistributedConfig& d) {
 BackendOptions backend_options(const proto::RunConfig& r) {
   BackendOptions o;
   o.math = math_mode(r.math());
+  o.conv = r.conv_algorithm() == proto::CONV_WINOGRAD ? ConvAlgo::winograd : ConvAlgo::direct;
   o.device = r.has_gpu() ? r.gpu() : -1;
   return o;
 }

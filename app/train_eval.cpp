@@ -35,6 +35,10 @@ void add_common(CLI::App* sub, CommonOptions& c) {
                   fmt::format("override run.math: {} (default {}); the CPU takes fp32, and bf16 "
                               "on processors with AVX512-BF16 or AMX",
                               math_words(), math_word(d::kMath)));
+  sub->add_option("--conv-algorithm", o.conv_algorithm,
+                  fmt::format("override run.conv_algorithm: {} (default direct); winograd on "
+                              "the CPU backend in fp32 (docs/cpu_performance.md)",
+                              conv_algorithm_words()));
   sub->add_option("--data-dir", o.data_dir, "override data.dir");
   sub->add_option("--train-limit", o.train_limit, "use only the first N training samples");
   sub->add_option("--test-limit", o.test_limit, "use only the first N test samples");

@@ -15,6 +15,7 @@ throughput is also given as a fraction of the machine's f32 (bf16) matmul peak.
 
 Usage: bench/cpu_table.py [--threads 2] [--rounds 3] [--steps 30] [--warmup 5]
                           [--configs A,B,...] [--modes train,infer] [--maths fp32,bf16]
+                          [--conv-algorithms direct,winograd]
                           [--out FILE.jsonl] [--markdown FILE.md] [--peak]
 Exit status: 0 ok, 1 a run failed or the twins differ, 2 something needed is missing.
 """
@@ -41,6 +42,9 @@ def parse_args():
     p.add_argument("--configs", default=",".join(DEFAULT_CONFIGS))
     p.add_argument("--modes", default="train,infer")
     p.add_argument("--maths", default=None, help="default: fp32, and bf16 where the CPU has it")
+    p.add_argument("--conv-algorithms", default="direct",
+                   help="deeptrain's run.conv_algorithm, each its own row (direct,winograd); "
+                        "winograd runs in fp32 only, against the same PyTorch runs")
     p.add_argument("--deeptrain", default=os.path.join(REPO, "build", "deeptrain"))
     p.add_argument("--peak-flops", default=os.path.join(REPO, "build", "peak_flops"))
     p.add_argument("--peak", action="store_true", help="measure the machine's peaks first")
@@ -92,14 +96,18 @@ def main():
     for config in a.configs.split(","):
         for mode in a.modes.split(","):
             for math in maths:
-                dt, pt = [], {"nchw": [], "channels_last": []}
+                algorithms = [x for x in a.conv_algorithms.split(",")
+                              if x == "direct" or math == "fp32"]
+                dt, pt = {x: [] for x in algorithms}, {"nchw": [], "channels_last": []}
                 dt_params = pt_params = None
                 for _ in range(a.rounds):
-                    j = run_json([a.deeptrain, "bench", "--config", config, "--math", math,
-                                  "--mode", mode, "--no-augment", "--json"] + common)
-                    record(dict(j, config=config))
-                    dt.append(j["images_per_sec"])
-                    dt_params = j.get("params")
+                    for algorithm in algorithms:
+                        j = run_json([a.deeptrain, "bench", "--config", config, "--math", math,
+                                      "--mode", mode, "--no-augment", "--json",
+                                      "--conv-algorithm", algorithm] + common)
+                        record(dict(j, config=config, conv_algorithm=algorithm))
+                        dt[algorithm].append(j["images_per_sec"])
+                        dt_params = j.get("params")
                     for layout in ("nchw", "channels_last"):
                         cmd = ["/usr/bin/python3", "bench/pytorch_deepconvnet.py", "--config",
                                config, "--math", math, "--mode", mode] + common
@@ -114,12 +122,15 @@ def main():
                                      % (config, dt_params, pt_params))
                     sys.exit(1)
                 best_layout = max(pt, key=lambda k: statistics.median(pt[k]))
-                d, p = statistics.median(dt), statistics.median(pt[best_layout])
-                rows.append((os.path.basename(config).replace(".prototxt", ""), mode, math, d,
-                             statistics.median(pt["nchw"]), statistics.median(pt["channels_last"]),
-                             d / p))
-                print("%s %s %s: deeptrain %.0f img/s, PyTorch %.0f (%s): %.2fx" %
-                      (rows[-1][0], mode, math, d, p, best_layout, d / p), flush=True)
+                p = statistics.median(pt[best_layout])
+                for algorithm in algorithms:
+                    d = statistics.median(dt[algorithm])
+                    label = math if algorithm == "direct" else "%s, %s" % (math, algorithm)
+                    rows.append((os.path.basename(config).replace(".prototxt", ""), mode, label,
+                                 d, statistics.median(pt["nchw"]),
+                                 statistics.median(pt["channels_last"]), d / p))
+                    print("%s %s %s: deeptrain %.0f img/s, PyTorch %.0f (%s): %.2fx" %
+                          (rows[-1][0], mode, label, d, p, best_layout, d / p), flush=True)
 
     lines = ["| network | mode | math | deeptrain img/s | PyTorch NCHW | PyTorch channels_last "
              "| ratio to PyTorch's best |", "|---|---|---|---|---|---|---|"]

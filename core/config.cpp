@@ -172,6 +172,9 @@ void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
   if (o.data_dir) c.mutable_data()->set_dir(*o.data_dir);
   if (o.backend) c.mutable_run()->set_backend(backend_from_word(*o.backend, "--backend"));
   if (o.math) c.mutable_run()->set_math(math_from_word(*o.math, "--math"));
+  if (o.conv_algorithm)
+    c.mutable_run()->set_conv_algorithm(
+        conv_algorithm_from_word(*o.conv_algorithm, "--conv-algorithm"));
   if (o.train_limit) c.mutable_data()->set_train_limit(*o.train_limit);
   if (o.test_limit) c.mutable_data()->set_test_limit(*o.test_limit);
   if (o.exact) c.mutable_distributed()->set_exact(*o.exact);
@@ -224,6 +227,16 @@ proto::MathMode math_from_word(const std::string& word, const std::string& what)
 }
 std::string backend_words() { return words_of(proto::Backend_descriptor(), "BACKEND_"); }
 std::string math_words() { return words_of(proto::MathMode_descriptor(), "MATH_"); }
+std::string conv_algorithm_word(proto::ConvAlgorithm a) {
+  return word_of_value(proto::ConvAlgorithm_descriptor(), "CONV_", a);
+}
+proto::ConvAlgorithm conv_algorithm_from_word(const std::string& word, const std::string& what) {
+  return proto::ConvAlgorithm(
+      value_of_word(proto::ConvAlgorithm_descriptor(), "CONV_", word, what));
+}
+std::string conv_algorithm_words() {
+  return words_of(proto::ConvAlgorithm_descriptor(), "CONV_");
+}
 
 void upgrade_config(proto::ExperimentConfig& c) {
   auto& r = *c.mutable_run();

@@ -56,6 +56,9 @@ proto::Backend backend_from_word(const std::string& word, const std::string& wha
 proto::MathMode math_from_word(const std::string& word, const std::string& what);
 std::string backend_words();  // "cpu, cpu-ref, cuda, cuda-im2col"
 std::string math_words();     // "fp32, tf32, bf16, fp16"
+std::string conv_algorithm_word(proto::ConvAlgorithm a);  // "direct", "winograd"
+proto::ConvAlgorithm conv_algorithm_from_word(const std::string& word, const std::string& what);
+std::string conv_algorithm_words();
 
 // A config of schema 1 (run.backend and run.math as strings; the config a checkpoint written
 // then embeds) in today's terms: the strings move into the enums. InputError when a word is
@@ -68,7 +71,7 @@ struct ConfigOverrides {
   std::optional<float> lr;
   std::optional<uint64_t> seed;
   std::optional<std::string> data_dir;
-  std::optional<std::string> backend, math;  // the words: "cpu-ref", "tf32"
+  std::optional<std::string> backend, math, conv_algorithm;  // the words: "cpu-ref", "tf32"
   std::optional<int> train_limit, test_limit;
   std::optional<bool> exact;  // distributed.exact
 };

@@ -290,8 +290,13 @@ class Backend {
 // weights and the optimizer are always f32) and accumulate in f32.
 enum class MathMode : uint8_t { fp32, tf32, bf16, fp16 };
 
+// How BACKEND_CPU computes 3x3 convolutions (proto::ConvAlgorithm): direct, or Winograd
+// F(4x4, 3x3) where oneDNN has it (DnnlBackend; the other backends refuse winograd).
+enum class ConvAlgo : uint8_t { direct, winograd };
+
 struct BackendOptions {
   MathMode math = MathMode::fp32;
+  ConvAlgo conv = ConvAlgo::direct;
   int device = -1;  // the GPU index (-1: chosen from the rank's local rank, see gpu_device.h)
 };
 

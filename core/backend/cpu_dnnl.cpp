@@ -47,6 +47,19 @@ const char* isa_name(dnnl::cpu_isa isa) {
   }
 }
 
+// An activation of 16 channels in nChw16c is, byte for byte, the same as in nhwc (one block
+// holds all the channels). When a primitive asks for nhwc (AMX's bf16 convolutions do), the
+// user's buffer is described as nhwc: an f32 output then needs no reorder at all, and a bf16
+// input only its conversion, not a transposition.
+memory::desc same_bytes_as_nhwc(const memory::desc& user, const memory::desc& prim) {
+  const memory::dims dims = user.dims();
+  if (dims.size() != 4 || dims[1] != 16 || user.data_type() != memory::data_type::f32 ||
+      !(user == memory::desc(dims, memory::data_type::f32, Tag::nChw16c)))
+    return user;
+  const memory::desc nhwc(dims, memory::data_type::f32, Tag::nhwc);
+  return prim == memory::desc(dims, prim.data_type(), Tag::nhwc) ? nhwc : user;
+}
+
 // One argument of a primitive: the format of the caller's buffer and the format the primitive
 // chose. When they differ, the argument passes through a reorder and a buffer cached with the
 // primitive (weights always do: they are plain (k, c, r, s) and change every step).
@@ -58,7 +71,7 @@ struct Arg {
 
   void init(const dnnl::engine& eng, const memory::desc& user_md, const memory::desc& prim_md,
             bool input) {
-    user = user_md;
+    user = same_bytes_as_nhwc(user_md, prim_md);
     prim = prim_md;
     staged = !(user == prim);
     if (!staged) return;
@@ -97,11 +110,12 @@ using AffineKey = std::array<int64_t, 6>;
 }  // namespace
 
 struct DnnlBackend::Impl {
-  explicit Impl(bool bf16) : bf16(bf16) {}
+  Impl(bool bf16, bool winograd) : bf16(bf16), winograd(winograd) {}
   // bf16 math: convolutions and matrix products read bf16 copies of their inputs (activations,
   // weights, gradients; converted with round-to-nearest-even by the reorders of Arg) and
   // accumulate and write f32. Everything else stays f32 (see cpu_dnnl.h).
   const bool bf16;
+  const bool winograd;  // run.conv_algorithm: CONV_WINOGRAD (fp32 only; see cpu_dnnl.h)
   dnnl::engine eng{dnnl::engine::kind::cpu, 0};
   dnnl::stream strm{eng};
   int block = kernels::preferred_block();
@@ -187,6 +201,28 @@ struct DnnlBackend::Impl {
     kernels::f32_to_bf16(p, h.data(), count);
     return memory(in_md(dims, tag), eng, h.data());
   }
+  // The algorithm asked of oneDNN for g's pass (cpu_dnnl.h: "Convolution algorithm").
+  enum class Pass { forward, backward_data, backward_weights };
+  dnnl::algorithm algorithm(const ConvGeom& g, Pass pass) const {
+    const int64_t min_channels = pass == Pass::backward_weights ? 16 : 32;
+    const bool fits = g.r == 3 && g.s == 3 && g.stride_h == 1 && g.stride_w == 1 &&
+                      g.pad_h <= 1 && g.pad_w <= 1 && g.c % 16 == 0 && g.k % 16 == 0 &&
+                      g.c >= min_channels && g.k >= min_channels;
+    return winograd && fits ? dnnl::algorithm::convolution_winograd
+                            : dnnl::algorithm::convolution_direct;
+  }
+  // make(algorithm(g, pass)), or make(direct) when oneDNN has no Winograd kernel for it.
+  template <class Make>
+  auto with_algorithm(const ConvGeom& g, Pass pass, Make&& make) const {
+    const dnnl::algorithm a = algorithm(g, pass);
+    if (a != dnnl::algorithm::convolution_direct) {
+      try {
+        return make(a);
+      } catch (const dnnl::error&) {
+      }
+    }
+    return make(dnnl::algorithm::convolution_direct);
+  }
   void make_bwd_data(ConvPrims& e, const ConvGeom& g);
   void make_bwd_weights(ConvPrims& e, const ConvGeom& g);
 };
@@ -219,12 +255,13 @@ ConvPrims& DnnlBackend::Impl::conv(const ConvGeom& g, bool bias, bool relu) {
     if (relu) ops.append_eltwise(1.f, dnnl::algorithm::eltwise_relu, 0.f, 0.f);
     dnnl::primitive_attr attr;
     attr.set_post_ops(ops);
-    dnnl::convolution_forward::desc desc(
-        dnnl::prop_kind::forward_training, dnnl::algorithm::convolution_direct,
-        mul_md(d.src, prim_tag(g.c)), mul_md(d.wei, Tag::any),
-        bias ? f32_md({g.k}, Tag::x) : memory::desc(), out_md(d.dst, prim_tag(g.k)), d.strides,
-        d.pad_l, d.pad_r);
-    e.fwd_pd = dnnl::convolution_forward::primitive_desc(desc, attr, eng);
+    e.fwd_pd = with_algorithm(g, Pass::forward, [&](dnnl::algorithm a) {
+      dnnl::convolution_forward::desc desc(
+          dnnl::prop_kind::forward_training, a, mul_md(d.src, prim_tag(g.c)),
+          mul_md(d.wei, Tag::any), bias ? f32_md({g.k}, Tag::x) : memory::desc(),
+          out_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l, d.pad_r);
+      return dnnl::convolution_forward::primitive_desc(desc, attr, eng);
+    });
     e.fwd = dnnl::convolution_forward(e.fwd_pd);
     e.fwd_src.init(eng, f32_md(d.src, native_tag(g.c)), e.fwd_pd.src_desc(), true);
     e.fwd_wei.init(eng, f32_md(d.wei, Tag::oihw), e.fwd_pd.weights_desc(), true);
@@ -238,10 +275,13 @@ ConvPrims& DnnlBackend::Impl::conv(const ConvGeom& g, bool bias, bool relu) {
 void DnnlBackend::Impl::make_bwd_data(ConvPrims& e, const ConvGeom& g) {
   const ConvDims d(g);
   try {
-    dnnl::convolution_backward_data::desc desc(
-        dnnl::algorithm::convolution_direct, out_md(d.src, prim_tag(g.c)), mul_md(d.wei, Tag::any),
-        mul_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l, d.pad_r);
-    dnnl::convolution_backward_data::primitive_desc pd(desc, eng, e.fwd_pd);
+    const auto pd = with_algorithm(g, Pass::backward_data, [&](dnnl::algorithm a) {
+      dnnl::convolution_backward_data::desc desc(a, out_md(d.src, prim_tag(g.c)),
+                                                 mul_md(d.wei, Tag::any),
+                                                 mul_md(d.dst, prim_tag(g.k)), d.strides, d.pad_l,
+                                                 d.pad_r);
+      return dnnl::convolution_backward_data::primitive_desc(desc, eng, e.fwd_pd);
+    });
     e.bwd_data = dnnl::convolution_backward_data(pd);
     e.bd_ddst.init(eng, f32_md(d.dst, native_tag(g.k)), pd.diff_dst_desc(), true);
     e.bd_wei.init(eng, f32_md(d.wei, Tag::oihw), pd.weights_desc(), true);
@@ -255,11 +295,14 @@ void DnnlBackend::Impl::make_bwd_data(ConvPrims& e, const ConvGeom& g) {
 void DnnlBackend::Impl::make_bwd_weights(ConvPrims& e, const ConvGeom& g) {
   auto make = [&](const ConvGeom& geom, Tag src_tag, Tag ddst_tag) {
     const ConvDims d(geom);
-    dnnl::convolution_backward_weights::desc desc(
-        dnnl::algorithm::convolution_direct, mul_md(d.src, src_tag),
-        f32_md(d.wei, Tag::any), f32_md({geom.k}, Tag::x), mul_md(d.dst, ddst_tag),
-        d.strides, d.pad_l, d.pad_r);
-    return dnnl::convolution_backward_weights::primitive_desc(desc, eng, e.fwd_pd);
+    return with_algorithm(geom, Pass::backward_weights, [&](dnnl::algorithm a) {
+      dnnl::convolution_backward_weights::desc desc(a, mul_md(d.src, src_tag),
+                                                    f32_md(d.wei, Tag::any),
+                                                    f32_md({geom.k}, Tag::x),
+                                                    mul_md(d.dst, ddst_tag), d.strides, d.pad_l,
+                                                    d.pad_r);
+      return dnnl::convolution_backward_weights::primitive_desc(desc, eng, e.fwd_pd);
+    });
   };
   try {
     auto is_ref = [](const auto& p) { return std::string(p.impl_info_str()).rfind("ref", 0) == 0; };
@@ -325,7 +368,7 @@ AffinePrims& DnnlBackend::Impl::affine(int64_t n, int64_t d, int64_t m, bool bia
   return affines.emplace(key, std::move(a)).first->second;
 }
 
-DnnlBackend::DnnlBackend(MathMode math) {
+DnnlBackend::DnnlBackend(MathMode math, ConvAlgo conv) {
   if (math != MathMode::fp32 && math != MathMode::bf16)
     fail_input("run.math: {} runs on GPU backends only; the CPU backend computes in fp32 or bf16",
                math_mode_name(math));
@@ -337,7 +380,21 @@ DnnlBackend::DnnlBackend(MathMode math) {
                  "Train in fp32 (run.math: MATH_FP32) on this machine", isa_name(isa),
                  std::getenv("ONEDNN_MAX_CPU_ISA") ? " (limited by ONEDNN_MAX_CPU_ISA)" : "");
   }
-  impl_ = std::make_unique<Impl>(math == MathMode::bf16);
+  if (conv == ConvAlgo::winograd) {
+    if (math != MathMode::fp32)
+      fail_input("run.conv_algorithm: winograd computes in fp32; oneDNN has no {} Winograd "
+                 "kernels. Use run.math: MATH_FP32 or run.conv_algorithm: CONV_DIRECT",
+                 math_mode_name(math));
+    const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
+    const unsigned need = unsigned(dnnl::cpu_isa::avx512_core);
+    if ((unsigned(isa) & need) != need)
+      fail_input("run.conv_algorithm: winograd needs a processor with AVX-512 (oneDNN's "
+                 "Winograd kernels are AVX-512 only), which oneDNN does not find here: the best "
+                 "instruction set it may use is {}{}. Use run.conv_algorithm: CONV_DIRECT",
+                 isa_name(isa),
+                 std::getenv("ONEDNN_MAX_CPU_ISA") ? " (limited by ONEDNN_MAX_CPU_ISA)" : "");
+  }
+  impl_ = std::make_unique<Impl>(math == MathMode::bf16, conv == ConvAlgo::winograd);
 }
 DnnlBackend::~DnnlBackend() = default;
 

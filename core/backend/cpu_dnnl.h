@@ -13,6 +13,14 @@
 // (backend.h: MathMode). The copies are made per call, in the layout the bf16 kernel asks for
 // (AMX's convolutions read nhwc). A processor without bf16 is an InputError, never emulation.
 //
+// Convolution algorithm (run.conv_algorithm). direct: oneDNN's direct kernels. winograd:
+// oneDNN's F(4x4, 3x3) (jit_wino_4x3, AVX-512 and fp32 only) for the 3x3 stride-1 convolutions
+// whose input and output channels are multiples of 16, with padding of at most 1: in all three
+// passes from 32 channels, and in the weight gradient alone at 16 (there the forward and
+// backward-data transforms cost more than they save; docs/cpu_performance.md). Any other
+// convolution, or one oneDNN declines, stays direct, so the choice is a function of the
+// geometry alone: the same on every step, rank and run.
+//
 // Layouts. The native layout of a 4-d f32 activation with c channels is nChwBc (B = 16 when
 // compiled for AVX-512, else 8) when c % B == 0, and plain otherwise. Ops accept any layout,
 // convert their inputs to native and write native outputs (tagged with Tensor::set_layout).
@@ -30,8 +38,9 @@ namespace deeptrain {
 
 class DnnlBackend : public CpuBackend {
  public:
-  // bf16 on a processor without it, or tf32/fp16 (GPU only): InputError naming what is missing.
-  explicit DnnlBackend(MathMode math = MathMode::fp32);
+  // bf16 on a processor without it, tf32/fp16 (GPU only), or Winograd with bf16 or without
+  // AVX-512: InputError naming what is missing.
+  explicit DnnlBackend(MathMode math = MathMode::fp32, ConvAlgo conv = ConvAlgo::direct);
   ~DnnlBackend() override;
   std::string name() const override { return "cpu"; }
   bool exact_capable() const override { return false; }

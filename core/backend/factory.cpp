@@ -28,6 +28,15 @@ std::unique_ptr<Backend> make_backend(const std::string& word, const BackendOpti
 
 std::unique_ptr<Backend> make_backend(proto::Backend kind, const BackendOptions& opt) {
   const std::string name = backend_word(kind);
+#ifndef DEEPTRAIN_FAST_CPU
+  const bool fast_cpu = false;
+#else
+  const bool fast_cpu = kind == proto::BACKEND_CPU;
+#endif
+  if (opt.conv == ConvAlgo::winograd && !fast_cpu)
+    fail_input("run.conv_algorithm: winograd runs on oneDNN's CPU kernels (backend cpu{}); "
+               "backend {} computes its convolutions its own way",
+               kind == proto::BACKEND_CPU ? ", in a build with oneDNN" : "", name);
   if (kind == proto::BACKEND_CPU_REF) {
     if (opt.math != MathMode::fp32)
       fail_input("run.math: {} is not the reference's: {} computes in fp32 (bf16 on the CPU runs "
@@ -36,7 +45,7 @@ std::unique_ptr<Backend> make_backend(proto::Backend kind, const BackendOptions&
   }
   if (kind == proto::BACKEND_CPU) {
 #ifdef DEEPTRAIN_FAST_CPU
-    return std::make_unique<DnnlBackend>(opt.math);
+    return std::make_unique<DnnlBackend>(opt.math, opt.conv);
 #else
     if (opt.math != MathMode::fp32)
       fail_input("run.math: {} on the CPU needs oneDNN, and this deeptrain was built without it",
