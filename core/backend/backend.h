@@ -196,6 +196,19 @@ class Backend {
   // takes plain f32.
   // sums[c] = sum of x, or of (x - mean[c])^2 when mean is given.
   virtual void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) = 0;
+  // The training statistics' sums from one read of x, in place of two bn_sums calls (a backend
+  // without this op returns false, and the layer reads x twice). moments (n * 2C) holds, for
+  // sample i, at i * 2C + c the sum of x over channel c's positions, and at i * 2C + C + c the
+  // sum of squared deviations from that sample's own mean of channel c (computed while the
+  // sample's channel is in cache).
+  virtual bool bn_sample_moments(const Tensor& x, Tensor& moments) { return false; }
+  // sums (C) over the samples of moments (n * 2C), in sample order: the sums of x, or with
+  // mean, the sums of (x - mean[c])^2 = sum_i [M2_i + S (sum_i / S - mean[c])^2], S the
+  // positions per channel (Chan et al.'s pairwise update).
+  virtual void bn_moment_sums(const Tensor& moments, int64_t positions, const Tensor* mean,
+                              Tensor& sums) {
+    fail("bn_moment_sums: backend {} has no bn_sample_moments", name());
+  }
   // y = (x - mean[c]) * scale[c] + shift[c], then max(0, .) when relu.
   virtual void bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale,
                         const Tensor& shift, bool relu, Tensor& y) = 0;

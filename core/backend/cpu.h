@@ -57,6 +57,9 @@ class CpuBackend : public Backend {
 
   // The deeper nets' layers, on plain and blocked layouts (cpu_bn.cpp, cpu_graph_ops.cpp).
   void bn_sums(const Tensor& x, const Tensor* mean, Tensor& sums) override;
+  bool bn_sample_moments(const Tensor& x, Tensor& moments) override;
+  void bn_moment_sums(const Tensor& moments, int64_t positions, const Tensor* mean,
+                      Tensor& sums) override;
   void bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale, const Tensor& shift,
                 bool relu, Tensor& y) override;
   void bn_grad_sums(const Tensor& x, const Tensor* relu_y, const Tensor& dy, const Tensor& mean,
@@ -78,6 +81,7 @@ class CpuBackend : public Backend {
   void copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,
                  int64_t dst_offset, int64_t dst_stride, int64_t row_len, int64_t rows) override;
   void accumulate(Tensor& acc, const Tensor& x) override;
+  void copy(const Tensor& src, Tensor& dst) override;  // on all threads when large
 
  private:
   // im2col scratch per OpenMP thread (exact mode runs micro-shards concurrently), grown on

@@ -2,6 +2,7 @@
 // row copies, gradient accumulation and global average pooling. f32 and f64; the add, the
 // accumulation and the pooling read the fast backend's blocked activations (nChw8c, nChw16c)
 // as they are.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -62,6 +63,22 @@ void CpuBackend::accumulate(Tensor& acc, const Tensor& x) {
 #pragma omp parallel for simd schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) a[i] += b[i];
   });
+}
+
+void CpuBackend::copy(const Tensor& src, Tensor& dst) {
+  DT_CHECK(src.dtype() == dst.dtype() && src.numel() == dst.numel() &&
+               src.device() == Device::cpu && dst.device() == Device::cpu,
+           "copy {} {} -> {} {} on the host", dtype_name(src.dtype()), src.shape().str(),
+           dtype_name(dst.dtype()), dst.shape().str());
+  // One memcpy per thread: a single core does not reach the memory bandwidth of two.
+  const int64_t bytes = src.numel() * int64_t(dtype_size(src.dtype()));
+  const char* s = static_cast<const char*>(src.raw());
+  char* d = static_cast<char*>(dst.raw());
+  const int64_t chunk = int64_t{1} << 18;
+#pragma omp parallel for schedule(static) if (bytes >= 4 * chunk)
+  for (int64_t b = 0; b < bytes; b += chunk)
+    std::memcpy(d + b, s + b, size_t(std::min(chunk, bytes - b)));
+  dst.set_layout(src.layout());
 }
 
 void CpuBackend::copy_rows(const Tensor& src, int64_t src_offset, int64_t src_stride, Tensor& dst,

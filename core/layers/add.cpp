@@ -36,6 +36,7 @@ class Add : public Layer {
     const bool one_layout = !fused_relu_ || out.layout() == dout.layout();
     const Tensor y = one_layout ? out : be.to_plain(out);
     const Tensor dy = one_layout ? dout : be.to_plain(dout);
+    const Tensor* masked = nullptr;  // an input's gradient that already holds dy masked by y > 0
     for (size_t k = 0; k < din.size(); ++k) {
       const int times = times_given(din, k);
       if (times == 0) continue;
@@ -44,8 +45,11 @@ class Add : public Layer {
       if (times > 1) {
         be.scale(dy, double(times), dx);
         if (fused_relu_) be.relu_backward(y, dx, dx);
+      } else if (fused_relu_ && masked) {
+        be.copy(*masked, dx);  // two reads (y, dy) become one
       } else if (fused_relu_) {
         be.relu_backward(y, dy, dx);
+        masked = &dx;
       } else if (dx.raw() != dy.raw()) {
         be.copy(dy, dx);
       }

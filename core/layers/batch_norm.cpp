@@ -92,12 +92,19 @@ class BatchNorm : public Layer {
     Stats& d = stats(be);
     training_ = ctx.training;
     if (training_) {
-      // Sums first, the centred squares second: two passes, so a large mean does not swallow
-      // the variance.
+      // Sums first, the centred squares second, so a large mean does not swallow the variance.
+      // Where the backend has bn_sample_moments, each sample's sums and centred squares come
+      // from one read of x, and the batch's centred squares from those (no second read).
       count_ = batch_count(ctx);
-      sum_over_batch(ctx, nullptr, d.sums);
+      const Tensor* moments = nullptr;
+      if (x_.numel() > 0) {
+        const int64_t m = x_.dim(0) * 2 * channels_;
+        if (!d.moments.defined() || d.moments.numel() != m) d.moments = be.empty({m}, DType::f64);
+        if (be.bn_sample_moments(x_, d.moments)) moments = &d.moments;
+      }
+      sum_over_batch(ctx, nullptr, moments, d.sums);
       be.bn_mean(d.sums, count_, d.mean);
-      sum_over_batch(ctx, &d.mean, d.sq);
+      sum_over_batch(ctx, &d.mean, moments, d.sq);
       be.bn_normalizer(&d.sq, count_, eps_, momentum_, params_[0], params_[1], d.running_mean,
                        d.running_var, d.mean, d.invstd, d.scale, d.shift);
     } else {
@@ -159,6 +166,7 @@ class BatchNorm : public Layer {
     Backend* backend = nullptr;
     Tensor running_mean, running_var;
     Tensor sums, sq, grad_sums, mean, invstd, scale, shift, k, m, r;
+    Tensor moments;  // bn_sample_moments' (n * 2C), sized per batch
   };
   bool in_state_memory(const Backend& be) const { return be.device() == running_mean_.device(); }
   Stats& stats(Backend& be) {
@@ -201,20 +209,29 @@ class BatchNorm : public Layer {
   }
   // out (C) = the per-channel sums of x, or of (x - mean)^2 when mean is given, over the
   // (global) batch: over every rank's samples when synchronised, per micro-shard and then in
-  // micro-shard order in exact mode.
-  void sum_over_batch(StepContext& ctx, const Tensor* mean, Tensor& out) {
+  // micro-shard order in exact mode. From x's per-sample moments when given (rows b..e of x
+  // are moments' rows b..e), else from x.
+  void sum_over_batch(StepContext& ctx, const Tensor* mean, const Tensor* moments, Tensor& out) {
     Backend& be = ctx.backend;
     const int64_t C = channels_;
+    auto rows_sum = [&](int64_t b, int64_t e, Tensor& o) {
+      if (moments)
+        be.bn_moment_sums(moments->slice_flat(b * 2 * C, {(e - b) * 2 * C}), spatial_, mean, o);
+      else if (b == 0 && e == x_.dim(0))
+        be.bn_sums(x_, mean, o);
+      else
+        be.bn_sums(batch_rows(x_, b, e), mean, o);
+    };
     if (ctx.micro) {
       Tensor parts = be.empty({ctx.micro->count(), C}, DType::f64);
       for_each_piece(ctx.micro, x_.dim(0), [&](int64_t b, int64_t e, int64_t j) {
         Tensor row = parts.slice_flat(j * C, {C});
-        be.bn_sums(batch_rows(x_, b, e), mean, row);
+        rows_sum(b, e, row);
       });
       ctx.micro->ordered_sum(parts, out);
       return;
     }
-    if (x_.numel() > 0) be.bn_sums(x_, mean, out);
+    if (x_.numel() > 0) rows_sum(0, x_.dim(0), out);
     else be.fill_zero(out);  // a rank without samples adds zeros
     if (synced(ctx)) ctx.allreduce_sum(out);
   }
