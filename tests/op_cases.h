@@ -1,13 +1,36 @@
 #pragma once
 // The convolution and pooling geometries every backend's op tests run (test_backend_ops: the fast CPU path
 // against the reference; test_backend_ops_gpu: the GPU against the reference).
+#include <memory>
+#include <random>
 #include <string>
 
 #include <gtest/gtest.h>
 
 #include "core/backend/backend.h"
+#include "core/error.h"
 
 namespace deeptrain::testing_util {
+
+// The "cpu" backend with these options, or null and why there is none (a processor without
+// the feature asked for: the test is then skipped with that reason).
+inline std::unique_ptr<Backend> cpu_backend_or_reason(const BackendOptions& opt, std::string* why) {
+  try {
+    return make_backend("cpu", opt);
+  } catch (const InputError& e) {
+    *why = e.what();
+    return nullptr;
+  }
+}
+
+// Values uniform in [-1, 1) from std::mt19937(seed): the bound tests' inputs.
+inline Tensor uniform_f32(Shape shape, uint32_t seed) {
+  Tensor t = Tensor::empty(std::move(shape), DType::f32);
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(-1.f, 1.f);
+  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(gen);
+  return t;
+}
 
 struct ConvCase {
   const char* name;

@@ -39,23 +39,12 @@ double gamma_f32(int64_t n) {
 }
 
 // The bf16 backend, or why there is none (the test is then skipped with that reason).
-std::unique_ptr<Backend> bf16_backend(std::string* why) {
-  try {
-    BackendOptions opt;
-    opt.math = MathMode::bf16;
-    return make_backend("cpu", opt);
-  } catch (const InputError& e) {
-    *why = e.what();
-    return nullptr;
-  }
-}
+using testing_util::uniform_f32;
 
-Tensor random_f32(Shape shape, uint32_t seed) {
-  Tensor t = Tensor::empty(std::move(shape), DType::f32);
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(gen);
-  return t;
+std::unique_ptr<Backend> bf16_backend(std::string* why) {
+  BackendOptions opt;
+  opt.math = MathMode::bf16;
+  return testing_util::cpu_backend_or_reason(opt, why);
 }
 
 // x rounded to bf16 (to nearest, ties to even; NaN is not expected here), as a float.
@@ -117,8 +106,8 @@ TEST_P(CpuBf16Conv, ForwardAndBackwardWithinBf16Bounds) {
   if (!bf) GTEST_SKIP() << why;
   std::unique_ptr<Backend> ref = make_backend("cpu-ref");
   const ConvGeom g = GetParam().geom();
-  const Tensor x = random_f32({g.n, g.c, g.h, g.w}, 1), w = random_f32({g.k, g.c, g.r, g.s}, 2);
-  const Tensor b = random_f32({g.k}, 3), dy = random_f32({g.n, g.k, g.p, g.q}, 4);
+  const Tensor x = uniform_f32({g.n, g.c, g.h, g.w}, 1), w = uniform_f32({g.k, g.c, g.r, g.s}, 2);
+  const Tensor b = uniform_f32({g.k}, 3), dy = uniform_f32({g.n, g.k, g.p, g.q}, 4);
 
   // Forward, with bias and a fused ReLU (1-Lipschitz: the bound still holds). The bias is
   // added in f32, unrounded: one more term of the sum.
@@ -167,8 +156,8 @@ TEST(CpuBf16Affine, ForwardAndBackwardWithinBf16Bounds) {
   if (!bf) GTEST_SKIP() << why;
   std::unique_ptr<Backend> ref = make_backend("cpu-ref");
   const int64_t n = 100, d = 1024, m = 50;  // DeepConvNet's first affine
-  const Tensor x = random_f32({n, d}, 5), w = random_f32({d, m}, 6), b = random_f32({m}, 7);
-  const Tensor dy = random_f32({n, m}, 8);
+  const Tensor x = uniform_f32({n, d}, 5), w = uniform_f32({d, m}, 6), b = uniform_f32({m}, 7);
+  const Tensor dy = uniform_f32({n, m}, 8);
   Tensor y = Tensor::empty({n, m}, DType::f32);
   bf->affine_forward(x, w, b, y, false);
   Expected ey{Tensor::empty({n, m}, DType::f64), Tensor::empty({n, m}, DType::f64),

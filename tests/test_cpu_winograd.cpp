@@ -29,6 +29,7 @@
 #include <string>
 
 #include "cli_util.h"
+#include "op_cases.h"
 #include "core/backend/backend.h"
 #include "core/error.h"
 
@@ -117,23 +118,12 @@ TEST(WinogradMatrices, ComputeTheConvolutionExactly) {
   }
 }
 
-std::unique_ptr<Backend> winograd_backend(std::string* why) {
-  try {
-    BackendOptions opt;
-    opt.conv = ConvAlgo::winograd;
-    return make_backend("cpu", opt);
-  } catch (const InputError& e) {
-    *why = e.what();
-    return nullptr;
-  }
-}
+using testing_util::uniform_f32;
 
-Tensor random_f32(Shape shape, uint32_t seed) {
-  Tensor t = Tensor::empty(std::move(shape), DType::f32);
-  std::mt19937 gen(seed);
-  std::uniform_real_distribution<float> dist(-1.f, 1.f);
-  for (int64_t i = 0; i < t.numel(); ++i) t.data<float>()[i] = dist(gen);
-  return t;
+std::unique_ptr<Backend> winograd_backend(std::string* why) {
+  BackendOptions opt;
+  opt.conv = ConvAlgo::winograd;
+  return testing_util::cpu_backend_or_reason(opt, why);
 }
 Tensor f64(const Tensor& t) {
   Tensor out = Tensor::empty(t.shape(), DType::f64);
@@ -150,12 +140,21 @@ struct Image {
   }
 };
 
+// |B^T||X||B| for the 6x6 input tile of (sample b, channel c) at (y0, x0).
+Mat input_tile_magnitude(const Image& img, int64_t b, int64_t c, int64_t y0, int64_t x0) {
+  Mat t(6, std::vector<double>(6));
+  for (int a = 0; a < 6; ++a)
+    for (int e = 0; e < 6; ++e) t[a][e] = std::fabs(img.at(b, c, y0 + a, x0 + e));
+  const Mat aBT = absolute(kBT);
+  return sandwich(aBT, t, aBT);
+}
+
 // The forward bound's magnitude term for every output of a 3x3 stride-1 convolution of x
 // (n, c, h, w) with w (k, c, 3, 3) and padding pad, outputs (n, k, p, q): per 4x4 tile,
 // |A^T| [sum_c (|G||W_c||G^T|) * (|B^T||X_c||B|)] |A|.
 Tensor forward_magnitude(const Tensor& x, const Tensor& w, int64_t pad, int64_t p, int64_t q) {
   const int64_t n = x.dim(0), c = x.dim(1), k = w.dim(0);
-  const Mat aG = absolute(kG), aBT = absolute(kBT), aAT = absolute(kAT);
+  const Mat aG = absolute(kG), aAT = absolute(kAT);
   std::vector<Mat> wt(static_cast<size_t>(k * c));  // |G||W||G^T| per (k, c)
   for (int64_t o = 0; o < k; ++o)
     for (int64_t i = 0; i < c; ++i) {
@@ -171,13 +170,8 @@ Tensor forward_magnitude(const Tensor& x, const Tensor& w, int64_t pad, int64_t 
     for (int64_t ty = 0; ty * 4 < p; ++ty)
       for (int64_t tx = 0; tx * 4 < q; ++tx) {
         std::vector<Mat> xt(static_cast<size_t>(c));  // |B^T||X_c||B|
-        for (int64_t i = 0; i < c; ++i) {
-          Mat t(6, std::vector<double>(6));
-          for (int a = 0; a < 6; ++a)
-            for (int e = 0; e < 6; ++e)
-              t[a][e] = std::fabs(img.at(b, i, ty * 4 - pad + a, tx * 4 - pad + e));
-          xt[size_t(i)] = sandwich(aBT, t, aBT);
-        }
+        for (int64_t i = 0; i < c; ++i)
+          xt[size_t(i)] = input_tile_magnitude(img, b, i, ty * 4 - pad, tx * 4 - pad);
         for (int64_t o = 0; o < k; ++o) {
           Mat m(6, std::vector<double>(6, 0.0));
           for (int64_t i = 0; i < c; ++i)
@@ -197,20 +191,15 @@ Tensor forward_magnitude(const Tensor& x, const Tensor& w, int64_t pad, int64_t 
 // |A'^T| [(|G'||D||G'^T|) * (|B^T||X_c||B|)] |A'|, per (k, c, r, s).
 Tensor weight_grad_magnitude(const Tensor& x, const Tensor& dy, int64_t pad) {
   const int64_t n = x.dim(0), c = x.dim(1), k = dy.dim(1), p = dy.dim(2), q = dy.dim(3);
-  const Mat aGw = absolute(kGw), aBT = absolute(kBT), aATw = absolute(kATw);
+  const Mat aGw = absolute(kGw), aATw = absolute(kATw);
   Tensor out = Tensor::zeros({k, c, 3, 3}, DType::f64);
   const Image img{x}, grad{dy};
   for (int64_t b = 0; b < n; ++b)
     for (int64_t ty = 0; ty * 4 < p; ++ty)
       for (int64_t tx = 0; tx * 4 < q; ++tx) {
         std::vector<Mat> xt(static_cast<size_t>(c)), dt(static_cast<size_t>(k));
-        for (int64_t i = 0; i < c; ++i) {
-          Mat t(6, std::vector<double>(6));
-          for (int a = 0; a < 6; ++a)
-            for (int e = 0; e < 6; ++e)
-              t[a][e] = std::fabs(img.at(b, i, ty * 4 - pad + a, tx * 4 - pad + e));
-          xt[size_t(i)] = sandwich(aBT, t, aBT);
-        }
+        for (int64_t i = 0; i < c; ++i)
+          xt[size_t(i)] = input_tile_magnitude(img, b, i, ty * 4 - pad, tx * 4 - pad);
         for (int64_t o = 0; o < k; ++o) {
           Mat t(4, std::vector<double>(4));
           for (int a = 0; a < 4; ++a)
@@ -274,8 +263,8 @@ TEST_P(CpuWinogradConv, ForwardAndBackwardWithinWinogradBounds) {
   std::unique_ptr<Backend> direct = make_backend("cpu"), ref = make_backend("cpu-ref");
   const Case& cs = GetParam();
   const ConvGeom g = ConvGeom::make(cs.n, cs.c, cs.h, cs.w, cs.k, 3, 3, 1, 1, cs.pad, cs.pad);
-  const Tensor x = random_f32({g.n, g.c, g.h, g.w}, 1), w = random_f32({g.k, g.c, 3, 3}, 2);
-  const Tensor b = random_f32({g.k}, 3), dy = random_f32({g.n, g.k, g.p, g.q}, 4);
+  const Tensor x = uniform_f32({g.n, g.c, g.h, g.w}, 1), w = uniform_f32({g.k, g.c, 3, 3}, 2);
+  const Tensor b = uniform_f32({g.k}, 3), dy = uniform_f32({g.n, g.k, g.p, g.q}, 4);
 
   // Forward with a bias (one more term) and with a fused ReLU (1-Lipschitz).
   const Tensor mag = forward_magnitude(x, w, g.pad_h, g.p, g.q);
@@ -353,8 +342,8 @@ TEST(CpuWinogradRule, EachPassOnTheAlgorithmTheRuleGives) {
     const std::string what = "c " + std::to_string(g.c) + " k " + std::to_string(g.k) + " " +
                              std::to_string(g.r) + "x" + std::to_string(g.s) + " stride " +
                              std::to_string(g.stride_h);
-    const Tensor x = random_f32({g.n, g.c, g.h, g.w}, 5), w = random_f32({g.k, g.c, g.r, g.s}, 6);
-    const Tensor dy = random_f32({g.n, g.k, g.p, g.q}, 7);
+    const Tensor x = uniform_f32({g.n, g.c, g.h, g.w}, 5), w = uniform_f32({g.k, g.c, g.r, g.s}, 6);
+    const Tensor dy = uniform_f32({g.n, g.k, g.p, g.q}, 7);
     Tensor outs[2][3];
     Backend* backends[2] = {wino.get(), direct.get()};
     for (int i = 0; i < 2; ++i) {
