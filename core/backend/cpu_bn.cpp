@@ -252,16 +252,17 @@ void CpuBackend::bn_moment_sums(const Tensor& moments, int64_t positions, const 
   double* out = host<double>(sums, op, "sums", C);
   const double S = double(positions);
   for (int64_t c = 0; c < C; ++c) out[c] = 0;
-  for (int64_t i = 0; i < n; ++i)
-    for (int64_t c = 0; c < C; ++c) {
-      const double* row = pmo + i * 2 * C;
-      if (!pm) {
-        out[c] += row[c];
-        continue;
-      }
-      const double d = (S > 0 ? row[c] / S : 0.0) - pm[c];
-      out[c] += row[C + c] + S * d * d;
+  for (int64_t i = 0; i < n; ++i) {
+    const double* sum = pmo + i * 2 * C;  // then the centred squares at sum + C
+    if (!pm) {
+      for (int64_t c = 0; c < C; ++c) out[c] += sum[c];
+      continue;
     }
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = (S > 0 ? sum[c] / S : 0.0) - pm[c];
+      out[c] += sum[C + c] + S * d * d;
+    }
+  }
 }
 
 void CpuBackend::bn_apply(const Tensor& x, const Tensor& mean, const Tensor& scale,

@@ -25,12 +25,15 @@ memory::desc f32_md(const memory::dims& dims, Tag tag) {
   return memory::desc(dims, memory::data_type::f32, tag);
 }
 
-// Whether oneDNN may run bf16 kernels here: the ISA it settled on (ONEDNN_MAX_CPU_ISA can lower
-// it) includes AVX512-BF16 (avx512_core_bf16 and the AMX levels above it are supersets: the
-// cpu_isa values are bit masks).
-bool isa_has_bf16(dnnl::cpu_isa isa) {
-  const unsigned need = unsigned(dnnl::cpu_isa::avx512_core_bf16);
-  return (unsigned(isa) & need) == need;
+// Whether the ISA oneDNN settled on (ONEDNN_MAX_CPU_ISA can lower it) includes `need`: the
+// cpu_isa values are bit masks, each level a superset of those below it (the AMX levels include
+// AVX512-BF16, which includes AVX-512).
+bool isa_includes(dnnl::cpu_isa isa, dnnl::cpu_isa need) {
+  return (unsigned(isa) & unsigned(need)) == unsigned(need);
+}
+// For the refusals that name the ISA found: whether the user's environment lowered it.
+const char* isa_limit_note() {
+  return std::getenv("ONEDNN_MAX_CPU_ISA") ? " (limited by ONEDNN_MAX_CPU_ISA)" : "";
 }
 
 const char* isa_name(dnnl::cpu_isa isa) {
@@ -374,11 +377,11 @@ DnnlBackend::DnnlBackend(MathMode math, ConvAlgo conv) {
                math_mode_name(math));
   if (math == MathMode::bf16) {
     const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
-    if (!isa_has_bf16(isa))
+    if (!isa_includes(isa, dnnl::cpu_isa::avx512_core_bf16))
       fail_input("run.math: bf16 on the CPU needs a processor with AVX512-BF16 (or AMX-BF16), "
                  "which oneDNN does not find here: the best instruction set it may use is {}{}. "
                  "Train in fp32 (run.math: MATH_FP32) on this machine", isa_name(isa),
-                 std::getenv("ONEDNN_MAX_CPU_ISA") ? " (limited by ONEDNN_MAX_CPU_ISA)" : "");
+                 isa_limit_note());
   }
   if (conv == ConvAlgo::winograd) {
     if (math != MathMode::fp32)
@@ -386,13 +389,11 @@ DnnlBackend::DnnlBackend(MathMode math, ConvAlgo conv) {
                  "kernels. Use run.math: MATH_FP32 or run.conv_algorithm: CONV_DIRECT",
                  math_mode_name(math));
     const dnnl::cpu_isa isa = dnnl::get_effective_cpu_isa();
-    const unsigned need = unsigned(dnnl::cpu_isa::avx512_core);
-    if ((unsigned(isa) & need) != need)
+    if (!isa_includes(isa, dnnl::cpu_isa::avx512_core))
       fail_input("run.conv_algorithm: winograd needs a processor with AVX-512 (oneDNN's "
                  "Winograd kernels are AVX-512 only), which oneDNN does not find here: the best "
                  "instruction set it may use is {}{}. Use run.conv_algorithm: CONV_DIRECT",
-                 isa_name(isa),
-                 std::getenv("ONEDNN_MAX_CPU_ISA") ? " (limited by ONEDNN_MAX_CPU_ISA)" : "");
+                 isa_name(isa), isa_limit_note());
   }
   impl_ = std::make_unique<Impl>(math == MathMode::bf16, conv == ConvAlgo::winograd);
 }

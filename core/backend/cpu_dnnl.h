@@ -2,9 +2,10 @@
 // DnnlBackend ("cpu"): the fast CPU path. f32 convolutions run on oneDNN's jit kernels with
 // activations kept in a blocked layout between layers and bias + ReLU fused into the forward
 // conv; max pooling runs on the hand-written kernels of cpu_kernels_blocked.h (oneDNN's is
-// slow; the backward over channels that fill no block is the reference's scatter); transposed convolutions run on the conv primitives with the roles swapped; affine
-// runs on oneDNN matmul, so a training step never touches OpenBLAS. f64 and the
-// remaining ops (dropout, softmax) fall back to CpuBackend, the reference.
+// slow; the backward over channels that fill no block is the reference's scatter); transposed
+// convolutions run on the conv primitives with the roles swapped; affine runs on oneDNN
+// matmul, so a training step never touches OpenBLAS. f64 and the remaining ops (dropout,
+// softmax) fall back to CpuBackend, the reference.
 //
 // Math (run.math). fp32: IEEE float throughout. bf16 (processors with AVX512-BF16 or AMX):
 // convolutions and matrix products read bf16 copies of their inputs, rounded to nearest even,

@@ -97,10 +97,12 @@ class BatchNorm : public Layer {
       // from one read of x, and the batch's centred squares from those (no second read).
       count_ = batch_count(ctx);
       const Tensor* moments = nullptr;
+      Tensor sample_moments;
       if (x_.numel() > 0) {
         const int64_t m = x_.dim(0) * 2 * channels_;
-        if (!d.moments.defined() || d.moments.numel() != m) d.moments = be.empty({m}, DType::f64);
-        if (be.bn_sample_moments(x_, d.moments)) moments = &d.moments;
+        if (!d.moments.defined() || d.moments.numel() < m) d.moments = be.empty({m}, DType::f64);
+        sample_moments = d.moments.slice_flat(0, {m});
+        if (be.bn_sample_moments(x_, sample_moments)) moments = &sample_moments;
       }
       sum_over_batch(ctx, nullptr, moments, d.sums);
       be.bn_mean(d.sums, count_, d.mean);
@@ -166,7 +168,7 @@ class BatchNorm : public Layer {
     Backend* backend = nullptr;
     Tensor running_mean, running_var;
     Tensor sums, sq, grad_sums, mean, invstd, scale, shift, k, m, r;
-    Tensor moments;  // bn_sample_moments' (n * 2C), sized per batch
+    Tensor moments;  // bn_sample_moments' (n * 2C), grown to the largest batch
   };
   bool in_state_memory(const Backend& be) const { return be.device() == running_mean_.device(); }
   Stats& stats(Backend& be) {
