@@ -1,6 +1,8 @@
 #include "distributed/startup.h"
 
+#ifdef DEEPTRAIN_HAVE_MPI
 #include <mpi.h>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -15,6 +17,32 @@
 #include "distributed/mpi_communicator.h"
 
 namespace deeptrain {
+
+double startup_timeout_s() {
+  if (const char* v = std::getenv("DEEPTRAIN_STARTUP_TIMEOUT_S")) {
+    char* end = nullptr;
+    const double s = std::strtod(v, &end);
+    if (end != v && s > 0) return s;
+  }
+  return 120;
+}
+
+#ifndef DEEPTRAIN_HAVE_MPI
+
+// Built without MPI: every job is one process, so its own outcome is the verdict.
+StartupVerdict agree_on_startup(bool ok, int exit_code, const std::string& message, double) {
+  StartupVerdict v;
+  v.proceed = ok;
+  if (!ok) {
+    v.exit_code = exit_code;
+    v.failed_rank = 0;
+    v.message = fmt::format("rank 0 on {}: {}", local_host_name(), message);
+  }
+  return v;
+}
+
+#else  // DEEPTRAIN_HAVE_MPI
+
 namespace {
 
 constexpr int kTag = 0x5747;  // the agreement's messages, before any communicator exists
@@ -51,15 +79,6 @@ bool wait_until(MPI_Request& req, std::chrono::steady_clock::time_point deadline
 }
 
 }  // namespace
-
-double startup_timeout_s() {
-  if (const char* v = std::getenv("DEEPTRAIN_STARTUP_TIMEOUT_S")) {
-    char* end = nullptr;
-    const double s = std::strtod(v, &end);
-    if (end != v && s > 0) return s;
-  }
-  return 120;
-}
 
 StartupVerdict agree_on_startup(bool ok, int exit_code, const std::string& message,
                                 double timeout_s) {
@@ -118,5 +137,7 @@ StartupVerdict agree_on_startup(bool ok, int exit_code, const std::string& messa
   }
   return v;
 }
+
+#endif  // DEEPTRAIN_HAVE_MPI
 
 }  // namespace deeptrain
