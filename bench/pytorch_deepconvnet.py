@@ -70,6 +70,13 @@ def parse_args():
     p.add_argument("--math", choices=["fp32", "tf32", "bf16", "fp16"], default="fp32",
                    help="GPU math: fp32 (TF32 off in cuBLAS and cuDNN), tf32, or "
                         "bf16/fp16 autocast (fp16 with a GradScaler)")
+    p.add_argument("--table", metavar="RUNS", default=None,
+                   help="several runs in this one process, one JSON line each (a GPU check "
+                        "saves a process start and CUDA's initialisation per run): a comma-"
+                        "separated list of mode:batch:math[:cl], e.g. train:100:fp32,"
+                        "infer:1024:bf16:cl (cl: channels_last); each run overrides --mode, "
+                        "--batch, --math and --channels-last; peak_rss_mb is the process's "
+                        "peak so far")
     p.add_argument("--profile", metavar="FILE", default=None,
                    help="after timing, run 10 more steps under torch.profiler and write "
                         "the kernels and ops by total time to FILE (to set against "
@@ -182,7 +189,33 @@ def write_profile(path, step, x, t, batch, n_batches, sync):
                                                 batch, ARGS.math, table))
 
 
+def parse_table(spec):
+    """[(mode, batch, math, channels_last)] of --table."""
+    runs = []
+    for item in spec.split(","):
+        f = item.strip().split(":")
+        if len(f) not in (3, 4) or f[0] not in ("train", "infer") or not f[1].isdigit() or \
+                f[2] not in ("fp32", "tf32", "bf16", "fp16") or (len(f) == 4 and f[3] != "cl"):
+            sys.exit("error: --table: %r is not mode:batch:math[:cl] (mode train or infer, "
+                     "math fp32, tf32, bf16 or fp16)" % item)
+        runs.append((f[0], int(f[1]), f[2], len(f) == 4))
+    return runs
+
+
 def main():
+    if not ARGS.table:
+        run_one()
+        return
+    if ARGS.profile:
+        sys.exit("error: --profile takes one run, not --table")
+    for mode, batch, math, channels_last in parse_table(ARGS.table):
+        ARGS.mode, ARGS.batch, ARGS.math, ARGS.channels_last = mode, batch, math, channels_last
+        run_one()
+        if ARGS.device == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run_one():
     torch.manual_seed(ARGS.seed)
     twin = None
     if ARGS.config:
@@ -300,7 +333,7 @@ def main():
         "load_1m": round(os.getloadavg()[0], 2),
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
     }
-    print(json.dumps(result))
+    print(json.dumps(result), flush=True)
 
 
 if __name__ == "__main__":

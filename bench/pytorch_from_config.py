@@ -32,12 +32,42 @@ DATASETS = {"mnist": ((1, 28, 28), 10), "fashion_mnist": ((1, 28, 28), 10),
 
 
 def load_schema():
-    """deeptrain_pb2, compiled from the repository's schema."""
+    """deeptrain_pb2, compiled from the repository's schema; or, where DEEPTRAIN_SCHEMA_DESCRIPTOR
+    names a descriptor set of it (protoc --descriptor_set_out, as scripts/gpu_bundle.sh packs for
+    a GPU machine without protoc), the same messages and enums built from that."""
+    descriptor_set = os.environ.get("DEEPTRAIN_SCHEMA_DESCRIPTOR")
+    if descriptor_set:
+        return schema_from_descriptor_set(descriptor_set)
     out = tempfile.mkdtemp(prefix="deeptrain_pb2_")
     subprocess.run(["protoc", "-I", os.path.join(REPO, "proto"), "--python_out", out,
                     os.path.join(REPO, "proto", "deeptrain.proto")], check=True)
     sys.path.insert(0, out)
     return importlib.import_module("deeptrain_pb2")
+
+
+def schema_from_descriptor_set(path):
+    """A namespace that reads as deeptrain_pb2: the message classes of deeptrain.proto and its
+    top-level enum values, built from a serialized FileDescriptorSet (whose wire format, unlike
+    generated code, any protobuf runtime reads)."""
+    import types
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    with open(path, "rb") as f:
+        files = descriptor_pb2.FileDescriptorSet.FromString(f.read())
+    pool = descriptor_pool.DescriptorPool()
+    for fd in files.file:
+        pool.Add(fd)
+    schema = pool.FindFileByName("deeptrain.proto")
+    if hasattr(message_factory, "GetMessageClass"):  # protobuf 4.22 and later
+        message_class = message_factory.GetMessageClass
+    else:
+        message_class = message_factory.MessageFactory(pool).GetPrototype
+    pb = types.SimpleNamespace()
+    for name, desc in schema.message_types_by_name.items():
+        setattr(pb, name, message_class(desc))
+    for enum in schema.enum_types_by_name.values():
+        for value in enum.values:
+            setattr(pb, value.name, value.number)
+    return pb
 
 
 def preset_layers(pb, preset, classes):

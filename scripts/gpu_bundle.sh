@@ -5,10 +5,12 @@
 #
 #   scripts/gpu_bundle.sh [OUT.tar.xz]     (default: .gpu/bundle.tar.xz)
 #
-# It holds build-gpu/ (deeptrain and the GPU test binaries), the shared libraries those link
-# other than glibc's and CUDA's own (cuBLAS, cuDNN and NCCL come from the GPU machine), MNIST
-# and the book's reference archives. Built without MPI (the GPU machine runs one rank; NCCL
-# still runs as a communicator of one) and without -march=native (another CPU runs it).
+# It holds build-gpu/ (deeptrain, the GPU test binaries, and the schema's descriptor set for
+# PyTorch's twins), the shared libraries those link other than glibc's and CUDA's own (cuBLAS,
+# cuDNN and NCCL come from the GPU machine), MNIST and the book's reference archives. Built
+# without MPI (the GPU machine has no MPI; NCCL still runs as a communicator of one) and without
+# -march=native (another CPU runs it). Fashion-MNIST (gpu_check.sh's resnet phase) is already
+# compressed: carry data/fashion_mnist beside the bundle rather than in it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-.gpu/bundle.tar.xz}
@@ -23,6 +25,8 @@ stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/lib" "$stage/$build/tests" "$stage/data" "$stage/shared"
 cp "$build/deeptrain" "$stage/$build/"
+# The schema for PyTorch's twins (bench/pytorch_from_config.py) where there is no protoc.
+protoc -I proto --descriptor_set_out="$stage/$build/deeptrain.desc" proto/deeptrain.proto
 for t in "${targets[@]:1}"; do cp "$build/tests/$t" "$stage/$build/tests/"; done
 # Every library the binaries load, except glibc's and the CUDA libraries of the GPU machine.
 for bin in "$stage/$build/deeptrain" "$stage/$build"/tests/*; do

@@ -8,6 +8,11 @@
 // installed (scripts/setup.sh --with-torch installs it).
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
 #include "cli_util.h"
 
 namespace {
@@ -232,4 +237,74 @@ TEST(BenchScripts, DataPipelineBenchmarksRunOnAFewImages) {
                   (d.path / "mem").string() + " --deeptrain " DEEPTRAIN_BINARY);
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("within the bound"), std::string::npos) << r.output;
+}
+
+// PyTorch's twins on a GPU machine without protoc read deeptrain's schema from the descriptor set
+// that scripts/gpu_bundle.sh packs: the same networks, batch and optimizer as through protoc.
+TEST(BenchScripts, PytorchTwinReadsTheSchemaFromADescriptorSet) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  TempDir d;
+  const std::string desc = (d.path / "deeptrain.desc").string();
+  ASSERT_EQ(run_command("protoc -I " + kSource + "/proto --descriptor_set_out=" + desc + " " +
+                        kSource + "/proto/deeptrain.proto").exit_code, 0);
+  const std::string script = (d.path / "compare.py").string();
+  std::ofstream(script) << "import os, sys\n"
+                           "sys.path.insert(0, sys.argv[1])\n"
+                           "import pytorch_from_config as p\n"
+                           "for cfg in sys.argv[3:]:\n"
+                           "    os.environ.pop('DEEPTRAIN_SCHEMA_DESCRIPTOR', None)\n"
+                           "    a = p.build(cfg)\n"
+                           "    os.environ['DEEPTRAIN_SCHEMA_DESCRIPTOR'] = sys.argv[2]\n"
+                           "    b = p.build(cfg)\n"
+                           "    same = (str(a.model) == str(b.model) and a.batch == b.batch and\n"
+                           "            str(a.optimizer) == str(b.optimizer) and str(a.config) == str(b.config))\n"
+                           "    print(os.path.basename(cfg), 'same' if same else 'DIFFERENT',\n"
+                           "          sum(x.numel() for x in b.model.parameters()))\n";
+  CommandResult r = run_command("/usr/bin/python3 " + script + " " + kSource + "/bench " + desc + " " +
+                                kSource + "/examples/resnet20_fashion_mnist.prototxt " + kSource +
+                                "/examples/googlenet_mnist.prototxt " + kSource +
+                                "/examples/fcn_mnist_scenes.prototxt");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // ResNet-20's 0.27 M parameters (the config's comment), each network the same both ways.
+  EXPECT_NE(r.output.find("resnet20_fashion_mnist.prototxt same 272186"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("googlenet_mnist.prototxt same"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("fcn_mnist_scenes.prototxt same"), std::string::npos) << r.output;
+}
+
+// bench/gpu_check.sh on the CPU (--dry-run): every phase's commands run and every line of its
+// summary is filled, so the short windows of GPU time are not spent on a broken script. The
+// budget skips what no longer fits and names the phases to run next.
+TEST(BenchScripts, GpuCheckDryRunFillsEveryPhaseOnTheCpu) {
+  if (!have_torch()) GTEST_SKIP() << "PyTorch not installed (scripts/setup.sh --with-torch)";
+  if (!have_mnist()) GTEST_SKIP() << "no MNIST in " << DEEPTRAIN_DATA_DIR << "/mnist";
+  const std::filesystem::path build = std::filesystem::path(DEEPTRAIN_BINARY).parent_path();
+  // Without the CUDA toolkit the GPU test binaries are not built: the other phases still run.
+  const bool gpu_tests = std::filesystem::exists(build / "tests" / "test_backend_ops_gpu");
+  const bool fashion = std::filesystem::exists(std::string(DEEPTRAIN_DATA_DIR) + "/fashion_mnist");
+  TempDir d;
+  const std::string env = "GPU_CHECK_DIR=" + (d.path / "check").string() +
+                          " DATA_DIR=" DEEPTRAIN_DATA_DIR " PYTHON=/usr/bin/python3 ";
+  const std::string phases = std::string(gpu_tests ? "tests " : "") +
+                             "table recipes profile algos nets resnet ranks";
+  CommandResult r = run_command(env + "PHASES='" + phases + "' bash " + kSource +
+                                "/bench/gpu_check.sh --dry-run --build " + build.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::vector<std::string> lines = {"DRY RUN on the CPU", "| train | 32 | fp16 |", "| infer | 16 | bf16 |",
+                                    "book-recipe fp32: test accuracy", "fast-recipe tf32: test accuracy",
+                                    "median step", "train 32 tf32: ", "| resnet20_fashion_mnist | 128 | bf16 |",
+                                    "| googlenet_mnist | 100 | fp32 |", "status: all passed"};
+  if (gpu_tests) lines.push_back("PASS parity");
+  if (fashion) lines.push_back("resnet20 recipe (30 epochs");
+  for (const std::string& line : lines) EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
+  // Every table row has both sides and a ratio.
+  EXPECT_EQ(r.output.find("| failed |"), std::string::npos) << r.output;
+  EXPECT_EQ(r.output.find("| - |"), std::string::npos) << r.output;
+
+  r = run_command(env + "BUDGET_S=1 PHASES='table nets' bash " + kSource +
+                  "/bench/gpu_check.sh --dry-run --build " + build.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("SKIPPED phase table"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("next: PHASES=\"table nets\""), std::string::npos) << r.output;
+  EXPECT_EQ(run_command(env + "PHASES='table gpu' bash " + kSource + "/bench/gpu_check.sh --dry-run --build " +
+                        build.string()).exit_code, 2);
 }
