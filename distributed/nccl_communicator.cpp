@@ -71,6 +71,24 @@ struct NcclState {
     abort();
     fail("{}: {}: {} failed: {}", where, what, call, ncclGetErrorString(r));
   }
+  // A call on a non-blocking communicator may return ncclInProgress while NCCL is still putting
+  // its work on the stream (connections are set up lazily, on first use): until
+  // ncclCommGetAsyncError says ncclSuccess, an event recorded on that stream would complete
+  // before the collective has even started.
+  void settle(ncclResult_t r, const char* call, const std::string& what) {
+    check(r, call, what);
+    const double deadline = timeout_s > 0 ? now_seconds() + timeout_s : 0;
+    while (r == ncclInProgress) {
+      ncclCommGetAsyncError(comm, &r);
+      check(r, call, what);
+      if (r == ncclInProgress && deadline > 0 && now_seconds() > deadline) {
+        abort();
+        fail("{}: {}: {} still in progress after {:.0f} s (a peer is stuck or gone); NCCL "
+             "communicator aborted", where, what, call, timeout_s);
+      }
+      std::this_thread::yield();
+    }
+  }
 };
 
 class NcclRequest : public CommRequest {
@@ -153,8 +171,16 @@ class NcclCommunicator : public Communicator {
   ~NcclCommunicator() override {
     if (s_->comm && !s_->aborted) {
       cudaStreamSynchronize(s_->stream);
-      ncclCommFinalize(s_->comm);
-      ncclCommDestroy(s_->comm);
+      // Finalizing a non-blocking communicator completes in the background: destroy it once
+      // that is done, or abort it if it does not end within the deadline.
+      ncclResult_t r = ncclCommFinalize(s_->comm);
+      const double deadline = s_->timeout_s > 0 ? now_seconds() + s_->timeout_s : 0;
+      while (r == ncclInProgress && (deadline == 0 || now_seconds() < deadline)) {
+        std::this_thread::yield();
+        ncclCommGetAsyncError(s_->comm, &r);
+      }
+      if (r == ncclSuccess) ncclCommDestroy(s_->comm);
+      else ncclCommAbort(s_->comm);
     }
     cudaEventDestroy(ready_);
     cudaStreamDestroy(s_->stream);
@@ -199,7 +225,7 @@ class NcclCommunicator : public Communicator {
     check_cuda(cudaEventRecord(ready_, s_->compute), "cudaEventRecord", s_->where);
     check_cuda(cudaStreamWaitEvent(s_->stream, ready_, 0), "cudaStreamWaitEvent", s_->where);
     auto req = std::make_unique<NcclRequest>(s_, what, now_seconds());
-    s_->check(op(s_->stream), "NCCL collective", what);
+    s_->settle(op(s_->stream), "NCCL collective", what);
     check_cuda(cudaEventRecord(req->event(), s_->stream), "cudaEventRecord", s_->where);
     return req;
   }

@@ -114,8 +114,10 @@ void Trainer::load_batch(const Dataset& data, const int64_t* ids, int64_t n, boo
            data.label_maps.raw() ? "label maps" : data.boxes.empty() ? "labels" : "boxes",
            loss_fn_.dense() ? "dense" : loss_fn_.detection() ? "boxes" : "per sample");
   const bool augmented = augment && opt_.augment.enabled();
-  // Label maps and boxes are gathered on the host (gather_samples copies one label a sample).
-  if (net_.on_device() && opt_.device_data && !augmented && !data.source && classify) {
+  // Label maps and boxes are gathered on the host (gather_samples copies one label a sample),
+  // and so are normalised inputs (gather_samples computes p / 255 alone).
+  if (net_.on_device() && opt_.device_data && !augmented && !data.source && classify &&
+      data.mean.empty()) {
     const DeviceData& d = device_copy(data);
     backend_.gather_samples(d.images, d.labels, ids, n, x_, t_);
     return;

@@ -491,6 +491,31 @@ TEST(GpuAffine, ForwardBackwardMatchReference) {
   }
 }
 
+// A rank without samples (an empty shard: synchronised BatchNorm runs every rank's forward and
+// backward) gives the dense and dropout layers batches of 0 rows: no error, and the gradients of
+// no samples are zero, as on the host.
+TEST(GpuAffine, EmptyBatchGivesZeroGradients) {
+  REQUIRE_GPU();
+  Backend& be = gpu_fp32();
+  std::mt19937 gen(37);
+  const Tensor x = Tensor::empty({0, 12}, DType::f32), w = random_tensor({12, 5}, gen),
+               b = random_tensor({5}, gen);
+  Tensor dw_ref = Tensor::empty(w.shape(), DType::f32), db_ref = Tensor::empty(b.shape(), DType::f32);
+  dw_ref.fill_zero();
+  db_ref.fill_zero();
+  const Tensor xd = upload(be, x), wd = upload(be, w), bd = upload(be, b);
+  Tensor y = be.empty({0, 5}, DType::f32), dy = be.empty({0, 5}, DType::f32),
+         dx = be.empty({0, 12}, DType::f32), dw = poisoned(be, w.shape()), db = poisoned(be, b.shape());
+  ASSERT_NO_THROW(be.affine_forward(xd, wd, bd, y, true));
+  ASSERT_NO_THROW(be.affine_backward(xd, wd, y, dy, true, &dx, dw, &db));
+  EXPECT_TRUE(equal("affine_backward dw, no rows", host(be, dw), dw_ref));
+  EXPECT_TRUE(equal("affine_backward db, no rows", host(be, db), db_ref));
+  Tensor m = be.empty({0, 12}, DType::u8), yd = be.empty({0, 12}, DType::f32);
+  const DropoutKey key{1, 0, 0, nullptr};
+  ASSERT_NO_THROW(be.dropout_forward(key, 0.5f, 2.0f, xd, yd, m));
+  ASSERT_NO_THROW(be.dropout_backward(2.0f, m, yd, dx));
+}
+
 // ---- dropout ----
 TEST(GpuDropout, MasksAndValuesAreBitIdentical) {
   REQUIRE_GPU();

@@ -134,6 +134,21 @@ TEST(DevicePaths, AugmentedBatchesAndHostGatheringTakeTheHostPath) {
   EXPECT_EQ(off.gathers, 0);
 }
 
+// A data set with per-channel normalisation (data.transform's mean and std, as predict and
+// in-memory sets carry them) is gathered on the host, which normalises; the device's gather
+// computes p / 255 alone.
+TEST(DevicePaths, NormalisedDataSetsAreGatheredOnTheHost) {
+  data::Dataset tr = synthetic(96, 7), te = synthetic(40, 8);
+  for (data::Dataset* d : {&tr, &te}) {
+    d->mean = {0.25f};
+    d->std = {0.5f};
+  }
+  CpuBackend host;
+  HostDeviceBackend dev;
+  expect_same(train(dev, tr, te, false, true, false), train(host, tr, te, false, true, false));
+  EXPECT_EQ(dev.gathers, 0);
+}
+
 TEST(DevicePaths, FrozenParametersStayFrozenThroughTheDeviceCopy) {
   const data::Dataset tr = synthetic(64, 5), te = synthetic(20, 6);
   CpuBackend host;

@@ -20,6 +20,13 @@ int64_t rows_of(const Tensor& t, const char* op, const char* what) {
   return t.dim(0);
 }
 
+// Rows of a layer's batch, which may be empty: with synchronised BatchNorm a rank without samples
+// still runs forward and backward (an empty shard), as the host's ops allow.
+int64_t batch_rows_of(const Tensor& t, const char* op, const char* what) {
+  if (t.shape().rank() < 1) fail("cuda backend: {}: {} {} has no rows", op, what, t.shape().str());
+  return t.dim(0);
+}
+
 }  // namespace
 
 void CudaBackend::maxpool2d_forward(const PoolGeom& g, const Tensor& x, Tensor& y, Tensor& argmax) {
@@ -68,23 +75,24 @@ void CudaBackend::affine_forward(const Tensor& x, const Tensor& w, const Tensor&
                                  bool fuse_relu) {
   const char* op = "affine_forward";
   if (w.shape().rank() != 2) fail("cuda backend: {}: weights {} are not (in, out)", op, w.shape().str());
-  const int64_t n = rows_of(x, op, "x"), d = w.dim(0), m = w.dim(1);
+  const int64_t n = batch_rows_of(x, op, "x"), d = w.dim(0), m = w.dim(1);
   const float* px = f32(x, op, "x (n, in)", n * d);
   const float* pw = f32(w, op, "w");
   const float* pb = b.raw() ? f32(b, op, "b", m) : nullptr;
   float* py = f32(y, op, "y", n * m);
+  y.set_layout(Layout::plain);
+  if (n == 0) return;
   enter(op);
   // y (n, m) = x (n, d) . w (d, m), then bias and ReLU in one pass.
   gemm(op, false, false, n, m, d, as_elem(px, n * d, x16_, op), as_elem(pw, d * m, w16_, op), 0.0f, py);
   if (pb || fuse_relu) DT_CUDA(bias_act(py, Elem::f32, pb, py, n, m, 1, fuse_relu, stream()), op);
-  y.set_layout(Layout::plain);
 }
 
 void CudaBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor& y, Tensor& dy,
                                   bool fuse_relu, Tensor* dx, Tensor& dw, Tensor* db) {
   const char* op = "affine_backward";
   if (w.shape().rank() != 2) fail("cuda backend: {}: weights {} are not (in, out)", op, w.shape().str());
-  const int64_t n = rows_of(x, op, "x"), d = w.dim(0), m = w.dim(1);
+  const int64_t n = batch_rows_of(x, op, "x"), d = w.dim(0), m = w.dim(1);
   const float* px = f32(x, op, "x (n, in)", n * d);
   const float* pw = f32(w, op, "w");
   float* pdy = f32(dy, op, "dy", n * m);
@@ -92,6 +100,12 @@ void CudaBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor
   float* pdx = dx ? f32(*dx, op, "dx", n * d) : nullptr;
   float* pdb = db ? f32(*db, op, "db", m) : nullptr;
   const float* py = fuse_relu ? f32(y, op, "y", n * m) : nullptr;
+  if (dx) dx->set_layout(Layout::plain);
+  if (n == 0) {  // no samples: the gradients of no samples are zero
+    fill_zero(dw);
+    if (db) fill_zero(*db);
+    return;
+  }
   enter(op);
   if (fuse_relu) DT_CUDA(cuda::relu_backward(py, pdy, pdy, n * m, stream()), op);  // in place
   const void* dyi = as_elem(pdy, n * m, dy16_, op);
@@ -99,23 +113,23 @@ void CudaBackend::affine_backward(const Tensor& x, const Tensor& w, const Tensor
   gemm(op, true, false, d, m, n, as_elem(px, n * d, x16_, op), dyi, 0.0f, pdw);
   if (pdx) gemm(op, false, true, n, d, m, dyi, as_elem(pw, d * m, w16_, op), 0.0f, pdx);
   if (pdb) DT_CUDA(channel_sums(pdy, pdb, n, m, 1, stream()), op);
-  if (dx) dx->set_layout(Layout::plain);
 }
 
 void CudaBackend::dropout_forward(const DropoutKey& key, float ratio, float scale, const Tensor& x,
                                   Tensor& y, Tensor& mask) {
   const char* op = "dropout_forward";
-  const int64_t n = rows_of(x, op, "x"), per = x.numel() / n;
+  const int64_t n = batch_rows_of(x, op, "x"), per = n ? x.numel() / n : 0;
   const float* px = f32(x, op, "x");
   float* py = f32(y, op, "y", x.numel());
   auto* pm = static_cast<uint8_t*>(device_ptr(mask, op, "mask", x.numel(), DType::u8));
+  y.set_layout(Layout::plain);
+  if (n == 0) return;
   if (!key.sample_ids) fail("cuda backend: {}: no sample ids", op);
   enter(op);
   const int64_t* ids = upload_ids(key.sample_ids, n, op);
   // The reference's stream: RandomStream{seed, (step << 16) ^ layer}.
   const uint64_t stream_id = (uint64_t(key.step) << 16) ^ uint64_t(key.layer);
   DT_CUDA(cuda::dropout_forward(key.seed, stream_id, ids, n, per, ratio, scale, px, py, pm, stream()), op);
-  y.set_layout(Layout::plain);
 }
 
 const int64_t* CudaBackend::upload_ids(const int64_t* host_ids, int64_t n, const char* op) {
