@@ -32,6 +32,8 @@ void add_bench_command(CLI::App& cli, BenchOptionsCli& o) {
   sub->add_option("--math", o.math, fmt::format("math: {} (default: the config's; the CPU takes fp32 and bf16)", math_words()));
   sub->add_option("--conv-algorithm", o.conv_algorithm,
                   fmt::format("{} (default: the config's)", conv_algorithm_words()));
+  sub->add_option("--device-transport", o.device_transport,
+                  fmt::format("{} (default: the config's)", device_transport_words()));
   sub->add_option("--threads", o.threads, "threads (0 = all cores; default: the config's)")
       ->each([&o](const std::string&) { o.threads_given = true; });
   sub->add_option("--steps", o.steps, "timed steps")->check(positive_integer());
@@ -196,6 +198,7 @@ int run_bench(const BenchOptionsCli& o) {
   if (o.exact) ov.exact = true;
   if (!o.math.empty()) ov.math = o.math;
   if (!o.conv_algorithm.empty()) ov.conv_algorithm = o.conv_algorithm;
+  if (!o.device_transport.empty()) ov.device_transport = o.device_transport;
   if (o.batch > 0) ov.batch_size = o.batch;
   cfg = o.config.empty() ? parse_config("", "(built-in deep_convnet)", ov)
                          : load_config(o.config, ov);

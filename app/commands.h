@@ -68,6 +68,7 @@ struct BenchOptionsCli {
   std::string backend;  // empty: the config's
   std::string math;  // run.math as a word (empty: the config's)
   std::string conv_algorithm;  // run.conv_algorithm as a word (empty: the config's)
+  std::string device_transport;  // distributed.device_transport as a word (empty: the config's)
   std::string clock = "wall";  // "wall" or "cpu" (StepProfile's ProfileClock)
   int threads = 0, steps = 50, warmup = 5, batch = 0;
   bool threads_given = false;  // --threads overrides the config's run.threads only when given

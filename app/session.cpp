@@ -13,6 +13,7 @@
 #include "core/data/shard_reader.h"
 #include "core/threads.h"
 #include "distributed/consistency.h"
+#include "distributed/host_staged_communicator.h"
 #include "distributed/mpi_communicator.h"
 #ifdef DEEPTRAIN_HAVE_CUDA
 #include "distributed/nccl_communicator.h"
@@ -128,9 +129,13 @@ Session open_session(const proto::ExperimentConfig& cfg, bool load_data) {
     s.data = data::load_dataset(d.dataset(), d.dir(), d.verify_checksums(), d.train_limit(),
                           d.test_limit());
   s.backend = make_backend(cfg.run().backend(), backend_options(cfg.run()));
+  // A device's tensors cross between ranks through NCCL, or through host memory and MPI
+  // (distributed.device_transport); MPI keeps the host tensors and the bootstrap.
+  const bool host_staged = dist.device_transport() == proto::DEVICE_TRANSPORT_HOST_MPI;
+  if (s.backend->device() != Device::cpu && host_staged)
+    s.comm = make_host_staged_communicator(std::move(s.comm), *s.backend);
 #ifdef DEEPTRAIN_HAVE_CUDA
-  // Device gradients are reduced by NCCL; MPI keeps the host tensors and the bootstrap.
-  if (s.backend->device() == Device::cuda)
+  if (s.backend->device() == Device::cuda && !host_staged)
     s.comm = make_nccl_communicator(std::move(s.comm), *s.backend,
                                     std::max(0.0f, dist.collective_timeout_s()));
 #endif

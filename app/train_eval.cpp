@@ -39,6 +39,11 @@ void add_common(CLI::App* sub, CommonOptions& c) {
                   fmt::format("override run.conv_algorithm: {} (default direct); winograd on "
                               "the CPU backend in fp32 (docs/cpu_performance.md)",
                               conv_algorithm_words()));
+  sub->add_option("--device-transport", o.device_transport,
+                  fmt::format("override distributed.device_transport: {} (default nccl); how a "
+                              "GPU's gradients cross between ranks (host-mpi: through host "
+                              "memory and MPI, where NCCL cannot run)",
+                              device_transport_words()));
   sub->add_option("--data-dir", o.data_dir, "override data.dir");
   sub->add_option("--train-limit", o.train_limit, "use only the first N training samples");
   sub->add_option("--test-limit", o.test_limit, "use only the first N test samples");

@@ -178,6 +178,9 @@ void apply(proto::ExperimentConfig& c, const ConfigOverrides& o) {
   if (o.train_limit) c.mutable_data()->set_train_limit(*o.train_limit);
   if (o.test_limit) c.mutable_data()->set_test_limit(*o.test_limit);
   if (o.exact) c.mutable_distributed()->set_exact(*o.exact);
+  if (o.device_transport)
+    c.mutable_distributed()->set_device_transport(
+        device_transport_from_word(*o.device_transport, "--device-transport"));
 }
 
 // The word of an enum value: its name without the prefix, lower case, '-' for '_'
@@ -236,6 +239,17 @@ proto::ConvAlgorithm conv_algorithm_from_word(const std::string& word, const std
 }
 std::string conv_algorithm_words() {
   return words_of(proto::ConvAlgorithm_descriptor(), "CONV_");
+}
+
+std::string device_transport_word(proto::DeviceTransport t) {
+  return word_of_value(proto::DeviceTransport_descriptor(), "DEVICE_TRANSPORT_", t);
+}
+proto::DeviceTransport device_transport_from_word(const std::string& word, const std::string& what) {
+  return proto::DeviceTransport(
+      value_of_word(proto::DeviceTransport_descriptor(), "DEVICE_TRANSPORT_", word, what));
+}
+std::string device_transport_words() {
+  return words_of(proto::DeviceTransport_descriptor(), "DEVICE_TRANSPORT_");
 }
 
 void upgrade_config(proto::ExperimentConfig& c) {
@@ -351,6 +365,11 @@ void finalize_config(proto::ExperimentConfig& c) {
   if (!proto::GradientCompression_IsValid(dist.compression()))
     fail_input("distributed.compression: unknown value {} (known: COMPRESSION_NONE, COMPRESSION_FP16, COMPRESSION_BF16)",
                int(dist.compression()));
+  if (dist.device_transport() == proto::DEVICE_TRANSPORT_UNSET)
+    dist.set_device_transport(proto::DEVICE_TRANSPORT_NCCL);
+  if (!proto::DeviceTransport_IsValid(dist.device_transport()))
+    fail_input("distributed.device_transport: unknown value {} (known: {})",
+               int(dist.device_transport()), device_transport_words());
   if (!dist.has_micro_batch()) dist.set_micro_batch(config_defaults::kMicroBatch);
   require(dist.micro_batch() > 0, "distributed.micro_batch", "must be > 0 (samples per micro-shard)",
           dist.micro_batch());

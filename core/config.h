@@ -59,6 +59,9 @@ std::string math_words();     // "fp32, tf32, bf16, fp16"
 std::string conv_algorithm_word(proto::ConvAlgorithm a);  // "direct", "winograd"
 proto::ConvAlgorithm conv_algorithm_from_word(const std::string& word, const std::string& what);
 std::string conv_algorithm_words();
+std::string device_transport_word(proto::DeviceTransport t);  // "nccl", "host-mpi"
+proto::DeviceTransport device_transport_from_word(const std::string& word, const std::string& what);
+std::string device_transport_words();
 
 // A config of schema 1 (run.backend and run.math as strings; the config a checkpoint written
 // then embeds) in today's terms: the strings move into the enums. InputError when a word is
@@ -74,6 +77,7 @@ struct ConfigOverrides {
   std::optional<std::string> backend, math, conv_algorithm;  // the words: "cpu-ref", "tf32"
   std::optional<int> train_limit, test_limit;
   std::optional<bool> exact;  // distributed.exact
+  std::optional<std::string> device_transport;  // distributed.device_transport as a word
 };
 
 // Parses `path` (errors: "<path>:<line>:<col>: <what>"), applies overrides, fills defaults and

@@ -294,6 +294,11 @@ TEST(BenchScripts, GpuCheckDryRunFillsEveryPhaseOnTheCpu) {
                                     "median step", "train 32 tf32: ", "| resnet20_fashion_mnist | 128 | bf16 |",
                                     "| googlenet_mnist | 100 | fp32 |", "status: all passed"};
   if (gpu_tests) lines.push_back("PASS parity");
+  if (run_command("command -v mpirun").exit_code == 0 &&
+      run_command("ldd " DEEPTRAIN_BINARY " | grep -q libmpi").exit_code == 0)
+    for (const char* l : {"2 ranks on one GPU through host-mpi, batch 32 (global) fp32: ",
+                          "2 ranks, fast recipe through host-mpi: test accuracy"})
+      lines.push_back(l);
   if (fashion) lines.push_back("resnet20 recipe (30 epochs");
   for (const std::string& line : lines) EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
   // Every table row has both sides and a ratio.

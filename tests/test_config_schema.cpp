@@ -42,6 +42,25 @@ TEST(ConfigSchema, BackendAndMathAreEnumsWithTheCliWords) {
                   "BACKEND_CPU_REF computes in fp32");
 }
 
+// distributed.device_transport: NCCL unless set; host-mpi on the command line; unknown words
+// and values refused by name.
+TEST(ConfigSchema, DeviceTransportDefaultsToNcclAndTakesItsWords) {
+  EXPECT_EQ(parse_config("", "t").distributed().device_transport(), proto::DEVICE_TRANSPORT_NCCL);
+  EXPECT_EQ(device_transport_words(), "nccl, host-mpi");
+  ConfigOverrides o;
+  o.device_transport = "host-mpi";
+  EXPECT_EQ(parse_config("", "t", o).distributed().device_transport(),
+            proto::DEVICE_TRANSPORT_HOST_MPI);
+  EXPECT_EQ(parse_config("distributed { device_transport: DEVICE_TRANSPORT_HOST_MPI }", "t")
+                .distributed().device_transport(),
+            proto::DEVICE_TRANSPORT_HOST_MPI);
+  o.device_transport = "gloo";
+  EXPECT_CONTAINS(error_of<InputError>([&] { parse_config("", "t", o); }),
+                  "--device-transport: unknown 'gloo' (known: nccl, host-mpi)");
+  EXPECT_CONTAINS(error_of<InputError>([&] { parse_config("distributed { device_transport: 7 }", "t"); }),
+                  "distributed.device_transport");
+}
+
 TEST(ConfigSchema, TheBackendsMathNamesAreTheConfigWords) {
   for (proto::MathMode m : {proto::MATH_FP32, proto::MATH_TF32, proto::MATH_BF16, proto::MATH_FP16})
     EXPECT_EQ(math_mode_name(math_mode(m)), math_word(m));

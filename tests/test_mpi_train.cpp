@@ -23,6 +23,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <vector>
@@ -35,6 +36,7 @@
 #include "core/optim/optimizer.h"
 #include "core/random.h"
 #include "core/threads.h"
+#include "distributed/host_staged_communicator.h"
 #include "distributed/mpi_communicator.h"
 #include "distributed/trainer.h"
 #include "synthetic_squares.h"
@@ -59,9 +61,12 @@ struct Result {
 // DeepConvNet, or the model of `model_text` (protobuf text of a ModelConfig).
 // device_paths: through HostDeviceBackend, the paths a GPU takes (BatchNorm's statistics in
 // the backend's memory, summed over the ranks there), every op on the host.
+// host_staged: the device paths' collectives through make_host_staged_communicator over a
+// communicator of comm's ranks (distributed.device_transport: DEVICE_TRANSPORT_HOST_MPI).
 Result train(Communicator& comm, const GradientSyncOptions& sync, int epochs,
              const data::Dataset& d, proto::OptimizerType type = proto::ADAM,
-             const std::string& model_text = "", bool device_paths = false) {
+             const std::string& model_text = "", bool device_paths = false,
+             bool host_staged = false) {
   set_cpu_threads(1);
   proto::ModelConfig m;
   if (model_text.empty()) m.set_preset("deep_convnet");
@@ -83,7 +88,10 @@ Result train(Communicator& comm, const GradientSyncOptions& sync, int epochs,
   to.seed = 99;
   to.lr = oc.lr();
   to.sync = sync;
-  Trainer tr(to, net, *backend, *opt, comm);
+  std::unique_ptr<Communicator> staged;
+  if (host_staged)
+    staged = make_host_staged_communicator(std::make_unique<MpiCommunicator>(), *backend);
+  Trainer tr(to, net, *backend, *opt, staged ? *staged : comm);
   Result r;
   for (int e = 0; e < epochs; ++e) {
     tr.train_epoch(d, e, nullptr, [&](int64_t, int64_t, const StepMetrics& s) {
@@ -398,5 +406,32 @@ TEST(MpiTrain, SynchronisedBatchNormTrainsOverTwoEpochs) {
     Result r;  // train_epoch ends with check_replicas(): it throws if any rank's differ
     ASSERT_NO_THROW(r = train(c, GradientSyncOptions{}, 2, d, proto::SGD, kBatchNormModel, device_paths));
     EXPECT_LT(r.losses.back(), r.losses.front() / 4) << (device_paths ? "device paths" : "host");
+  }
+}
+
+// distributed.device_transport: DEVICE_TRANSPORT_HOST_MPI (two ranks on one GPU, where NCCL
+// refuses): every collective of the device paths staged through host buffers and MPI. The copies
+// are exact and the sums are MPI's, so training is the plain MPI path's bit for bit: DeepConvNet
+// with Adam, in one bucket and in many, and synchronised BatchNorm (its statistics allreduced
+// from the backend's memory).
+TEST(MpiTrain, HostStagedTransportTrainsAsThePlainMpiPathBitForBit) {
+  MpiCommunicator c;
+  const data::Dataset d = synthetic(242);
+  GradientSyncOptions small_buckets;  // many collectives in flight at once, each its own buffer
+  small_buckets.bucket_bytes = 16 << 10;
+  struct Case {
+    const char* label;
+    std::string model;
+    GradientSyncOptions sync;
+  };
+  for (const Case& k : {Case{"DeepConvNet", "", {}}, Case{"DeepConvNet, 16 KiB buckets", "", small_buckets},
+                        Case{"sync batch norm", kBatchNormModel, {}}}) {
+    const Result plain = train(c, k.sync, 2, d, proto::ADAM, k.model, true);
+    const Result staged = train(c, k.sync, 2, d, proto::ADAM, k.model, true, true);
+    ASSERT_EQ(plain.params.size(), staged.params.size()) << k.label;
+    EXPECT_EQ(std::memcmp(plain.params.data(), staged.params.data(), plain.params.size() * sizeof(float)), 0)
+        << k.label << ": parameters after 2 epochs differ by " << max_abs_diff(plain.params, staged.params);
+    EXPECT_EQ(plain.losses, staged.losses) << k.label;
+    EXPECT_LT(staged.losses.back(), staged.losses.front()) << k.label;
   }
 }
