@@ -214,43 +214,47 @@ std::string word_of_value(const google::protobuf::EnumDescriptor* e, const std::
   return word_of(v, prefix);
 }
 
+// Each enum of the command line with the prefix its value names carry (BACKEND_CPU_REF).
+const char* prefix_of(proto::Backend) { return "BACKEND_"; }
+const char* prefix_of(proto::MathMode) { return "MATH_"; }
+const char* prefix_of(proto::ConvAlgorithm) { return "CONV_"; }
+const char* prefix_of(proto::DeviceTransport) { return "DEVICE_TRANSPORT_"; }
+
+template <class E>
+std::string word_of_enum(E value) {
+  return word_of_value(google::protobuf::GetEnumDescriptor<E>(), prefix_of(E{}), value);
+}
+template <class E>
+E enum_of_word(const std::string& word, const std::string& what) {
+  return E(value_of_word(google::protobuf::GetEnumDescriptor<E>(), prefix_of(E{}), word, what));
+}
+template <class E>
+std::string words_of_enum() {
+  return words_of(google::protobuf::GetEnumDescriptor<E>(), prefix_of(E{}));
+}
+
 }  // namespace
 
-std::string backend_word(proto::Backend b) {
-  return word_of_value(proto::Backend_descriptor(), "BACKEND_", b);
-}
-std::string math_word(proto::MathMode m) {
-  return word_of_value(proto::MathMode_descriptor(), "MATH_", m);
-}
+std::string backend_word(proto::Backend b) { return word_of_enum(b); }
+std::string math_word(proto::MathMode m) { return word_of_enum(m); }
+std::string conv_algorithm_word(proto::ConvAlgorithm a) { return word_of_enum(a); }
+std::string device_transport_word(proto::DeviceTransport t) { return word_of_enum(t); }
 proto::Backend backend_from_word(const std::string& word, const std::string& what) {
-  return proto::Backend(value_of_word(proto::Backend_descriptor(), "BACKEND_", word, what));
+  return enum_of_word<proto::Backend>(word, what);
 }
 proto::MathMode math_from_word(const std::string& word, const std::string& what) {
-  return proto::MathMode(value_of_word(proto::MathMode_descriptor(), "MATH_", word, what));
-}
-std::string backend_words() { return words_of(proto::Backend_descriptor(), "BACKEND_"); }
-std::string math_words() { return words_of(proto::MathMode_descriptor(), "MATH_"); }
-std::string conv_algorithm_word(proto::ConvAlgorithm a) {
-  return word_of_value(proto::ConvAlgorithm_descriptor(), "CONV_", a);
+  return enum_of_word<proto::MathMode>(word, what);
 }
 proto::ConvAlgorithm conv_algorithm_from_word(const std::string& word, const std::string& what) {
-  return proto::ConvAlgorithm(
-      value_of_word(proto::ConvAlgorithm_descriptor(), "CONV_", word, what));
-}
-std::string conv_algorithm_words() {
-  return words_of(proto::ConvAlgorithm_descriptor(), "CONV_");
-}
-
-std::string device_transport_word(proto::DeviceTransport t) {
-  return word_of_value(proto::DeviceTransport_descriptor(), "DEVICE_TRANSPORT_", t);
+  return enum_of_word<proto::ConvAlgorithm>(word, what);
 }
 proto::DeviceTransport device_transport_from_word(const std::string& word, const std::string& what) {
-  return proto::DeviceTransport(
-      value_of_word(proto::DeviceTransport_descriptor(), "DEVICE_TRANSPORT_", word, what));
+  return enum_of_word<proto::DeviceTransport>(word, what);
 }
-std::string device_transport_words() {
-  return words_of(proto::DeviceTransport_descriptor(), "DEVICE_TRANSPORT_");
-}
+std::string backend_words() { return words_of_enum<proto::Backend>(); }
+std::string math_words() { return words_of_enum<proto::MathMode>(); }
+std::string conv_algorithm_words() { return words_of_enum<proto::ConvAlgorithm>(); }
+std::string device_transport_words() { return words_of_enum<proto::DeviceTransport>(); }
 
 void upgrade_config(proto::ExperimentConfig& c) {
   auto& r = *c.mutable_run();
