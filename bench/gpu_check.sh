@@ -13,9 +13,11 @@
 #                                         command and every line of the summary, before device
 #                                         time is spent on them (tests/test_bench_scripts.cpp)
 # Environment:
-#   PHASES      the phases to run, in this order (default: all): tests table recipes profile
-#               algos nets resnet ranks
-#   BUDGET_S    seconds the whole check may take (default 540: a device command may run 600)
+#   PHASES      the phases to run (default: all); they run in this order: tests table recipes
+#               nets profile resnet resnet_torch ranks algos
+#   BUDGET_S    seconds the whole check may take (default 480: with a machine's start, the
+#               first of two calls in a 15-minute device window; the second, at once while the
+#               machine is warm, runs what was skipped with BUDGET_S=240)
 #   GPU_CHECK_DIR  where logs and JSON lines go (default: gpu-check-<time>)
 #   QUICK=1     fewer benchmark steps
 #   TRAIN_MATHS, FAST_MATHS, NET_MATHS  math modes of the book's recipe (default fp32), of the
@@ -31,13 +33,15 @@
 #            bf16 and fp16; PyTorch's better layout (NCHW or channels_last) of each
 #   recipes  the book's recipe and the fast recipe trained to the end: accuracy, wall time from
 #            process start, and when the test accuracy first reached 99.3% and 99.4%
+#   nets     ResNet-20 and GoogLeNet training throughput against their PyTorch twins
 #   profile  where a step's time goes (deeptrain's per-layer profile, torch.profiler), and the
 #            cuDNN algorithms deeptrain picks
+#   resnet   ResNet-20's recipe trained to the end on the GPU (needs data/fashion_mnist)
+#   resnet_torch  the same recipe in PyTorch on the same GPU (bench/pytorch_recipe.py)
+#   ranks    2 ranks on the one GPU (NCCL, then through host memory and MPI), where mpirun and
+#            an MPI build are at hand
 #   algos    cuDNN's algorithms chosen by heuristics, by timing, and by timing without the
 #            determinism requirement (PyTorch's default)
-#   nets     ResNet-20 and GoogLeNet training throughput against their PyTorch twins
-#   resnet   ResNet-20's recipe trained to the end on the GPU (needs data/fashion_mnist)
-#   ranks    2 ranks on the one GPU (NCCL), where mpirun and an MPI build are at hand
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
 repo=$PWD
@@ -51,15 +55,18 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_check.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-all_phases="tests table recipes profile algos nets resnet ranks"
+all_phases="tests table recipes nets profile resnet resnet_torch ranks algos"
 phases=${PHASES:-$all_phases}
 for p in $phases; do
   case " $all_phases " in *" $p "*) ;; *) echo "gpu_check.sh: PHASES: no phase '$p' (phases: $all_phases)" >&2; exit 2 ;; esac
 done
 # A dry run's phases take seconds, not their GPU estimates: no budget unless one is set.
 data=${DATA_DIR:-data}
-budget=${BUDGET_S:-$([ $dry = 1 ] && echo 100000 || echo 540)}
+budget=${BUDGET_S:-$([ $dry = 1 ] && echo 100000 || echo 480)}
 out=${GPU_CHECK_DIR:-gpu-check-$(date +%Y%m%d-%H%M%S)}
+if [ -e "$out/summary.txt" ]; then
+  echo "gpu_check.sh: $out already holds a check; give a new GPU_CHECK_DIR" >&2; exit 2
+fi
 mkdir -p "$out"
 : >"$out/summary.txt"
 log() { echo "== $*" | tee -a "$out/summary.txt"; }
@@ -243,40 +250,6 @@ if phase recipes 90; then
   for math in ${FAST_MATHS:-fp32 tf32}; do recipe fast-recipe examples/deep_convnet_mnist_fast.prototxt "$math"; done
 fi
 
-if phase profile 45; then
-  for batch in $batches; do
-    for math in fp32 tf32; do
-      dt bench --backend $backend --math "$(dmath $math)" --batch "$batch" --steps 30 --warmup 10 \
-        --profile >"$out/profile-train-$batch-$math.txt" 2>>"$out/bench.err" || fail "profile $batch $math"
-      head -14 "$out/profile-train-$batch-$math.txt" | tee -a "$out/summary.txt"
-    done
-  done
-  big=${batches##* }
-  pyt bench/pytorch_deepconvnet.py --device $pydevice --math fp32 --mode train --batch "$big" \
-    --steps 20 --warmup 10 --data "$data/mnist" --threads 4 \
-    --profile "$out/pytorch-profile-train-$big-fp32.txt" >/dev/null 2>>"$out/bench.err" || fail "PyTorch's profile"
-  DEEPTRAIN_CUDA_LOG=1 dt bench --backend $backend --batch "$big" --steps 3 --warmup 1 \
-    >/dev/null 2>"$out/cudnn-algorithms-$big-fp32.txt" || fail "cuDNN's algorithms (heuristics)"
-  DEEPTRAIN_CUDA_LOG=1 DEEPTRAIN_CUDNN_FIND=1 dt bench --backend $backend --batch "$big" --steps 3 \
-    --warmup 1 >/dev/null 2>"$out/cudnn-algorithms-$big-fp32-find.txt" || fail "cuDNN's algorithms (timed)"
-  log "PyTorch's profile: $out/pytorch-profile-train-$big-fp32.txt; cuDNN's algorithms: $out/cudnn-algorithms-$big-fp32*.txt"
-fi
-
-if phase algos 70; then
-  # Training only; heuristics run again here (beside the other two, not from the table).
-  log "cuDNN's algorithms: heuristics / timed (cudnnFind) / timed, non-deterministic allowed (img/s)"
-  for batch in $batches; do
-    for math in fp32 tf32; do
-      args=(bench --backend "$backend" --math "$(dmath $math)" --batch "$batch" --steps "$steps" --warmup "$warmup" --json)
-      h=$(dt "${args[@]}" 2>>"$out/bench.err" | tail -1)
-      f=$(DEEPTRAIN_CUDNN_FIND=1 dt "${args[@]}" 2>>"$out/bench.err" | tail -1)
-      n=$(DEEPTRAIN_CUDNN_FIND=1 DEEPTRAIN_CUDNN_NONDETERMINISTIC=1 dt "${args[@]}" 2>>"$out/bench.err" | tail -1)
-      printf '%s\n%s\n%s\n' "$h" "$f" "$n" >>"$out/algos.jsonl"
-      log "train $batch $math: $(echo "$h" | field images_per_sec) / $(echo "$f" | field images_per_sec) / $(echo "$n" | field images_per_sec)"
-    done
-  done
-fi
-
 if phase nets 60; then
   for net in resnet20_fashion_mnist googlenet_mnist; do
     labels=("net|batch|math") spec=""
@@ -298,13 +271,35 @@ if phase nets 60; then
   done
 fi
 
+if phase profile 45; then
+  for batch in $batches; do
+    for math in fp32 tf32; do
+      dt bench --backend $backend --math "$(dmath $math)" --batch "$batch" --steps 30 --warmup 10 \
+        --profile >"$out/profile-train-$batch-$math.txt" 2>>"$out/bench.err" || fail "profile $batch $math"
+      head -14 "$out/profile-train-$batch-$math.txt" | tee -a "$out/summary.txt"
+    done
+  done
+  big=${batches##* }
+  pyt bench/pytorch_deepconvnet.py --device $pydevice --math fp32 --mode train --batch "$big" \
+    --steps 20 --warmup 10 --data "$data/mnist" --threads 4 \
+    --profile "$out/pytorch-profile-train-$big-fp32.txt" >/dev/null 2>>"$out/bench.err" || fail "PyTorch's profile"
+  DEEPTRAIN_CUDA_LOG=1 dt bench --backend $backend --batch "$big" --steps 3 --warmup 1 \
+    >/dev/null 2>"$out/cudnn-algorithms-$big-fp32.txt" || fail "cuDNN's algorithms (heuristics)"
+  DEEPTRAIN_CUDA_LOG=1 DEEPTRAIN_CUDNN_FIND=1 dt bench --backend $backend --batch "$big" --steps 3 \
+    --warmup 1 >/dev/null 2>"$out/cudnn-algorithms-$big-fp32-find.txt" || fail "cuDNN's algorithms (timed)"
+  log "PyTorch's profile: $out/pytorch-profile-train-$big-fp32.txt; cuDNN's algorithms: $out/cudnn-algorithms-$big-fp32*.txt"
+fi
+
+
+
 if phase resnet 150; then
   if [ -d "$data/fashion_mnist" ]; then
     for math in ${RESNET_MATHS:-fp32}; do
       t0=$SECONDS
-      dt train examples/resnet20_fashion_mnist.prototxt --backend $backend --math "$(dmath "$math")" \
-        --json --data-dir "$data/fashion_mnist" --run-dir "$out/resnet20-$math" "${limits[@]}" \
-        >"$out/resnet20-$math.jsonl" 2>&1 || fail "resnet20 $math: see $out/resnet20-$math.jsonl"
+      timeout "${RESNET_TIMEOUT:-300}" "$bin" train examples/resnet20_fashion_mnist.prototxt \
+        --backend $backend --math "$(dmath "$math")" --json --data-dir "$data/fashion_mnist" \
+        --run-dir "$out/resnet20-$math" "${limits[@]}" >"$out/resnet20-$math.jsonl" 2>&1 ||
+        fail "resnet20 $math: see $out/resnet20-$math.jsonl"
       log "resnet20 recipe (30 epochs, batch 128, SGD momentum, cosine) $math: test accuracy $(field test_accuracy <"$out/resnet20-$math.jsonl"), $((SECONDS - t0)) s"
     done
   else
@@ -313,10 +308,29 @@ if phase resnet 150; then
   fi
 fi
 
+# The same recipe in PyTorch on the same GPU (bench/pytorch_recipe.py: the twin network, its
+# optimizer, schedule and augmentation, drawn alike), for the accuracy and wall time beside it.
+if phase resnet_torch 180; then
+  if [ -d "$data/fashion_mnist" ] && [ -n "$PY" ]; then
+    for math in ${RESNET_MATHS:-fp32}; do
+      pm=$math; [ $dry = 1 ] && pm=fp32
+      dry_limits=(); [ $dry = 1 ] && dry_limits=(--epochs 1 --limit 512)
+      timeout "${RESNET_TIMEOUT:-300}" "$PY" bench/pytorch_recipe.py \
+        --config examples/resnet20_fashion_mnist.prototxt --data "$data/fashion_mnist" \
+        --device $pydevice --math "$pm" --threads 4 "${dry_limits[@]}" \
+        >"$out/resnet20-pytorch-$math.jsonl" 2>>"$out/bench.err" || fail "PyTorch's resnet20 $math: see $out/bench.err"
+      log "resnet20 recipe in PyTorch $math: test accuracy $(field test_accuracy <"$out/resnet20-pytorch-$math.jsonl"), $(field wall_seconds <"$out/resnet20-pytorch-$math.jsonl") s from process start"
+    done
+  else
+    log "SKIPPED phase resnet_torch: no $data/fashion_mnist or no PyTorch"
+    skipped="$skipped resnet_torch"
+  fi
+fi
+
 if phase ranks 60; then
   if ! command -v mpirun >/dev/null; then
     log "SKIPPED phase ranks: no mpirun on this machine"; skipped="$skipped ranks"
-  elif ! ldd "$mpi_bin" | grep -q libmpi; then
+  elif ! ldd "$mpi_bin" | grep libmpi >/dev/null; then  # (grep -q would end ldd early: SIGPIPE)
     log "SKIPPED phase ranks: $mpi_bin was built without MPI"; skipped="$skipped ranks"
   else
     export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1
@@ -339,6 +353,21 @@ if phase ranks 60; then
       fail "2 ranks training through host-mpi: see $out/ranks-train.jsonl"
     log "2 ranks, fast recipe through host-mpi: test accuracy $(field test_accuracy <"$out/ranks-train.jsonl") after $(field epochs <"$out/ranks-train.jsonl") epochs"
   fi
+fi
+
+if phase algos 70; then
+  # Training only; heuristics run again here (beside the other two, not from the table).
+  log "cuDNN's algorithms: heuristics / timed (cudnnFind) / timed, non-deterministic allowed (img/s)"
+  for batch in $batches; do
+    for math in fp32 tf32; do
+      args=(bench --backend "$backend" --math "$(dmath $math)" --batch "$batch" --steps "$steps" --warmup "$warmup" --json)
+      h=$(dt "${args[@]}" 2>>"$out/bench.err" | tail -1)
+      f=$(DEEPTRAIN_CUDNN_FIND=1 dt "${args[@]}" 2>>"$out/bench.err" | tail -1)
+      n=$(DEEPTRAIN_CUDNN_FIND=1 DEEPTRAIN_CUDNN_NONDETERMINISTIC=1 dt "${args[@]}" 2>>"$out/bench.err" | tail -1)
+      printf '%s\n%s\n%s\n' "$h" "$f" "$n" >>"$out/algos.jsonl"
+      log "train $batch $math: $(echo "$h" | field images_per_sec) / $(echo "$f" | field images_per_sec) / $(echo "$n" | field images_per_sec)"
+    done
+  done
 fi
 
 [ -n "$skipped" ] && log "skipped:$skipped (next: PHASES=\"${skipped# }\" bench/gpu_check.sh ...)"

@@ -417,8 +417,9 @@ def train_recipe(twin, a, n, batch_loss, evaluate, out):
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            loss_sum += float(loss) * len(ids)
+            loss_sum = loss_sum + loss.detach().float() * len(ids)  # (on a GPU: no wait a step)
             step += 1
+        loss_sum = float(loss_sum)
         seconds = time.perf_counter() - t0
         out.update({"epoch": epoch, "train_loss": loss_sum / n, "images_per_sec": n / seconds})
         out.update(evaluate())

@@ -285,7 +285,7 @@ TEST(BenchScripts, GpuCheckDryRunFillsEveryPhaseOnTheCpu) {
   const std::string env = "GPU_CHECK_DIR=" + (d.path / "check").string() +
                           " DATA_DIR=" DEEPTRAIN_DATA_DIR " PYTHON=/usr/bin/python3 ";
   const std::string phases = std::string(gpu_tests ? "tests " : "") +
-                             "table recipes profile algos nets resnet ranks";
+                             "table recipes profile algos nets resnet resnet_torch ranks";
   CommandResult r = run_command(env + "PHASES='" + phases + "' bash " + kSource +
                                 "/bench/gpu_check.sh --dry-run --build " + build.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
@@ -299,17 +299,28 @@ TEST(BenchScripts, GpuCheckDryRunFillsEveryPhaseOnTheCpu) {
     for (const char* l : {"2 ranks on one GPU through host-mpi, batch 32 (global) fp32: ",
                           "2 ranks, fast recipe through host-mpi: test accuracy"})
       lines.push_back(l);
-  if (fashion) lines.push_back("resnet20 recipe (30 epochs");
+  if (fashion)
+    for (const char* l : {"resnet20 recipe (30 epochs", "resnet20 recipe in PyTorch fp32: test accuracy 0."})
+      lines.push_back(l);
   for (const std::string& line : lines) EXPECT_NE(r.output.find(line), std::string::npos) << line << "\n" << r.output;
   // Every table row has both sides and a ratio.
   EXPECT_EQ(r.output.find("| failed |"), std::string::npos) << r.output;
   EXPECT_EQ(r.output.find("| - |"), std::string::npos) << r.output;
 
-  r = run_command(env + "BUDGET_S=1 PHASES='table nets' bash " + kSource +
+  // A check's directory is not reused (its runs would collide with the old ones).
+  r = run_command(env + "PHASES=table bash " + kSource + "/bench/gpu_check.sh --dry-run --build " +
+                  build.string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("already holds a check"), std::string::npos) << r.output;
+
+  const std::string env2 = "GPU_CHECK_DIR=" + (d.path / "check2").string() + " PYTHON=/usr/bin/python3 ";
+  r = run_command(env2 + "BUDGET_S=1 PHASES='table nets' bash " + kSource +
                   "/bench/gpu_check.sh --dry-run --build " + build.string());
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_NE(r.output.find("SKIPPED phase table"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("next: PHASES=\"table nets\""), std::string::npos) << r.output;
-  EXPECT_EQ(run_command(env + "PHASES='table gpu' bash " + kSource + "/bench/gpu_check.sh --dry-run --build " +
-                        build.string()).exit_code, 2);
+  r = run_command("PHASES='table gpu' bash " + kSource + "/bench/gpu_check.sh --dry-run --build " +
+                  build.string());
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("PHASES: no phase 'gpu'"), std::string::npos) << r.output;
 }
