@@ -60,8 +60,8 @@ phases=${PHASES:-$all_phases}
 for p in $phases; do
   case " $all_phases " in *" $p "*) ;; *) echo "gpu_check.sh: PHASES: no phase '$p' (phases: $all_phases)" >&2; exit 2 ;; esac
 done
-# A dry run's phases take seconds, not their GPU estimates: no budget unless one is set.
 data=${DATA_DIR:-data}
+# A dry run's phases take seconds, not their GPU estimates: no budget unless one is set.
 budget=${BUDGET_S:-$([ $dry = 1 ] && echo 100000 || echo 480)}
 out=${GPU_CHECK_DIR:-gpu-check-$(date +%Y%m%d-%H%M%S)}
 if [ -e "$out/summary.txt" ]; then

@@ -54,8 +54,8 @@ def schema_from_descriptor_set(path):
     with open(path, "rb") as f:
         files = descriptor_pb2.FileDescriptorSet.FromString(f.read())
     pool = descriptor_pool.DescriptorPool()
-    for fd in files.file:
-        pool.Add(fd)
+    for fd in files.file:  # (AddSerializedFile: in every runtime, the C++ and upb ones too)
+        pool.AddSerializedFile(fd.SerializeToString())
     schema = pool.FindFileByName("deeptrain.proto")
     if hasattr(message_factory, "GetMessageClass"):  # protobuf 4.22 and later
         message_class = message_factory.GetMessageClass
