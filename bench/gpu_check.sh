@@ -92,9 +92,10 @@ if [ -n "$bundle" ]; then
   # PyTorch's twins read the schema the binaries were built with, from its packed descriptor
   # set (a GPU machine may have no protoc).
   export DEEPTRAIN_SCHEMA_DESCRIPTOR=$repo/$build/deeptrain.desc
-  # The packed Open MPI, where the machine has none: relocated to mpi/ (its own libraries and
-  # plugins first; it stays quiet about plugins for network fabrics this machine lacks).
-  if [ -x "$repo/mpi/usr/bin/orterun" ] && ! command -v mpirun >/dev/null; then
+  # The packed Open MPI (the one deeptrain-mpi was built against, whatever the machine has),
+  # relocated to mpi/: its own libraries and plugins first; it stays quiet about plugins for
+  # network fabrics this machine lacks.
+  if [ -x "$repo/mpi/usr/bin/orterun" ]; then
     m=$repo/mpi/usr a=x86_64-linux-gnu
     export OPAL_PREFIX=$m PMIX_INSTALL_PREFIX=$m/lib/$a/pmix2 PATH=$m/bin:$PATH
     export LD_LIBRARY_PATH=$m/lib/$a:$m/lib/$a/openmpi/lib:$m/lib/$a/pmix2/lib:$repo/mpi/lib:$LD_LIBRARY_PATH
