@@ -9,6 +9,8 @@
 #include "core/backend/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "distributed/bootstrap.h"
+#include "distributed/consistency.h"
+#include "distributed/placement.h"
 
 namespace deeptrain {
 namespace {
@@ -139,6 +141,18 @@ class NcclCommunicator : public Communicator {
                s_->where);
     check_cuda(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming), "cudaEventCreate",
                s_->where);
+    // NCCL refuses ranks that share a GPU ("Duplicate GPU detected"): say so first, by rank
+    // and host, with the way out. Every rank sees the same ids, so every rank stops alike.
+    int device = 0;
+    char bus_id[64] = {};
+    check_cuda(cudaGetDevice(&device), "cudaGetDevice", s_->where);
+    check_cuda(cudaDeviceGetPCIBusId(bus_id, sizeof bus_id, device), "cudaDeviceGetPCIBusId",
+               s_->where);
+    if (const std::string shared = shared_device(*host_, bus_id); !shared.empty())
+      throw JobWideError(fmt::format(
+          "NCCL cannot run two ranks on one GPU: {}. Run one rank per GPU (run.gpu picks it), "
+          "or send the gradients through host memory and MPI: distributed.device_transport: "
+          "DEVICE_TRANSPORT_HOST_MPI (--device-transport host-mpi)", shared));
     const std::vector<uint8_t> id_bytes =
         broadcast_bootstrap_id(*host_, sizeof(ncclUniqueId), [this] {
           ncclUniqueId id;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include <fmt/format.h>
+
 namespace deeptrain {
 
 namespace {
@@ -43,6 +45,20 @@ int default_threads(Communicator& comm) {
     if (r == comm.rank() || CPU_COUNT(&both) > 0) ++sharing;
   }
   return std::max(1, cores / std::max(1, sharing));
+}
+
+std::string shared_device(Communicator& comm, const std::string& device_id) {
+  constexpr int64_t kId = 64;
+  Tensor in = Tensor::empty({kId}, DType::u8), all = Tensor::empty({kId * comm.size()}, DType::u8);
+  in.fill_zero();
+  std::memcpy(in.raw(), device_id.data(), std::min<size_t>(device_id.size(), kId - 1));
+  comm.allgather(in, all, "device ids");
+  const auto id_of = [&](int r) { return std::string(static_cast<const char*>(all.raw()) + r * kId); };
+  for (int a = 0; a < comm.size(); ++a)
+    for (int b = a + 1; b < comm.size(); ++b)
+      if (comm.host_of(a) == comm.host_of(b) && id_of(a) == id_of(b))
+        return fmt::format("ranks {} and {} on {} share GPU {}", a, b, comm.host_of(a), id_of(a));
+  return {};
 }
 
 }  // namespace deeptrain

@@ -16,6 +16,7 @@
 #include "distributed/consistency.h"
 #include "distributed/half.h"
 #include "distributed/mpi_communicator.h"
+#include "distributed/placement.h"
 #include "distributed/reducer.h"
 #include "distributed/watchdog.h"
 
@@ -28,6 +29,18 @@ TEST(MpiComm, RankAndSize) {
   EXPECT_LT(c.rank(), c.size());
   EXPECT_FALSE(c.host().empty());
   for (int r = 0; r < c.size(); ++r) EXPECT_FALSE(c.host_of(r).empty());
+}
+
+// NCCL refuses ranks that share a GPU: shared_device names the first two ranks on one host
+// that give the same device id, and nothing when every rank has its own (CI's ranks share a host).
+TEST(MpiComm, SharedDeviceNamesTheFirstRanksOnOneHostWithOneId) {
+  MpiCommunicator c;
+  EXPECT_EQ(shared_device(c, "0000:" + std::to_string(c.rank()) + "b:00.0"), "");
+  EXPECT_EQ(shared_device(c, "0000:1b:00.0"),
+            fmt::format("ranks 0 and 1 on {} share GPU 0000:1b:00.0", c.host_of(0)));
+  if (c.size() >= 3)  // ranks 0 and 2 on the first GPU, 1 and 3 on the second
+    EXPECT_EQ(shared_device(c, c.rank() % 2 ? "odd" : "even"),
+              fmt::format("ranks 0 and 2 on {} share GPU even", c.host_of(0)));
 }
 
 TEST(MpiComm, AllreduceSumOfEveryDtype) {
